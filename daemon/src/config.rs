@@ -1,0 +1,739 @@
+//! Configuration: the raw TOML shape, environment overrides, and the validated [`Config`].
+//!
+//! Two stages (Vector, ripgrep): the raw serde structs accept what TOML can say; [`load`] then
+//! checks every key and value and reports every problem at once, so an operator fixes a file in
+//! one pass instead of one error per restart. Every key has a default, so an empty file (or none)
+//! is a working configuration.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Default HTTP listen address: every interface, so phones and kiosks on the venue LAN reach it.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+/// Default cap on an ordinary request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Default cap on an attendee import body (JSON or CSV).
+pub const DEFAULT_MAX_IMPORT_BYTES: usize = 16 * 1024 * 1024;
+/// Default time a request may take before the server answers 408.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Default time SIGTERM waits for in-flight requests before the daemon stops anyway.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 8;
+/// Default number of read-only SQLite connections.
+pub const DEFAULT_STORE_READERS: usize = 4;
+/// Default cap on writes committed in one transaction (one fsync).
+pub const DEFAULT_MAX_GROUP_WRITES: usize = 512;
+/// Default depth of the writer's queue; callers wait (backpressure) when it is full.
+pub const DEFAULT_WRITE_QUEUE_DEPTH: usize = 8192;
+/// Default time an idempotency key is remembered (at least the 24 h DESIGN §3 asks for).
+pub const DEFAULT_IDEMPOTENCY_RETENTION_HOURS: u64 = 48;
+/// Default data directory when neither config nor systemd's `STATE_DIRECTORY` names one.
+pub const DEFAULT_DATA_DIR: &str = "./venued-data";
+/// Default event id; one appliance usually serves one event.
+pub const DEFAULT_EVENT_ID: &str = "default";
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "VENUED_";
+
+/// The configuration file as written. Every field is defaulted; unknown keys are reported.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct RawConfig {
+    data_dir: String,
+    http: HttpConfig,
+    store: StoreConfig,
+    event: EventConfig,
+    log: LogConfig,
+}
+
+/// `[http]`: the HTTP API listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Address and port to listen on. Default `0.0.0.0:8080`.
+    pub listen: String,
+    /// Largest accepted request body in bytes, except imports. Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// Largest accepted attendee import body in bytes. Default 16 MiB.
+    pub max_import_bytes: usize,
+    /// Seconds a request may take before it is answered with 408. Default 30.
+    pub request_timeout_secs: u64,
+    /// Seconds SIGTERM waits for in-flight requests to finish. Default 8 (systemd's stop timeout
+    /// is longer, so the daemon always exits on its own).
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_HTTP_LISTEN.into(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_import_bytes: DEFAULT_MAX_IMPORT_BYTES,
+            request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+            shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+        }
+    }
+}
+
+/// `[store]`: the SQLite store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// Read-only connections for queries. Default 4.
+    pub readers: usize,
+    /// Most writes committed in one transaction. Default 512.
+    pub max_group_writes: usize,
+    /// Writes that may wait for the writer before callers are held back. Default 8192.
+    pub write_queue_depth: usize,
+    /// Hours an idempotency key is remembered. Default 48 (at least 24).
+    pub idempotency_retention_hours: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            readers: DEFAULT_STORE_READERS,
+            max_group_writes: DEFAULT_MAX_GROUP_WRITES,
+            write_queue_depth: DEFAULT_WRITE_QUEUE_DEPTH,
+            idempotency_retention_hours: DEFAULT_IDEMPOTENCY_RETENTION_HOURS,
+        }
+    }
+}
+
+/// `[event]`: the event this appliance serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventConfig {
+    /// Event id: the scope of every op and the unit of isolation on the relay. Default `default`.
+    pub id: String,
+    /// Human-readable name. Default empty.
+    pub name: String,
+}
+
+impl Default for EventConfig {
+    fn default() -> Self {
+        Self {
+            id: DEFAULT_EVENT_ID.into(),
+            name: String::new(),
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `RUST_LOG`-style filter; the `RUST_LOG` environment variable wins. Default `info`.
+    pub filter: String,
+    /// `auto` (journald when `JOURNAL_STREAM` is set, else stderr), `journal`, or `text`.
+    pub output: LogOutput,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            output: LogOutput::Auto,
+        }
+    }
+}
+
+/// Where log records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogOutput {
+    /// journald when started by systemd with its stderr connected to the journal, else stderr.
+    Auto,
+    /// Always journald (native protocol, structured fields).
+    Journal,
+    /// Always human-readable text on stderr.
+    Text,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the database, the admin token and other state live.
+    pub data_dir: PathBuf,
+    /// HTTP listener settings; `listen` is already parsed.
+    pub http: HttpConfig,
+    /// Parsed `http.listen`.
+    pub http_listen: SocketAddr,
+    /// Store settings.
+    pub store: StoreConfig,
+    /// The event served.
+    pub event: EventConfig,
+    /// Logging settings.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        load_str("", "<defaults>", &BTreeMap::new(), None)
+            .unwrap_or_else(|errors| unreachable!("the embedded defaults are invalid: {errors}"))
+    }
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigProblem {
+    /// The file is not valid TOML.
+    Syntax(String),
+    /// A key that no version of this daemon knows.
+    UnknownKey {
+        /// Dotted key path, e.g. `http.lisen`.
+        key: String,
+        /// Where it came from: the file or an environment variable.
+        source: String,
+        /// Keys that are allowed at that level.
+        known: Vec<String>,
+    },
+    /// A key whose value has the wrong type or is out of range.
+    Invalid {
+        /// Dotted key path.
+        key: String,
+        /// Why the value is wrong and what would be right.
+        reason: String,
+    },
+    /// The file could not be read.
+    Unreadable(String),
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Syntax(msg) => write!(f, "not valid TOML: {msg}"),
+            Self::UnknownKey { key, source, known } => {
+                write!(
+                    f,
+                    "unknown key `{key}` ({source}); known keys here: {}",
+                    known.join(", ")
+                )
+            }
+            Self::Invalid { key, reason } => write!(f, "`{key}`: {reason}"),
+            Self::Unreadable(msg) => write!(f, "{msg}"),
+        }
+    }
+}
+
+/// Every problem found in one configuration, in file order where possible.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    /// The file (or `<defaults>`) the problems are in.
+    pub origin: String,
+    /// The problems; never empty.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} problem(s) in configuration {}:",
+            self.problems.len(),
+            self.origin
+        )?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the configuration file is looked for when none is named: systemd's
+/// `CONFIGURATION_DIRECTORY` (from `ConfigurationDirectory=venued`), else `/etc/venued`.
+pub fn default_config_path() -> Option<PathBuf> {
+    let dir = std::env::var_os("CONFIGURATION_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/venued"));
+    let path = dir.join("venued.toml");
+    path.is_file().then_some(path)
+}
+
+/// Loads the configuration from `path` (or embedded defaults when `None`), applies `VENUED_*`
+/// overrides from `env`, then `data_dir_override` (the `--data-dir` flag).
+pub fn load(
+    path: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    data_dir_override: Option<&Path>,
+) -> Result<Config, ConfigErrors> {
+    let (text, origin) = match path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(text) => (text, p.display().to_string()),
+            Err(e) => {
+                return Err(ConfigErrors {
+                    origin: p.display().to_string(),
+                    problems: vec![ConfigProblem::Unreadable(format!(
+                        "cannot read {}: {e}; check the path given to --config",
+                        p.display()
+                    ))],
+                });
+            }
+        },
+        None => (String::new(), "<defaults>".to_string()),
+    };
+    load_str(&text, &origin, env, data_dir_override)
+}
+
+/// As [`load`], from TOML text.
+pub fn load_str(
+    text: &str,
+    origin: &str,
+    env: &BTreeMap<String, String>,
+    data_dir_override: Option<&Path>,
+) -> Result<Config, ConfigErrors> {
+    let mut problems = Vec::new();
+    let mut table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ConfigErrors {
+                origin: origin.into(),
+                problems: vec![ConfigProblem::Syntax(e.to_string())],
+            });
+        }
+    };
+    let defaults = defaults_table();
+    apply_env(&mut table, &defaults, env, &mut problems);
+
+    let mut raw = RawConfig::default();
+    for (key, value) in &table {
+        match key.as_str() {
+            "data_dir" => raw.data_dir = field(key, value, &mut problems).unwrap_or_default(),
+            "http" => raw.http = section(key, value, origin, &defaults, &mut problems),
+            "store" => raw.store = section(key, value, origin, &defaults, &mut problems),
+            "event" => raw.event = section(key, value, origin, &defaults, &mut problems),
+            "log" => raw.log = section(key, value, origin, &defaults, &mut problems),
+            _ => problems.push(ConfigProblem::UnknownKey {
+                key: key.clone(),
+                source: origin.into(),
+                known: defaults.keys().cloned().collect(),
+            }),
+        }
+    }
+    let config = validate(raw, data_dir_override, &mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors {
+            origin: origin.into(),
+            problems,
+        })
+    }
+}
+
+/// The defaults as a TOML table: the list of known keys, and the type each override must parse as.
+fn defaults_table() -> toml::Table {
+    let raw = RawConfig {
+        data_dir: DEFAULT_DATA_DIR.into(),
+        ..RawConfig::default()
+    };
+    toml::Table::try_from(raw).unwrap_or_default()
+}
+
+fn field<T: DeserializeOwned>(
+    key: &str,
+    value: &toml::Value,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    match value.clone().try_into() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(ConfigProblem::Invalid {
+                key: key.into(),
+                reason: first_line(&e.to_string()),
+            });
+            None
+        }
+    }
+}
+
+/// Deserialises one section key by key, so every unknown key and every bad value is reported,
+/// not only the first; falls back to the defaults for a section with problems.
+fn section<T: DeserializeOwned + Default>(
+    name: &str,
+    value: &toml::Value,
+    origin: &str,
+    defaults: &toml::Table,
+    problems: &mut Vec<ConfigProblem>,
+) -> T {
+    let Some(table) = value.as_table() else {
+        problems.push(ConfigProblem::Invalid {
+            key: name.into(),
+            reason: format!("expected a table `[{name}]`, found a {}", value.type_str()),
+        });
+        return T::default();
+    };
+    let known: Vec<String> = defaults
+        .get(name)
+        .and_then(|v| v.as_table())
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default();
+    // Keys with problems are left out, so the good ones still reach validation.
+    let mut good = toml::Table::new();
+    for (key, v) in table {
+        if !known.contains(key) {
+            problems.push(ConfigProblem::UnknownKey {
+                key: format!("{name}.{key}"),
+                source: origin.into(),
+                known: known.clone(),
+            });
+            continue;
+        }
+        let single: toml::Table = [(key.clone(), v.clone())].into_iter().collect();
+        match toml::Value::Table(single).try_into::<T>() {
+            Ok(_) => {
+                good.insert(key.clone(), v.clone());
+            }
+            Err(e) => problems.push(ConfigProblem::Invalid {
+                key: format!("{name}.{key}"),
+                reason: first_line(&e.to_string()),
+            }),
+        }
+    }
+    toml::Value::Table(good).try_into().unwrap_or_default()
+}
+
+/// serde's messages append "in `key`" on a second line; the key is already named.
+fn first_line(message: &str) -> String {
+    message
+        .trim()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Applies `VENUED_<SECTION>_<KEY>` (or `VENUED_<KEY>` for top-level keys) to the table. The
+/// value is parsed as the type of the key's default, so `VENUED_HTTP_MAX_BODY_BYTES=1024` is a
+/// number and `VENUED_EVENT_ID=2024` stays a string.
+fn apply_env(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    env: &BTreeMap<String, String>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    for (var, raw_value) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let target = defaults
+            .iter()
+            .filter_map(|(section, v)| {
+                let sub = v.as_table()?;
+                let key = rest.strip_prefix(&format!("{section}_"))?;
+                sub.get(key)
+                    .map(|d| (Some(section.clone()), key.to_string(), d.clone()))
+            })
+            .next()
+            .or_else(|| {
+                defaults
+                    .get(&rest)
+                    .filter(|d| !d.is_table())
+                    .map(|d| (None, rest.clone(), d.clone()))
+            });
+        let Some((section, key, default)) = target else {
+            problems.push(ConfigProblem::UnknownKey {
+                key: var.clone(),
+                source: "environment".into(),
+                known: env_names(defaults),
+            });
+            continue;
+        };
+        let dotted = match &section {
+            Some(s) => format!("{s}.{key}"),
+            None => key.clone(),
+        };
+        let value = match parse_like(&default, raw_value) {
+            Ok(v) => v,
+            Err(reason) => {
+                problems.push(ConfigProblem::Invalid {
+                    key: format!("{dotted} (from {var})"),
+                    reason,
+                });
+                continue;
+            }
+        };
+        let slot = match section {
+            Some(s) => {
+                let entry = table
+                    .entry(s)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match entry.as_table_mut() {
+                    Some(t) => t,
+                    // The file's own type error for this section is reported by `section`.
+                    None => continue,
+                }
+            }
+            None => &mut *table,
+        };
+        slot.insert(key, value);
+    }
+}
+
+fn parse_like(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    match default {
+        toml::Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("expected a whole number, found `{raw}`")),
+        toml::Value::Boolean(_) => raw
+            .trim()
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .map_err(|_| format!("expected `true` or `false`, found `{raw}`")),
+        toml::Value::Float(_) => raw
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| format!("expected a number, found `{raw}`")),
+        _ => Ok(toml::Value::String(raw.to_string())),
+    }
+}
+
+fn env_names(defaults: &toml::Table) -> Vec<String> {
+    let mut names = Vec::new();
+    for (k, v) in defaults {
+        match v.as_table() {
+            Some(sub) => names.extend(
+                sub.keys()
+                    .map(|sk| format!("{ENV_PREFIX}{}_{}", k, sk).to_ascii_uppercase()),
+            ),
+            None => names.push(format!("{ENV_PREFIX}{k}").to_ascii_uppercase()),
+        }
+    }
+    names
+}
+
+fn validate(
+    raw: RawConfig,
+    data_dir_override: Option<&Path>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Config {
+    let mut invalid = |key: &str, reason: String| {
+        problems.push(ConfigProblem::Invalid {
+            key: key.into(),
+            reason,
+        })
+    };
+    let http_listen = raw.http.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+        invalid(
+            "http.listen",
+            format!(
+                "`{}` is not an address and port; write e.g. \"0.0.0.0:8080\" or \"[::]:8080\"",
+                raw.http.listen
+            ),
+        );
+        SocketAddr::from(([0, 0, 0, 0], 8080))
+    });
+    if !(1024..=64 * 1024 * 1024).contains(&raw.http.max_body_bytes) {
+        invalid(
+            "http.max_body_bytes",
+            format!("{} is outside 1024..=67108864", raw.http.max_body_bytes),
+        );
+    }
+    if !(1024..=1024 * 1024 * 1024).contains(&raw.http.max_import_bytes) {
+        invalid(
+            "http.max_import_bytes",
+            format!("{} is outside 1024..=1073741824", raw.http.max_import_bytes),
+        );
+    }
+    if !(1..=3600).contains(&raw.http.request_timeout_secs) {
+        invalid(
+            "http.request_timeout_secs",
+            format!("{} is outside 1..=3600", raw.http.request_timeout_secs),
+        );
+    }
+    if !(1..=60).contains(&raw.http.shutdown_timeout_secs) {
+        invalid(
+            "http.shutdown_timeout_secs",
+            format!("{} is outside 1..=60", raw.http.shutdown_timeout_secs),
+        );
+    }
+    if !(1..=64).contains(&raw.store.readers) {
+        invalid(
+            "store.readers",
+            format!("{} is outside 1..=64", raw.store.readers),
+        );
+    }
+    if !(1..=65_536).contains(&raw.store.max_group_writes) {
+        invalid(
+            "store.max_group_writes",
+            format!("{} is outside 1..=65536", raw.store.max_group_writes),
+        );
+    }
+    if !(1..=1_000_000).contains(&raw.store.write_queue_depth) {
+        invalid(
+            "store.write_queue_depth",
+            format!("{} is outside 1..=1000000", raw.store.write_queue_depth),
+        );
+    }
+    if raw.store.idempotency_retention_hours < 24 {
+        invalid(
+            "store.idempotency_retention_hours",
+            format!(
+                "{} is below 24; retried requests must be recognised for at least a day",
+                raw.store.idempotency_retention_hours
+            ),
+        );
+    }
+    if !is_valid_id(&raw.event.id) {
+        invalid(
+            "event.id",
+            format!(
+                "`{}` must be 1-64 characters of a-z, A-Z, 0-9, `-`, `_` or `.`",
+                raw.event.id
+            ),
+        );
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.filter) {
+        invalid(
+            "log.filter",
+            format!("`{}` is not a valid filter: {e}", raw.log.filter),
+        );
+    }
+    let data_dir = match data_dir_override {
+        Some(p) => p.to_path_buf(),
+        None if !raw.data_dir.is_empty() => PathBuf::from(&raw.data_dir),
+        None => std::env::var_os("STATE_DIRECTORY")
+            // systemd may pass several colon-separated directories; the first is ours.
+            .and_then(|v| {
+                v.to_str()
+                    .and_then(|s| s.split(':').next())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+    };
+    Config {
+        data_dir,
+        http: raw.http,
+        http_listen,
+        store: raw.store,
+        event: raw.event,
+        log: raw.log,
+    }
+}
+
+/// Ids of events, zones, devices and the like: short, printable, safe in MQTT topics and URLs.
+pub fn is_valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn problems(text: &str, vars: &[(&str, &str)]) -> Vec<String> {
+        match load_str(text, "test.toml", &env(vars), None) {
+            Ok(_) => vec![],
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_the_embedded_defaults() {
+        let c = load_str("", "x", &BTreeMap::new(), Some(Path::new("/tmp/d"))).expect("defaults");
+        assert_eq!(c.http_listen, "0.0.0.0:8080".parse().expect("addr"));
+        assert_eq!(c.store.readers, DEFAULT_STORE_READERS);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/d"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_naming_the_key() {
+        let text = r#"
+            colour = "blue"
+            [http]
+            lisen = "0.0.0.0:1"
+            max_body_bytes = "big"
+            listen = "nonsense"
+            [store]
+            readers = 0
+        "#;
+        let p = problems(text, &[]);
+        assert_eq!(p.len(), 5, "{p:#?}");
+        assert!(p[0].contains("unknown key `colour`"), "{p:#?}");
+        assert!(
+            p.iter()
+                .any(|s| s.contains("unknown key `http.lisen`") && s.contains("listen"))
+        );
+        assert!(p.iter().any(|s| s.starts_with("`http.max_body_bytes`")));
+        assert!(p.iter().any(|s| s.starts_with("`http.listen`")));
+        assert!(p.iter().any(|s| s.starts_with("`store.readers`")));
+    }
+
+    #[test]
+    fn syntax_errors_say_where() {
+        let p = problems("[http\nlisten=1", &[]);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("line 1"), "{p:?}");
+    }
+
+    #[test]
+    fn environment_overrides_are_typed_by_the_default() {
+        let c = load_str(
+            "[http]\nlisten = \"0.0.0.0:1\"",
+            "x",
+            &env(&[
+                ("VENUED_HTTP_LISTEN", "127.0.0.1:9000"),
+                ("VENUED_HTTP_MAX_BODY_BYTES", "2048"),
+                ("VENUED_EVENT_ID", "2024"),
+                ("PATH", "/bin"),
+            ]),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(c.http.listen, "127.0.0.1:9000");
+        assert_eq!(c.http.max_body_bytes, 2048);
+        assert_eq!(c.event.id, "2024");
+    }
+
+    #[test]
+    fn unknown_or_ill_typed_environment_overrides_are_named() {
+        let p = problems(
+            "",
+            &[("VENUED_HTTP_LISTN", "x"), ("VENUED_STORE_READERS", "four")],
+        );
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(
+            p.iter()
+                .any(|s| s.contains("VENUED_HTTP_LISTN") && s.contains("VENUED_HTTP_LISTEN"))
+        );
+        assert!(
+            p.iter()
+                .any(|s| s.contains("store.readers (from VENUED_STORE_READERS)"))
+        );
+    }
+
+    #[test]
+    fn a_scalar_where_a_section_belongs_is_reported() {
+        let p = problems("http = 5", &[]);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("expected a table `[http]`"), "{p:?}");
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        for (id, ok) in [
+            ("ev-2026.main", true),
+            ("", false),
+            ("a/b", false),
+            ("a b", false),
+        ] {
+            assert_eq!(is_valid_id(id), ok, "{id}");
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The daemon's Prometheus metrics: one registry, typed handles per subsystem.
+//!
+//! Handles are cheap clones sharing atomics, so the writer thread and request handlers update
+//! them without locks; `/metrics` encodes the registry as Prometheus text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Store metrics, updated by the writer thread after each group.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    commit_seconds: Histogram,
+    group_size: Histogram,
+    ops_appended: Counter,
+}
+
+impl StoreMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        // 0.25 ms .. ~4 s: an fsync on an SD card can take hundreds of milliseconds.
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 15));
+        let group_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        let ops_appended = Counter::default();
+        registry.register(
+            "venued_store_commit_seconds",
+            "Time from the start of a group transaction to its durable commit",
+            commit_seconds.clone(),
+        );
+        registry.register(
+            "venued_store_group_writes",
+            "Writes committed together in one transaction (one fsync)",
+            group_size.clone(),
+        );
+        registry.register(
+            "venued_ops_appended",
+            "Ops appended to the op log",
+            ops_appended.clone(),
+        );
+        Self {
+            commit_seconds,
+            group_size,
+            ops_appended,
+        }
+    }
+
+    /// Metrics that go nowhere, for tests and benchmarks.
+    pub fn detached() -> Self {
+        Self::new(&mut Registry::default())
+    }
+
+    pub(crate) fn observe_group(&self, size: usize, appended: u64, took: Duration) {
+        self.commit_seconds.observe(took.as_secs_f64());
+        self.group_size.observe(size as f64);
+        self.ops_appended.inc_by(appended);
+    }
+}
+
+/// Labels of an HTTP request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route pattern, e.g. `/api/v1/checkins` (never the raw path, to bound cardinality).
+    pub route: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The response status code.
+    pub status: u16,
+}
+
+/// All metrics of the daemon.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Store metrics.
+    pub store: StoreMetrics,
+    /// HTTP requests by route, method and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// Local ops not yet acknowledged by the relay; set just before each scrape.
+    pub outbox_backlog: Gauge,
+    /// Failed admin or device authentications.
+    pub auth_failures: Counter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let store = StoreMetrics::new(&mut registry);
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "venued_http_requests",
+            "HTTP requests by route, method and status",
+            http_requests.clone(),
+        );
+        let outbox_backlog = Gauge::default();
+        registry.register(
+            "venued_outbox_backlog_ops",
+            "Local ops not yet acknowledged by the relay",
+            outbox_backlog.clone(),
+        );
+        let auth_failures = Counter::default();
+        registry.register(
+            "venued_auth_failures",
+            "Requests refused for missing or wrong credentials",
+            auth_failures.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            store,
+            http_requests,
+            outbox_backlog,
+            auth_failures,
+        }
+    }
+
+    /// The registry in Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

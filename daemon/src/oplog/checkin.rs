@@ -1,0 +1,88 @@
+//! Check-ins: append-only facts. Two appliances that were offline may both check in the same
+//! attendee; both facts are kept, the earliest by HLC is the check-in, and the others are flagged
+//! for staff in `conflicts` (DESIGN §5, business conflicts).
+
+use rusqlite::{Connection, params};
+use sync_agent::Op;
+
+use super::{ApplyError, order_key};
+
+/// The body of a `checkin.record` op; the entity id is the attendee id.
+#[derive(Debug)]
+pub(super) struct Body {
+    device_id: Option<String>,
+}
+
+pub(super) fn parse(op: &Op) -> Result<Body, String> {
+    let body = op
+        .body
+        .as_object()
+        .ok_or_else(|| "the body must be a JSON object".to_string())?;
+    let device_id = match body.get("device_id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if crate::config::is_valid_id(s) => Some(s.clone()),
+        Some(other) => return Err(format!("`device_id` must be a device id, found {other}")),
+    };
+    Ok(Body { device_id })
+}
+
+pub(super) fn apply(
+    conn: &Connection,
+    op: &Op,
+    body: &Body,
+    now_ms: u64,
+) -> Result<(), ApplyError> {
+    let key = order_key(op);
+    conn.execute(
+        "INSERT INTO checkins (op_id, event_id, attendee_id, device_id, origin, hlc_wall,
+                               hlc_counter, hlc_node)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            key.3,
+            op.scope,
+            op.entity_id,
+            body.device_id,
+            op.origin,
+            key.0,
+            key.1,
+            key.2
+        ],
+    )?;
+    // Recompute the winner for this attendee: the earliest fact by (HLC, op id). The result is
+    // the same whichever order the facts arrived in.
+    let mut stmt = conn.prepare_cached(
+        "SELECT op_id, origin FROM checkins WHERE attendee_id = ?1
+         ORDER BY hlc_wall, hlc_counter, hlc_node, op_id",
+    )?;
+    let rows: Vec<(String, String)> = stmt
+        .query_map(params![op.entity_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let Some(((winner, winner_origin), rest)) = rows.split_first() else {
+        return Ok(());
+    };
+    conn.execute(
+        "UPDATE checkins SET duplicate_of = NULL WHERE op_id = ?1",
+        params![winner],
+    )?;
+    conn.execute("DELETE FROM conflicts WHERE op_id = ?1", params![winner])?;
+    for (dup, dup_origin) in rest {
+        conn.execute(
+            "UPDATE checkins SET duplicate_of = ?1 WHERE op_id = ?2",
+            params![winner, dup],
+        )?;
+        let detail = serde_json::json!({
+            "attendee_id": op.entity_id,
+            "checkin_origin": winner_origin,
+            "duplicate_origin": dup_origin,
+            "message": "attendee checked in more than once; the earliest check-in counts",
+        });
+        conn.execute(
+            "INSERT INTO conflicts (op_id, kind, entity_id, winner_op_id, detail, recorded_ms)
+             VALUES (?1, 'checkin.duplicate', ?2, ?3, ?4, ?5)
+             ON CONFLICT (op_id) DO UPDATE SET winner_op_id = excluded.winner_op_id,
+                                               detail = excluded.detail",
+            params![dup, op.entity_id, winner, detail.to_string(), now_ms as i64],
+        )?;
+    }
+    Ok(())
+}

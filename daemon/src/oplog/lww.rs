@@ -1,0 +1,230 @@
+//! Last-writer-wins per field, by HLC then op id, for the entities that are field records.
+//!
+//! Table and column names come only from the static [`ENTITIES`] list, never from input, so the
+//! SQL built here from them is safe.
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params};
+use sync_agent::Op;
+
+use super::{ApplyError, order_key};
+
+/// The type and bounds of one field.
+#[derive(Debug, Clone, Copy)]
+pub enum FieldType {
+    /// A string of at most this many bytes; `null` is not allowed.
+    Text(usize),
+    /// A string of at most this many bytes, or `null`.
+    OptText(usize),
+    /// A non-negative integer, or `null`.
+    OptCount,
+    /// `true` or `false`.
+    Bool,
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+}
+
+/// A field record kind: its op kind, table and fields.
+#[derive(Debug)]
+pub struct Entity {
+    /// The op kind that upserts it, e.g. `attendee.upsert`.
+    pub kind: &'static str,
+    /// The name used in `field_versions` and errors, e.g. `attendee`.
+    pub name: &'static str,
+    /// Its table.
+    pub table: &'static str,
+    /// Its fields (besides `id` and `event_id`).
+    pub fields: &'static [(&'static str, FieldType)],
+}
+
+const SHORT: usize = 256;
+const LONG: usize = 16 * 1024;
+
+/// Attendee privacy settings, least to most private (DESIGN invariant 7).
+pub const PRIVACY_LEVELS: &[&str] = &["precise", "zone", "venue", "hidden"];
+
+/// Every field record kind.
+pub static ENTITIES: &[Entity] = &[
+    Entity {
+        kind: "event.upsert",
+        name: "event",
+        table: "events",
+        fields: &[
+            ("name", FieldType::Text(SHORT)),
+            ("starts_at", FieldType::OptText(64)),
+            ("ends_at", FieldType::OptText(64)),
+            ("timezone", FieldType::OptText(64)),
+            ("deleted", FieldType::Bool),
+        ],
+    },
+    Entity {
+        kind: "zone.upsert",
+        name: "zone",
+        table: "zones",
+        fields: &[
+            ("name", FieldType::Text(SHORT)),
+            ("capacity", FieldType::OptCount),
+            ("deleted", FieldType::Bool),
+        ],
+    },
+    Entity {
+        kind: "beacon.upsert",
+        name: "beacon",
+        table: "beacons",
+        fields: &[
+            ("kind", FieldType::OneOf(&["badge", "venue"])),
+            ("zone_id", FieldType::OptText(64)),
+            ("label", FieldType::Text(SHORT)),
+            ("deleted", FieldType::Bool),
+        ],
+    },
+    Entity {
+        kind: "attendee.upsert",
+        name: "attendee",
+        table: "attendees",
+        fields: &[
+            ("name", FieldType::Text(SHORT)),
+            ("email", FieldType::OptText(SHORT)),
+            ("company", FieldType::OptText(SHORT)),
+            ("ticket_code", FieldType::OptText(128)),
+            ("badge_beacon_id", FieldType::OptText(128)),
+            ("privacy", FieldType::OneOf(PRIVACY_LEVELS)),
+            ("deleted", FieldType::Bool),
+        ],
+    },
+    Entity {
+        kind: "session.upsert",
+        name: "session",
+        table: "sessions",
+        fields: &[
+            ("title", FieldType::Text(SHORT)),
+            ("zone_id", FieldType::OptText(64)),
+            ("starts_at", FieldType::OptText(64)),
+            ("ends_at", FieldType::OptText(64)),
+            ("speakers", FieldType::OptText(LONG)),
+            ("description", FieldType::OptText(LONG)),
+            ("deleted", FieldType::Bool),
+        ],
+    },
+];
+
+/// Checks one field value against its type; the SQLite value to store, or why not.
+pub fn check_field(name: &str, ty: FieldType, value: &serde_json::Value) -> Result<Value, String> {
+    use serde_json::Value as J;
+    match (ty, value) {
+        (FieldType::Text(max) | FieldType::OptText(max), J::String(s)) => {
+            if s.len() > max {
+                Err(format!(
+                    "`{name}` is {} bytes, at most {max} allowed",
+                    s.len()
+                ))
+            } else if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                Err(format!("`{name}` contains control characters"))
+            } else {
+                Ok(Value::Text(s.clone()))
+            }
+        }
+        (FieldType::OptText(_) | FieldType::OptCount, J::Null) => Ok(Value::Null),
+        (FieldType::OptCount, J::Number(n)) => n
+            .as_u64()
+            .filter(|n| *n <= i64::MAX as u64)
+            .map(|n| Value::Integer(n as i64))
+            .ok_or_else(|| format!("`{name}` must be a whole number ≥ 0, found {n}")),
+        (FieldType::Bool, J::Bool(b)) => Ok(Value::Integer(i64::from(*b))),
+        (FieldType::OneOf(allowed), J::String(s)) if allowed.contains(&s.as_str()) => {
+            Ok(Value::Text(s.clone()))
+        }
+        (FieldType::OneOf(allowed), other) => Err(format!(
+            "`{name}` must be one of {}, found {other}",
+            allowed.join(", ")
+        )),
+        (ty, other) => Err(format!("`{name}` must be {}, found {other}", describe(ty))),
+    }
+}
+
+fn describe(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::Text(_) => "a string",
+        FieldType::OptText(_) => "a string or null",
+        FieldType::OptCount => "a whole number or null",
+        FieldType::Bool => "true or false",
+        FieldType::OneOf(_) => "one of the listed strings",
+    }
+}
+
+/// The known fields of the op's body, checked. Unknown fields are left out (a newer node may
+/// send fields this one does not store; the op log keeps them).
+pub(super) fn parse(entity: &Entity, op: &Op) -> Result<Vec<(&'static str, Value)>, String> {
+    let body = op
+        .body
+        .as_object()
+        .ok_or_else(|| "the body must be a JSON object of fields".to_string())?;
+    let mut fields = Vec::new();
+    for (name, ty) in entity.fields {
+        if let Some(value) = body.get(*name) {
+            fields.push((*name, check_field(name, *ty, value)?));
+        }
+    }
+    Ok(fields)
+}
+
+pub(super) fn apply(
+    conn: &Connection,
+    entity: &Entity,
+    op: &Op,
+    fields: &[(&'static str, Value)],
+) -> Result<(), ApplyError> {
+    let table = entity.table;
+    let existing: Option<String> = conn
+        .query_row(
+            &format!("SELECT event_id FROM {table} WHERE id = ?1"),
+            params![op.entity_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match existing {
+        Some(event) if event != op.scope => {
+            return Err(ApplyError::ScopeMismatch {
+                entity_id: op.entity_id.clone(),
+                existing: event,
+                scope: op.scope.clone(),
+            });
+        }
+        Some(_) => {}
+        None => {
+            conn.execute(
+                &format!("INSERT INTO {table} (id, event_id) VALUES (?1, ?2)"),
+                params![op.entity_id, op.scope],
+            )?;
+        }
+    }
+    let mine = order_key(op);
+    let mut version = conn.prepare_cached(
+        "SELECT hlc_wall, hlc_counter, hlc_node, op_id FROM field_versions
+         WHERE entity = ?1 AND entity_id = ?2 AND field = ?3",
+    )?;
+    for (field, value) in fields {
+        let current: Option<(i64, i64, String, String)> = version
+            .query_row(params![entity.name, op.entity_id, field], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        if current.is_some_and(|c| c >= mine) {
+            tracing::debug!(entity = entity.name, id = %op.entity_id, field, "older write lost to a newer one");
+            continue;
+        }
+        conn.execute(
+            &format!("UPDATE {table} SET {field} = ?1 WHERE id = ?2"),
+            params![value, op.entity_id],
+        )?;
+        conn.execute(
+            "INSERT INTO field_versions (entity, entity_id, field, hlc_wall, hlc_counter, hlc_node, op_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (entity, entity_id, field) DO UPDATE SET
+               hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter,
+               hlc_node = excluded.hlc_node, op_id = excluded.op_id",
+            params![entity.name, op.entity_id, field, mine.0, mine.1, mine.2, mine.3],
+        )?;
+    }
+    Ok(())
+}

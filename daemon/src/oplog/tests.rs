@@ -1,0 +1,276 @@
+use rusqlite::Connection;
+use serde_json::json;
+use sync_agent::{Hlc, Op};
+
+use super::*;
+use crate::store::migrate_for_tests;
+
+fn db() -> Connection {
+    let mut conn = Connection::open_in_memory().expect("memory db");
+    migrate_for_tests(&mut conn);
+    conn
+}
+
+fn op(node: &str, wall: u64, kind: &str, entity: &str, body: serde_json::Value) -> Op {
+    Op {
+        id: uuid::Uuid::now_v7(),
+        v: 1,
+        hlc: Hlc {
+            wall_ms: wall,
+            counter: 0,
+            node: node.into(),
+        },
+        origin: node.into(),
+        scope: "ev".into(),
+        kind: kind.into(),
+        entity_id: entity.into(),
+        body,
+        extra: Default::default(),
+    }
+}
+
+/// Applies `ops` in a transaction, the way the writer does.
+fn apply_all(conn: &mut Connection, ops: &[Op]) {
+    let tx = conn.transaction().expect("tx");
+    for o in ops {
+        apply(&tx, o, 0).expect("applies");
+    }
+    tx.commit().expect("commit");
+}
+
+/// Every table's rows (minus local bookkeeping such as receive times), for comparing replicas.
+fn digest(conn: &Connection) -> String {
+    let mut out = String::new();
+    for (table, cols) in [
+        (
+            "attendees",
+            "id, event_id, name, email, company, ticket_code, badge_beacon_id, privacy, deleted",
+        ),
+        ("zones", "id, event_id, name, capacity, deleted"),
+        ("checkins", "op_id, attendee_id, device_id, duplicate_of"),
+        ("conflicts", "op_id, kind, entity_id, winner_op_id, detail"),
+        ("ops", "id, kind, entity_id, op"),
+    ] {
+        let mut stmt = conn
+            .prepare(&format!("SELECT {cols} FROM {table} ORDER BY 1"))
+            .expect("prepare");
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                let mut line = Vec::new();
+                for i in 0..n {
+                    let v: rusqlite::types::Value = r.get(i)?;
+                    line.push(format!("{v:?}"));
+                }
+                Ok(line.join("|"))
+            })
+            .expect("query");
+        for row in rows {
+            out.push_str(table);
+            out.push(':');
+            out.push_str(&row.expect("row"));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// All orders of a small list.
+fn permutations(items: &[Op]) -> Vec<Vec<Op>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut all = Vec::new();
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, first.clone());
+            all.push(tail);
+        }
+    }
+    all
+}
+
+fn assert_converges(ops: &[Op]) -> Connection {
+    let mut reference = db();
+    apply_all(&mut reference, ops);
+    let expected = digest(&reference);
+    for order in permutations(ops) {
+        let mut replica = db();
+        apply_all(&mut replica, &order);
+        assert_eq!(
+            digest(&replica),
+            expected,
+            "order {:?}",
+            order.iter().map(|o| &o.id).collect::<Vec<_>>()
+        );
+    }
+    reference
+}
+
+#[test]
+fn applying_an_op_twice_is_a_no_op() {
+    let mut conn = db();
+    let o = op("a", 10, "attendee.upsert", "p1", json!({"name": "Ada"}));
+    let tx = conn.transaction().expect("tx");
+    assert_eq!(apply(&tx, &o, 0).expect("first"), Applied::New);
+    assert_eq!(apply(&tx, &o, 0).expect("second"), Applied::Duplicate);
+    tx.commit().expect("commit");
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM ops", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn field_updates_converge_last_writer_wins_per_field() {
+    let ops = [
+        op(
+            "a",
+            10,
+            "attendee.upsert",
+            "p1",
+            json!({"name": "Ada", "company": "X"}),
+        ),
+        op("b", 20, "attendee.upsert", "p1", json!({"name": "Ada L."})),
+        op(
+            "a",
+            15,
+            "attendee.upsert",
+            "p1",
+            json!({"company": "Y", "privacy": "hidden"}),
+        ),
+        op(
+            "c",
+            20,
+            "attendee.upsert",
+            "p1",
+            json!({"name": "Ada Lovelace"}),
+        ), // ties on wall: node c > b
+    ];
+    let conn = assert_converges(&ops);
+    let row: (String, String, String) = conn
+        .query_row(
+            "SELECT name, company, privacy FROM attendees WHERE id = 'p1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("row");
+    assert_eq!(row, ("Ada Lovelace".into(), "Y".into(), "hidden".into()));
+}
+
+#[test]
+fn double_check_in_from_two_nodes_keeps_both_and_flags_the_later_in_any_order() {
+    let first = op(
+        "kiosk-node-b",
+        100,
+        CHECKIN_RECORD,
+        "p1",
+        json!({"device_id": "k2"}),
+    );
+    let later = op(
+        "kiosk-node-a",
+        200,
+        CHECKIN_RECORD,
+        "p1",
+        json!({"device_id": "k1"}),
+    );
+    let latest = op("kiosk-node-c", 300, CHECKIN_RECORD, "p1", json!({}));
+    let conn = assert_converges(&[later.clone(), first.clone(), latest.clone()]);
+    let dups: Vec<(String, Option<String>)> = conn
+        .prepare("SELECT op_id, duplicate_of FROM checkins ORDER BY hlc_wall")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let first_id = first.id.to_string();
+    assert_eq!(dups[0], (first_id.clone(), None));
+    assert_eq!(dups[1], (later.id.to_string(), Some(first_id.clone())));
+    assert_eq!(dups[2], (latest.id.to_string(), Some(first_id.clone())));
+    let conflicts: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM conflicts WHERE kind = 'checkin.duplicate' AND winner_op_id = ?1",
+            [first_id],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(conflicts, 2);
+}
+
+#[test]
+fn refused_ops_leave_no_trace() {
+    let mut conn = db();
+    let cases = [
+        (
+            op(
+                "a",
+                1,
+                "attendee.upsert",
+                "p1",
+                json!({"privacy": "everyone"}),
+            ),
+            "privacy",
+        ),
+        (
+            op("a", 1, "attendee.upsert", "p1", json!({"name": 5})),
+            "`name` must be a string",
+        ),
+        (
+            op("a", 1, "attendee.upsert", "p1", json!(["name"])),
+            "JSON object",
+        ),
+        (
+            op("a", 1, "zone.upsert", "z1", json!({"capacity": -3})),
+            "capacity",
+        ),
+        (
+            op("a", 1, "teleport.start", "p1", json!({})),
+            "unknown op kind `teleport.start`",
+        ),
+        (
+            op("a", 1, CHECKIN_RECORD, "p1", json!({"device_id": "a b"})),
+            "device_id",
+        ),
+        (op("a", 1, "zone.upsert", "", json!({})), "entity id"),
+    ];
+    for (o, expected) in cases {
+        let tx = conn.transaction().expect("tx");
+        let err = apply(&tx, &o, 0).expect_err("must be refused").to_string();
+        assert!(err.contains(expected), "{err} should mention {expected}");
+        drop(tx);
+    }
+    assert_eq!(digest(&conn), "");
+}
+
+#[test]
+fn an_entity_cannot_move_between_events() {
+    let mut conn = db();
+    apply_all(
+        &mut conn,
+        &[op("a", 1, "zone.upsert", "z1", json!({"name": "Hall"}))],
+    );
+    let mut other = op("a", 2, "zone.upsert", "z1", json!({"name": "Other"}));
+    other.scope = "ev2".into();
+    let tx = conn.transaction().expect("tx");
+    let err = apply(&tx, &other, 0).expect_err("refused");
+    assert!(matches!(err, ApplyError::ScopeMismatch { .. }), "{err}");
+}
+
+#[test]
+fn unknown_body_fields_are_kept_in_the_log_but_not_applied() {
+    let mut conn = db();
+    let o = op(
+        "a",
+        1,
+        "zone.upsert",
+        "z1",
+        json!({"name": "Hall", "colour": "red"}),
+    );
+    apply_all(&mut conn, &[o]);
+    let logged: String = conn
+        .query_row("SELECT op FROM ops", [], |r| r.get(0))
+        .expect("op");
+    assert!(logged.contains("colour"));
+}

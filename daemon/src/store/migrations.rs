@@ -1,0 +1,185 @@
+//! The schema, as numbered, append-only migrations tracked in `PRAGMA user_version`.
+//!
+//! Never edit a migration that has shipped: add a new one. A database whose `user_version` is
+//! above [`LATEST`] was written by a newer daemon (an image rollback does this) and is refused
+//! rather than misread.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// The migrations, in order; migration `i` moves the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: op log, domain tables of the foundation, and bookkeeping.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+
+    -- The op log is the outbox: `seq` is the local order, the sync agent ships local-origin ops
+    -- above the relay's acknowledged cursor. `op` is the whole op as JSON, so fields from newer
+    -- schema versions survive.
+    CREATE TABLE ops (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,
+        hlc_wall     INTEGER NOT NULL,
+        hlc_counter  INTEGER NOT NULL,
+        hlc_node     TEXT NOT NULL,
+        origin       TEXT NOT NULL,
+        scope        TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        entity_id    TEXT NOT NULL,
+        op           TEXT NOT NULL,
+        received_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX ops_origin_seq ON ops (origin, seq);
+
+    -- Last-writer-wins bookkeeping: the HLC of the op that last set each field of each entity.
+    CREATE TABLE field_versions (
+        entity       TEXT NOT NULL,
+        entity_id    TEXT NOT NULL,
+        field        TEXT NOT NULL,
+        hlc_wall     INTEGER NOT NULL,
+        hlc_counter  INTEGER NOT NULL,
+        hlc_node     TEXT NOT NULL,
+        op_id        TEXT NOT NULL,
+        PRIMARY KEY (entity, entity_id, field)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE events (
+        id        TEXT PRIMARY KEY,
+        event_id  TEXT NOT NULL,
+        name      TEXT NOT NULL DEFAULT '',
+        starts_at TEXT,
+        ends_at   TEXT,
+        timezone  TEXT,
+        deleted   INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+
+    CREATE TABLE zones (
+        id        TEXT PRIMARY KEY,
+        event_id  TEXT NOT NULL,
+        name      TEXT NOT NULL DEFAULT '',
+        capacity  INTEGER,
+        deleted   INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+
+    -- Beacons are keyed on their payload id (e.g. `ibeacon:<uuid>:<major>:<minor>`), never a MAC.
+    CREATE TABLE beacons (
+        id          TEXT PRIMARY KEY,
+        event_id    TEXT NOT NULL,
+        kind        TEXT NOT NULL DEFAULT 'badge',
+        zone_id     TEXT,
+        label       TEXT NOT NULL DEFAULT '',
+        deleted     INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+
+    -- No UNIQUE on ticket_code or badge: remote ops must always apply (convergence beats
+    -- constraints); lookups cope with several matches.
+    CREATE TABLE attendees (
+        id               TEXT PRIMARY KEY,
+        event_id         TEXT NOT NULL,
+        name             TEXT NOT NULL DEFAULT '',
+        email            TEXT,
+        company          TEXT,
+        ticket_code      TEXT,
+        badge_beacon_id  TEXT,
+        privacy          TEXT NOT NULL DEFAULT 'venue',
+        deleted          INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX attendees_ticket ON attendees (event_id, ticket_code);
+    CREATE INDEX attendees_name ON attendees (event_id, name COLLATE NOCASE);
+    CREATE INDEX attendees_badge ON attendees (badge_beacon_id);
+
+    CREATE TABLE sessions (
+        id          TEXT PRIMARY KEY,
+        event_id    TEXT NOT NULL,
+        title       TEXT NOT NULL DEFAULT '',
+        zone_id     TEXT,
+        starts_at   TEXT,
+        ends_at     TEXT,
+        speakers    TEXT,
+        description TEXT,
+        deleted     INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+
+    -- Check-ins are append-only facts, one row per op. The earliest by HLC per attendee is the
+    -- check-in; later ones point at it in `duplicate_of` and are listed in `conflicts`.
+    CREATE TABLE checkins (
+        op_id         TEXT PRIMARY KEY,
+        event_id      TEXT NOT NULL,
+        attendee_id   TEXT NOT NULL,
+        device_id     TEXT,
+        origin        TEXT NOT NULL,
+        hlc_wall      INTEGER NOT NULL,
+        hlc_counter   INTEGER NOT NULL,
+        hlc_node      TEXT NOT NULL,
+        duplicate_of  TEXT
+    ) STRICT;
+    CREATE INDEX checkins_attendee ON checkins (attendee_id);
+
+    -- Kiosks, signage displays and BLE gateways. Credentials are argon2 PHC strings. Devices are
+    -- this appliance's local access list and are not replicated (see docs/architecture.md).
+    CREATE TABLE devices (
+        id             TEXT PRIMARY KEY,
+        event_id       TEXT NOT NULL,
+        kind           TEXT NOT NULL CHECK (kind IN ('kiosk', 'signage', 'gateway')),
+        name           TEXT NOT NULL DEFAULT '',
+        password_hash  TEXT NOT NULL,
+        created_ms     INTEGER NOT NULL,
+        revoked_ms     INTEGER
+    ) STRICT;
+
+    -- Every resolved conflict, keyed by the op that lost or was flagged.
+    CREATE TABLE conflicts (
+        op_id         TEXT PRIMARY KEY,
+        kind          TEXT NOT NULL,
+        entity_id     TEXT NOT NULL,
+        winner_op_id  TEXT NOT NULL,
+        detail        TEXT NOT NULL,
+        recorded_ms   INTEGER NOT NULL
+    ) STRICT;
+
+    -- Results of requests made under an idempotency key, per principal (device or admin).
+    CREATE TABLE idempotency (
+        principal     TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        request_hash  TEXT NOT NULL,
+        status        INTEGER NOT NULL,
+        response      TEXT NOT NULL,
+        created_ms    INTEGER NOT NULL,
+        PRIMARY KEY (principal, key)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX idempotency_created ON idempotency (created_ms);
+    "#,
+];
+
+/// The schema version this build writes and reads.
+pub const LATEST: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database to [`LATEST`] in one transaction, or refuses a newer one.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > LATEST {
+        return Err(StoreError::NewerSchema {
+            found,
+            supported: LATEST,
+        });
+    }
+    if found == LATEST {
+        return Ok(found);
+    }
+    let tx = conn.transaction()?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql)
+            .map_err(|source| StoreError::Migration {
+                version: index as u32 + 1,
+                source,
+            })?;
+    }
+    // PRAGMA takes no bound parameters; LATEST is a compile-time number.
+    tx.execute_batch(&format!("PRAGMA user_version = {LATEST}"))?;
+    tx.commit()?;
+    Ok(LATEST)
+}

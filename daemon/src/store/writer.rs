@@ -1,0 +1,227 @@
+//! The one writer: a thread that owns the read-write connection and commits in groups.
+//!
+//! Callers send a job and await its result. The thread takes every job already queued (up to
+//! `max_group`), runs each inside its own savepoint in one transaction, commits once (one fsync
+//! under `synchronous=FULL`), and only then answers each caller. A job that fails rolls back its
+//! savepoint alone, so one bad request never takes the rest of the group with it, and never
+//! leaves a partial write.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use rusqlite::Connection;
+use sync_agent::{Hlc, HlcClock, Op};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{StoreError, now_ms};
+use crate::metrics::StoreMetrics;
+use crate::oplog::{self, Applied, ApplyError};
+
+/// Told to a finished job once its group's transaction has committed (`None`) or failed.
+pub(crate) type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// A unit of work for the writer thread.
+pub(crate) trait Job: Send {
+    /// Runs the job inside the open transaction; returns whether it failed (so its savepoint is
+    /// rolled back) and what to tell the caller after the commit.
+    fn run(self: Box<Self>, ctx: &mut WriteCtx<'_>) -> (bool, Completion);
+    /// Tells the caller the job never ran.
+    fn abort(self: Box<Self>, error: StoreError);
+}
+
+/// A typed job: a closure and the channel its caller waits on.
+pub(crate) struct TypedJob<F, R, E> {
+    pub(crate) work: F,
+    pub(crate) reply: oneshot::Sender<Result<R, E>>,
+}
+
+impl<F, R, E> Job for TypedJob<F, R, E>
+where
+    F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>, ctx: &mut WriteCtx<'_>) -> (bool, Completion) {
+        let Self { work, reply } = *self;
+        // A panic in one job must not kill the writer (and with it the whole store).
+        let result = match catch_unwind(AssertUnwindSafe(|| work(ctx))) {
+            Ok(result) => result,
+            Err(_) => Err(E::from(StoreError::JobPanicked)),
+        };
+        let failed = result.is_err();
+        let completion: Completion = Box::new(move |commit_error| {
+            let outcome = match (result, commit_error) {
+                (Ok(value), None) => Ok(value),
+                (Ok(_), Some(e)) => Err(E::from(e.for_caller())),
+                (Err(e), _) => Err(e),
+            };
+            // The caller may have gone away (client disconnected); the write stands regardless.
+            let _ = reply.send(outcome);
+        });
+        (failed, completion)
+    }
+
+    fn abort(self: Box<Self>, error: StoreError) {
+        let _ = self.reply.send(Err(E::from(error)));
+    }
+}
+
+/// What a job sees: the connection inside the group's transaction, and the node's clock.
+pub struct WriteCtx<'a> {
+    conn: &'a Connection,
+    clock: &'a mut HlcClock,
+    now_ms: u64,
+    appended: u64,
+}
+
+impl WriteCtx<'_> {
+    /// The connection, inside the open transaction (and the job's savepoint).
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
+    /// Wall-clock milliseconds at the start of the group.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        self.clock.node()
+    }
+
+    /// A fresh HLC stamp, strictly after every stamp issued or observed before.
+    pub fn tick(&mut self) -> Hlc {
+        self.clock.tick(self.now_ms)
+    }
+
+    /// A new local op (UUIDv7, fresh HLC stamp); not yet applied.
+    pub fn new_op(
+        &mut self,
+        scope: &str,
+        kind: &str,
+        entity_id: &str,
+        body: serde_json::Value,
+    ) -> Op {
+        let hlc = self.tick();
+        Op {
+            id: uuid::Uuid::now_v7(),
+            v: sync_agent::OP_SCHEMA_VERSION,
+            origin: hlc.node.clone(),
+            hlc,
+            scope: scope.into(),
+            kind: kind.into(),
+            entity_id: entity_id.into(),
+            body,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// Applies an op to the domain tables and appends it to the op log, in this transaction.
+    /// Idempotent by op id. Local and remote ops take this same path.
+    pub fn apply(&mut self, op: &Op) -> Result<Applied, ApplyError> {
+        self.clock.observe(&op.hlc);
+        let applied = oplog::apply(self.conn, op, self.now_ms)?;
+        if applied == Applied::New {
+            self.appended += 1;
+        }
+        Ok(applied)
+    }
+}
+
+/// Runs the writer until every sender is dropped, then returns (the connection closes with it).
+pub(crate) fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    mut clock: HlcClock,
+    max_group: usize,
+    metrics: StoreMetrics,
+) {
+    let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(max_group);
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < max_group {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let size = jobs.len();
+        let appended = commit_group(&mut conn, &mut clock, &mut jobs);
+        metrics.observe_group(size, appended, started.elapsed());
+    }
+    tracing::debug!("store writer stopped: every handle was dropped");
+}
+
+/// Runs and commits one group; every job's caller is answered before this returns. Returns the
+/// number of ops appended, or 0 when the group did not commit.
+fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<dyn Job>>) -> u64 {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let error = StoreError::Commit(e.to_string());
+        tracing::error!(%error, "store writer could not begin a transaction");
+        for job in jobs.drain(..) {
+            job.abort(error.for_caller());
+        }
+        return 0;
+    }
+    let high_water_before = clock.high_water();
+    let mut ctx = WriteCtx {
+        conn,
+        clock,
+        now_ms: now_ms(),
+        appended: 0,
+    };
+    let mut completions = Vec::with_capacity(jobs.len());
+    for job in jobs.drain(..) {
+        let outcome = ctx
+            .conn
+            .execute_batch("SAVEPOINT job")
+            .map_err(StoreError::from);
+        let completion = match outcome {
+            Ok(()) => {
+                let (failed, completion) = job.run(&mut ctx);
+                let end = if failed {
+                    "ROLLBACK TO job; RELEASE job"
+                } else {
+                    "RELEASE job"
+                };
+                if let Err(e) = ctx.conn.execute_batch(end) {
+                    tracing::error!(error = %e, "store writer could not close a savepoint");
+                }
+                completion
+            }
+            Err(e) => {
+                job.abort(e);
+                continue;
+            }
+        };
+        completions.push(completion);
+    }
+    let appended = ctx.appended;
+    let high_water = ctx.clock.high_water();
+    let mut result = Ok(());
+    if high_water != high_water_before {
+        result = super::save_hlc_high_water(conn, high_water);
+    }
+    if result.is_ok() {
+        result = conn.execute_batch("COMMIT").map_err(StoreError::from);
+    }
+    match result {
+        Ok(()) => {
+            for completion in completions {
+                completion(None);
+            }
+            appended
+        }
+        Err(e) => {
+            let error = StoreError::Commit(e.to_string());
+            tracing::error!(%error, "store group commit failed; every write in it was refused");
+            let _ = conn.execute_batch("ROLLBACK");
+            for completion in completions {
+                completion(Some(&error));
+            }
+            0
+        }
+    }
+}
