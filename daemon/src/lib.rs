@@ -1,13 +1,27 @@
 //! `venued`, the venue edge appliance daemon, as a library: everything but process ownership
-//! (logging setup, signals, exit codes), which lives in the `venued` binary.
+//! (logging setup, signals, exit codes, systemd notifications), which lives in the binary.
 //!
 //! # Layout
 //! - [`config`]: TOML configuration, environment overrides, validation.
 //! - [`store`]: SQLite with one group-committing writer thread and read-only readers.
 //! - [`oplog`]: applying ops (local or remote) with the DESIGN §5 merge rules.
+//! - [`outbox`]: the op log seen as the sync outbox (backlog, age).
+//! - [`domain`]: check-ins, attendees, the entity registry, devices, idempotency keys.
+//! - [`auth`]: the admin token and device credentials.
+//! - [`http`]: the axum app.
+//! - [`health`]: subsystem states for readiness and status.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`demo`]: the sample event of `--demo`.
+//! - [`server`]: start-up and graceful shutdown of the whole daemon.
 
+pub mod auth;
 pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod oplog;
+pub mod outbox;
+pub mod server;
 pub mod store;

@@ -1,2 +1,198 @@
-//! placeholder
-fn main() {}
+//! `venued`: the venue edge appliance daemon.
+//!
+//! This file owns the process: command line, configuration loading, logging setup, resource
+//! limits, signals, systemd notifications and exit codes. Everything else is in the library.
+
+mod logging;
+mod systemd;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+
+use venued::config::{self, Config, ENV_PREFIX};
+use venued::server::Daemon;
+
+/// sysexits' EX_CONFIG: the configuration is wrong. The unit file tells systemd not to restart
+/// on it (`RestartPreventExitStatus=78`), since a restart cannot fix a bad file.
+const EX_CONFIG: u8 = 78;
+
+/// The venue edge appliance daemon: local check-ins, presence, messaging and sync.
+#[derive(Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    /// Configuration file (TOML). Default: $CONFIGURATION_DIRECTORY/venued.toml or
+    /// /etc/venued/venued.toml if present, else the embedded defaults.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides `data_dir`). Default: $STATE_DIRECTORY, else ./venued-data.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Seed a sample event and a demo kiosk (prints its password). Off unless given.
+    #[arg(long)]
+    demo: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the configuration and print the effective settings; exit 78 if it is invalid.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    let path = cli.config.clone().or_else(config::default_config_path);
+    let config = match config::load(path.as_deref(), &env, cli.data_dir.as_deref()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("venued: {errors}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if let Some(Command::CheckConfig) = cli.command {
+        print_config(&config, path.as_deref());
+        return ExitCode::SUCCESS;
+    }
+    logging::init(&config.log);
+    raise_open_file_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("venued-worker")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("venued: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, cli.demo)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("venued: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let daemon = Daemon::start(config, demo).await?;
+    let addr = daemon.local_addr();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_id = daemon.node_id(),
+        data_dir = %data_dir.display(),
+        "venued listening on http://{addr}"
+    );
+    if let Some(path) = daemon.admin_token_written() {
+        tracing::info!(path = %path.display(), "generated the admin token (mode 0600); send it as `Authorization: Bearer <token>`");
+    }
+    if let Some(info) = daemon.demo() {
+        // Shown on stderr on purpose: it is what a newcomer trying `--demo` needs to see.
+        eprintln!(
+            "venued demo mode: kiosk `{}` password `{}` (valid until the next start)",
+            info.kiosk_id, info.kiosk_password
+        );
+    }
+    let status = format!("serving on http://{addr}");
+    systemd::notify(&[NotifyState::Status(&status), NotifyState::Ready]);
+
+    let watchdog = systemd::watchdog_interval().map(|interval| {
+        tracing::info!(?interval, "systemd watchdog enabled");
+        tokio::spawn(systemd::watchdog(daemon.store(), interval))
+    });
+    let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+    daemon
+        .serve(shutdown, move || {
+            systemd::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+            if let Some(w) = watchdog {
+                w.abort();
+            }
+        })
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("venued stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one ends the process at once.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = name,
+            "shutdown requested; a second signal stops at once"
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            eprintln!("venued: second signal, stopping now (committed writes are safe)");
+            std::process::exit(130);
+        });
+    })
+}
+
+/// Raises the soft open-file limit to the hard one: every phone, kiosk and MQTT client is a
+/// socket, and the usual soft default of 1024 is far too low for a hall.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, soft, "cannot raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+#[allow(clippy::print_stdout)] // check-config's output is for the operator's terminal.
+fn print_config(config: &Config, path: Option<&std::path::Path>) {
+    let source = path.map_or("embedded defaults".to_string(), |p| p.display().to_string());
+    println!("configuration OK ({source})");
+    println!("data_dir = {:?}", config.data_dir.display().to_string());
+    println!("http.listen = {:?}", config.http_listen.to_string());
+    println!("http.max_body_bytes = {}", config.http.max_body_bytes);
+    println!("http.max_import_bytes = {}", config.http.max_import_bytes);
+    println!(
+        "http.request_timeout_secs = {}",
+        config.http.request_timeout_secs
+    );
+    println!(
+        "http.shutdown_timeout_secs = {}",
+        config.http.shutdown_timeout_secs
+    );
+    println!("store.readers = {}", config.store.readers);
+    println!("store.max_group_writes = {}", config.store.max_group_writes);
+    println!(
+        "store.write_queue_depth = {}",
+        config.store.write_queue_depth
+    );
+    println!(
+        "store.idempotency_retention_hours = {}",
+        config.store.idempotency_retention_hours
+    );
+    println!("event.id = {:?}", config.event.id);
+    println!("event.name = {:?}", config.event.name);
+    println!("log.filter = {:?}", config.log.filter);
+    println!("log.output = {:?}", config.log.output);
+}

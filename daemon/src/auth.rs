@@ -1,0 +1,236 @@
+//! Authentication of admins (bearer token) and devices (id and password).
+//!
+//! The admin token is 256 random bits, so its SHA-256 is enough to store it safely; device
+//! passwords are argon2id hashes. Verifying argon2 costs tens of milliseconds, so a successful
+//! verification is remembered for [`DEVICE_CACHE_TTL_SECS`] as the SHA-256 of what was presented
+//! (never the password), and at most [`ARGON2_VERIFY_SLOTS`] verifications run at once, which
+//! bounds what a flood of wrong passwords can cost.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use base64::Engine;
+use rusqlite::{OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::domain::DomainError;
+use crate::domain::devices::{self, DeviceKind};
+use crate::store::Store;
+
+/// The admin token's file name in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// How long a verified device credential is trusted without re-running argon2.
+pub const DEVICE_CACHE_TTL_SECS: u64 = 300;
+/// Most device credentials remembered at once.
+const DEVICE_CACHE_MAX_ENTRIES: usize = 10_000;
+/// Most argon2 verifications running at once (the Pi 5 and the test machine have few cores).
+pub const ARGON2_VERIFY_SLOTS: usize = 2;
+
+/// Why a request was not authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials, or wrong ones. Deliberately vague towards the client.
+    #[error("missing or wrong credentials")]
+    Denied,
+    /// The store failed while checking.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+}
+
+/// The result of [`ensure_admin_token`].
+pub struct AdminToken {
+    /// SHA-256 (hex) of the token.
+    pub sha256: String,
+    /// Where a newly generated token was written; `None` when one existed already.
+    pub written_to: Option<PathBuf>,
+}
+
+/// Loads the admin token's hash, or on first start generates a token, writes it to
+/// `<data_dir>/admin-token` with mode 0600, and stores its hash.
+pub async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<AdminToken, DomainError> {
+    let existing: Option<String> = store
+        .read(|conn| {
+            Ok::<_, DomainError>(
+                conn.query_row(
+                    "SELECT value FROM meta WHERE key = 'admin_token_sha256'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            )
+        })
+        .await?;
+    if let Some(sha256) = existing {
+        return Ok(AdminToken {
+            sha256,
+            written_to: None,
+        });
+    }
+    let token = format!(
+        "vat_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    );
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    // The file first: a crash before the hash is stored only means a new token next start.
+    write_secret(&path, &token).map_err(|e| {
+        DomainError::Invalid(format!(
+            "cannot write the admin token to {}: {e}",
+            path.display()
+        ))
+    })?;
+    let sha256 = sha256_hex(token.as_bytes());
+    let stored = sha256.clone();
+    store
+        .write(move |ctx| {
+            ctx.conn().execute(
+                "INSERT INTO meta (key, value) VALUES ('admin_token_sha256', ?1)",
+                params![stored],
+            )?;
+            Ok::<_, DomainError>(())
+        })
+        .await?;
+    Ok(AdminToken {
+        sha256,
+        written_to: Some(path),
+    })
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` applies only when the file is created; tighten a pre-existing one too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+struct Cached {
+    presented_sha256: [u8; 32],
+    kind: DeviceKind,
+    verified_at: Instant,
+}
+
+/// Checks credentials presented with requests.
+pub struct Authenticator {
+    admin_sha256: String,
+    devices: Mutex<HashMap<String, Cached>>,
+    verify_slots: Semaphore,
+    /// Bumped by every [`Authenticator::forget_device`]; a verification that overlapped one is
+    /// not cached, so a revocation can never be undone by a login already in flight.
+    generation: AtomicU64,
+}
+
+impl Authenticator {
+    /// An authenticator for the admin token whose SHA-256 (hex) is `admin_sha256`.
+    pub fn new(admin_sha256: String) -> Self {
+        Self {
+            admin_sha256,
+            devices: Mutex::new(HashMap::new()),
+            verify_slots: Semaphore::new(ARGON2_VERIFY_SLOTS),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether `token` is the admin token.
+    pub fn is_admin(&self, token: &str) -> bool {
+        // Comparing digests, not tokens, means timing reveals nothing about the token itself.
+        sha256_hex(token.trim().as_bytes()) == self.admin_sha256
+    }
+
+    /// Verifies a device's id and password; the device's kind on success.
+    pub async fn device(
+        &self,
+        store: &Store,
+        id: &str,
+        password: &str,
+    ) -> Result<DeviceKind, AuthError> {
+        let presented: [u8; 32] = Sha256::new()
+            .chain_update(id.as_bytes())
+            .chain_update([0u8])
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into();
+        if let Some(kind) = self.cached(id, &presented) {
+            return Ok(kind);
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let Some(credential) = devices::credential(store, id.to_string()).await? else {
+            return Err(AuthError::Denied);
+        };
+        let _slot = self
+            .verify_slots
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Denied)?;
+        let password = password.to_string();
+        let hash = credential.password_hash;
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            return Err(AuthError::Denied);
+        }
+        if self.generation.load(Ordering::SeqCst) == generation {
+            self.remember(id, presented, credential.kind);
+        }
+        Ok(credential.kind)
+    }
+
+    /// Forgets a device's cached verification (after revocation or a password reset).
+    pub fn forget_device(&self, id: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.lock().remove(id);
+    }
+
+    fn cached(&self, id: &str, presented: &[u8; 32]) -> Option<DeviceKind> {
+        let devices = self.lock();
+        let entry = devices.get(id)?;
+        let fresh = entry.verified_at.elapsed() < Duration::from_secs(DEVICE_CACHE_TTL_SECS);
+        (fresh && entry.presented_sha256 == *presented).then_some(entry.kind)
+    }
+
+    fn remember(&self, id: &str, presented_sha256: [u8; 32], kind: DeviceKind) {
+        let mut devices = self.lock();
+        if devices.len() >= DEVICE_CACHE_MAX_ENTRIES {
+            devices.clear();
+        }
+        devices.insert(
+            id.to_string(),
+            Cached {
+                presented_sha256,
+                kind,
+                verified_at: Instant::now(),
+            },
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

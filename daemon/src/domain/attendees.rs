@@ -1,0 +1,291 @@
+//! Attendees: kiosk lookup and bulk import (JSON or CSV, all or nothing).
+
+use rusqlite::params;
+use serde_json::{Map, Value as Json, json};
+
+use super::entities::{check_fields, validate_id};
+use super::{DomainError, rfc3339};
+use crate::oplog::{ENTITIES, Entity, FieldType};
+use crate::store::Store;
+
+/// Most attendees one import may carry.
+pub const MAX_IMPORT_ROWS: usize = 200_000;
+/// Most problems listed in one refused import (the count of the rest is given).
+const MAX_LISTED_PROBLEMS: usize = 25;
+/// Most results of one lookup.
+pub const MAX_LOOKUP_RESULTS: u32 = 20;
+
+fn attendee_entity() -> &'static Entity {
+    // The list is static and contains `attendee`; the fallback only keeps this total.
+    ENTITIES
+        .iter()
+        .find(|e| e.name == "attendee")
+        .unwrap_or(&ENTITIES[0])
+}
+
+/// Finds attendees by exact ticket code, or by name prefix (case-insensitive).
+pub async fn lookup(store: &Store, event_id: &str, q: &str) -> Result<Json, DomainError> {
+    let q = q.trim().to_string();
+    if q.is_empty() || q.len() > 128 {
+        return Err(DomainError::Invalid(
+            "`q` must be a ticket code or the start of a name (1-128 bytes)".into(),
+        ));
+    }
+    let event_id = event_id.to_string();
+    store
+        .read(move |conn| {
+            // LIKE treats % and _ as wildcards; escape them so a name is matched literally.
+            let escaped = q
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let mut stmt = conn.prepare_cached(
+                "SELECT a.id, a.name, a.company, a.ticket_code,
+                        (SELECT min(c.hlc_wall) FROM checkins c WHERE c.attendee_id = a.id)
+                 FROM attendees a
+                 WHERE a.event_id = ?1 AND a.deleted = 0
+                   AND (a.ticket_code = ?2 OR a.name LIKE ?3 ESCAPE '\\')
+                 ORDER BY (a.ticket_code = ?2) DESC, a.name COLLATE NOCASE, a.id
+                 LIMIT ?4",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![event_id, q, format!("{escaped}%"), MAX_LOOKUP_RESULTS],
+                    |r| {
+                        let checked_in: Option<i64> = r.get(4)?;
+                        Ok(json!({
+                            "id": r.get::<_, String>(0)?,
+                            "name": r.get::<_, String>(1)?,
+                            "company": r.get::<_, Option<String>>(2)?,
+                            "ticket_code": r.get::<_, Option<String>>(3)?,
+                            "checked_in_at": checked_in.map(rfc3339),
+                        }))
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(json!({ "attendees": rows }))
+        })
+        .await
+}
+
+/// Parses a JSON import: an array of objects, each with `id` and attendee fields.
+pub fn parse_json(body: &[u8]) -> Result<Vec<(String, Map<String, Json>)>, DomainError> {
+    let value: Json = serde_json::from_slice(body)
+        .map_err(|e| DomainError::Invalid(format!("import body is not valid JSON: {e}")))?;
+    let Json::Array(items) = value else {
+        return Err(DomainError::Invalid(
+            "a JSON import is an array of attendee objects, e.g. [{\"id\":\"a1\",\"name\":\"Ada\"}]"
+                .into(),
+        ));
+    };
+    let entity = attendee_entity();
+    let mut rows = Vec::with_capacity(items.len());
+    let mut problems = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let at = format!("record {}: ", index + 1);
+        let Json::Object(mut fields) = item else {
+            problems.push(format!("{at}must be an object"));
+            continue;
+        };
+        match fields.remove("id") {
+            Some(Json::String(id)) => {
+                problems.extend(check_fields(entity, &fields, &at));
+                if let Err(e) = validate_id(&id) {
+                    problems.push(format!("{at}{e}"));
+                }
+                rows.push((id, fields));
+            }
+            _ => problems.push(format!("{at}`id` (a string) is required")),
+        }
+    }
+    finish(rows, problems)
+}
+
+/// Parses a CSV import: a header row naming `id` and attendee fields, then one row per attendee.
+/// Empty cells of optional fields mean "no value".
+pub fn parse_csv(body: &[u8]) -> Result<Vec<(String, Map<String, Json>)>, DomainError> {
+    let entity = attendee_entity();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(body);
+    let headers = reader
+        .headers()
+        .map_err(|e| DomainError::Invalid(format!("CSV header row: {e}")))?
+        .clone();
+    let mut problems = Vec::new();
+    let mut columns = Vec::new();
+    let mut id_column = None;
+    for (i, name) in headers.iter().enumerate() {
+        if name == "id" {
+            id_column = Some(i);
+            columns.push(None);
+        } else if let Some((field, ty)) = entity.fields.iter().find(|(n, _)| *n == name) {
+            columns.push(Some((*field, *ty)));
+        } else {
+            problems.push(format!(
+                "line 1: unknown column `{name}`; known: id, {}",
+                entity
+                    .fields
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            columns.push(None);
+        }
+    }
+    let Some(id_column) = id_column else {
+        return Err(DomainError::Invalid(
+            "line 1: the header row must have an `id` column".into(),
+        ));
+    };
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                problems.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let at = format!("line {line}: ");
+        let id = record.get(id_column).unwrap_or_default().to_string();
+        if let Err(e) = validate_id(&id) {
+            problems.push(format!("{at}{e}"));
+        }
+        let mut fields = Map::new();
+        for (cell, column) in record.iter().zip(&columns) {
+            let Some((name, ty)) = column else { continue };
+            let value = match (ty, cell) {
+                (FieldType::OptText(_) | FieldType::OptCount, "") => Json::Null,
+                (FieldType::Bool, c) => match c {
+                    "true" | "1" | "yes" => Json::Bool(true),
+                    "false" | "0" | "no" | "" => Json::Bool(false),
+                    other => Json::String(other.to_string()),
+                },
+                (FieldType::OptCount, c) => c
+                    .parse::<u64>()
+                    .map(Json::from)
+                    .unwrap_or_else(|_| Json::String(c.to_string())),
+                (_, c) => Json::String(c.to_string()),
+            };
+            fields.insert((*name).to_string(), value);
+        }
+        problems.extend(check_fields(entity, &fields, &at));
+        rows.push((id, fields));
+    }
+    finish(rows, problems)
+}
+
+fn finish(
+    rows: Vec<(String, Map<String, Json>)>,
+    mut problems: Vec<String>,
+) -> Result<Vec<(String, Map<String, Json>)>, DomainError> {
+    if rows.len() > MAX_IMPORT_ROWS {
+        problems.insert(
+            0,
+            format!(
+                "{} attendees in one import; at most {MAX_IMPORT_ROWS}: split the file",
+                rows.len()
+            ),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (id, _) in &rows {
+        if !seen.insert(id.as_str()) {
+            problems.push(format!("id `{id}` appears more than once"));
+        }
+    }
+    if rows.is_empty() && problems.is_empty() {
+        problems.push("the import holds no attendees".into());
+    }
+    if problems.is_empty() {
+        return Ok(rows);
+    }
+    let total = problems.len();
+    let mut message = format!("import refused, nothing was written ({total} problem(s)): ");
+    message.push_str(&problems[..total.min(MAX_LISTED_PROBLEMS)].join("; "));
+    if total > MAX_LISTED_PROBLEMS {
+        message.push_str(&format!("; and {} more", total - MAX_LISTED_PROBLEMS));
+    }
+    Err(DomainError::Invalid(message))
+}
+
+/// Applies a parsed import as one transaction: every attendee or none.
+pub async fn import(
+    store: &Store,
+    event_id: &str,
+    rows: Vec<(String, Map<String, Json>)>,
+) -> Result<usize, DomainError> {
+    let event_id = event_id.to_string();
+    let kind = attendee_entity().kind;
+    store
+        .write(move |ctx| {
+            let count = rows.len();
+            for (id, fields) in rows {
+                let op = ctx.new_op(&event_id, kind, &id, Json::Object(fields));
+                ctx.apply(&op)?;
+            }
+            Ok(count)
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_import_parses_and_maps_empty_cells() {
+        let rows = parse_csv(b"id,name,company,privacy\na1,Ada,,zone\na2,Grace,Navy,hidden\n")
+            .expect("valid");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].1["company"], Json::Null);
+        assert_eq!(rows[1].1["privacy"], "hidden");
+    }
+
+    #[test]
+    fn csv_problems_are_all_listed_with_line_numbers() {
+        let err = parse_csv(b"id,name,shoe_size,privacy\na1,Ada,42,zone\n,Bob,1,x\na1,C,2,zone\n")
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("line 1: unknown column `shoe_size`"), "{err}");
+        assert!(err.contains("line 3: id ``"), "{err}");
+        assert!(err.contains("line 3: `privacy` must be one of"), "{err}");
+        assert!(err.contains("id `a1` appears more than once"), "{err}");
+        assert!(err.contains("nothing was written"), "{err}");
+    }
+
+    #[test]
+    fn csv_without_an_id_column_is_refused() {
+        let err = parse_csv(b"name\nAda\n").expect_err("invalid").to_string();
+        assert!(err.contains("`id` column"), "{err}");
+    }
+
+    #[test]
+    fn ragged_csv_rows_are_reported() {
+        let err = parse_csv(b"id,name\na1,Ada,extra\n")
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn json_import_problems_name_the_record() {
+        let err =
+            parse_json(br#"[{"id":"a1","name":"Ada"},{"name":"NoId"},{"id":"a3","email":7},5]"#)
+                .expect_err("invalid")
+                .to_string();
+        assert!(err.contains("record 2: `id`"), "{err}");
+        assert!(err.contains("record 3: `email` must be a string"), "{err}");
+        assert!(err.contains("record 4: must be an object"), "{err}");
+        assert!(
+            parse_json(b"{")
+                .expect_err("bad")
+                .to_string()
+                .contains("not valid JSON")
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! Admin endpoints (bearer token): the entity registry, attendee import, devices, conflicts.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Map, Value as Json_, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Admin, ApiJson, body_rejection};
+use crate::domain::devices::{self, DeviceKind};
+use crate::domain::{attendees, entities};
+use crate::oplog::Entity;
+
+/// Largest page of a list.
+const MAX_PAGE: u32 = 1000;
+
+fn collection(name: &str) -> Result<&'static Entity, ApiError> {
+    entities::by_collection(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no collection `{name}`; use events, zones, beacons, attendees or sessions"),
+        )
+    })
+}
+
+/// Paging of lists.
+#[derive(Deserialize)]
+pub(super) struct Page {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/admin/{collection}?after=&limit=`.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let entity = collection(&name)?;
+    let Query(page) = page.map_err(|e| ApiError::invalid(e.to_string()))?;
+    let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let items = entities::list(&state.store, state.event_id(), entity, page.after, limit).await?;
+    let next = (items.len() as u32 == limit)
+        .then(|| {
+            items
+                .last()
+                .and_then(|i| i["id"].as_str().map(str::to_string))
+        })
+        .flatten();
+    Ok(Json(json!({ "items": items, "next_after": next })))
+}
+
+/// `POST /api/v1/admin/{collection}` with `{"id": ..., fields...}`: create or update.
+pub(super) async fn upsert(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    ApiJson(mut fields): ApiJson<Map<String, Json_>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let entity = collection(&name)?;
+    let id = match fields.remove("id") {
+        Some(Json_::String(id)) => id,
+        _ => return Err(ApiError::invalid("`id` (a string) is required")),
+    };
+    Ok(Json(
+        entities::upsert(&state.store, state.event_id(), entity, id, fields).await?,
+    ))
+}
+
+/// `PUT /api/v1/admin/{collection}/{id}` with the fields to set.
+pub(super) async fn put_one(
+    State(state): State<AppState>,
+    _: Admin,
+    Path((name, id)): Path<(String, String)>,
+    ApiJson(fields): ApiJson<Map<String, Json_>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let entity = collection(&name)?;
+    if fields.contains_key("id") {
+        return Err(ApiError::invalid(
+            "the id is in the path; leave `id` out of the body",
+        ));
+    }
+    Ok(Json(
+        entities::upsert(&state.store, state.event_id(), entity, id, fields).await?,
+    ))
+}
+
+/// `GET /api/v1/admin/{collection}/{id}`.
+pub(super) async fn get_one(
+    State(state): State<AppState>,
+    _: Admin,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let entity = collection(&name)?;
+    Ok(Json(
+        entities::get(&state.store, state.event_id(), entity, id).await?,
+    ))
+}
+
+/// `DELETE /api/v1/admin/{collection}/{id}`: 204.
+pub(super) async fn delete_one(
+    State(state): State<AppState>,
+    _: Admin,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let entity = collection(&name)?;
+    entities::delete(&state.store, state.event_id(), entity, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/admin/attendees/import`: a JSON array or a CSV file; all or nothing.
+pub(super) async fn import_attendees(
+    State(state): State<AppState>,
+    _: Admin,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = body.map_err(body_rejection)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let rows = match content_type.as_str() {
+        "application/json" => attendees::parse_json(&body)?,
+        "text/csv" => attendees::parse_csv(&body)?,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("import takes `application/json` or `text/csv`, not `{other}`"),
+            ));
+        }
+    };
+    let imported = attendees::import(&state.store, state.event_id(), rows).await?;
+    tracing::info!(imported, "attendees imported");
+    Ok(Json(json!({ "imported": imported })))
+}
+
+/// Body of `POST /api/v1/admin/devices`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewDevice {
+    id: String,
+    kind: DeviceKind,
+    #[serde(default)]
+    name: String,
+}
+
+/// `POST /api/v1/admin/devices`: 201 with the device and its password (shown once).
+pub(super) async fn create_device(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiJson(new): ApiJson<NewDevice>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (device, password) =
+        devices::create(&state.store, state.event_id(), new.id, new.kind, new.name).await?;
+    state.auth.forget_device(&device.id);
+    tracing::info!(device = %device.id, kind = device.kind.as_str(), "device registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "device": device, "password": password })),
+    ))
+}
+
+/// `GET /api/v1/admin/devices`.
+pub(super) async fn list_devices(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(
+        json!({ "devices": devices::list(&state.store).await? }),
+    ))
+}
+
+/// `DELETE /api/v1/admin/devices/{id}`: revoke, 204.
+pub(super) async fn revoke_device(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    devices::revoke(&state.store, id.clone()).await?;
+    state.auth.forget_device(&id);
+    tracing::info!(device = %id, "device revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/admin/devices/{id}/password`: a new password, shown once.
+pub(super) async fn reset_device_password(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let password = devices::reset_password(&state.store, id.clone()).await?;
+    state.auth.forget_device(&id);
+    Ok(Json(json!({ "id": id, "password": password })))
+}
+
+/// `GET /api/v1/admin/conflicts`: the newest 500 recorded conflicts.
+pub(super) async fn conflicts(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    let rows = state
+        .store
+        .read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT op_id, kind, entity_id, winner_op_id, detail, recorded_ms FROM conflicts
+                 ORDER BY recorded_ms DESC LIMIT 500",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let detail: String = r.get(4)?;
+                    Ok(json!({
+                        "op_id": r.get::<_, String>(0)?,
+                        "kind": r.get::<_, String>(1)?,
+                        "entity_id": r.get::<_, String>(2)?,
+                        "winner_op_id": r.get::<_, String>(3)?,
+                        "detail": serde_json::from_str::<Json_>(&detail).unwrap_or(Json_::Null),
+                        "recorded_at": crate::domain::rfc3339(r.get(5)?),
+                    }))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, crate::store::StoreError>(rows)
+        })
+        .await?;
+    Ok(Json(json!({ "conflicts": rows })))
+}

@@ -1,0 +1,109 @@
+//! The API's error body, `{"error": {"code", "message"}}`, and the mapping from domain errors.
+//!
+//! Client mistakes say what was wrong and how to fix it. Internal failures are logged with their
+//! cause and answered with a generic message, so no internals leak to the network.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::domain::DomainError;
+use crate::oplog::ApplyError;
+use crate::store::StoreError;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    challenge: Option<&'static str>,
+}
+
+impl ApiError {
+    /// An error with this status, machine-readable code and human message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            challenge: None,
+        }
+    }
+
+    /// 401 with a `WWW-Authenticate` challenge for `scheme` (`Bearer` or `Basic`).
+    pub fn unauthorized(scheme: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            challenge: Some(scheme),
+            ..Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
+    }
+
+    /// 422 for content that is well-formed but wrong.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+    }
+
+    fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed with an internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the daemon's log has the cause",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(scheme) = self.challenge {
+            let value = format!("{scheme} realm=\"venued\"");
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        response
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
+            DomainError::Invalid(m) => Self::invalid(m),
+            DomainError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            e @ DomainError::KeyReused(_) => Self::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                e.to_string(),
+            ),
+            DomainError::Apply(ApplyError::Store(s)) | DomainError::Store(s) => s.into(),
+            DomainError::Apply(a) => Self::invalid(a.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Closed => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the daemon is shutting down; retry with the same idempotency key",
+            ),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Denied => Self::unauthorized("Basic", "missing or wrong device credentials"),
+            AuthError::Domain(d) => d.into(),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Extractors whose rejections use the API's error body: JSON bodies, and the credentials of
+//! admins and devices.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use base64::Engine;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::devices::DeviceKind;
+
+/// A JSON body; malformed, ill-typed, oversized or mistyped bodies get the API's error body.
+pub(super) struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let text = rejection.body_text();
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            "payload_too_large",
+            "request body is larger than this endpoint accepts",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            status,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::invalid(text),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", text),
+    }
+}
+
+/// Maps a body-read failure (most often the size limit) to the API's error body.
+pub(super) fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            status,
+            "payload_too_large",
+            "request body is larger than this endpoint accepts",
+        )
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_body", rejection.body_text())
+    }
+}
+
+/// Proof that the request carries the admin bearer token.
+pub(super) struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match token {
+            Some(t) if state.auth.is_admin(t) => Ok(Admin),
+            Some(_) => {
+                state.metrics.auth_failures.inc();
+                tracing::warn!(path = %parts.uri.path(), "admin request with a wrong token");
+                Err(ApiError::unauthorized("Bearer", "wrong admin token"))
+            }
+            None => {
+                state.metrics.auth_failures.inc();
+                Err(ApiError::unauthorized(
+                    "Bearer",
+                    "admin endpoints need `Authorization: Bearer <token>`; the token is in the \
+                     file `admin-token` in the data directory",
+                ))
+            }
+        }
+    }
+}
+
+/// An authenticated device (HTTP Basic: device id and password).
+pub(super) struct Device {
+    /// The device id.
+    pub id: String,
+    /// Its kind.
+    pub kind: DeviceKind,
+}
+
+impl FromRequestParts<AppState> for Device {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some((id, password)) = basic_credentials(parts) else {
+            state.metrics.auth_failures.inc();
+            return Err(ApiError::unauthorized(
+                "Basic",
+                "device endpoints need HTTP Basic credentials: the device id and its password",
+            ));
+        };
+        match state.auth.device(&state.store, &id, &password).await {
+            Ok(kind) => Ok(Device { id, kind }),
+            Err(e) => {
+                state.metrics.auth_failures.inc();
+                tracing::warn!(device = %id.chars().take(64).collect::<String>(), "device authentication failed");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// A kiosk, or an admin acting for one (lookups).
+pub(super) enum KioskOrAdmin {
+    /// A kiosk device.
+    Kiosk,
+    /// The admin token.
+    Admin,
+}
+
+impl FromRequestParts<AppState> for KioskOrAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer "));
+        if bearer {
+            return Admin::from_request_parts(parts, state)
+                .await
+                .map(|_| Self::Admin);
+        }
+        let device = Device::from_request_parts(parts, state).await?;
+        require_kiosk(&device)?;
+        Ok(Self::Kiosk)
+    }
+}
+
+/// Refuses devices other than kiosks.
+pub(super) fn require_kiosk(device: &Device) -> Result<(), ApiError> {
+    if device.kind == DeviceKind::Kiosk {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "device `{}` is a {}; only kiosks may do this",
+                device.id,
+                device.kind.as_str()
+            ),
+        ))
+    }
+}
+
+fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, password) = text.split_once(':')?;
+    // Bounded before any lookup or hashing work is spent on them.
+    if id.is_empty() || id.len() > 64 || password.len() > 256 {
+        return None;
+    }
+    Some((id.to_string(), password.to_string()))
+}

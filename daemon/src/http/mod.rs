@@ -1,0 +1,120 @@
+//! The HTTP API (axum): health and metrics, kiosk endpoints, admin endpoints.
+//!
+//! [`router`] builds the whole app from an [`AppState`], so tests can drive it in-process as well
+//! as through a real listener. Every route has a body size limit and a timeout; nothing but
+//! health, readiness, metrics and status answers without credentials.
+
+mod admin;
+pub mod error;
+mod extract;
+mod kiosk;
+mod ops;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::health::Subsystems;
+use crate::metrics::{HttpLabels, Metrics};
+use crate::store::Store;
+
+/// Everything a request handler may touch.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Credential checks.
+    pub auth: Arc<Authenticator>,
+    /// The running configuration.
+    pub config: Arc<Config>,
+    /// Subsystem states.
+    pub subsystems: Subsystems,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+impl AppState {
+    /// The event this appliance serves.
+    pub fn event_id(&self) -> &str {
+        &self.config.event.id
+    }
+}
+
+/// The whole HTTP app.
+pub fn router(state: AppState) -> Router {
+    let http = &state.config.http;
+    let import_limit = DefaultBodyLimit::max(http.max_import_bytes);
+    let api = Router::new()
+        .route("/api/v1/status", get(ops::status))
+        .route("/api/v1/checkins", post(kiosk::check_in))
+        .route("/api/v1/attendees", get(kiosk::lookup))
+        .route(
+            "/api/v1/admin/attendees/import",
+            post(admin::import_attendees).layer(import_limit),
+        )
+        .route(
+            "/api/v1/admin/devices",
+            get(admin::list_devices).post(admin::create_device),
+        )
+        .route("/api/v1/admin/devices/{id}", delete(admin::revoke_device))
+        .route(
+            "/api/v1/admin/devices/{id}/password",
+            post(admin::reset_device_password),
+        )
+        .route("/api/v1/admin/conflicts", get(admin::conflicts))
+        .route(
+            "/api/v1/admin/{collection}",
+            get(admin::list).post(admin::upsert),
+        )
+        .route(
+            "/api/v1/admin/{collection}/{id}",
+            get(admin::get_one)
+                .put(admin::put_one)
+                .delete(admin::delete_one),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found);
+    api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        count_requests,
+    ))
+    .layer(DefaultBodyLimit::max(http.max_body_bytes))
+    .layer(TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        Duration::from_secs(http.request_timeout_secs),
+    ))
+    .with_state(state)
+}
+
+/// Counts every request by matched route (never the raw path, so cardinality stays bounded).
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().as_str().to_string();
+    let response = next.run(request).await.into_response();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

@@ -1,0 +1,95 @@
+//! Operational endpoints: liveness, readiness, metrics, status.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::health::SubsystemState;
+use crate::outbox;
+
+/// How long `/readyz` waits for the store's writer before calling it failed.
+const READY_STORE_TIMEOUT_SECS: u64 = 2;
+
+/// `GET /healthz`: the process answers.
+pub(super) async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 when the store is writable and no subsystem has failed; else 503 naming
+/// what failed.
+pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let mut checks = serde_json::Map::new();
+    let mut failing = Vec::new();
+    let ping = tokio::time::timeout(
+        Duration::from_secs(READY_STORE_TIMEOUT_SECS),
+        state.store.ping(),
+    )
+    .await;
+    let store = match ping {
+        Ok(Ok(())) => SubsystemState::Ok,
+        Ok(Err(e)) => SubsystemState::Failed(format!("store not writable: {e}")),
+        Err(_) => SubsystemState::Failed(format!(
+            "store writer did not answer within {READY_STORE_TIMEOUT_SECS} s"
+        )),
+    };
+    let mut all = state.subsystems.snapshot();
+    all.insert("store", store);
+    for (name, s) in all {
+        if matches!(s, SubsystemState::Failed(_)) {
+            failing.push(name);
+        }
+        checks.insert(name.into(), serde_json::to_value(&s).unwrap_or_default());
+    }
+    let status = if failing.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "ready": failing.is_empty(), "failing": failing, "checks": checks })),
+    )
+}
+
+/// `GET /metrics`: Prometheus text.
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Ok(backlog) = outbox::backlog(&state.store).await {
+        state.metrics.outbox_backlog.set(backlog.ops as i64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+/// `GET /api/v1/status`: what this appliance is and how it is doing.
+pub(super) async fn status(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let backlog = outbox::backlog(&state.store).await?;
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "node_id": state.store.node_id(),
+        "event_id": state.event_id(),
+        "schema_version": crate::store::SCHEMA_VERSION,
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "outbox": backlog,
+        "subsystems": state.subsystems.snapshot(),
+    })))
+}
+
+/// Any unknown path.
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; docs/http-api.md lists them",
+    )
+}
