@@ -129,7 +129,7 @@ impl Daemon {
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-        on_stopping: impl FnOnce() + Send,
+        on_stopping: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<()> {
         let Daemon {
             state, listener, ..
@@ -142,6 +142,8 @@ impl Daemon {
         let (begun_tx, mut begun_rx) = tokio::sync::oneshot::channel::<()>();
         let graceful = async move {
             shutdown.await;
+            tracing::info!("shutting down: no new connections; finishing in-flight requests");
+            on_stopping();
             let _ = begun_tx.send(());
         };
         let app = http::router(state);
@@ -153,8 +155,6 @@ impl Daemon {
             biased;
             result = &mut serve => result,
             Ok(()) = &mut begun_rx => {
-                tracing::info!("shutting down: no new connections; finishing in-flight requests");
-                on_stopping();
                 match tokio::time::timeout(drain, &mut serve).await {
                     Ok(result) => result,
                     Err(_) => {

@@ -1,1 +1,305 @@
-//! placeholder
+//! The harness for tests that run the real binaries as separate processes.
+//!
+//! [`VenuedBuilder`] starts a real `venued` on a private data directory and loopback port 0, with
+//! `NOTIFY_SOCKET` pointing at a datagram socket the harness owns. The harness learns readiness
+//! and the bound address from the daemon's own `READY=1`/`STATUS=` notifications, so tests wait
+//! on events, never on sleeps, and exercise the systemd protocol on every run.
+//!
+//! The binaries are found next to the test executable's target directory (build them first:
+//! `cargo build --workspace --bins`), or at `$VENUED_BIN`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use tokio::net::UnixDatagram;
+use tokio::process::{Child, Command};
+
+/// How long a daemon may take to become ready (a debug build on a loaded 2-core CI machine).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Path of a workspace binary built by cargo (`venued`, `venue-relay`, ...).
+pub fn binary(name: &str) -> PathBuf {
+    let var = format!("{}_BIN", name.to_ascii_uppercase().replace('-', "_"));
+    if let Some(path) = std::env::var_os(&var) {
+        return PathBuf::from(path);
+    }
+    // Test executables live in target/<profile>/deps; binaries in target/<profile>.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} not found; run `cargo build --workspace --bins` first or set ${var}",
+        path.display()
+    );
+    path
+}
+
+/// Options for starting a `venued`.
+pub struct VenuedBuilder {
+    data_dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    listen_on_loopback: bool,
+}
+
+impl VenuedBuilder {
+    /// A daemon on `data_dir`, listening on 127.0.0.1 with a kernel-chosen port.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            listen_on_loopback: true,
+        }
+    }
+
+    /// Adds a command-line argument.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable for the daemon.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs with no `--data-dir` and no listen override, in `cwd`: the README's plain `venued`.
+    pub fn plain_in(mut self, cwd: &Path) -> Self {
+        self.cwd = Some(cwd.to_path_buf());
+        self.listen_on_loopback = false;
+        self
+    }
+
+    /// Starts the daemon and waits for `READY=1`.
+    pub async fn spawn(self) -> anyhow::Result<Venued> {
+        let notify_dir = tempfile::tempdir()?;
+        let socket_path = notify_dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&socket_path)?;
+        let log_path = self.data_dir.with_extension("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let mut command = Command::new(binary("venued"));
+        if self.cwd.is_none() {
+            command.arg("--data-dir").arg(&self.data_dir);
+        }
+        if self.listen_on_loopback {
+            command.env("VENUED_HTTP_LISTEN", "127.0.0.1:0");
+        }
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
+        }
+        command
+            .args(&self.args)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.try_clone()?)
+            .kill_on_drop(true);
+        let child = command.spawn().context("cannot start venued")?;
+        let mut venued = Venued {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: self.data_dir,
+            log_path,
+            socket,
+            _notify_dir: notify_dir,
+            notifications: Vec::new(),
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Some(message) = venued.next_notification(remaining).await? else {
+                let status = venued.child.try_wait()?;
+                bail!(
+                    "venued sent no READY=1 within {READY_TIMEOUT:?} (exit: {status:?}); log:\n{}",
+                    venued.log()
+                );
+            };
+            if let Some(addr) = message
+                .lines()
+                .find_map(|l| l.strip_prefix("STATUS=serving on http://"))
+            {
+                venued.addr = addr.parse().context("STATUS address")?;
+            }
+            if message.lines().any(|l| l == "READY=1") {
+                return Ok(venued);
+            }
+        }
+    }
+}
+
+/// A running `venued` process.
+pub struct Venued {
+    child: Child,
+    /// The HTTP address it serves on.
+    pub addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+    socket: UnixDatagram,
+    _notify_dir: tempfile::TempDir,
+    /// Every notification received so far, in order.
+    pub notifications: Vec<String>,
+}
+
+impl Venued {
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The admin token the daemon wrote on first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin-token"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// The next sd_notify datagram, waiting up to `timeout`.
+    pub async fn next_notification(&mut self, timeout: Duration) -> anyhow::Result<Option<String>> {
+        let mut buf = vec![0u8; 4096];
+        match tokio::time::timeout(timeout, self.socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.notifications.push(message.clone());
+                Ok(Some(message))
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        let pid = self.child.id().context("venued has exited")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid)?), signal)?;
+        Ok(())
+    }
+
+    /// `kill -9` and reap.
+    pub async fn kill9(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit.
+    pub async fn terminate(mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        self.signal(nix::sys::signal::Signal::SIGTERM)?;
+        self.wait(timeout).await
+    }
+
+    /// Waits up to `timeout` for the process to exit (kills it if it does not).
+    pub async fn wait(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                self.child.kill().await?;
+                bail!(
+                    "venued did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+
+    /// What the daemon wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// An HTTP client with the admin token, for setting up fixtures.
+pub struct Admin {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Admin {
+    /// A client for `venued`'s admin API.
+    pub fn new(venued: &Venued) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            base: venued.url(""),
+            token: venued.admin_token(),
+        }
+    }
+
+    /// Imports attendees `a0..a{n}` as CSV (ids `a{i}`, ticket codes `T{i}`).
+    pub async fn import_attendees(&self, n: usize) -> anyhow::Result<()> {
+        let mut csv = String::from("id,name,ticket_code\n");
+        for i in 0..n {
+            csv.push_str(&format!("a{i},Attendee {i},T{i}\n"));
+        }
+        let response = self
+            .client
+            .post(format!("{}/api/v1/admin/attendees/import", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("import failed: {status} {}", response.text().await?);
+        }
+        Ok(())
+    }
+
+    /// Registers a kiosk; returns its HTTP Basic `Authorization` header value.
+    pub async fn kiosk(&self, id: &str) -> anyhow::Result<String> {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/admin/devices", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"id": id, "kind": "kiosk"}))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await?;
+        if !status.is_success() {
+            bail!("device creation failed: {status} {body}");
+        }
+        let password = body["password"].as_str().unwrap_or_default();
+        Ok(basic(id, password))
+    }
+}
+
+/// An HTTP Basic `Authorization` header value.
+pub fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// Opens the daemon's database read-only (the real SQLite file, as the daemon left it).
+pub fn open_db(data_dir: &Path) -> anyhow::Result<rusqlite::Connection> {
+    Ok(rusqlite::Connection::open_with_flags(
+        data_dir.join("venued.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?)
+}

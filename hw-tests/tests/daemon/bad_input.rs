@@ -1,0 +1,326 @@
+//! Bad input gets a clear error, never a panic or a partial write.
+
+use std::process::Command;
+use std::time::Duration;
+
+use hw_tests::{Admin, VenuedBuilder, basic, binary, open_db};
+use serde_json::Value;
+
+#[test]
+fn bad_config_exits_78_naming_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("venued.toml");
+    std::fs::write(
+        &config,
+        "[http]\nlisen = \"x\"\nmax_body_bytes = \"big\"\n[stroe]\n",
+    )
+    .unwrap();
+    let out = Command::new(binary("venued"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("VENUED_EVENT_ID", "bad id")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "`http.lisen`",
+        "`http.max_body_bytes`",
+        "`stroe`",
+        "`event.id`",
+        "4 problem(s)",
+    ] {
+        assert!(stderr.contains(needle), "{needle} missing from:\n{stderr}");
+    }
+}
+
+#[test]
+fn check_config_accepts_the_defaults() {
+    let out = Command::new(binary("venued"))
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("http.listen = \"0.0.0.0:8080\""));
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_release_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    VenuedBuilder::new(&data)
+        .spawn()
+        .await
+        .unwrap()
+        .terminate(Duration::from_secs(10))
+        .await
+        .unwrap();
+    rusqlite::Connection::open(data.join("venued.db"))
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 999")
+        .unwrap();
+    let out = Command::new(binary("venued"))
+        .arg("--data-dir")
+        .arg(&data)
+        .env("VENUED_HTTP_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("schema version 999 is newer"), "{stderr}");
+}
+
+async fn request(
+    method: reqwest::Method,
+    url: String,
+    auth: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .header("content-type", content_type)
+        .header("idempotency-key", "k")
+        .body(body);
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, json)
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_and_write_nothing() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
+    let admin = Admin::new(&venued);
+    admin.import_attendees(2).await.unwrap();
+    let kiosk = admin.kiosk("kiosk-1").await.unwrap();
+    let bearer = format!("Bearer {}", venued.admin_token());
+    let checkins = venued.url("/api/v1/checkins");
+    let import = venued.url("/api/v1/admin/attendees/import");
+    let json = "application/json";
+
+    let cases: Vec<(Method, String, Option<String>, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            Method::POST,
+            checkins.clone(),
+            None,
+            json,
+            b"{}".to_vec(),
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::POST,
+            checkins.clone(),
+            Some(basic("kiosk-1", "wrong")),
+            json,
+            b"{}".to_vec(),
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::POST,
+            checkins.clone(),
+            Some(basic("nobody", "x")),
+            json,
+            b"{}".to_vec(),
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::POST,
+            checkins.clone(),
+            Some(bearer.clone()),
+            json,
+            b"{}".to_vec(),
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::POST,
+            checkins.clone(),
+            Some(kiosk.clone()),
+            json,
+            b"{\"attendee_id\":".to_vec(),
+            400,
+            "malformed_json",
+        ),
+        (
+            Method::POST,
+            checkins.clone(),
+            Some(kiosk.clone()),
+            json,
+            b"{\"attendee_id\":5}".to_vec(),
+            422,
+            "invalid",
+        ),
+        (
+            Method::POST,
+            checkins.clone(),
+            Some(kiosk.clone()),
+            json,
+            b"{\"attendee_id\":\"a1\",\"x\":1}".to_vec(),
+            422,
+            "invalid",
+        ),
+        (
+            Method::POST,
+            checkins.clone(),
+            Some(kiosk.clone()),
+            json,
+            b"{}".to_vec(),
+            422,
+            "invalid",
+        ),
+        (
+            Method::POST,
+            checkins.clone(),
+            Some(kiosk.clone()),
+            "text/plain",
+            b"{}".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            Method::POST,
+            checkins.clone(),
+            Some(kiosk.clone()),
+            json,
+            vec![b' '; 70 * 1024],
+            413,
+            "payload_too_large",
+        ),
+        (
+            Method::POST,
+            checkins.clone(),
+            Some(kiosk.clone()),
+            json,
+            b"{\"attendee_id\":\"ghost\"}".to_vec(),
+            404,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            import.clone(),
+            Some(kiosk.clone()),
+            "text/csv",
+            b"id\nz\n".to_vec(),
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::POST,
+            import.clone(),
+            Some(bearer.clone()),
+            "text/csv",
+            b"id,name,privacy\nn1,New,zone\nn2,Bad,loud\n".to_vec(),
+            422,
+            "invalid",
+        ),
+        (
+            Method::POST,
+            import.clone(),
+            Some(bearer.clone()),
+            json,
+            b"[{\"id\":\"n1\"},{\"id\":\"bad id\"}]".to_vec(),
+            422,
+            "invalid",
+        ),
+        (
+            Method::POST,
+            import.clone(),
+            Some(bearer.clone()),
+            "application/xml",
+            b"<a/>".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            Method::GET,
+            venued.url("/api/v1/admin/zones"),
+            None,
+            json,
+            vec![],
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::GET,
+            venued.url("/api/v1/admin/nonsense"),
+            Some(bearer.clone()),
+            json,
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            venued.url("/no/such/path"),
+            None,
+            json,
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            venued.url("/api/v1/admin/zones"),
+            Some(bearer.clone()),
+            json,
+            b"{\"id\":\"z1\",\"capacity\":-1}".to_vec(),
+            422,
+            "invalid",
+        ),
+    ];
+    for (method, url, auth, content_type, body, status, code) in cases {
+        let label = format!("{method} {url} ({content_type}, {} bytes)", body.len());
+        let (got, json) = request(method, url, auth.as_deref(), content_type, body).await;
+        assert_eq!(got, status, "{label}: {json}");
+        assert_eq!(json["error"]["code"], code, "{label}: {json}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{label}"
+        );
+    }
+    // The refused CSV import names the line and the field.
+    let (_, refused) = request(
+        Method::POST,
+        import,
+        Some(&bearer),
+        "text/csv",
+        b"id,name,privacy\nn1,New,zone\nn2,Bad,loud\n".to_vec(),
+    )
+    .await;
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("line 3") && message.contains("privacy"),
+        "{message}"
+    );
+
+    let exit = venued.terminate(Duration::from_secs(10)).await.unwrap();
+    assert!(exit.success());
+    let db = open_db(&data).unwrap();
+    let (attendees, checkins, zones): (i64, i64, i64) = db
+        .query_row(
+            "SELECT (SELECT count(*) FROM attendees), (SELECT count(*) FROM checkins),
+                    (SELECT count(*) FROM zones)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (attendees, checkins, zones),
+        (2, 0, 0),
+        "nothing partial was written"
+    );
+}
