@@ -147,10 +147,13 @@ impl Daemon {
             let _ = begun_tx.send(());
         };
         let app = http::router(state);
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .into_future();
-        tokio::pin!(serve);
+        // Boxed so it can be dropped (closing connections and releasing the router's store
+        // handles) before the store is closed.
+        let mut serve = Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(graceful)
+                .into_future(),
+        );
         let result = tokio::select! {
             biased;
             result = &mut serve => result,

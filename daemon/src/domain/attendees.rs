@@ -8,6 +8,9 @@ use super::{DomainError, rfc3339};
 use crate::oplog::{ENTITIES, Entity, FieldType};
 use crate::store::Store;
 
+/// Parsed import rows: attendee id and the fields to set.
+pub type ImportRows = Vec<(String, Map<String, Json>)>;
+
 /// Most attendees one import may carry.
 pub const MAX_IMPORT_ROWS: usize = 200_000;
 /// Most problems listed in one refused import (the count of the rest is given).
@@ -69,7 +72,7 @@ pub async fn lookup(store: &Store, event_id: &str, q: &str) -> Result<Json, Doma
 }
 
 /// Parses a JSON import: an array of objects, each with `id` and attendee fields.
-pub fn parse_json(body: &[u8]) -> Result<Vec<(String, Map<String, Json>)>, DomainError> {
+pub fn parse_json(body: &[u8]) -> Result<ImportRows, DomainError> {
     let value: Json = serde_json::from_slice(body)
         .map_err(|e| DomainError::Invalid(format!("import body is not valid JSON: {e}")))?;
     let Json::Array(items) = value else {
@@ -103,7 +106,7 @@ pub fn parse_json(body: &[u8]) -> Result<Vec<(String, Map<String, Json>)>, Domai
 
 /// Parses a CSV import: a header row naming `id` and attendee fields, then one row per attendee.
 /// Empty cells of optional fields mean "no value".
-pub fn parse_csv(body: &[u8]) -> Result<Vec<(String, Map<String, Json>)>, DomainError> {
+pub fn parse_csv(body: &[u8]) -> Result<ImportRows, DomainError> {
     let entity = attendee_entity();
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -179,10 +182,7 @@ pub fn parse_csv(body: &[u8]) -> Result<Vec<(String, Map<String, Json>)>, Domain
     finish(rows, problems)
 }
 
-fn finish(
-    rows: Vec<(String, Map<String, Json>)>,
-    mut problems: Vec<String>,
-) -> Result<Vec<(String, Map<String, Json>)>, DomainError> {
+fn finish(rows: ImportRows, mut problems: Vec<String>) -> Result<ImportRows, DomainError> {
     if rows.len() > MAX_IMPORT_ROWS {
         problems.insert(
             0,
@@ -214,11 +214,7 @@ fn finish(
 }
 
 /// Applies a parsed import as one transaction: every attendee or none.
-pub async fn import(
-    store: &Store,
-    event_id: &str,
-    rows: Vec<(String, Map<String, Json>)>,
-) -> Result<usize, DomainError> {
+pub async fn import(store: &Store, event_id: &str, rows: ImportRows) -> Result<usize, DomainError> {
     let event_id = event_id.to_string();
     let kind = attendee_entity().kind;
     store

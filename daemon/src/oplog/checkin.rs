@@ -33,21 +33,21 @@ pub(super) fn apply(
     now_ms: u64,
 ) -> Result<(), ApplyError> {
     let key = order_key(op);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO checkins (op_id, event_id, attendee_id, device_id, origin, hlc_wall,
                                hlc_counter, hlc_node)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            key.3,
-            op.scope,
-            op.entity_id,
-            body.device_id,
-            op.origin,
-            key.0,
-            key.1,
-            key.2
-        ],
-    )?;
+    )?
+    .execute(params![
+        key.3,
+        op.scope,
+        op.entity_id,
+        body.device_id,
+        op.origin,
+        key.0,
+        key.1,
+        key.2
+    ])?;
     // Recompute the winner for this attendee: the earliest fact by (HLC, op id). The result is
     // the same whichever order the facts arrived in.
     let mut stmt = conn.prepare_cached(
@@ -60,29 +60,36 @@ pub(super) fn apply(
     let Some(((winner, winner_origin), rest)) = rows.split_first() else {
         return Ok(());
     };
-    conn.execute(
-        "UPDATE checkins SET duplicate_of = NULL WHERE op_id = ?1",
-        params![winner],
-    )?;
-    conn.execute("DELETE FROM conflicts WHERE op_id = ?1", params![winner])?;
+    if rest.is_empty() {
+        // The only check-in of this attendee: nothing to flag (the usual case).
+        return Ok(());
+    }
+    conn.prepare_cached("UPDATE checkins SET duplicate_of = NULL WHERE op_id = ?1")?
+        .execute(params![winner])?;
+    conn.prepare_cached("DELETE FROM conflicts WHERE op_id = ?1")?
+        .execute(params![winner])?;
     for (dup, dup_origin) in rest {
-        conn.execute(
-            "UPDATE checkins SET duplicate_of = ?1 WHERE op_id = ?2",
-            params![winner, dup],
-        )?;
+        conn.prepare_cached("UPDATE checkins SET duplicate_of = ?1 WHERE op_id = ?2")?
+            .execute(params![winner, dup])?;
         let detail = serde_json::json!({
             "attendee_id": op.entity_id,
             "checkin_origin": winner_origin,
             "duplicate_origin": dup_origin,
             "message": "attendee checked in more than once; the earliest check-in counts",
         });
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO conflicts (op_id, kind, entity_id, winner_op_id, detail, recorded_ms)
              VALUES (?1, 'checkin.duplicate', ?2, ?3, ?4, ?5)
              ON CONFLICT (op_id) DO UPDATE SET winner_op_id = excluded.winner_op_id,
                                                detail = excluded.detail",
-            params![dup, op.entity_id, winner, detail.to_string(), now_ms as i64],
-        )?;
+        )?
+        .execute(params![
+            dup,
+            op.entity_id,
+            winner,
+            detail.to_string(),
+            now_ms as i64
+        ])?;
     }
     Ok(())
 }

@@ -176,11 +176,8 @@ pub(super) fn apply(
 ) -> Result<(), ApplyError> {
     let table = entity.table;
     let existing: Option<String> = conn
-        .query_row(
-            &format!("SELECT event_id FROM {table} WHERE id = ?1"),
-            params![op.entity_id],
-            |r| r.get(0),
-        )
+        .prepare_cached(&format!("SELECT event_id FROM {table} WHERE id = ?1"))?
+        .query_row(params![op.entity_id], |r| r.get(0))
         .optional()?;
     match existing {
         Some(event) if event != op.scope => {
@@ -192,39 +189,41 @@ pub(super) fn apply(
         }
         Some(_) => {}
         None => {
-            conn.execute(
-                &format!("INSERT INTO {table} (id, event_id) VALUES (?1, ?2)"),
-                params![op.entity_id, op.scope],
-            )?;
+            conn.prepare_cached(&format!(
+                "INSERT INTO {table} (id, event_id) VALUES (?1, ?2)"
+            ))?
+            .execute(params![op.entity_id, op.scope])?;
         }
     }
     let mine = order_key(op);
-    let mut version = conn.prepare_cached(
-        "SELECT hlc_wall, hlc_counter, hlc_node, op_id FROM field_versions
-         WHERE entity = ?1 AND entity_id = ?2 AND field = ?3",
+    // One statement decides and records the winner: the version row is inserted, or replaced
+    // only when this op sorts after the recorded one. A changed row means this op won the field.
+    let mut claim = conn.prepare_cached(
+        "INSERT INTO field_versions (entity, entity_id, field, hlc_wall, hlc_counter, hlc_node, op_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (entity, entity_id, field) DO UPDATE SET
+           hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter,
+           hlc_node = excluded.hlc_node, op_id = excluded.op_id
+         WHERE (excluded.hlc_wall, excluded.hlc_counter, excluded.hlc_node, excluded.op_id)
+             > (field_versions.hlc_wall, field_versions.hlc_counter, field_versions.hlc_node,
+                field_versions.op_id)",
     )?;
     for (field, value) in fields {
-        let current: Option<(i64, i64, String, String)> = version
-            .query_row(params![entity.name, op.entity_id, field], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()?;
-        if current.is_some_and(|c| c >= mine) {
+        let won = claim.execute(params![
+            entity.name,
+            op.entity_id,
+            field,
+            mine.0,
+            mine.1,
+            mine.2,
+            mine.3
+        ])?;
+        if won == 0 {
             tracing::debug!(entity = entity.name, id = %op.entity_id, field, "older write lost to a newer one");
             continue;
         }
-        conn.execute(
-            &format!("UPDATE {table} SET {field} = ?1 WHERE id = ?2"),
-            params![value, op.entity_id],
-        )?;
-        conn.execute(
-            "INSERT INTO field_versions (entity, entity_id, field, hlc_wall, hlc_counter, hlc_node, op_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (entity, entity_id, field) DO UPDATE SET
-               hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter,
-               hlc_node = excluded.hlc_node, op_id = excluded.op_id",
-            params![entity.name, op.entity_id, field, mine.0, mine.1, mine.2, mine.3],
-        )?;
+        conn.prepare_cached(&format!("UPDATE {table} SET {field} = ?1 WHERE id = ?2"))?
+            .execute(params![value, op.entity_id])?;
     }
     Ok(())
 }

@@ -93,14 +93,19 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
         return Err(ApplyError::UnknownKind(op.kind.clone()));
     };
 
-    let json = serde_json::to_string(op).map_err(|e| invalid(e.to_string()))?;
-    let inserted = conn.execute(
-        "INSERT INTO ops (id, hlc_wall, hlc_counter, hlc_node, origin, scope, kind, entity_id, op,
-                          received_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+    let extra = match op.extra.is_empty() {
+        true => None,
+        false => Some(serde_json::Value::Object(op.extra.clone()).to_string()),
+    };
+    let inserted = conn.prepare_cached(
+        "INSERT INTO ops (id, v, hlc_wall, hlc_counter, hlc_node, origin, scope, kind, entity_id,
+                          body, extra, received_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (id) DO NOTHING",
-        params![
+    )?
+    .execute(params![
             op.id.to_string(),
+            op.v,
             op.hlc.wall_ms as i64,
             op.hlc.counter,
             op.hlc.node,
@@ -108,10 +113,10 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
             op.scope,
             op.kind,
             op.entity_id,
-            json,
+            op.body.to_string(),
+            extra,
             now_ms as i64,
-        ],
-    )?;
+        ])?;
     if inserted == 0 {
         return Ok(Applied::Duplicate);
     }
@@ -120,6 +125,76 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
         Rule::Checkin(body) => checkin::apply(conn, op, &body, now_ms)?,
     }
     Ok(Applied::New)
+}
+
+/// Logged ops with a local sequence above `after_seq`, oldest first, at most `limit`: what the
+/// sync agent ships, and how ops are read back for tests and digests.
+pub fn read_after(
+    conn: &Connection,
+    after_seq: i64,
+    limit: u32,
+) -> Result<Vec<(i64, Op)>, ApplyError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, id, v, hlc_wall, hlc_counter, hlc_node, origin, scope, kind, entity_id, body,
+                extra
+         FROM ops WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after_seq, limit], |r| {
+        let id: String = r.get(1)?;
+        let body: String = r.get(10)?;
+        let extra: Option<String> = r.get(11)?;
+        Ok((
+            r.get::<_, i64>(0)?,
+            id,
+            r.get::<_, u32>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, u32>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
+            r.get::<_, String>(8)?,
+            r.get::<_, String>(9)?,
+            body,
+            extra,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, id, v, wall, counter, node, origin, scope, kind, entity_id, body, extra) = row?;
+        // These columns were written from a valid op by `apply`; a parse failure means the file
+        // was edited by hand, and is reported rather than skipped.
+        let corrupt = |what: &str| ApplyError::InvalidBody {
+            kind: kind.clone(),
+            entity_id: entity_id.clone(),
+            reason: format!("logged op {seq} has a corrupt {what}"),
+        };
+        let extra = match extra {
+            Some(text) => match serde_json::from_str(&text) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => return Err(corrupt("extra")),
+            },
+            None => serde_json::Map::new(),
+        };
+        out.push((
+            seq,
+            Op {
+                id: id.parse().map_err(|_| corrupt("id"))?,
+                v,
+                hlc: sync_agent::Hlc {
+                    wall_ms: wall as u64,
+                    counter,
+                    node,
+                },
+                origin,
+                scope,
+                kind: kind.clone(),
+                entity_id: entity_id.clone(),
+                body: serde_json::from_str(&body).map_err(|_| corrupt("body"))?,
+                extra,
+            },
+        ));
+    }
+    Ok(out)
 }
 
 enum Rule {

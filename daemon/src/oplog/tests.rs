@@ -49,7 +49,10 @@ fn digest(conn: &Connection) -> String {
         ("zones", "id, event_id, name, capacity, deleted"),
         ("checkins", "op_id, attendee_id, device_id, duplicate_of"),
         ("conflicts", "op_id, kind, entity_id, winner_op_id, detail"),
-        ("ops", "id, kind, entity_id, op"),
+        (
+            "ops",
+            "id, v, hlc_wall, hlc_counter, hlc_node, origin, scope, kind, entity_id, body, extra",
+        ),
     ] {
         let mut stmt = conn
             .prepare(&format!("SELECT {cols} FROM {table} ORDER BY 1"))
@@ -270,7 +273,24 @@ fn unknown_body_fields_are_kept_in_the_log_but_not_applied() {
     );
     apply_all(&mut conn, &[o]);
     let logged: String = conn
-        .query_row("SELECT op FROM ops", [], |r| r.get(0))
+        .query_row("SELECT body FROM ops", [], |r| r.get(0))
         .expect("op");
     assert!(logged.contains("colour"));
+}
+
+#[test]
+fn logged_ops_read_back_identical_including_unknown_envelope_fields() {
+    let mut conn = db();
+    let mut newer = op("b", 7, "zone.upsert", "z1", json!({"name": "Hall"}));
+    newer.v = 3;
+    newer
+        .extra
+        .insert("signature".into(), json!({"alg": "ed25519", "sig": "abc"}));
+    let plain = op("a", 8, CHECKIN_RECORD, "p1", json!({"device_id": "k1"}));
+    apply_all(&mut conn, &[newer.clone(), plain.clone()]);
+    let back = read_after(&conn, 0, 10).expect("reads");
+    let ops: Vec<Op> = back.iter().map(|(_, o)| o.clone()).collect();
+    assert_eq!(ops, vec![newer, plain]);
+    assert!(back[0].0 < back[1].0, "local sequence follows apply order");
+    assert_eq!(read_after(&conn, back[0].0, 10).expect("reads").len(), 1);
 }

@@ -18,11 +18,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
 
     -- The op log is the outbox: `seq` is the local order, the sync agent ships local-origin ops
-    -- above the relay's acknowledged cursor. `op` is the whole op as JSON, so fields from newer
-    -- schema versions survive.
+    -- above the relay's acknowledged cursor (a rowid range scan, so no index on origin). `extra`
+    -- holds envelope fields from newer schema versions (JSON, NULL when none), so they survive.
     CREATE TABLE ops (
         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
         id           TEXT NOT NULL UNIQUE,
+        v            INTEGER NOT NULL,
         hlc_wall     INTEGER NOT NULL,
         hlc_counter  INTEGER NOT NULL,
         hlc_node     TEXT NOT NULL,
@@ -30,10 +31,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         scope        TEXT NOT NULL,
         kind         TEXT NOT NULL,
         entity_id    TEXT NOT NULL,
-        op           TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        extra        TEXT,
         received_ms  INTEGER NOT NULL
     ) STRICT;
-    CREATE INDEX ops_origin_seq ON ops (origin, seq);
 
     -- Last-writer-wins bookkeeping: the HLC of the op that last set each field of each entity.
     CREATE TABLE field_versions (
@@ -116,7 +117,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         hlc_counter   INTEGER NOT NULL,
         hlc_node      TEXT NOT NULL,
         duplicate_of  TEXT
-    ) STRICT;
+    ) STRICT, WITHOUT ROWID;
     CREATE INDEX checkins_attendee ON checkins (attendee_id);
 
     -- Kiosks, signage displays and BLE gateways. Credentials are argon2 PHC strings. Devices are

@@ -23,6 +23,9 @@ use crate::metrics::StoreMetrics;
 use readers::Readers;
 use writer::{Job, TypedJob};
 
+/// Prepared statements the writer keeps (every entity/field statement fits, with room to spare).
+const WRITER_STATEMENT_CACHE: usize = 256;
+
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "venued.db";
 
@@ -146,6 +149,8 @@ impl Store {
              PRAGMA temp_store = MEMORY;",
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // Every entity kind and field has its own statements; keep them all prepared.
+        conn.set_prepared_statement_cache_capacity(WRITER_STATEMENT_CACHE);
         migrations::migrate(&mut conn)?;
         let node_id = load_or_create_node_id(&conn)?;
         let clock = HlcClock::new(node_id.clone(), load_hlc_high_water(&conn)?);

@@ -157,7 +157,7 @@ pub(crate) fn run(
 /// Runs and commits one group; every job's caller is answered before this returns. Returns the
 /// number of ops appended, or 0 when the group did not commit.
 fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<dyn Job>>) -> u64 {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = execute_cached(conn, "BEGIN IMMEDIATE") {
         let error = StoreError::Commit(e.to_string());
         tracing::error!(%error, "store writer could not begin a transaction");
         for job in jobs.drain(..) {
@@ -174,19 +174,16 @@ fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<
     };
     let mut completions = Vec::with_capacity(jobs.len());
     for job in jobs.drain(..) {
-        let outcome = ctx
-            .conn
-            .execute_batch("SAVEPOINT job")
-            .map_err(StoreError::from);
+        let outcome = execute_cached(ctx.conn, "SAVEPOINT job");
         let completion = match outcome {
             Ok(()) => {
                 let (failed, completion) = job.run(&mut ctx);
-                let end = if failed {
-                    "ROLLBACK TO job; RELEASE job"
-                } else {
-                    "RELEASE job"
+                let end = match failed {
+                    true => execute_cached(ctx.conn, "ROLLBACK TO job")
+                        .and_then(|()| execute_cached(ctx.conn, "RELEASE job")),
+                    false => execute_cached(ctx.conn, "RELEASE job"),
                 };
-                if let Err(e) = ctx.conn.execute_batch(end) {
+                if let Err(e) = end {
                     tracing::error!(error = %e, "store writer could not close a savepoint");
                 }
                 completion
@@ -205,7 +202,7 @@ fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<
         result = super::save_hlc_high_water(conn, high_water);
     }
     if result.is_ok() {
-        result = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        result = execute_cached(conn, "COMMIT");
     }
     match result {
         Ok(()) => {
@@ -224,4 +221,11 @@ fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<
             0
         }
     }
+}
+
+/// Runs a parameterless statement through the statement cache: the group's fixed statements run
+/// thousands of times a second, and parsing them each time is measurable.
+fn execute_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }

@@ -107,7 +107,17 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
     let import = venued.url("/api/v1/admin/attendees/import");
     let json = "application/json";
 
-    let cases: Vec<(Method, String, Option<String>, &str, Vec<u8>, u16, &str)> = vec![
+    // (method, url, Authorization, Content-Type, body, expected status, expected error code)
+    type Case<'a> = (
+        Method,
+        String,
+        Option<String>,
+        &'a str,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (
             Method::POST,
             checkins.clone(),

@@ -1,6 +1,11 @@
 //! Tests of a real `venued` process: crash safety, idempotency, the systemd protocol, the unit
 //! file, the README's defaults, and bad input. One test binary, one module per concern.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test should fail loudly on any unexpected error"
+)]
+
 mod bad_input;
 mod crash;
 mod defaults;
