@@ -23,8 +23,20 @@ const OPS_PER_CALLER: usize = 50;
 const STEADY_RATE_PER_SEC: u64 = 1_000;
 const STEADY_SECS: u64 = 10;
 
-fn open(dir: &std::path::Path) -> Store {
-    Store::open(dir, &StoreOptions::default(), StoreMetrics::detached()).expect("store opens")
+/// A runtime and a fresh store in a directory under the target dir (kept alive by the caller).
+fn fixture() -> (tokio::runtime::Runtime, tempfile::TempDir, Store) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let store = Store::open(
+        dir.path(),
+        &StoreOptions::default(),
+        StoreMetrics::detached(),
+    )
+    .expect("store opens");
+    (runtime, dir, store)
 }
 
 /// The op kinds measured: an append-only fact and a last-writer-wins field update.
@@ -65,12 +77,7 @@ async fn append(store: &Store, kind: Kind) {
 }
 
 fn op_append(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let store = open(dir.path());
+    let (runtime, _dir, store) = fixture();
     let mut group = c.benchmark_group("op_append");
     group.throughput(Throughput::Elements((CALLERS * OPS_PER_CALLER) as u64));
     group.sample_size(20);
@@ -102,12 +109,7 @@ fn op_append(c: &mut Criterion) {
 /// Sends one append every millisecond for `STEADY_SECS`, each on its own task, and reports the
 /// latency distribution from send to durable acknowledgement.
 fn steady_rate() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let store = open(dir.path());
+    let (runtime, _dir, store) = fixture();
     let latencies = runtime.block_on(async move {
         let mut every =
             tokio::time::interval(Duration::from_micros(1_000_000 / STEADY_RATE_PER_SEC));

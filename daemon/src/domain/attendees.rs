@@ -127,12 +127,7 @@ pub fn parse_csv(body: &[u8]) -> Result<ImportRows, DomainError> {
         } else {
             problems.push(format!(
                 "line 1: unknown column `{name}`; known: id, {}",
-                entity
-                    .fields
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                entity.field_names()
             ));
             columns.push(None);
         }

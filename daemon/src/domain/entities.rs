@@ -46,12 +46,7 @@ pub fn check_fields(entity: &Entity, fields: &Map<String, Json>, at: &str) -> Ve
             None => problems.push(format!(
                 "{at}unknown field `{key}` for a {}; known: id, {}",
                 entity.name,
-                entity
-                    .fields
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                entity.field_names()
             )),
         }
     }

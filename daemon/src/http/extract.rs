@@ -66,11 +66,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let token = authorization(parts).and_then(|v| v.strip_prefix("Bearer "));
         match token {
             Some(t) if state.auth.is_admin(t) => Ok(Admin),
             Some(_) => {
@@ -132,11 +128,7 @@ impl FromRequestParts<AppState> for KioskOrAdmin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("Bearer "));
+        let bearer = authorization(parts).is_some_and(|v| v.starts_with("Bearer "));
         if bearer {
             return Admin::from_request_parts(parts, state)
                 .await
@@ -165,9 +157,12 @@ pub(super) fn require_kiosk(device: &Device) -> Result<(), ApiError> {
     }
 }
 
+fn authorization(parts: &Parts) -> Option<&str> {
+    parts.headers.get(header::AUTHORIZATION)?.to_str().ok()
+}
+
 fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ")?;
+    let encoded = authorization(parts)?.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()?;

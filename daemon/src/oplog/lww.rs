@@ -37,6 +37,14 @@ pub struct Entity {
     pub fields: &'static [(&'static str, FieldType)],
 }
 
+impl Entity {
+    /// The field names, comma-separated, for error messages that list what is allowed.
+    pub fn field_names(&self) -> String {
+        let names: Vec<&str> = self.fields.iter().map(|(name, _)| *name).collect();
+        names.join(", ")
+    }
+}
+
 const SHORT: usize = 256;
 const LONG: usize = 16 * 1024;
 

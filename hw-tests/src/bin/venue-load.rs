@@ -66,7 +66,11 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
         .context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
 }
 
 async fn idle(seconds: u64, settle: u64, demo: bool) -> anyhow::Result<()> {
@@ -78,8 +82,8 @@ async fn idle(seconds: u64, settle: u64, demo: bool) -> anyhow::Result<()> {
     let venued = builder.spawn().await?;
     let pid = venued.pid();
     tokio::time::sleep(Duration::from_secs(settle)).await;
-    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
-        .context("CLK_TCK unknown")? as f64;
+    let ticks_per_sec =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.context("CLK_TCK unknown")? as f64;
     let start_ticks = cpu_ticks(pid)?;
     let started = Instant::now();
     let mut rss_max = rss_kib(pid)?;
