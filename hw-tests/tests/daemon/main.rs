@@ -10,4 +10,5 @@ mod bad_input;
 mod crash;
 mod defaults;
 mod idempotency;
+mod journal;
 mod systemd;
