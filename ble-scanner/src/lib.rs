@@ -5,5 +5,14 @@
 //! Boundary: this crate knows nothing of MQTT, SQLite, HTTP or the venue domain beyond
 //! "scanner → zone". The daemon feeds it configuration and consumes its events.
 //!
-//! Status: the sources, parsers and engine arrive with the BLE issue; this crate is the placeholder
-//! that fixes the boundary in the workspace.
+//! # Layout
+//! - [`advert`]: the advertisement every source produces.
+//! - [`beacon`]: pure parsers from an advertisement to beacon frames and payload ids.
+//!
+//! Status: sources and the presence engine arrive with the rest of the BLE issue.
+
+pub mod advert;
+pub mod beacon;
+
+pub use advert::Advertisement;
+pub use beacon::{BeaconId, Frame, parse};
