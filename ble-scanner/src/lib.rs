@@ -8,11 +8,15 @@
 //! # Layout
 //! - [`advert`]: the advertisement every source produces.
 //! - [`beacon`]: pure parsers from an advertisement to beacon frames and payload ids.
+//! - [`presence`]: the pure presence state machine (smoothing, hysteresis, away timeout).
 //!
-//! Status: sources and the presence engine arrive with the rest of the BLE issue.
+//! Status: the advertisement sources (BlueZ, replay, gateways) and the daemon wiring arrive with
+//! the rest of the BLE issue.
 
 pub mod advert;
 pub mod beacon;
+pub mod presence;
 
 pub use advert::Advertisement;
 pub use beacon::{BeaconId, Frame, parse};
+pub use presence::{PresenceConfig, PresenceEngine, PresenceEvent, ScannerConfig, Sighting};
