@@ -5,8 +5,9 @@
 //! score for a beacon is the best fresh smoothed RSSI among that zone's scanners. The decision
 //! follows what users of ESPresense, Bermuda and room-assistant asked for
 //! (`shared/research/ble.md` §4.5):
-//! - `Entered` only after `min_readings` within `reading_window_ms` (no ghosts from one stray
-//!   advert);
+//! - `Entered` in the zone strongest over all fresh readings, once that zone's scanners have
+//!   `min_readings` within `reading_window_ms` (no ghosts from one stray advert, and no bias
+//!   towards whichever scanner reported first);
 //! - a switch only when another zone leads by `switch_margin_db` for `switch_dwell_ms` (no
 //!   flapping between neighbouring rooms);
 //! - `Left` after `away_timeout_ms` without any sighting (btleplug never reports a lost device).
@@ -14,6 +15,8 @@
 //! No IO and no wall clock: the caller passes time in, so traces replay deterministically.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::beacon::BeaconId;
 
 /// Engine parameters. Units are in the names; defaults are named constants below.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,13 +95,17 @@ impl Default for PresenceConfig {
     }
 }
 
+/// A scanner, resolved once by [`PresenceEngine::scanner`] so the hot path never hashes names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScannerIdx(u16);
+
 /// One beacon heard by one scanner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sighting {
-    /// The beacon's payload id (see [`crate::BeaconId`]'s `Display`).
-    pub beacon: String,
+    /// The beacon's payload id.
+    pub beacon: BeaconId,
     /// The scanner that heard it.
-    pub scanner: String,
+    pub scanner: ScannerIdx,
     /// Received signal strength, dBm.
     pub rssi: i16,
     /// The beacon's calibrated RSSI at 1 m, dBm.
@@ -113,7 +120,7 @@ pub enum PresenceEvent {
     /// The beacon is now in `zone`.
     Entered {
         /// Beacon id.
-        beacon: String,
+        beacon: BeaconId,
         /// Zone.
         zone: String,
         /// When.
@@ -122,7 +129,7 @@ pub enum PresenceEvent {
     /// The beacon moved from one zone to another.
     Moved {
         /// Beacon id.
-        beacon: String,
+        beacon: BeaconId,
         /// Previous zone.
         from: String,
         /// New zone.
@@ -135,7 +142,7 @@ pub enum PresenceEvent {
     /// The beacon is no longer anywhere.
     Left {
         /// Beacon id.
-        beacon: String,
+        beacon: BeaconId,
         /// The zone it left.
         zone: String,
         /// When (the away timeout after its last sighting).
@@ -148,7 +155,7 @@ pub enum PresenceEvent {
 /// Why a sighting was not used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejected {
-    /// The scanner is not mapped to a zone.
+    /// The scanner index is not one this engine issued.
     UnknownScanner,
     /// RSSI outside the plausible range.
     AbsurdRssi,
@@ -183,33 +190,65 @@ struct Link {
 
 #[derive(Debug, Clone, Default)]
 struct Track {
-    links: BTreeMap<String, Link>,
+    /// Per scanner, in first-heard order; a badge is heard by a handful of scanners, so a small
+    /// Vec beats a map.
+    links: Vec<(ScannerIdx, Link)>,
     last_seen_ms: u64,
-    zone: Option<(String, u64)>,
-    challenger: Option<(String, u64)>,
+    /// Zone index and since when.
+    zone: Option<(usize, u64)>,
+    /// A zone leading the current one by the margin, and since when.
+    challenger: Option<(usize, u64)>,
 }
 
 /// The engine.
 #[derive(Debug, Clone)]
 pub struct PresenceEngine {
     config: PresenceConfig,
-    tracks: HashMap<String, Track>,
-    occupancy: BTreeMap<String, usize>,
+    /// Scanner index → (zone index, offset).
+    scanners: Vec<(usize, f64)>,
+    scanner_names: HashMap<String, ScannerIdx>,
+    zones: Vec<String>,
+    tracks: HashMap<BeaconId, Track>,
+    occupancy: Vec<usize>,
+    /// Scratch space for zone scores, reused for every decision.
+    scores: Vec<f64>,
 }
 
 impl PresenceEngine {
     /// An engine with `config`.
     pub fn new(config: PresenceConfig) -> Self {
-        Self {
-            config,
-            tracks: HashMap::new(),
-            occupancy: BTreeMap::new(),
+        let mut zones: Vec<String> = config.scanners.values().map(|s| s.zone.clone()).collect();
+        zones.sort();
+        zones.dedup();
+        let mut names: Vec<&String> = config.scanners.keys().collect();
+        names.sort();
+        let mut scanners = Vec::new();
+        let mut scanner_names = HashMap::new();
+        for (i, name) in names.into_iter().enumerate() {
+            let sc = &config.scanners[name];
+            let zone = zones.binary_search(&sc.zone).unwrap_or(0);
+            scanners.push((zone, sc.rssi_offset_db));
+            scanner_names.insert(name.clone(), ScannerIdx(i as u16));
         }
+        Self {
+            occupancy: vec![0; zones.len()],
+            scores: vec![f64::NEG_INFINITY; zones.len()],
+            config,
+            scanners,
+            scanner_names,
+            zones,
+            tracks: HashMap::new(),
+        }
+    }
+
+    /// The index of a configured scanner, for building [`Sighting`]s.
+    pub fn scanner(&self, name: &str) -> Option<ScannerIdx> {
+        self.scanner_names.get(name).copied()
     }
 
     /// Feeds one sighting; the events it causes.
     pub fn sighting(&mut self, s: &Sighting) -> Result<Vec<PresenceEvent>, Rejected> {
-        let Some(scanner) = self.config.scanners.get(&s.scanner) else {
+        let Some(&(_, offset)) = self.scanners.get(usize::from(s.scanner.0)) else {
             return Err(Rejected::UnknownScanner);
         };
         let (lo, hi) = self.config.rssi_range_dbm;
@@ -219,15 +258,14 @@ impl PresenceEngine {
         if !self.tracks.contains_key(&s.beacon) && self.tracks.len() >= self.config.max_beacons {
             return Err(Rejected::TooManyBeacons);
         }
-        let offset = scanner.rssi_offset_db;
         let (process, measurement) = (
             self.config.kalman_process_noise,
             self.config.kalman_measurement_noise,
         );
         let track = self.tracks.entry(s.beacon.clone()).or_default();
         let reading = f64::from(s.rssi) + offset;
-        match track.links.get_mut(&s.scanner) {
-            Some(link) => {
+        match track.links.iter_mut().find(|(idx, _)| *idx == s.scanner) {
+            Some((_, link)) => {
                 if link.times.back().is_some_and(|last| s.at_ms < *last) {
                     return Err(Rejected::OutOfOrder);
                 }
@@ -238,19 +276,17 @@ impl PresenceEngine {
                 }
                 link.times.push_back(s.at_ms);
             }
-            None => {
-                track.links.insert(
-                    s.scanner.clone(),
-                    Link {
-                        filter: Kalman {
-                            estimate: reading,
-                            error: measurement,
-                        },
-                        measured_power_1m: s.measured_power_1m,
-                        times: VecDeque::from([s.at_ms]),
+            None => track.links.push((
+                s.scanner,
+                Link {
+                    filter: Kalman {
+                        estimate: reading,
+                        error: measurement,
                     },
-                );
-            }
+                    measured_power_1m: s.measured_power_1m,
+                    times: VecDeque::from([s.at_ms]),
+                },
+            )),
         }
         track.last_seen_ms = track.last_seen_ms.max(s.at_ms);
         Ok(self.decide(&s.beacon, s.at_ms))
@@ -260,8 +296,8 @@ impl PresenceEngine {
     /// dwell has passed happen.
     pub fn tick(&mut self, now_ms: u64) -> Vec<PresenceEvent> {
         let away = self.config.away_timeout_ms;
-        let mut gone: Vec<String> = Vec::new();
-        let mut pending: Vec<String> = Vec::new();
+        let mut gone: Vec<BeaconId> = Vec::new();
+        let mut pending: Vec<BeaconId> = Vec::new();
         for (beacon, track) in &self.tracks {
             if now_ms.saturating_sub(track.last_seen_ms) >= away {
                 gone.push(beacon.clone());
@@ -275,11 +311,11 @@ impl PresenceEngine {
         for beacon in gone {
             if let Some(track) = self.tracks.remove(&beacon) {
                 if let Some((zone, since)) = track.zone {
-                    self.leave_zone(&zone);
+                    self.occupancy[zone] = self.occupancy[zone].saturating_sub(1);
                     let at_ms = track.last_seen_ms + away;
                     events.push(PresenceEvent::Left {
                         beacon,
-                        zone,
+                        zone: self.zones[zone].clone(),
                         at_ms,
                         dwell_ms: at_ms.saturating_sub(since),
                     });
@@ -292,17 +328,19 @@ impl PresenceEngine {
         events
     }
 
-    /// Beacons present per zone (zones with none are absent).
-    pub fn occupancy(&self) -> &BTreeMap<String, usize> {
-        &self.occupancy
+    /// Beacons present per zone, for every configured zone.
+    pub fn occupancy(&self) -> BTreeMap<&str, usize> {
+        self.zones
+            .iter()
+            .map(String::as_str)
+            .zip(self.occupancy.iter().copied())
+            .collect()
     }
 
     /// The zone a beacon is in, if any.
-    pub fn zone_of(&self, beacon: &str) -> Option<&str> {
-        self.tracks
-            .get(beacon)
-            .and_then(|t| t.zone.as_ref())
-            .map(|(z, _)| z.as_str())
+    pub fn zone_of(&self, beacon: &BeaconId) -> Option<&str> {
+        let (zone, _) = self.tracks.get(beacon)?.zone?;
+        Some(self.zones[zone].as_str())
     }
 
     /// Beacons tracked (present or still accumulating readings).
@@ -312,122 +350,124 @@ impl PresenceEngine {
 
     /// Estimated distance (m) of a beacon from a scanner, from its smoothed RSSI, its measured
     /// power and the path-loss exponent: `10^((P1m − rssi) / (10 n))`.
-    pub fn distance_m(&self, beacon: &str, scanner: &str) -> Option<f64> {
-        let link = self.tracks.get(beacon)?.links.get(scanner)?;
+    pub fn distance_m(&self, beacon: &BeaconId, scanner: ScannerIdx) -> Option<f64> {
+        let (_, link) = self
+            .tracks
+            .get(beacon)?
+            .links
+            .iter()
+            .find(|(idx, _)| *idx == scanner)?;
         let exponent = (f64::from(link.measured_power_1m) - link.filter.estimate)
             / (10.0 * self.config.path_loss_exponent);
         Some(10f64.powf(exponent))
     }
 
-    /// Each zone's score for a track: the best fresh smoothed RSSI among its scanners that have
-    /// `min_readings` within the window.
-    fn scores(&self, track: &Track, now_ms: u64) -> BTreeMap<String, f64> {
+    /// Fills `self.scores` with each zone's best smoothed RSSI among links with at least
+    /// `per_link` readings in the window; returns the readings in the window over all links.
+    fn score(&mut self, beacon: &BeaconId, now_ms: u64, per_link: usize) -> usize {
+        self.scores.fill(f64::NEG_INFINITY);
+        let Some(track) = self.tracks.get(beacon) else {
+            return 0;
+        };
         let window = self.config.reading_window_ms;
-        let needed = self.config.min_readings.clamp(1, MAX_READING_TIMES);
-        let mut scores: BTreeMap<String, f64> = BTreeMap::new();
+        let mut total = 0;
         for (scanner, link) in &track.links {
-            let Some(config) = self.config.scanners.get(scanner) else {
-                continue;
-            };
             let recent = link
                 .times
                 .iter()
-                .filter(|t| now_ms.saturating_sub(**t) <= window)
+                .rev()
+                .take_while(|t| now_ms.saturating_sub(**t) <= window)
                 .count();
-            if recent < needed {
-                continue;
+            total += recent;
+            if recent >= per_link.max(1) {
+                let zone = self.scanners[usize::from(scanner.0)].0;
+                self.scores[zone] = self.scores[zone].max(link.filter.estimate);
             }
-            let score = scores
-                .entry(config.zone.clone())
-                .or_insert(f64::NEG_INFINITY);
-            *score = score.max(link.filter.estimate);
         }
-        scores
+        total
     }
 
-    fn decide(&mut self, beacon: &str, now_ms: u64) -> Vec<PresenceEvent> {
+    /// The best-scoring zone, ties broken by the lower zone index (zone names sort).
+    fn best_zone(&self) -> Option<(usize, f64)> {
+        let mut best: Option<(usize, f64)> = None;
+        for (zone, &score) in self.scores.iter().enumerate() {
+            if score > f64::NEG_INFINITY && best.is_none_or(|(_, b)| score > b) {
+                best = Some((zone, score));
+            }
+        }
+        best
+    }
+
+    fn decide(&mut self, beacon: &BeaconId, now_ms: u64) -> Vec<PresenceEvent> {
         let Some(track) = self.tracks.get(beacon) else {
             return Vec::new();
         };
-        let scores = self.scores(track, now_ms);
-        // Ties break on the zone name so the decision is deterministic.
-        let best = scores
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0)))
-            .map(|(z, s)| (z.clone(), *s));
-        let current = track.zone.clone();
-        let margin = self.config.switch_margin_db;
-        let dwell = self.config.switch_dwell_ms;
+        let needed = self.config.min_readings.clamp(1, MAX_READING_TIMES);
         let mut events = Vec::new();
-        match (current, best) {
-            (None, Some((zone, _))) => {
-                self.enter_zone(&zone);
+        match track.zone {
+            None => {
+                // Enter the zone that is strongest over every fresh reading, once that zone's
+                // own scanners have heard the badge `min_readings` times: neither the first
+                // scanner to reach the count nor one stray advert decides.
+                self.score(beacon, now_ms, 1);
+                let strongest = self.best_zone().map(|(z, _)| z);
+                self.score(beacon, now_ms, needed);
+                let qualified = self.best_zone().map(|(z, _)| z);
+                let Some(zone) = qualified.filter(|q| Some(*q) == strongest) else {
+                    return events;
+                };
+                self.occupancy[zone] += 1;
                 if let Some(t) = self.tracks.get_mut(beacon) {
-                    t.zone = Some((zone.clone(), now_ms));
+                    t.zone = Some((zone, now_ms));
                     t.challenger = None;
                 }
                 events.push(PresenceEvent::Entered {
-                    beacon: beacon.into(),
-                    zone,
+                    beacon: beacon.clone(),
+                    zone: self.zones[zone].clone(),
                     at_ms: now_ms,
                 });
             }
-            (Some((zone, since)), Some((best_zone, best_score))) if best_zone != zone => {
-                let current_score = scores.get(&zone).copied().unwrap_or(f64::NEG_INFINITY);
-                let leads = best_score - current_score >= margin;
-                let challenger = self.tracks.get(beacon).and_then(|t| t.challenger.clone());
-                match (leads, challenger) {
-                    (true, Some((c, started))) if c == best_zone => {
-                        if now_ms.saturating_sub(started) >= dwell {
-                            self.leave_zone(&zone);
-                            self.enter_zone(&best_zone);
-                            if let Some(t) = self.tracks.get_mut(beacon) {
-                                t.zone = Some((best_zone.clone(), now_ms));
-                                t.challenger = None;
-                            }
+            Some((zone, since)) => {
+                let challenger = track.challenger;
+                // A challenger must be heard `min_readings` times: one strong stray reading
+                // never starts a switch.
+                self.score(beacon, now_ms, needed);
+                let current = self.scores[zone];
+                let leader = self
+                    .best_zone()
+                    .filter(|(best, score)| {
+                        *best != zone && score - current >= self.config.switch_margin_db
+                    })
+                    .map(|(best, _)| best);
+                let next = match (leader, challenger) {
+                    (Some(best), Some((c, started))) if c == best => {
+                        if now_ms.saturating_sub(started) >= self.config.switch_dwell_ms {
+                            self.occupancy[zone] = self.occupancy[zone].saturating_sub(1);
+                            self.occupancy[best] += 1;
                             events.push(PresenceEvent::Moved {
-                                beacon: beacon.into(),
-                                from: zone,
-                                to: best_zone,
+                                beacon: beacon.clone(),
+                                from: self.zones[zone].clone(),
+                                to: self.zones[best].clone(),
                                 at_ms: now_ms,
                                 dwell_ms: now_ms.saturating_sub(since),
                             });
+                            if let Some(t) = self.tracks.get_mut(beacon) {
+                                t.zone = Some((best, now_ms));
+                            }
+                            None
+                        } else {
+                            Some((c, started))
                         }
                     }
-                    (true, _) => {
-                        if let Some(t) = self.tracks.get_mut(beacon) {
-                            t.challenger = Some((best_zone, now_ms));
-                        }
-                    }
-                    (false, _) => {
-                        if let Some(t) = self.tracks.get_mut(beacon) {
-                            t.challenger = None;
-                        }
-                    }
-                }
-            }
-            // Still best where it is, or no zone has enough readings yet (stay; the away
-            // timeout decides a departure).
-            _ => {
+                    (Some(best), _) => Some((best, now_ms)),
+                    (None, _) => None,
+                };
                 if let Some(t) = self.tracks.get_mut(beacon) {
-                    t.challenger = None;
+                    t.challenger = next;
                 }
             }
         }
         events
-    }
-
-    fn enter_zone(&mut self, zone: &str) {
-        *self.occupancy.entry(zone.to_string()).or_insert(0) += 1;
-    }
-
-    fn leave_zone(&mut self, zone: &str) {
-        if let Some(n) = self.occupancy.get_mut(zone) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.occupancy.remove(zone);
-            }
-        }
     }
 }
 

@@ -13,23 +13,42 @@ impl Noise {
 }
 
 fn two_zones() -> PresenceEngine {
+    two_zones_with_offset_b(0.0)
+}
+
+fn two_zones_with_offset_b(offset_b: f64) -> PresenceEngine {
     let mut config = PresenceConfig::default();
-    for (scanner, zone) in [("scanner-a", "A"), ("scanner-b", "B")] {
+    for (scanner, zone, offset) in [("scanner-a", "A", 0.0), ("scanner-b", "B", offset_b)] {
         config.scanners.insert(
             scanner.into(),
             ScannerConfig {
                 zone: zone.into(),
-                rssi_offset_db: 0.0,
+                rssi_offset_db: offset,
             },
         );
     }
     PresenceEngine::new(config)
 }
 
-fn sighting(beacon: &str, scanner: &str, rssi: i16, at_ms: u64) -> Sighting {
+/// Badge `n`: an iBeacon id.
+fn badge(n: u16) -> BeaconId {
+    BeaconId::IBeacon {
+        uuid: uuid::Uuid::nil(),
+        major: 1,
+        minor: n,
+    }
+}
+
+fn sighting(
+    engine: &PresenceEngine,
+    beacon: u16,
+    scanner: &str,
+    rssi: i16,
+    at_ms: u64,
+) -> Sighting {
     Sighting {
-        beacon: beacon.into(),
-        scanner: scanner.into(),
+        beacon: badge(beacon),
+        scanner: engine.scanner(scanner).unwrap_or(ScannerIdx(u16::MAX)),
         rssi,
         measured_power_1m: -59,
         at_ms,
@@ -52,7 +71,7 @@ fn run(
             // The two scanners hear the advert a few ms apart, as real ones do.
             let at = second * 1000 + i as u64 * 7;
             if let Some(base) = rssi(second, scanner) {
-                let s = sighting("badge-1", scanner, base + noise.next(4), at);
+                let s = sighting(engine, 1, scanner, base + noise.next(4), at);
                 events.extend(engine.sighting(&s).expect("accepted"));
             }
         }
@@ -95,9 +114,9 @@ fn a_walk_from_a_to_b_and_back_yields_exactly_those_transitions() {
             );
         }
     }
-    assert_eq!(engine.zone_of("badge-1"), Some("A"));
+    assert_eq!(engine.zone_of(&badge(1)), Some("A"));
     assert_eq!(engine.occupancy().get("A"), Some(&1));
-    assert_eq!(engine.occupancy().get("B"), None);
+    assert_eq!(engine.occupancy().get("B"), Some(&0));
 }
 
 #[test]
@@ -114,18 +133,18 @@ fn enters_within_two_seconds_at_one_advert_per_second() {
     let mut engine = two_zones();
     assert_eq!(
         engine
-            .sighting(&sighting("b", "scanner-a", -60, 10_000))
+            .sighting(&sighting(&engine, 2, "scanner-a", -60, 10_000))
             .expect("ok"),
         vec![],
         "one advert is not presence"
     );
     let events = engine
-        .sighting(&sighting("b", "scanner-a", -61, 11_000))
+        .sighting(&sighting(&engine, 2, "scanner-a", -61, 11_000))
         .expect("ok");
     assert_eq!(
         events,
         vec![PresenceEvent::Entered {
-            beacon: "b".into(),
+            beacon: badge(2),
             zone: "A".into(),
             at_ms: 11_000
         }]
@@ -136,7 +155,7 @@ fn enters_within_two_seconds_at_one_advert_per_second() {
 fn a_single_stray_advert_never_enters_and_is_forgotten() {
     let mut engine = two_zones();
     engine
-        .sighting(&sighting("stray", "scanner-b", -90, 0))
+        .sighting(&sighting(&engine, 3, "scanner-b", -90, 0))
         .expect("ok");
     assert_eq!(engine.tick(29_000), vec![]);
     assert_eq!(engine.tracked(), 1);
@@ -161,33 +180,33 @@ fn leaves_after_the_away_timeout_with_its_dwell() {
     assert_eq!(
         left,
         vec![PresenceEvent::Left {
-            beacon: "badge-1".into(),
+            beacon: badge(1),
             zone: "A".into(),
             at_ms: 49_000,
             dwell_ms: 48_000,
         }]
     );
-    assert!(engine.occupancy().is_empty());
+    assert!(engine.occupancy().values().all(|n| *n == 0));
 }
 
 #[test]
 fn bad_sightings_are_rejected_and_change_nothing() {
     let mut engine = two_zones();
     assert_eq!(
-        engine.sighting(&sighting("b", "nowhere", -60, 0)),
+        engine.sighting(&sighting(&engine, 2, "nowhere", -60, 0)),
         Err(Rejected::UnknownScanner)
     );
     for rssi in [-127, 20, i16::MIN, i16::MAX] {
         assert_eq!(
-            engine.sighting(&sighting("b", "scanner-a", rssi, 0)),
+            engine.sighting(&sighting(&engine, 2, "scanner-a", rssi, 0)),
             Err(Rejected::AbsurdRssi)
         );
     }
     engine
-        .sighting(&sighting("b", "scanner-a", -60, 5_000))
+        .sighting(&sighting(&engine, 2, "scanner-a", -60, 5_000))
         .expect("ok");
     assert_eq!(
-        engine.sighting(&sighting("b", "scanner-a", -60, 4_000)),
+        engine.sighting(&sighting(&engine, 2, "scanner-a", -60, 4_000)),
         Err(Rejected::OutOfOrder)
     );
     assert_eq!(engine.tracked(), 1);
@@ -198,54 +217,81 @@ fn the_beacon_cap_is_enforced() {
     let mut engine = two_zones();
     engine.config.max_beacons = 2;
     engine
-        .sighting(&sighting("b1", "scanner-a", -60, 0))
+        .sighting(&sighting(&engine, 11, "scanner-a", -60, 0))
         .expect("ok");
     engine
-        .sighting(&sighting("b2", "scanner-a", -60, 0))
+        .sighting(&sighting(&engine, 12, "scanner-a", -60, 0))
         .expect("ok");
     assert_eq!(
-        engine.sighting(&sighting("b3", "scanner-a", -60, 0)),
+        engine.sighting(&sighting(&engine, 13, "scanner-a", -60, 0)),
         Err(Rejected::TooManyBeacons)
     );
     engine
-        .sighting(&sighting("b1", "scanner-a", -60, 1))
+        .sighting(&sighting(&engine, 11, "scanner-a", -60, 1))
         .expect("known beacons still update");
 }
 
 #[test]
 fn scanner_offsets_calibrate_a_deaf_antenna() {
-    // The badge is nearer scanner-b, whose antenna reads 10 dB low: uncalibrated, B's lead of
-    // 4 dB is inside the switch margin and the badge stays in A; calibrated, B leads by 14 dB.
+    // The badge is nearer scanner-b, but b's antenna reads 10 dB low (-78 raw against a's -72).
+    // Uncalibrated, A looks stronger; with b's +10 dB offset, B is (-68 against -72).
     let final_zone = |offset_b: f64| {
-        let mut engine = two_zones();
-        if let Some(b) = engine.config.scanners.get_mut("scanner-b") {
-            b.rssi_offset_db = offset_b;
-        }
+        let mut engine = two_zones_with_offset_b(offset_b);
         for t in (0..10_000).step_by(1_000) {
             engine
-                .sighting(&sighting("b", "scanner-a", -72, t))
+                .sighting(&sighting(&engine, 2, "scanner-a", -72, t))
                 .expect("ok");
             engine
-                .sighting(&sighting("b", "scanner-b", -68, t + 5))
+                .sighting(&sighting(&engine, 2, "scanner-b", -78, t + 5))
                 .expect("ok");
         }
-        engine.zone_of("b").map(str::to_string)
+        engine.zone_of(&badge(2)).map(str::to_string)
     };
     assert_eq!(final_zone(0.0).as_deref(), Some("A"));
     assert_eq!(final_zone(10.0).as_deref(), Some("B"));
 }
 
 #[test]
+fn entry_picks_the_strongest_zone_not_the_first_to_hear() {
+    let mut engine = two_zones();
+    // scanner-a hears the badge first, weakly; scanner-b right after, strongly. a reaches two
+    // readings first, but b is stronger: the badge enters B once b has two readings.
+    let mut feed = |scanner: &str, rssi: i16, at: u64| {
+        let s = sighting(&engine, 2, scanner, rssi, at);
+        engine.sighting(&s).expect("ok")
+    };
+    assert_eq!(feed("scanner-a", -85, 0), vec![]);
+    assert_eq!(feed("scanner-b", -55, 10), vec![]);
+    assert_eq!(
+        feed("scanner-a", -85, 1_000),
+        vec![],
+        "a is not the strongest zone"
+    );
+    assert_eq!(
+        feed("scanner-b", -56, 1_010),
+        vec![PresenceEvent::Entered {
+            beacon: badge(2),
+            zone: "B".into(),
+            at_ms: 1_010
+        }]
+    );
+}
+
+#[test]
 fn distance_follows_the_log_distance_model() {
     let mut engine = two_zones();
     engine
-        .sighting(&sighting("b", "scanner-a", -59, 0))
+        .sighting(&sighting(&engine, 2, "scanner-a", -59, 0))
         .expect("ok");
-    let one_metre = engine.distance_m("b", "scanner-a").expect("tracked");
+    let one_metre = engine
+        .distance_m(&badge(2), engine.scanner("scanner-a").expect("configured"))
+        .expect("tracked");
     assert!((one_metre - 1.0).abs() < 1e-9, "{one_metre}");
     engine
-        .sighting(&sighting("c", "scanner-a", -86, 0))
+        .sighting(&sighting(&engine, 4, "scanner-a", -86, 0))
         .expect("ok");
-    let ten_metres = engine.distance_m("c", "scanner-a").expect("tracked");
+    let ten_metres = engine
+        .distance_m(&badge(4), engine.scanner("scanner-a").expect("configured"))
+        .expect("tracked");
     assert!((ten_metres - 10.0).abs() < 1e-6, "{ten_metres}");
 }
