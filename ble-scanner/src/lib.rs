@@ -9,13 +9,18 @@
 //! - [`advert`]: the advertisement every source produces.
 //! - [`beacon`]: pure parsers from an advertisement to beacon frames and payload ids.
 //! - [`presence`]: the pure presence state machine (smoothing, hysteresis, away timeout).
+//! - [`gateway`]: decoders for adverts forwarded by BLE gateways (OpenMQTTGateway/Theengs raw
+//!   adverts, ESPresense per-room sightings).
+//! - [`replay`]: the JSON-lines recording format, writer and reader.
 //!
-//! Status: the advertisement sources (BlueZ, replay, gateways) and the daemon wiring arrive with
-//! the rest of the BLE issue.
+//! Status: the BlueZ source (btleplug), the scan watchdog and the daemon wiring arrive with the
+//! rest of the BLE issue.
 
 pub mod advert;
 pub mod beacon;
+pub mod gateway;
 pub mod presence;
+pub mod replay;
 
 pub use advert::Advertisement;
 pub use beacon::{BeaconId, Frame, parse};
