@@ -52,6 +52,60 @@ impl fmt::Display for BeaconId {
     }
 }
 
+impl std::str::FromStr for BeaconId {
+    type Err = String;
+
+    /// Parses the registry form written by `Display`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a beacon id (ibeacon:, altbeacon:, eddystone: or eid:)");
+        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        fn bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
+            let mut out = [0u8; N];
+            if text.len() != 2 * N {
+                return None;
+            }
+            for (i, byte) in out.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(out)
+        }
+        match kind {
+            "ibeacon" => {
+                let mut parts = rest.rsplitn(3, ':');
+                let minor = parts.next().and_then(|m| m.parse().ok()).ok_or_else(bad)?;
+                let major = parts.next().and_then(|m| m.parse().ok()).ok_or_else(bad)?;
+                let uuid = parts
+                    .next()
+                    .and_then(|u| Uuid::parse_str(u).ok())
+                    .ok_or_else(bad)?;
+                Ok(Self::IBeacon { uuid, major, minor })
+            }
+            "altbeacon" => bytes(rest).map(Self::AltBeacon).ok_or_else(bad),
+            "eddystone" => {
+                let (ns, inst) = rest.split_once(':').ok_or_else(bad)?;
+                Ok(Self::Eddystone {
+                    namespace: bytes(ns).ok_or_else(bad)?,
+                    instance: bytes(inst).ok_or_else(bad)?,
+                })
+            }
+            "eid" => bytes(rest).map(Self::Eid).ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// The manufacturer data of an iBeacon advert (after Apple's company id) for `id`, the inverse
+/// of the parser; sources that synthesise adverts (the demo simulator) use it.
+pub fn ibeacon_payload(uuid: Uuid, major: u16, minor: u16, measured_power_1m: i8) -> Vec<u8> {
+    let mut data = Vec::with_capacity(23);
+    data.extend([0x02, 0x15]);
+    data.extend(uuid.as_bytes());
+    data.extend(major.to_be_bytes());
+    data.extend(minor.to_be_bytes());
+    data.push(measured_power_1m as u8);
+    data
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

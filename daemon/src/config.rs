@@ -47,6 +47,7 @@ struct RawConfig {
     store: StoreConfig,
     event: EventConfig,
     log: LogConfig,
+    ble: BleConfig,
 }
 
 /// `[http]`: the HTTP API listener.
@@ -122,6 +123,73 @@ impl Default for EventConfig {
     }
 }
 
+/// `[ble]`: BLE scanning and zone presence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BleConfig {
+    /// Where adverts come from: `none`, `simulated` (badges walking between the demo zones), or
+    /// `replay` (a JSON-lines recording, `replay_file`). Default `none`; `--demo` turns on
+    /// `simulated`.
+    pub source: BleSource,
+    /// The recording `replay` plays back.
+    pub replay_file: String,
+    /// Scanners and the zone each covers. `--demo` adds one per demo zone when this is empty.
+    pub scanners: Vec<ScannerEntry>,
+    /// Readings needed before a badge counts as present. Default 2.
+    pub min_readings: usize,
+    /// How far (dB) another zone must lead before a badge moves. Default 6.
+    pub switch_margin_db: f64,
+    /// How long that lead must hold, seconds. Default 5.
+    pub switch_dwell_secs: u64,
+    /// Seconds without a sighting before a badge has left. Default 30.
+    pub away_timeout_secs: u64,
+    /// Hours zone transitions are kept before they are purged. Default 24.
+    pub transition_retention_hours: u64,
+}
+
+/// One scanner of `[[ble.scanners]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScannerEntry {
+    /// The scanner id: the local adapter (`hci0`) or a gateway's id.
+    pub id: String,
+    /// The zone it covers (a zone id of the registry).
+    pub zone: String,
+    /// Calibration added to its readings, dB. Default 0.
+    #[serde(default)]
+    pub rssi_offset_db: f64,
+}
+
+/// Where adverts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BleSource {
+    /// No BLE.
+    None,
+    /// Simulated badges walking between zones (demo mode).
+    Simulated,
+    /// A JSON-lines recording.
+    Replay,
+}
+
+/// Default zone-transition retention, hours.
+pub const DEFAULT_TRANSITION_RETENTION_HOURS: u64 = 24;
+
+impl Default for BleConfig {
+    fn default() -> Self {
+        Self {
+            source: BleSource::None,
+            replay_file: String::new(),
+            scanners: Vec::new(),
+            min_readings: ble_scanner::presence::DEFAULT_MIN_READINGS,
+            switch_margin_db: ble_scanner::presence::DEFAULT_SWITCH_MARGIN_DB,
+            switch_dwell_secs: ble_scanner::presence::DEFAULT_SWITCH_DWELL_MS / 1000,
+            away_timeout_secs: ble_scanner::presence::DEFAULT_AWAY_TIMEOUT_MS / 1000,
+            transition_retention_hours: DEFAULT_TRANSITION_RETENTION_HOURS,
+        }
+    }
+}
+
 /// `[log]`: logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -168,6 +236,8 @@ pub struct Config {
     pub event: EventConfig,
     /// Logging settings.
     pub log: LogConfig,
+    /// BLE presence settings.
+    pub ble: BleConfig,
 }
 
 impl Default for Config {
@@ -306,6 +376,7 @@ pub fn load_str(
             "store" => raw.store = section(key, value, origin, &defaults, &mut problems),
             "event" => raw.event = section(key, value, origin, &defaults, &mut problems),
             "log" => raw.log = section(key, value, origin, &defaults, &mut problems),
+            "ble" => raw.ble = section(key, value, origin, &defaults, &mut problems),
             _ => problems.push(ConfigProblem::UnknownKey {
                 key: key.clone(),
                 source: origin.into(),
@@ -596,6 +667,66 @@ fn validate(
             format!("`{}` is not a valid filter: {e}", raw.log.filter),
         );
     }
+    if raw.ble.source == BleSource::Replay && raw.ble.replay_file.is_empty() {
+        invalid(
+            "ble.replay_file",
+            "`ble.source = \"replay\"` needs the recording's path in `ble.replay_file`".into(),
+        );
+    }
+    let mut seen_scanners = std::collections::HashSet::new();
+    for (i, scanner) in raw.ble.scanners.iter().enumerate() {
+        if !is_valid_id(&scanner.id) || !seen_scanners.insert(scanner.id.as_str()) {
+            invalid(
+                &format!("ble.scanners[{i}].id"),
+                format!(
+                    "`{}` must be a unique id of a-z, A-Z, 0-9, `-`, `_` or `.`",
+                    scanner.id
+                ),
+            );
+        }
+        if !is_valid_id(&scanner.zone) {
+            invalid(
+                &format!("ble.scanners[{i}].zone"),
+                format!("`{}` is not a zone id", scanner.zone),
+            );
+        }
+        if !(-40.0..=40.0).contains(&scanner.rssi_offset_db) {
+            invalid(
+                &format!("ble.scanners[{i}].rssi_offset_db"),
+                format!("{} dB is outside -40..=40", scanner.rssi_offset_db),
+            );
+        }
+    }
+    if !(1..=16).contains(&raw.ble.min_readings) {
+        invalid(
+            "ble.min_readings",
+            format!("{} is outside 1..=16", raw.ble.min_readings),
+        );
+    }
+    if !(0.0..=40.0).contains(&raw.ble.switch_margin_db) {
+        invalid(
+            "ble.switch_margin_db",
+            format!("{} is outside 0..=40", raw.ble.switch_margin_db),
+        );
+    }
+    if !(1..=3600).contains(&raw.ble.away_timeout_secs) {
+        invalid(
+            "ble.away_timeout_secs",
+            format!("{} is outside 1..=3600", raw.ble.away_timeout_secs),
+        );
+    }
+    if raw.ble.switch_dwell_secs > 3600 {
+        invalid(
+            "ble.switch_dwell_secs",
+            format!("{} is above 3600", raw.ble.switch_dwell_secs),
+        );
+    }
+    if !(1..=24 * 365).contains(&raw.ble.transition_retention_hours) {
+        invalid(
+            "ble.transition_retention_hours",
+            format!("{} is outside 1..=8760", raw.ble.transition_retention_hours),
+        );
+    }
     let data_dir = match data_dir_override {
         Some(p) => p.to_path_buf(),
         None if !raw.data_dir.is_empty() => PathBuf::from(&raw.data_dir),
@@ -615,6 +746,7 @@ fn validate(
         store: raw.store,
         event: raw.event,
         log: raw.log,
+        ble: raw.ble,
     }
 }
 
@@ -723,6 +855,43 @@ mod tests {
         let p = problems("http = 5", &[]);
         assert_eq!(p.len(), 1);
         assert!(p[0].contains("expected a table `[http]`"), "{p:?}");
+    }
+
+    #[test]
+    fn ble_scanners_are_checked_each_by_index() {
+        let text = r#"
+            [ble]
+            source = "replay"
+            [[ble.scanners]]
+            id = "hci0"
+            zone = "hall-a"
+            [[ble.scanners]]
+            id = "hci0"
+            zone = "hall b"
+            rssi_offset_db = 99.0
+        "#;
+        let p = problems(text, &[]);
+        assert_eq!(p.len(), 4, "{p:#?}");
+        for needle in [
+            "`ble.replay_file`",
+            "`ble.scanners[1].id`",
+            "`ble.scanners[1].zone`",
+            "`ble.scanners[1].rssi_offset_db`",
+        ] {
+            assert!(
+                p.iter().any(|s| s.starts_with(needle)),
+                "{needle} in {p:#?}"
+            );
+        }
+        let ok = load_str(
+            "[ble]\nsource = \"simulated\"\n[[ble.scanners]]\nid = \"gw-1\"\nzone = \"foyer\"\n",
+            "x",
+            &BTreeMap::new(),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(ok.ble.scanners[0].zone, "foyer");
+        assert_eq!(ok.ble.source, BleSource::Simulated);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`http`]: the axum app.
 //! - [`health`]: subsystem states for readiness and status.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`presence`]: BLE adverts → presence engine → privacy → occupancy and zone transitions.
 //! - [`demo`]: the sample event of `--demo`.
 //! - [`server`]: start-up and graceful shutdown of the whole daemon.
 
@@ -23,5 +24,6 @@ pub mod http;
 pub mod metrics;
 pub mod oplog;
 pub mod outbox;
+pub mod presence;
 pub mod server;
 pub mod store;

@@ -72,6 +72,84 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels naming a configured scanner.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScannerLabel {
+    /// The scanner id.
+    pub scanner: String,
+}
+
+/// Labels naming why something was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// A fixed, short reason.
+    pub reason: String,
+}
+
+/// BLE presence metrics.
+#[derive(Clone)]
+pub struct PresenceMetrics {
+    adverts: Family<ScannerLabel, Counter>,
+    rejected: Family<ReasonLabel, Counter>,
+    /// Badges tracked by the engine.
+    pub tracked: Gauge,
+    /// Zone transitions written to the op log.
+    pub transitions: Counter,
+}
+
+impl PresenceMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let adverts = Family::<ScannerLabel, Counter>::default();
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        let tracked = Gauge::default();
+        let transitions = Counter::default();
+        registry.register(
+            "venued_ble_adverts",
+            "BLE adverts received, by scanner",
+            adverts.clone(),
+        );
+        registry.register(
+            "venued_ble_rejected",
+            "BLE adverts or sightings not used, by reason",
+            rejected.clone(),
+        );
+        registry.register(
+            "venued_ble_tracked_beacons",
+            "Badges tracked by the presence engine",
+            tracked.clone(),
+        );
+        registry.register(
+            "venued_ble_zone_transitions",
+            "Zone transitions written to the op log",
+            transitions.clone(),
+        );
+        Self {
+            adverts,
+            rejected,
+            tracked,
+            transitions,
+        }
+    }
+
+    /// Counts an advert from a configured scanner.
+    pub fn advert(&self, scanner: &str) {
+        self.adverts
+            .get_or_create(&ScannerLabel {
+                scanner: scanner.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a refusal for a fixed reason.
+    pub fn rejected(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
 /// All metrics of the daemon.
 #[derive(Clone)]
 pub struct Metrics {
@@ -84,6 +162,8 @@ pub struct Metrics {
     pub outbox_backlog: Gauge,
     /// Failed admin or device authentications.
     pub auth_failures: Counter,
+    /// BLE presence.
+    pub presence: PresenceMetrics,
 }
 
 impl Metrics {
@@ -109,12 +189,14 @@ impl Metrics {
             "Requests refused for missing or wrong credentials",
             auth_failures.clone(),
         );
+        let presence = PresenceMetrics::new(&mut registry);
         Self {
             registry: Arc::new(registry),
             store,
             http_requests,
             outbox_backlog,
             auth_failures,
+            presence,
         }
     }
 

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 use crate::auth::{self, Authenticator};
-use crate::config::Config;
+use crate::config::{BleSource, Config};
 use crate::demo::{self, DemoInfo};
 use crate::domain::{DomainError, entities, idempotency};
 use crate::health::{SubsystemState, Subsystems};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::oplog::ENTITIES;
+use crate::presence::{self, OccupancyView, PresenceTask};
 use crate::store::{Store, StoreError, StoreOptions};
 
 /// How often expired idempotency keys are purged.
@@ -52,6 +53,15 @@ pub struct Daemon {
     listener: TcpListener,
     admin_token_written: Option<PathBuf>,
     demo: Option<DemoInfo>,
+    ble: Option<BlePlan>,
+}
+
+/// What the BLE side will run: the source, its scanners (id, zone, offset), and for the
+/// simulator the badges to simulate.
+struct BlePlan {
+    source: BleSource,
+    scanners: Vec<(String, String, f64)>,
+    badges: Vec<ble_scanner::BeaconId>,
 }
 
 impl Daemon {
@@ -81,6 +91,10 @@ impl Daemon {
         let subsystems = Subsystems::default();
         subsystems.set("store", SubsystemState::Ok);
         subsystems.set("http", SubsystemState::Ok);
+        let ble = plan_ble(&store, &config, demo.is_some()).await?;
+        if ble.is_none() {
+            subsystems.set("ble", SubsystemState::Disabled);
+        }
         let state = AppState {
             store,
             metrics,
@@ -88,12 +102,14 @@ impl Daemon {
             config: Arc::new(config),
             subsystems,
             started,
+            occupancy: OccupancyView::default(),
         };
         Ok(Daemon {
             state,
             listener,
             admin_token_written: admin.written_to,
             demo,
+            ble,
         })
     }
 
@@ -132,9 +148,17 @@ impl Daemon {
         on_stopping: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<()> {
         let Daemon {
-            state, listener, ..
+            state,
+            listener,
+            ble,
+            ..
         } = self;
         let drain = Duration::from_secs(state.config.http.shutdown_timeout_secs);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut background = tokio::task::JoinSet::new();
+        if let Some(plan) = ble {
+            start_ble(&state, plan, &mut background, stop_rx.clone());
+        }
         let retention_ms = state.config.store.idempotency_retention_hours * 3_600_000;
         let purger = tokio::spawn(purge_idempotency_keys(state.store.clone(), retention_ms));
         let store = state.store.clone();
@@ -144,6 +168,7 @@ impl Daemon {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing in-flight requests");
             on_stopping();
+            let _ = stop_tx.send(true);
             let _ = begun_tx.send(());
         };
         let app = http::router(state);
@@ -170,6 +195,15 @@ impl Daemon {
         drop(serve);
         purger.abort();
         let _ = purger.await;
+        // Background tasks saw the stop signal; give them a moment to write what they decided.
+        let finish = async { while background.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(STORE_CLOSE_TIMEOUT_SECS), finish)
+            .await
+            .is_err()
+        {
+            background.abort_all();
+        }
+        drop(stop_rx);
         if tokio::time::timeout(Duration::from_secs(STORE_CLOSE_TIMEOUT_SECS), store.close())
             .await
             .is_err()
@@ -179,6 +213,101 @@ impl Daemon {
             );
         }
         result
+    }
+}
+
+/// Decides what BLE runs: the configured source (the simulator in demo mode when none is set),
+/// the configured scanners, or one simulated scanner per zone of the registry.
+async fn plan_ble(
+    store: &Store,
+    config: &Config,
+    demo: bool,
+) -> Result<Option<BlePlan>, DomainError> {
+    let ble = &config.ble;
+    let source = match (ble.source, demo) {
+        (BleSource::None, true) => BleSource::Simulated,
+        (source, _) => source,
+    };
+    if source == BleSource::None {
+        return Ok(None);
+    }
+    let mut scanners: Vec<(String, String, f64)> = ble
+        .scanners
+        .iter()
+        .map(|s| (s.id.clone(), s.zone.clone(), s.rssi_offset_db))
+        .collect();
+    let event_id = config.event.id.clone();
+    let (zones, badges): (Vec<String>, Vec<String>) = store
+        .read(move |conn| {
+            let zones = conn
+                .prepare("SELECT id FROM zones WHERE event_id = ?1 AND deleted = 0 ORDER BY id")?
+                .query_map([&event_id], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            let badges = conn
+                .prepare(
+                    "SELECT id FROM beacons WHERE event_id = ?1 AND kind = 'badge' AND deleted = 0",
+                )?
+                .query_map([&event_id], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok::<_, DomainError>((zones, badges))
+        })
+        .await?;
+    if scanners.is_empty() && source == BleSource::Simulated {
+        scanners = zones
+            .iter()
+            .map(|z| (format!("sim-{z}"), z.clone(), 0.0))
+            .collect();
+    }
+    let badges = badges.iter().filter_map(|b| b.parse().ok()).collect();
+    Ok(Some(BlePlan {
+        source,
+        scanners,
+        badges,
+    }))
+}
+
+fn start_ble(
+    state: &AppState,
+    plan: BlePlan,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let ble = &state.config.ble;
+    let (tx, rx) = tokio::sync::mpsc::channel(presence::ADVERT_QUEUE);
+    let task = PresenceTask {
+        store: state.store.clone(),
+        event_id: state.config.event.id.clone(),
+        engine: presence::engine_config(ble, &plan.scanners),
+        retention_hours: ble.transition_retention_hours,
+        view: state.occupancy.clone(),
+        metrics: state.metrics.presence.clone(),
+        subsystems: state.subsystems.clone(),
+    };
+    tracing::info!(source = ?plan.source, scanners = plan.scanners.len(), "BLE presence started");
+    tasks.spawn(task.run(rx, stop.clone()));
+    let scanners: Vec<(String, String)> = plan
+        .scanners
+        .into_iter()
+        .map(|(id, zone, _)| (id, zone))
+        .collect();
+    match plan.source {
+        BleSource::Simulated => {
+            tasks.spawn(presence::source::simulate(plan.badges, scanners, tx, stop));
+        }
+        BleSource::Replay => {
+            let path = PathBuf::from(&ble.replay_file);
+            let subsystems = state.subsystems.clone();
+            tasks.spawn(async move {
+                if let Err(e) = presence::source::replay_file(path.clone(), tx, stop).await {
+                    tracing::error!(error = %e, file = %path.display(), "cannot replay the BLE recording");
+                    subsystems.set(
+                        "ble",
+                        SubsystemState::Degraded(format!("cannot read {}: {e}", path.display())),
+                    );
+                }
+            });
+        }
+        BleSource::None => {}
     }
 }
 

@@ -274,3 +274,52 @@ fn random_garbage_never_panics() {
         let _ = parse(&advert_eddystone(data));
     }
 }
+
+#[test]
+fn ids_round_trip_through_their_registry_form() {
+    let ids = [
+        BeaconId::IBeacon {
+            uuid: Uuid::from_bytes(UUID),
+            major: 2,
+            minor: 65_535,
+        },
+        BeaconId::AltBeacon([7; 20]),
+        BeaconId::Eddystone {
+            namespace: [0xab; 10],
+            instance: [1, 2, 3, 4, 5, 6],
+        },
+        BeaconId::Eid([9; 8]),
+    ];
+    for id in ids {
+        assert_eq!(id.to_string().parse::<BeaconId>(), Ok(id.clone()));
+    }
+    for bad in [
+        "",
+        "ibeacon:",
+        "ibeacon:x:1:2",
+        "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:70000",
+        "eid:0102",
+        "eddystone:ab",
+        "mac:c0:11",
+        "altbeacon:zz",
+    ] {
+        assert!(bad.parse::<BeaconId>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn synthesised_ibeacon_payloads_parse_back() {
+    let uuid = Uuid::from_bytes(UUID);
+    let data = ibeacon_payload(uuid, 2, 7, -59);
+    assert_eq!(
+        ibeacon(&data),
+        Some(Frame::Id {
+            id: BeaconId::IBeacon {
+                uuid,
+                major: 2,
+                minor: 7
+            },
+            measured_power_1m: -59
+        })
+    );
+}

@@ -237,3 +237,24 @@ pub(super) async fn conflicts(
         .await?;
     Ok(Json(json!({ "conflicts": rows })))
 }
+
+/// `DELETE /api/v1/attendees/{id}/location-history`: forgets every zone transition of the
+/// attendee up to now, here and (through the op log) on every appliance of the event. 204.
+pub(super) async fn forget_location_history(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    entities::validate_id(&id)?;
+    let event_id = state.event_id().to_string();
+    state
+        .store
+        .write(move |ctx| {
+            let body = json!({ "before_ms": ctx.now_ms() });
+            let op = ctx.new_op(&event_id, crate::oplog::presence::FORGET, &id, body);
+            ctx.apply(&op)?;
+            Ok::<_, crate::domain::DomainError>(())
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -41,6 +41,8 @@ pub struct AppState {
     pub subsystems: Subsystems,
     /// When the daemon started.
     pub started: Instant,
+    /// Anonymous zone occupancy from BLE presence.
+    pub occupancy: crate::presence::OccupancyView,
 }
 
 impl AppState {
@@ -58,6 +60,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/status", get(ops::status))
         .route("/api/v1/checkins", post(kiosk::check_in))
         .route("/api/v1/attendees", get(kiosk::lookup))
+        .route("/api/v1/zones/occupancy", get(ops::occupancy))
+        .route(
+            "/api/v1/attendees/{id}/location-history",
+            delete(admin::forget_location_history),
+        )
         .route(
             "/api/v1/admin/attendees/import",
             post(admin::import_attendees).layer(import_limit),

@@ -85,6 +85,17 @@ pub(super) async fn status(State(state): State<AppState>) -> Result<impl IntoRes
     })))
 }
 
+/// `GET /api/v1/zones/occupancy`: badges present per zone. Anonymous counts, so open like the
+/// status endpoint.
+pub(super) async fn occupancy(State(state): State<AppState>) -> impl IntoResponse {
+    let occupancy = state.occupancy.get();
+    Json(json!({
+        "zones": occupancy.zones,
+        "tracked": occupancy.tracked,
+        "updated_at": (occupancy.updated_ms > 0).then(|| crate::domain::rfc3339(occupancy.updated_ms as i64)),
+    }))
+}
+
 /// Any unknown path.
 pub(super) async fn not_found() -> ApiError {
     ApiError::new(

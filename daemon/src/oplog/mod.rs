@@ -6,11 +6,14 @@
 //!   ([`lww`]). Deletion is the field `deleted`.
 //! - `checkin.record`: an append-only fact; the earliest by HLC per attendee is the check-in, the
 //!   others are kept, marked `duplicate_of`, and listed in `conflicts` ([`checkin`]).
+//! - `presence.transition`: an append-only fact, dropped when a `presence.forget` of the same
+//!   attendee covers it, whichever arrives first ([`presence`]).
 //!
 //! Every rule gives the same state whatever order the ops arrive in.
 
 mod checkin;
 mod lww;
+pub mod presence;
 
 use rusqlite::{Connection, params};
 use sync_agent::Op;
@@ -87,6 +90,10 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
     // Validate before logging, so the log never holds an op its kind cannot apply.
     let rule = if op.kind == CHECKIN_RECORD {
         Rule::Checkin(checkin::parse(op).map_err(invalid)?)
+    } else if op.kind == presence::TRANSITION {
+        Rule::Transition(presence::parse_transition(op).map_err(invalid)?)
+    } else if op.kind == presence::FORGET {
+        Rule::Forget(presence::parse_forget(op).map_err(invalid)?)
     } else if let Some(entity) = ENTITIES.iter().find(|e| e.kind == op.kind) {
         Rule::Lww(entity, lww::parse(entity, op).map_err(invalid)?)
     } else {
@@ -123,6 +130,8 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
     match rule {
         Rule::Lww(entity, fields) => lww::apply(conn, entity, op, &fields)?,
         Rule::Checkin(body) => checkin::apply(conn, op, &body, now_ms)?,
+        Rule::Transition(t) => presence::apply_transition(conn, op, &t)?,
+        Rule::Forget(before_ms) => presence::apply_forget(conn, op, before_ms)?,
     }
     Ok(Applied::New)
 }
@@ -200,6 +209,8 @@ pub fn read_after(
 enum Rule {
     Lww(&'static Entity, Vec<(&'static str, rusqlite::types::Value)>),
     Checkin(checkin::Body),
+    Transition(presence::Transition),
+    Forget(i64),
 }
 
 /// The HLC and id of an op as a sortable key: the total order every merge rule uses.

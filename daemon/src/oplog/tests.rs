@@ -294,3 +294,87 @@ fn logged_ops_read_back_identical_including_unknown_envelope_fields() {
     assert!(back[0].0 < back[1].0, "local sequence follows apply order");
     assert_eq!(read_after(&conn, back[0].0, 10).expect("reads").len(), 1);
 }
+
+#[test]
+fn forgetting_a_trail_converges_whichever_order_the_ops_arrive_in() {
+    let t = |node: &str, wall: u64, at: i64, zone: &str| {
+        op(
+            node,
+            wall,
+            presence::TRANSITION,
+            "p1",
+            json!({"kind": "entered", "zone_id": zone, "at_ms": at}),
+        )
+    };
+    let early = t("a", 10, 1_000, "hall-a");
+    let late = t("b", 20, 9_000, "hall-b");
+    let other_person = op(
+        "a",
+        11,
+        presence::TRANSITION,
+        "p2",
+        json!({"kind": "moved", "zone_id": "foyer", "at_ms": 2_000}),
+    );
+    let forget = op("c", 15, presence::FORGET, "p1", json!({"before_ms": 5_000}));
+    let conn = assert_converges(&[early.clone(), late.clone(), other_person.clone(), forget]);
+    let kept: Vec<String> = conn
+        .prepare("SELECT op_id FROM zone_transitions ORDER BY at_ms")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(kept, vec![other_person.id.to_string(), late.id.to_string()]);
+    let early_op: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM ops WHERE id = ?1",
+            [early.id.to_string()],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(early_op, 0, "the forgotten op is gone from the log too");
+}
+
+#[test]
+fn transitions_are_purged_with_their_ops_after_retention() {
+    let mut conn = db();
+    let old = op(
+        "a",
+        1,
+        presence::TRANSITION,
+        "p1",
+        json!({"kind": "left", "at_ms": 100}),
+    );
+    let new = op(
+        "a",
+        2,
+        presence::TRANSITION,
+        "p1",
+        json!({"kind": "entered", "zone_id": "z", "at_ms": 9_000}),
+    );
+    apply_all(&mut conn, &[old, new.clone()]);
+    assert_eq!(presence::purge_before(&conn, 5_000).expect("purges"), 1);
+    let ops: Vec<String> = conn
+        .prepare("SELECT id FROM ops")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(ops, vec![new.id.to_string()]);
+}
+
+#[test]
+fn malformed_transitions_are_refused() {
+    let mut conn = db();
+    for body in [
+        json!({"kind": "teleported", "at_ms": 1}),
+        json!({"kind": "entered", "zone_id": "a b", "at_ms": 1}),
+        json!({"kind": "entered", "zone_id": "z"}),
+        json!({"kind": "left", "at_ms": -5}),
+    ] {
+        let o = op("a", 1, presence::TRANSITION, "p1", body.clone());
+        let tx = conn.transaction().expect("tx");
+        assert!(apply(&tx, &o, 0).is_err(), "{body}");
+    }
+}

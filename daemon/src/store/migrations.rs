@@ -154,6 +154,28 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX idempotency_created ON idempotency (created_ms);
     "#,
+    // 2: zone transitions of attendees (append-only facts, purged after the retention period).
+    r#"
+    -- `zone_id` is NULL when the attendee's privacy allows only venue-level presence, and for
+    -- `left`. Never a device address: unknown badges are counted, not stored.
+    CREATE TABLE zone_transitions (
+        op_id        TEXT PRIMARY KEY,
+        event_id     TEXT NOT NULL,
+        attendee_id  TEXT NOT NULL,
+        kind         TEXT NOT NULL CHECK (kind IN ('entered', 'moved', 'left')),
+        zone_id      TEXT,
+        at_ms        INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX zone_transitions_attendee ON zone_transitions (attendee_id, at_ms);
+    CREATE INDEX zone_transitions_at ON zone_transitions (at_ms);
+
+    -- "Forget my trail": per attendee, transitions at or before `before_ms` are deleted and never
+    -- stored again, whichever order the ops arrive in.
+    CREATE TABLE location_forgets (
+        attendee_id  TEXT PRIMARY KEY,
+        before_ms    INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -11,4 +11,5 @@ mod crash;
 mod defaults;
 mod idempotency;
 mod journal;
+mod presence;
 mod systemd;

@@ -1,0 +1,410 @@
+//! Zone presence in the daemon: adverts from a source go through the beacon parsers and the
+//! presence engine (`ble-scanner`), then through each attendee's privacy setting, and come out
+//! as anonymous occupancy and, where allowed, zone transitions in the op log.
+//!
+//! Invariant 7 (privacy before publish): nothing about a person leaves this module except
+//! through [`transition_for`]. Unknown badges are counted in occupancy and never stored.
+//! Invariant 6 (ephemeral stays ephemeral): raw sightings never reach the store; only
+//! transitions do, and they are purged after `ble.transition_retention_hours`.
+
+pub mod source;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ble_scanner::presence::{
+    PresenceConfig, PresenceEngine, PresenceEvent, ScannerConfig, Sighting,
+};
+use ble_scanner::{Advertisement, Frame, parse};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::BleConfig;
+use crate::domain::DomainError;
+use crate::health::{SubsystemState, Subsystems};
+use crate::metrics::PresenceMetrics;
+use crate::oplog::presence::{TRANSITION, purge_before};
+use crate::store::Store;
+
+/// Adverts that may wait for the engine; a source that outruns it drops the newest, counted.
+pub const ADVERT_QUEUE: usize = 16_384;
+/// How often the badge → attendee map is reloaded from the registry.
+const REGISTRY_REFRESH_SECS: u64 = 30;
+/// How often expired transitions are purged.
+const PURGE_INTERVAL_SECS: u64 = 600;
+
+/// Anonymous occupancy, as served over HTTP.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Occupancy {
+    /// Badges present per zone, known and unknown alike.
+    pub zones: BTreeMap<String, usize>,
+    /// Badges tracked (present, or still being confirmed).
+    pub tracked: usize,
+    /// When this was computed, ms since the epoch.
+    pub updated_ms: u64,
+}
+
+/// The shared occupancy snapshot.
+#[derive(Clone, Default)]
+pub struct OccupancyView(Arc<RwLock<Occupancy>>);
+
+impl OccupancyView {
+    /// A copy of the current snapshot.
+    pub fn get(&self) -> Occupancy {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, occupancy: Occupancy) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = occupancy;
+    }
+}
+
+/// What an attendee lets the appliance keep about where they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privacy {
+    /// Zone-level transitions (precise positions are not computed yet).
+    Precise,
+    /// Zone-level transitions.
+    Zone,
+    /// Only arriving at and leaving the venue.
+    Venue,
+    /// Nothing.
+    Hidden,
+}
+
+impl Privacy {
+    fn parse(s: &str) -> Self {
+        match s {
+            "precise" => Self::Precise,
+            "zone" => Self::Zone,
+            "venue" => Self::Venue,
+            // Unknown values fail closed.
+            _ => Self::Hidden,
+        }
+    }
+}
+
+/// The transition an event becomes under a privacy setting: `(kind, zone)`, or nothing.
+pub fn transition_for(
+    privacy: Privacy,
+    event: &PresenceEvent,
+) -> Option<(&'static str, Option<String>)> {
+    match (privacy, event) {
+        (Privacy::Hidden, _) => None,
+        (Privacy::Venue, PresenceEvent::Entered { .. }) => Some(("entered", None)),
+        (Privacy::Venue, PresenceEvent::Moved { .. }) => None,
+        (Privacy::Venue, PresenceEvent::Left { .. }) => Some(("left", None)),
+        (_, PresenceEvent::Entered { zone, .. }) => Some(("entered", Some(zone.clone()))),
+        (_, PresenceEvent::Moved { to, .. }) => Some(("moved", Some(to.clone()))),
+        (_, PresenceEvent::Left { .. }) => Some(("left", None)),
+    }
+}
+
+/// The engine parameters from `[ble]` and the scanners in use.
+pub fn engine_config(ble: &BleConfig, scanners: &[(String, String, f64)]) -> PresenceConfig {
+    PresenceConfig {
+        scanners: scanners
+            .iter()
+            .map(|(id, zone, offset)| {
+                (
+                    id.clone(),
+                    ScannerConfig {
+                        zone: zone.clone(),
+                        rssi_offset_db: *offset,
+                    },
+                )
+            })
+            .collect::<HashMap<_, _>>(),
+        min_readings: ble.min_readings,
+        switch_margin_db: ble.switch_margin_db,
+        switch_dwell_ms: ble.switch_dwell_secs * 1000,
+        away_timeout_ms: ble.away_timeout_secs * 1000,
+        ..PresenceConfig::default()
+    }
+}
+
+/// Everything the presence task needs.
+pub struct PresenceTask {
+    /// The store (registry reads, transition writes).
+    pub store: Store,
+    /// The event whose scope transitions are written in.
+    pub event_id: String,
+    /// The engine's configuration.
+    pub engine: PresenceConfig,
+    /// Hours transitions are kept.
+    pub retention_hours: u64,
+    /// Where occupancy is published.
+    pub view: OccupancyView,
+    /// Counters.
+    pub metrics: PresenceMetrics,
+    /// Where the `ble` subsystem state is reported.
+    pub subsystems: Subsystems,
+}
+
+impl PresenceTask {
+    /// Runs until `shutdown` turns true or the source ends (a replay), feeding `adverts` through
+    /// the engine.
+    pub async fn run(
+        self,
+        mut adverts: mpsc::Receiver<Advertisement>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut engine = PresenceEngine::new(self.engine.clone());
+        let mut registry = Registry::default();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refresh = tokio::time::interval(Duration::from_secs(REGISTRY_REFRESH_SECS));
+        let mut purge = tokio::time::interval(Duration::from_secs(PURGE_INTERVAL_SECS));
+        let mut pending: Vec<PresenceEvent> = Vec::new();
+        self.subsystems.set("ble", SubsystemState::Ok);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                advert = adverts.recv() => {
+                    let Some(advert) = advert else {
+                        self.subsystems.set("ble", SubsystemState::Degraded("the advert source ended".into()));
+                        break;
+                    };
+                    self.feed(&mut engine, &advert, &mut pending);
+                }
+                _ = tick.tick() => {
+                    pending.extend(engine.tick(crate::store::now_ms()));
+                    self.publish(&engine);
+                    if !pending.is_empty() {
+                        self.record(&registry, std::mem::take(&mut pending)).await;
+                    }
+                }
+                _ = refresh.tick() => {
+                    match Registry::load(&self.store).await {
+                        Ok(fresh) => registry = fresh,
+                        Err(e) => tracing::warn!(error = %e, "cannot reload the badge registry; keeping the old one"),
+                    }
+                }
+                _ = purge.tick() => self.purge().await,
+            }
+        }
+        // Transitions decided before the stop are still written.
+        if !pending.is_empty() {
+            self.record(&registry, pending).await;
+        }
+    }
+
+    fn feed(
+        &self,
+        engine: &mut PresenceEngine,
+        advert: &Advertisement,
+        events: &mut Vec<PresenceEvent>,
+    ) {
+        let Some(scanner) = engine.scanner(&advert.scanner) else {
+            // Not labelled by name: unknown names must not grow the metric without bound.
+            self.metrics.rejected("unknown_scanner");
+            return;
+        };
+        self.metrics.advert(&advert.scanner);
+        let Some(rssi) = advert.rssi else {
+            self.metrics.rejected("no_rssi");
+            return;
+        };
+        for frame in parse(advert) {
+            if let Frame::Id {
+                id,
+                measured_power_1m,
+            } = frame
+            {
+                let sighting = Sighting {
+                    beacon: id,
+                    scanner,
+                    rssi,
+                    measured_power_1m,
+                    at_ms: advert.at_ms,
+                };
+                match engine.sighting(&sighting) {
+                    Ok(new) => events.extend(new),
+                    Err(reason) => self
+                        .metrics
+                        .rejected(&format!("{reason:?}").to_ascii_lowercase()),
+                }
+            }
+        }
+    }
+
+    fn publish(&self, engine: &PresenceEngine) {
+        let occupancy = Occupancy {
+            zones: engine
+                .occupancy()
+                .into_iter()
+                .map(|(zone, n)| (zone.to_string(), n))
+                .collect(),
+            tracked: engine.tracked(),
+            updated_ms: crate::store::now_ms(),
+        };
+        self.metrics.tracked.set(occupancy.tracked as i64);
+        self.view.set(occupancy);
+    }
+
+    /// Writes the transitions of known attendees, each under their privacy setting, in one
+    /// transaction.
+    async fn record(&self, registry: &Registry, events: Vec<PresenceEvent>) {
+        let mut ops = Vec::new();
+        for event in &events {
+            let (beacon, at_ms) = match event {
+                PresenceEvent::Entered { beacon, at_ms, .. }
+                | PresenceEvent::Moved { beacon, at_ms, .. }
+                | PresenceEvent::Left { beacon, at_ms, .. } => (beacon, *at_ms),
+            };
+            let Some((attendee, privacy)) = registry.badges.get(&beacon.to_string()) else {
+                continue; // An unknown badge: counted in occupancy, never stored.
+            };
+            if let Some((kind, zone)) = transition_for(*privacy, event) {
+                ops.push((
+                    attendee.clone(),
+                    json!({"kind": kind, "zone_id": zone, "at_ms": at_ms}),
+                ));
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        let count = ops.len() as u64;
+        let event_id = self.event_id.clone();
+        let result = self
+            .store
+            .write(move |ctx| {
+                for (attendee, body) in ops {
+                    let op = ctx.new_op(&event_id, TRANSITION, &attendee, body);
+                    ctx.apply(&op)?;
+                }
+                Ok::<_, DomainError>(())
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                self.metrics.transitions.inc_by(count);
+            }
+            Err(e) => tracing::error!(error = %e, count, "zone transitions could not be written"),
+        }
+    }
+
+    async fn purge(&self) {
+        let retention_ms = self.retention_hours * 3_600_000;
+        let result = self
+            .store
+            .write(move |ctx| {
+                let cutoff = ctx.now_ms().saturating_sub(retention_ms) as i64;
+                purge_before(ctx.conn(), cutoff)
+            })
+            .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "zone transitions past their retention purged"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge old zone transitions; will retry"),
+        }
+    }
+}
+
+/// Badge id → (attendee id, privacy), from the attendee registry.
+#[derive(Default)]
+struct Registry {
+    badges: HashMap<String, (String, Privacy)>,
+}
+
+impl Registry {
+    async fn load(store: &Store) -> Result<Self, DomainError> {
+        store
+            .read(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT badge_beacon_id, id, privacy FROM attendees
+                     WHERE badge_beacon_id IS NOT NULL AND deleted = 0",
+                )?;
+                let badges = stmt
+                    .query_map([], |r| {
+                        let privacy: String = r.get(2)?;
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            (r.get::<_, String>(1)?, Privacy::parse(&privacy)),
+                        ))
+                    })?
+                    .collect::<Result<HashMap<_, _>, _>>()?;
+                Ok(Registry { badges })
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ble_scanner::BeaconId;
+
+    fn event(kind: &str) -> PresenceEvent {
+        let beacon = BeaconId::Eid([1; 8]);
+        match kind {
+            "entered" => PresenceEvent::Entered {
+                beacon,
+                zone: "hall-a".into(),
+                at_ms: 1,
+            },
+            "moved" => PresenceEvent::Moved {
+                beacon,
+                from: "hall-a".into(),
+                to: "foyer".into(),
+                at_ms: 2,
+                dwell_ms: 1,
+            },
+            _ => PresenceEvent::Left {
+                beacon,
+                zone: "foyer".into(),
+                at_ms: 3,
+                dwell_ms: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn each_privacy_level_keeps_only_what_it_allows() {
+        let cases = [
+            (
+                Privacy::Precise,
+                [
+                    Some(("entered", Some("hall-a"))),
+                    Some(("moved", Some("foyer"))),
+                    Some(("left", None)),
+                ],
+            ),
+            (
+                Privacy::Zone,
+                [
+                    Some(("entered", Some("hall-a"))),
+                    Some(("moved", Some("foyer"))),
+                    Some(("left", None)),
+                ],
+            ),
+            (
+                Privacy::Venue,
+                [Some(("entered", None)), None, Some(("left", None))],
+            ),
+            (Privacy::Hidden, [None, None, None]),
+        ];
+        for (privacy, expected) in cases {
+            for (kind, want) in ["entered", "moved", "left"].into_iter().zip(expected) {
+                let got = transition_for(privacy, &event(kind));
+                let got = got.as_ref().map(|(k, z)| (*k, z.as_deref()));
+                assert_eq!(got, want, "{privacy:?} {kind}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_privacy_values_fail_closed() {
+        assert_eq!(Privacy::parse("everyone"), Privacy::Hidden);
+        assert_eq!(Privacy::parse(""), Privacy::Hidden);
+    }
+}
