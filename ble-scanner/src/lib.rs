@@ -12,12 +12,12 @@
 //! - [`gateway`]: decoders for adverts forwarded by BLE gateways (OpenMQTTGateway/Theengs raw
 //!   adverts, ESPresense per-room sightings).
 //! - [`replay`]: the JSON-lines recording format, writer and reader.
-//!
-//! Status: the BlueZ source (btleplug), the scan watchdog and the daemon wiring arrive with the
-//! rest of the BLE issue.
+//! - [`bluez`]: the local radio through BlueZ (btleplug over D-Bus), with a scan watchdog and
+//!   session recovery.
 
 pub mod advert;
 pub mod beacon;
+pub mod bluez;
 pub mod gateway;
 pub mod presence;
 pub mod replay;

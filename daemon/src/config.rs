@@ -127,12 +127,17 @@ impl Default for EventConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BleConfig {
-    /// Where adverts come from: `none`, `simulated` (badges walking between the demo zones), or
-    /// `replay` (a JSON-lines recording, `replay_file`). Default `none`; `--demo` turns on
+    /// Where adverts come from: `none`, `bluez` (the local adapter), `simulated` (badges walking
+    /// between the demo zones), or `replay` (a JSON-lines recording, `replay_file`). Default `none`; `--demo` turns on
     /// `simulated`.
     pub source: BleSource,
     /// The recording `replay` plays back.
     pub replay_file: String,
+    /// The local adapter `bluez` scans with; it is also that scanner's id in `scanners`.
+    /// Default `hci0`.
+    pub adapter: String,
+    /// Seconds without any advert before `bluez` restarts discovery (then the session). Default 60.
+    pub silence_restart_secs: u64,
     /// Scanners and the zone each covers. `--demo` adds one per demo zone when this is empty.
     pub scanners: Vec<ScannerEntry>,
     /// Readings needed before a badge counts as present. Default 2.
@@ -166,6 +171,8 @@ pub struct ScannerEntry {
 pub enum BleSource {
     /// No BLE.
     None,
+    /// The local radio through BlueZ (btleplug over D-Bus).
+    Bluez,
     /// Simulated badges walking between zones (demo mode).
     Simulated,
     /// A JSON-lines recording.
@@ -180,6 +187,8 @@ impl Default for BleConfig {
         Self {
             source: BleSource::None,
             replay_file: String::new(),
+            adapter: "hci0".into(),
+            silence_restart_secs: ble_scanner::bluez::DEFAULT_SILENCE_RESTART_SECS,
             scanners: Vec::new(),
             min_readings: ble_scanner::presence::DEFAULT_MIN_READINGS,
             switch_margin_db: ble_scanner::presence::DEFAULT_SWITCH_MARGIN_DB,
@@ -671,6 +680,23 @@ fn validate(
         invalid(
             "ble.replay_file",
             "`ble.source = \"replay\"` needs the recording's path in `ble.replay_file`".into(),
+        );
+    }
+    if raw.ble.source == BleSource::Bluez
+        && !raw.ble.scanners.iter().any(|s| s.id == raw.ble.adapter)
+    {
+        invalid(
+            "ble.scanners",
+            format!(
+                "`ble.source = \"bluez\"` needs a [[ble.scanners]] entry with id = \"{}\" saying which zone the adapter covers",
+                raw.ble.adapter
+            ),
+        );
+    }
+    if !(5..=3600).contains(&raw.ble.silence_restart_secs) {
+        invalid(
+            "ble.silence_restart_secs",
+            format!("{} is outside 5..=3600", raw.ble.silence_restart_secs),
         );
     }
     let mut seen_scanners = std::collections::HashSet::new();

@@ -290,6 +290,10 @@ fn start_ble(
         .into_iter()
         .map(|(id, zone, _)| (id, zone))
         .collect();
+    if plan.source != BleSource::Bluez {
+        // The radio reports its own state below; the other sources are up once started.
+        state.subsystems.set("ble", SubsystemState::Ok);
+    }
     match plan.source {
         BleSource::Simulated => {
             tasks.spawn(presence::source::simulate(plan.badges, scanners, tx, stop));
@@ -304,6 +308,38 @@ fn start_ble(
                         "ble",
                         SubsystemState::Degraded(format!("cannot read {}: {e}", path.display())),
                     );
+                }
+            });
+        }
+        BleSource::Bluez => {
+            let options = ble_scanner::bluez::BluezOptions {
+                adapter: ble.adapter.clone(),
+                silence_restart_secs: ble.silence_restart_secs,
+            };
+            let (state_tx, mut state_rx) =
+                tokio::sync::watch::channel(ble_scanner::bluez::SourceState::Starting);
+            tasks.spawn(ble_scanner::bluez::run(options, tx, state_tx, stop));
+            let subsystems = state.subsystems.clone();
+            // The radio's state is the BLE subsystem's state: degraded, never failed, since
+            // check-ins and messages work without it.
+            tasks.spawn(async move {
+                loop {
+                    let now = state_rx.borrow_and_update().clone();
+                    subsystems.set(
+                        "ble",
+                        match now {
+                            ble_scanner::bluez::SourceState::Scanning => SubsystemState::Ok,
+                            ble_scanner::bluez::SourceState::Starting => {
+                                SubsystemState::Degraded("connecting to BlueZ".into())
+                            }
+                            ble_scanner::bluez::SourceState::Degraded(reason) => {
+                                SubsystemState::Degraded(reason)
+                            }
+                        },
+                    );
+                    if state_rx.changed().await.is_err() {
+                        return;
+                    }
                 }
             });
         }

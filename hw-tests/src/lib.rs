@@ -8,6 +8,8 @@
 //! The binaries are found next to the test executable's target directory (build them first:
 //! `cargo build --workspace --bins`), or at `$VENUED_BIN`.
 
+pub mod bluez;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

@@ -164,7 +164,6 @@ impl PresenceTask {
         let mut refresh = tokio::time::interval(Duration::from_secs(REGISTRY_REFRESH_SECS));
         let mut purge = tokio::time::interval(Duration::from_secs(PURGE_INTERVAL_SECS));
         let mut pending: Vec<PresenceEvent> = Vec::new();
-        self.subsystems.set("ble", SubsystemState::Ok);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,

@@ -7,6 +7,7 @@
 )]
 
 mod bad_input;
+mod bluez;
 mod crash;
 mod defaults;
 mod idempotency;

@@ -1,0 +1,102 @@
+//! A virtual BlueZ for tests: a private `dbus-daemon` with a system-bus configuration, and
+//! python-dbusmock's `bluez5` template owning `org.bluez` on it. A `venued` started with
+//! `DBUS_SYSTEM_BUS_ADDRESS` set to [`VirtualBluez::address`] scans it through btleplug exactly
+//! as it would scan the real bluetoothd; the test adds adapters and devices and emits adverts.
+//!
+//! Needs Debian's `dbus-daemon` and `python3-dbusmock` (the test command installs them).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The Debian interpreter that has python3-dbus and python3-dbusmock.
+const PYTHON: &str = "/usr/bin/python3";
+
+/// A running private bus with a mock `org.bluez`. Both processes stop when this is dropped.
+pub struct VirtualBluez {
+    _dir: tempfile::TempDir,
+    _bus: Child,
+    mock: Option<Child>,
+    /// The bus address, for `DBUS_SYSTEM_BUS_ADDRESS`.
+    pub address: String,
+}
+
+impl VirtualBluez {
+    /// Starts the bus and the mock.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("system_bus_socket");
+        let config = dir.path().join("bus.conf");
+        // The policy dbusmock's own PrivateDBus writes: everything allowed on a private bus.
+        std::fs::write(
+            &config,
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
+                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+                 <busconfig><type>system</type><listen>unix:path={}</listen>\
+                 <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
+                 <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n",
+                socket.display()
+            ),
+        )?;
+        let mut bus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start dbus-daemon (Debian package dbus-daemon)")?;
+        let stdout = bus.stdout.take().context("dbus-daemon stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        // The daemon prints its address once it listens: that line is the readiness event.
+        let address = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .context("dbus-daemon printed no address within 20 s")??
+            .context("dbus-daemon exited before listening")?;
+        let mock = Command::new(PYTHON)
+            .args(["-m", "dbusmock", "--system", "--template", "bluez5"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start python3 -m dbusmock (Debian package python3-dbusmock)")?;
+        Ok(Self {
+            _dir: dir,
+            _bus: bus,
+            mock: Some(mock),
+            address: address.trim().to_string(),
+        })
+    }
+
+    /// Runs the control script (`add-adapter`, `add-device`, `advert`); its output.
+    pub async fn ctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bluez_ctl.py");
+        let out = Command::new(PYTHON)
+            .arg(script)
+            .args(args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "bluez_ctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Stops the mock `org.bluez`, as when bluetoothd exits.
+    pub async fn stop_bluetoothd(&mut self) -> anyhow::Result<()> {
+        if let Some(mut mock) = self.mock.take() {
+            mock.kill().await?;
+        }
+        Ok(())
+    }
+}
