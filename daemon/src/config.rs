@@ -150,6 +150,9 @@ pub struct BleConfig {
     pub away_timeout_secs: u64,
     /// Hours zone transitions are kept before they are purged. Default 24.
     pub transition_retention_hours: u64,
+    /// A beacon reporting (Eddystone-TLM) a battery below this many millivolts raises a
+    /// low-battery alert. Default 2500 (a CR2032 near the end of its life).
+    pub low_battery_mv: u16,
 }
 
 /// One scanner of `[[ble.scanners]]`.
@@ -179,6 +182,9 @@ pub enum BleSource {
     Replay,
 }
 
+/// Default low-battery threshold, millivolts.
+pub const DEFAULT_LOW_BATTERY_MV: u16 = 2500;
+
 /// Default zone-transition retention, hours.
 pub const DEFAULT_TRANSITION_RETENTION_HOURS: u64 = 24;
 
@@ -195,6 +201,7 @@ impl Default for BleConfig {
             switch_dwell_secs: ble_scanner::presence::DEFAULT_SWITCH_DWELL_MS / 1000,
             away_timeout_secs: ble_scanner::presence::DEFAULT_AWAY_TIMEOUT_MS / 1000,
             transition_retention_hours: DEFAULT_TRANSITION_RETENTION_HOURS,
+            low_battery_mv: DEFAULT_LOW_BATTERY_MV,
         }
     }
 }

@@ -95,6 +95,8 @@ pub struct PresenceMetrics {
     pub tracked: Gauge,
     /// Zone transitions written to the op log.
     pub transitions: Counter,
+    /// Low-battery alerts raised from beacon telemetry.
+    pub low_battery: Counter,
 }
 
 impl PresenceMetrics {
@@ -103,6 +105,12 @@ impl PresenceMetrics {
         let rejected = Family::<ReasonLabel, Counter>::default();
         let tracked = Gauge::default();
         let transitions = Counter::default();
+        let low_battery = Counter::default();
+        registry.register(
+            "venued_ble_low_battery_alerts",
+            "Low-battery alerts raised from Eddystone-TLM",
+            low_battery.clone(),
+        );
         registry.register(
             "venued_ble_adverts",
             "BLE adverts received, by scanner",
@@ -128,6 +136,7 @@ impl PresenceMetrics {
             rejected,
             tracked,
             transitions,
+            low_battery,
         }
     }
 

@@ -103,6 +103,7 @@ impl Daemon {
             subsystems,
             started,
             occupancy: OccupancyView::default(),
+            beacon_health: presence::HealthView::default(),
         };
         Ok(Daemon {
             state,
@@ -282,6 +283,8 @@ fn start_ble(
         view: state.occupancy.clone(),
         metrics: state.metrics.presence.clone(),
         subsystems: state.subsystems.clone(),
+        health: state.beacon_health.clone(),
+        low_battery_mv: ble.low_battery_mv,
     };
     tracing::info!(source = ?plan.source, scanners = plan.scanners.len(), "BLE presence started");
     tasks.spawn(task.run(rx, stop.clone()));

@@ -258,3 +258,14 @@ pub(super) async fn forget_location_history(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `GET /api/v1/beacons/health`: every beacon heard, newest first, with its last TLM battery and
+/// temperature and whether its battery is low. Admin only: it lists beacon ids.
+pub(super) async fn beacon_health(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    let beacons = state.beacon_health.get();
+    let low = beacons.iter().filter(|b| b.low_battery).count();
+    Ok(Json(json!({ "beacons": beacons, "low_battery": low })))
+}

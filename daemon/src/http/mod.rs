@@ -43,6 +43,8 @@ pub struct AppState {
     pub started: Instant,
     /// Anonymous zone occupancy from BLE presence.
     pub occupancy: crate::presence::OccupancyView,
+    /// Beacon health (last seen, battery) from BLE presence.
+    pub beacon_health: crate::presence::HealthView,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/checkins", post(kiosk::check_in))
         .route("/api/v1/attendees", get(kiosk::lookup))
         .route("/api/v1/zones/occupancy", get(ops::occupancy))
+        .route("/api/v1/beacons/health", get(admin::beacon_health))
         .route(
             "/api/v1/attendees/{id}/location-history",
             delete(admin::forget_location_history),

@@ -7,7 +7,10 @@
 //! Invariant 6 (ephemeral stays ephemeral): raw sightings never reach the store; only
 //! transitions do, and they are purged after `ble.transition_retention_hours`.
 
+mod health;
 pub mod source;
+
+pub use health::{BeaconHealth, HealthView};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -147,6 +150,10 @@ pub struct PresenceTask {
     pub metrics: PresenceMetrics,
     /// Where the `ble` subsystem state is reported.
     pub subsystems: Subsystems,
+    /// Where beacon health is published.
+    pub health: HealthView,
+    /// The low-battery threshold, millivolts.
+    pub low_battery_mv: u16,
 }
 
 impl PresenceTask {
@@ -158,6 +165,7 @@ impl PresenceTask {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut engine = PresenceEngine::new(self.engine.clone());
+        let mut health = health::Tracker::new(self.low_battery_mv);
         let mut registry = Registry::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -172,11 +180,15 @@ impl PresenceTask {
                         self.subsystems.set("ble", SubsystemState::Degraded("the advert source ended".into()));
                         break;
                     };
-                    self.feed(&mut engine, &advert, &mut pending);
+                    self.feed(&mut engine, &mut health, &advert, &mut pending);
                 }
                 _ = tick.tick() => {
-                    pending.extend(engine.tick(crate::store::now_ms()));
+                    let now = crate::store::now_ms();
+                    pending.extend(engine.tick(now));
                     self.publish(&engine);
+                    if health.changed() {
+                        self.health.set(health.snapshot());
+                    }
                     if !pending.is_empty() {
                         self.record(&registry, std::mem::take(&mut pending)).await;
                     }
@@ -199,6 +211,7 @@ impl PresenceTask {
     fn feed(
         &self,
         engine: &mut PresenceEngine,
+        health: &mut health::Tracker,
         advert: &Advertisement,
         events: &mut Vec<PresenceEvent>,
     ) {
@@ -213,11 +226,23 @@ impl PresenceTask {
             return;
         };
         for frame in parse(advert) {
+            if let Frame::Telemetry(telemetry) = &frame {
+                if let Some(beacon) = health.telemetry(&advert.address, telemetry, advert.at_ms) {
+                    self.metrics.low_battery.inc();
+                    tracing::warn!(
+                        beacon = %beacon,
+                        battery_mv = telemetry.battery_mv.unwrap_or(0),
+                        threshold_mv = self.low_battery_mv,
+                        "beacon battery low; replace it"
+                    );
+                }
+            }
             if let Frame::Id {
                 id,
                 measured_power_1m,
             } = frame
             {
+                health.seen(&id, &advert.address, advert.at_ms);
                 let sighting = Sighting {
                     beacon: id,
                     scanner,

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ble_scanner::advert::APPLE_COMPANY_ID;
+use ble_scanner::advert::{APPLE_COMPANY_ID, EDDYSTONE_SERVICE};
 use ble_scanner::beacon::ibeacon_payload;
 use ble_scanner::{Advertisement, replay};
 use hw_tests::{VenuedBuilder, open_db};
@@ -33,6 +33,16 @@ fn walk() -> Vec<u8> {
                 a.manufacturer_data
                     .insert(APPLE_COMPANY_ID, ibeacon_payload(uuid, 9, minor, -59));
                 replay::write(&mut out, &a).unwrap();
+                if minor == 1 && second >= 3 {
+                    // Badge 1 also sends Eddystone-TLM from the same address: 2100 mV, 21.5 °C.
+                    let mut tlm = a.clone();
+                    tlm.manufacturer_data.clear();
+                    tlm.service_data.insert(
+                        EDDYSTONE_SERVICE,
+                        vec![0x20, 0x00, 0x08, 0x34, 0x15, 0x80, 0, 0, 0, 9, 0, 0, 0, 90],
+                    );
+                    replay::write(&mut out, &tlm).unwrap();
+                }
             }
         }
     }
@@ -107,6 +117,51 @@ async fn a_recorded_walk_becomes_transitions_under_privacy_and_occupancy() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(occupancy["zones"]["zone-a"], 0, "{occupancy}");
+
+    // Badge 1's TLM joined to its id by address: a low-battery alert, once. Its TLM frames start
+    // in the recording's fourth second, so wait (bounded) for them too.
+    let client = reqwest::Client::new();
+    let health = loop {
+        let h: serde_json::Value = client
+            .get(venued.url("/api/v1/beacons/health"))
+            .bearer_auth(venued.admin_token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if h["low_battery"] == 1 {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no low-battery alert: {h}\n{}",
+            venued.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let badge1 = health["beacons"]
+        .as_array()
+        .and_then(|all| all.iter().find(|b| b["beacon"] == badge_id(1)))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(badge1["battery_mv"], 2100, "{health}");
+    assert_eq!(badge1["low_battery"], true, "{health}");
+    assert_eq!(
+        health["low_battery"], 1,
+        "only badge 1 sent telemetry: {health}"
+    );
+    let metrics = reqwest::get(venued.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("venued_ble_low_battery_alerts_total 1"),
+        "one alert, not one per frame"
+    );
     let exit = venued.terminate(Duration::from_secs(10)).await.unwrap();
     assert!(exit.success());
 
