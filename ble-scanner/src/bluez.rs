@@ -44,8 +44,11 @@ pub struct BluezOptions {
 pub enum SourceState {
     /// Connecting to BlueZ.
     Starting,
-    /// Discovery is running.
-    Scanning,
+    /// Discovery is running; discovery restarts by the silence watchdog so far (all sessions).
+    Scanning {
+        /// Cumulative watchdog restarts.
+        watchdog_restarts: u64,
+    },
     /// Not scanning; the reason, and the source keeps retrying.
     Degraded(String),
 }
@@ -63,9 +66,10 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut retry = Duration::from_secs(1);
+    let mut restarts = 0u64;
     loop {
         let _ = state.send(SourceState::Starting);
-        match session(&options, &sink, &state, &mut stop).await {
+        match session(&options, &sink, &state, &mut stop, &mut restarts).await {
             Ok(Exit::Stopped) => return,
             Err(reason) => {
                 tracing::warn!(adapter = %options.adapter, %reason, retry_secs = retry.as_secs(), "BLE scanning interrupted");
@@ -85,6 +89,7 @@ async fn session(
     sink: &mpsc::Sender<Advertisement>,
     state: &watch::Sender<SourceState>,
     stop: &mut watch::Receiver<bool>,
+    restarts: &mut u64,
 ) -> Result<Exit, String> {
     let manager = Manager::new()
         .await
@@ -111,7 +116,9 @@ async fn session(
         .start_scan(ScanFilter::default())
         .await
         .map_err(|e| format!("cannot start discovery: {e}"))?;
-    let _ = state.send(SourceState::Scanning);
+    let _ = state.send(SourceState::Scanning {
+        watchdog_restarts: *restarts,
+    });
     tracing::info!(adapter = %options.adapter, "BLE discovery started");
 
     let silence = Duration::from_secs(options.silence_restart_secs.max(1));
@@ -174,6 +181,10 @@ async fn session(
                     .map_err(|e| format!("cannot restart discovery: {e}"))?;
                 restarted_after_silence = true;
                 last_advert = Instant::now();
+                *restarts += 1;
+                let _ = state.send(SourceState::Scanning {
+                    watchdog_restarts: *restarts,
+                });
             }
         }
     }

@@ -97,6 +97,8 @@ pub struct PresenceMetrics {
     pub transitions: Counter,
     /// Low-battery alerts raised from beacon telemetry.
     pub low_battery: Counter,
+    /// Discovery restarts by the BlueZ source's silence watchdog.
+    pub watchdog_restarts: Counter,
 }
 
 impl PresenceMetrics {
@@ -106,6 +108,12 @@ impl PresenceMetrics {
         let tracked = Gauge::default();
         let transitions = Counter::default();
         let low_battery = Counter::default();
+        let watchdog_restarts = Counter::default();
+        registry.register(
+            "venued_ble_watchdog_restarts",
+            "BLE discovery restarts after silence",
+            watchdog_restarts.clone(),
+        );
         registry.register(
             "venued_ble_low_battery_alerts",
             "Low-battery alerts raised from Eddystone-TLM",
@@ -137,6 +145,7 @@ impl PresenceMetrics {
             tracked,
             transitions,
             low_battery,
+            watchdog_restarts,
         }
     }
 

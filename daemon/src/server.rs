@@ -325,13 +325,19 @@ fn start_ble(
             let subsystems = state.subsystems.clone();
             // The radio's state is the BLE subsystem's state: degraded, never failed, since
             // check-ins and messages work without it.
+            let restarts_metric = state.metrics.presence.watchdog_restarts.clone();
             tasks.spawn(async move {
+                let mut counted = 0u64;
                 loop {
                     let now = state_rx.borrow_and_update().clone();
                     subsystems.set(
                         "ble",
                         match now {
-                            ble_scanner::bluez::SourceState::Scanning => SubsystemState::Ok,
+                            ble_scanner::bluez::SourceState::Scanning { watchdog_restarts } => {
+                                restarts_metric.inc_by(watchdog_restarts.saturating_sub(counted));
+                                counted = counted.max(watchdog_restarts);
+                                SubsystemState::Ok
+                            }
                             ble_scanner::bluez::SourceState::Starting => {
                                 SubsystemState::Degraded("connecting to BlueZ".into())
                             }

@@ -104,6 +104,35 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
         "adverts counted per scanner"
     );
 
+    // Silence with bluetoothd alive: the watchdog restarts discovery (and counts it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = reqwest::get(venued.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("venued_ble_watchdog_restarts_total 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the silence watchdog never restarted discovery"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        reqwest::get(venued.url("/readyz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains(r#""ble":{"state":"ok"}"#),
+        "scanning again after the restart"
+    );
+
     // bluetoothd goes away: after the silence window the watchdog's restart of discovery fails,
     // BLE is reported degraded, and the appliance stays ready.
     bluez.stop_bluetoothd().await.unwrap();
