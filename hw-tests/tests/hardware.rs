@@ -5,7 +5,10 @@
 //! advertising iBeacon or Eddystone-UID nearby whose id (the registry form, e.g.
 //! `ibeacon:<uuid>:<major>:<minor>`) is in `$HW_BEACON_ID`.
 #![cfg(feature = "hardware")]
-#![allow(clippy::unwrap_used, reason = "a test should fail loudly on any unexpected error")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test should fail loudly on any unexpected error"
+)]
 
 use std::time::{Duration, Instant};
 
@@ -50,7 +53,10 @@ async fn a_real_beacon_is_seen_through_a_real_adapter() {
         if seen {
             break;
         }
-        assert!(Instant::now() < deadline, "{beacon} not heard within 60 s: {health}");
+        assert!(
+            Instant::now() < deadline,
+            "{beacon} not heard within 60 s: {health}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let occupancy: serde_json::Value = reqwest::get(venued.url("/api/v1/zones/occupancy"))
@@ -59,6 +65,9 @@ async fn a_real_beacon_is_seen_through_a_real_adapter() {
         .json()
         .await
         .unwrap();
-    assert!(occupancy["zones"]["bench"].as_u64().unwrap_or(0) >= 1, "{occupancy}");
+    assert!(
+        occupancy["zones"]["bench"].as_u64().unwrap_or(0) >= 1,
+        "{occupancy}"
+    );
     venued.terminate(Duration::from_secs(10)).await.unwrap();
 }
