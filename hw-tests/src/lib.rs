@@ -256,6 +256,11 @@ impl Admin {
         for i in 0..n {
             csv.push_str(&format!("a{i},Attendee {i},T{i}\n"));
         }
+        self.import_csv(csv).await
+    }
+
+    /// Imports attendees from CSV text (header row first).
+    pub async fn import_csv(&self, csv: String) -> anyhow::Result<()> {
         let response = self
             .client
             .post(format!("{}/api/v1/admin/attendees/import", self.base))
@@ -287,6 +292,34 @@ impl Admin {
         }
         let password = body["password"].as_str().unwrap_or_default();
         Ok(basic(id, password))
+    }
+}
+
+/// GETs `url` (with the bearer token, if given) until `ready` holds for its JSON body, for at
+/// most `within`; the last body. For views that have no event stream to await yet (occupancy,
+/// beacon health, readiness of a subsystem), a bounded poll is the honest wait.
+pub async fn wait_for_json(
+    url: &str,
+    bearer: Option<&str>,
+    what: &str,
+    within: Duration,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<serde_json::Value> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    loop {
+        let mut request = client.get(url);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let value: serde_json::Value = request.send().await?.json().await?;
+        if ready(&value) {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("{what} did not happen within {within:?}; last answer: {value}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -10,9 +10,9 @@
     reason = "a test should fail loudly on any unexpected error"
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hw_tests::VenuedBuilder;
+use hw_tests::{VenuedBuilder, wait_for_json};
 
 #[tokio::test]
 async fn a_real_beacon_is_seen_through_a_real_adapter() {
@@ -35,30 +35,19 @@ async fn a_real_beacon_is_seen_through_a_real_adapter() {
         .spawn()
         .await
         .unwrap();
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let health: serde_json::Value = client
-            .get(venued.url("/api/v1/beacons/health"))
-            .bearer_auth(venued.admin_token())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let seen = health["beacons"]
-            .as_array()
-            .is_some_and(|all| all.iter().any(|b| b["beacon"] == beacon.as_str()));
-        if seen {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{beacon} not heard within 60 s: {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for_json(
+        &venued.url("/api/v1/beacons/health"),
+        Some(&venued.admin_token()),
+        &format!("{beacon} being heard"),
+        Duration::from_secs(60),
+        |h| {
+            h["beacons"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|b| b["beacon"] == beacon.as_str()))
+        },
+    )
+    .await
+    .unwrap();
     let occupancy: serde_json::Value = reqwest::get(venued.url("/api/v1/zones/occupancy"))
         .await
         .unwrap()

@@ -5,28 +5,21 @@
 use std::time::{Duration, Instant};
 
 use ble_scanner::beacon::ibeacon_payload;
-use hw_tests::VenuedBuilder;
 use hw_tests::bluez::VirtualBluez;
+use hw_tests::{Admin, VenuedBuilder, wait_for_json};
 
 const UUID: &str = "f7826da6-4fa2-4e98-8024-bc5b71e0893e";
 const MAC: &str = "C0:FF:EE:00:00:01";
 
-/// Polls `url` until `ready` holds for its JSON, under a deadline (venued has no event stream
-/// for these views yet; see presence.rs).
+/// Waits (bounded) on a JSON view; these views have no event stream yet (see presence.rs).
 async fn wait_for(
     url: &str,
     what: &str,
     ready: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let value: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-        if ready(&value) {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what} never happened: {value}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_json(url, None, what, Duration::from_secs(30), ready)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -42,18 +35,12 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
     let data = dir.path().join("data");
     let badge = format!("ibeacon:{UUID}:3:7");
     let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
-    let status = reqwest::Client::new()
-        .post(venued.url("/api/v1/admin/attendees/import"))
-        .bearer_auth(venued.admin_token())
-        .header("content-type", "text/csv")
-        .body(format!(
+    Admin::new(&venued)
+        .import_csv(format!(
             "id,name,badge_beacon_id,privacy\np1,Pat,{badge},zone\n"
         ))
-        .send()
         .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
+        .unwrap();
     venued.terminate(Duration::from_secs(10)).await.unwrap();
 
     let config = dir.path().join("venued.toml");
@@ -106,16 +93,14 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
 
     // Silence with bluetoothd alive: the watchdog restarts discovery (and counts it).
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = reqwest::get(venued.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("venued_ble_watchdog_restarts_total 1") {
-            break;
-        }
+    while !reqwest::get(venued.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .contains("venued_ble_watchdog_restarts_total 1")
+    {
         assert!(
             Instant::now() < deadline,
             "the silence watchdog never restarted discovery"

@@ -2,12 +2,12 @@
 //! zone A to zone B becomes zone transitions in the store (under each attendee's privacy) and
 //! anonymous occupancy over HTTP.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ble_scanner::advert::{APPLE_COMPANY_ID, EDDYSTONE_SERVICE};
 use ble_scanner::beacon::ibeacon_payload;
 use ble_scanner::{Advertisement, replay};
-use hw_tests::{VenuedBuilder, open_db};
+use hw_tests::{Admin, VenuedBuilder, open_db, wait_for_json};
 
 const UUID: &str = "f7826da6-4fa2-4e98-8024-bc5b71e0893e";
 
@@ -64,16 +64,7 @@ async fn a_recorded_walk_becomes_transitions_under_privacy_and_occupancy() {
         badge_id(1),
         badge_id(2)
     );
-    let status = reqwest::Client::new()
-        .post(venued.url("/api/v1/admin/attendees/import"))
-        .bearer_auth(venued.admin_token())
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
+    Admin::new(&venued).import_csv(csv).await.unwrap();
     venued.terminate(Duration::from_secs(10)).await.unwrap();
 
     let recording = dir.path().join("walk.jsonl");
@@ -96,51 +87,30 @@ async fn a_recorded_walk_becomes_transitions_under_privacy_and_occupancy() {
         .await
         .unwrap();
 
-    // The recording lasts 8 s; wait (bounded) until all three badges are counted in zone B.
-    // Occupancy has no event stream to await until the hub and MQTT outputs land, so this polls
-    // the HTTP view under a deadline.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let occupancy = loop {
-        let o: serde_json::Value = reqwest::get(venued.url("/api/v1/zones/occupancy"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if o["zones"]["zone-b"] == 3 {
-            break o;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "badges never reached zone B: {o}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // The recording lasts 8 s. Occupancy has no event stream to await until the hub and MQTT
+    // outputs land, so wait on the HTTP view under a deadline.
+    let occupancy = wait_for_json(
+        &venued.url("/api/v1/zones/occupancy"),
+        None,
+        "all three badges in zone B",
+        Duration::from_secs(30),
+        |o| o["zones"]["zone-b"] == 3,
+    )
+    .await
+    .unwrap();
     assert_eq!(occupancy["zones"]["zone-a"], 0, "{occupancy}");
 
     // Badge 1's TLM joined to its id by address: a low-battery alert, once. Its TLM frames start
-    // in the recording's fourth second, so wait (bounded) for them too.
-    let client = reqwest::Client::new();
-    let health = loop {
-        let h: serde_json::Value = client
-            .get(venued.url("/api/v1/beacons/health"))
-            .bearer_auth(venued.admin_token())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if h["low_battery"] == 1 {
-            break h;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no low-battery alert: {h}\n{}",
-            venued.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // in the recording's fourth second.
+    let health = wait_for_json(
+        &venued.url("/api/v1/beacons/health"),
+        Some(&venued.admin_token()),
+        "a low-battery alert",
+        Duration::from_secs(30),
+        |h| h["low_battery"] == 1,
+    )
+    .await
+    .unwrap();
     let badge1 = health["beacons"]
         .as_array()
         .and_then(|all| all.iter().find(|b| b["beacon"] == badge_id(1)))
