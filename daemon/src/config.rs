@@ -153,6 +153,11 @@ pub struct BleConfig {
     /// A beacon reporting (Eddystone-TLM) a battery below this many millivolts raises a
     /// low-battery alert. Default 2500 (a CR2032 near the end of its life).
     pub low_battery_mv: u16,
+    /// Record every received advert to this file (JSON lines, the replay format), for field
+    /// diagnosis and trace tests. Default empty: off.
+    pub record_file: String,
+    /// Stop recording when the file reaches this many MiB. Default 1024.
+    pub record_max_mib: u64,
 }
 
 /// One scanner of `[[ble.scanners]]`.
@@ -202,6 +207,8 @@ impl Default for BleConfig {
             away_timeout_secs: ble_scanner::presence::DEFAULT_AWAY_TIMEOUT_MS / 1000,
             transition_retention_hours: DEFAULT_TRANSITION_RETENTION_HOURS,
             low_battery_mv: DEFAULT_LOW_BATTERY_MV,
+            record_file: String::new(),
+            record_max_mib: 1024,
         }
     }
 }
@@ -704,6 +711,12 @@ fn validate(
         invalid(
             "ble.silence_restart_secs",
             format!("{} is outside 5..=3600", raw.ble.silence_restart_secs),
+        );
+    }
+    if !(1..=1024 * 1024).contains(&raw.ble.record_max_mib) {
+        invalid(
+            "ble.record_max_mib",
+            format!("{} is outside 1..=1048576", raw.ble.record_max_mib),
         );
     }
     let mut seen_scanners = std::collections::HashSet::new();

@@ -285,6 +285,22 @@ fn start_ble(
         subsystems: state.subsystems.clone(),
         health: state.beacon_health.clone(),
         low_battery_mv: ble.low_battery_mv,
+        recorder: match ble.record_file.as_str() {
+            "" => None,
+            path => match presence::record::Recorder::start(
+                PathBuf::from(path),
+                ble.record_max_mib * 1024 * 1024,
+            ) {
+                Ok(recorder) => {
+                    tracing::info!(file = path, "recording BLE adverts");
+                    Some(recorder)
+                }
+                Err(e) => {
+                    tracing::error!(file = path, error = %e, "cannot record BLE adverts; continuing without");
+                    None
+                }
+            },
+        },
     };
     tracing::info!(source = ?plan.source, scanners = plan.scanners.len(), "BLE presence started");
     tasks.spawn(task.run(rx, stop.clone()));

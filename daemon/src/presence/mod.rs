@@ -8,6 +8,7 @@
 //! transitions do, and they are purged after `ble.transition_retention_hours`.
 
 mod health;
+pub mod record;
 pub mod source;
 
 pub use health::{BeaconHealth, HealthView};
@@ -154,13 +155,15 @@ pub struct PresenceTask {
     pub health: HealthView,
     /// The low-battery threshold, millivolts.
     pub low_battery_mv: u16,
+    /// Where every received advert is recorded, if anywhere.
+    pub recorder: Option<record::Recorder>,
 }
 
 impl PresenceTask {
     /// Runs until `shutdown` turns true or the source ends (a replay), feeding `adverts` through
     /// the engine.
     pub async fn run(
-        self,
+        mut self,
         mut adverts: mpsc::Receiver<Advertisement>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -180,6 +183,9 @@ impl PresenceTask {
                         self.subsystems.set("ble", SubsystemState::Degraded("the advert source ended".into()));
                         break;
                     };
+                    if let Some(recorder) = &mut self.recorder {
+                        recorder.record(&advert);
+                    }
                     self.feed(&mut engine, &mut health, &advert, &mut pending);
                 }
                 _ = tick.tick() => {

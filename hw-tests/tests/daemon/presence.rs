@@ -69,14 +69,16 @@ async fn a_recorded_walk_becomes_transitions_under_privacy_and_occupancy() {
 
     let recording = dir.path().join("walk.jsonl");
     std::fs::write(&recording, walk()).unwrap();
+    let recorded = dir.path().join("recorded.jsonl");
     let config = dir.path().join("venued.toml");
     std::fs::write(
         &config,
         format!(
-            "[ble]\nsource = \"replay\"\nreplay_file = {:?}\nswitch_dwell_secs = 1\n\
+            "[ble]\nsource = \"replay\"\nreplay_file = {:?}\nrecord_file = {:?}\nswitch_dwell_secs = 1\n\
              [[ble.scanners]]\nid = \"scanner-a\"\nzone = \"zone-a\"\n\
              [[ble.scanners]]\nid = \"scanner-b\"\nzone = \"zone-b\"\n",
-            recording.display().to_string()
+            recording.display().to_string(),
+            recorded.display().to_string(),
         ),
     )
     .unwrap();
@@ -132,6 +134,18 @@ async fn a_recorded_walk_becomes_transitions_under_privacy_and_occupancy() {
         metrics.contains("venued_ble_low_battery_alerts_total 1"),
         "one alert, not one per frame"
     );
+
+    // Let the replay run to its end (venued reports the source as ended) before stopping, so
+    // the recording can be compared with the whole input.
+    wait_for_json(
+        &venued.url("/readyz"),
+        None,
+        "the end of the replay",
+        Duration::from_secs(30),
+        |r| r["checks"]["ble"]["detail"] == "the advert source ended",
+    )
+    .await
+    .unwrap();
     let exit = venued.terminate(Duration::from_secs(10)).await.unwrap();
     assert!(exit.success());
 
@@ -159,6 +173,21 @@ async fn a_recorded_walk_becomes_transitions_under_privacy_and_occupancy() {
         ],
         "only the zone-privacy attendee is stored; the hidden and the unknown badge are not"
     );
+    // Everything the daemon received was recorded, in order (timestamps rebased by the replay).
+    let strip = |a: ble_scanner::Advertisement| ble_scanner::Advertisement { at_ms: 0, ..a };
+    let read = |bytes: &[u8]| -> Vec<ble_scanner::Advertisement> {
+        replay::Reader::new(bytes)
+            .map(|a| strip(a.unwrap()))
+            .collect()
+    };
+    let (got, sent) = (read(&std::fs::read(&recorded).unwrap()), read(&walk()));
+    let first_difference = got.iter().zip(&sent).position(|(g, s)| g != s);
+    assert_eq!(
+        (got.len(), first_difference),
+        (sent.len(), None),
+        "recording differs from what was replayed"
+    );
+
     let logged: i64 = db
         .query_row(
             "SELECT count(*) FROM ops WHERE kind = 'presence.transition'",
