@@ -58,20 +58,29 @@ impl VirtualBluez {
             .await
             .context("dbus-daemon printed no address within 20 s")??
             .context("dbus-daemon exited before listening")?;
+        let mut this = Self {
+            _dir: dir,
+            _bus: bus,
+            mock: None,
+            address: address.trim().to_string(),
+        };
+        this.start_bluetoothd()?;
+        Ok(this)
+    }
+
+    /// Starts the mock `org.bluez` (again, after [`Self::stop_bluetoothd`]: a bluetoothd
+    /// restart; adapters and devices must be added anew, as after a real restart).
+    pub fn start_bluetoothd(&mut self) -> anyhow::Result<()> {
         let mock = Command::new(PYTHON)
             .args(["-m", "dbusmock", "--system", "--template", "bluez5"])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .context("cannot start python3 -m dbusmock (Debian package python3-dbusmock)")?;
-        Ok(Self {
-            _dir: dir,
-            _bus: bus,
-            mock: Some(mock),
-            address: address.trim().to_string(),
-        })
+        self.mock = Some(mock);
+        Ok(())
     }
 
     /// Runs the control script (`add-adapter`, `add-device`, `advert`); its output.

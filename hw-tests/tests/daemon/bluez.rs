@@ -22,6 +22,15 @@ async fn wait_for(
         .unwrap()
 }
 
+/// `venued_ble_adverts_total{scanner="hci0"}` from the metrics text.
+async fn adverts_counted(url: &str) -> u64 {
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("venued_ble_adverts_total{scanner=\"hci0\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
 async fn adverts_on_a_virtual_bluez_become_presence() {
     let mut bluez = VirtualBluez::start().await.unwrap();
@@ -126,6 +135,32 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
     })
     .await;
     assert_eq!(ready["ready"], true, "{ready}");
+
+    // bluetoothd comes back (with its adapter and the badge): venued reconnects by itself and
+    // counts adverts again.
+    bluez.start_bluetoothd().unwrap();
+    bluez.ctl(&["add-adapter", "hci0"]).await.unwrap();
+    bluez
+        .ctl(&["add-device", "hci0", MAC, "badge-1"])
+        .await
+        .unwrap();
+    wait_for(&venued.url("/readyz"), "BLE scanning again", |r| {
+        r["checks"]["ble"]["state"] == "ok"
+    })
+    .await;
+    let adverts_before = adverts_counted(&venued.url("/metrics")).await;
+    bluez
+        .ctl(&["advert", "hci0", MAC, "-58", "004c", &payload])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while adverts_counted(&venued.url("/metrics")).await <= adverts_before {
+        assert!(
+            Instant::now() < deadline,
+            "no advert counted after the reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let exit = venued.terminate(Duration::from_secs(10)).await.unwrap();
     assert!(exit.success());
