@@ -176,9 +176,12 @@ impl Daemon {
         // Boxed so it can be dropped (closing connections and releasing the router's store
         // handles) before the store is closed.
         let mut serve = Box::pin(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(graceful)
-                .into_future(),
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(graceful)
+            .into_future(),
         );
         let result = tokio::select! {
             biased;

@@ -19,6 +19,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     challenge: Option<&'static str>,
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -29,6 +30,7 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: None,
+            retry_after_secs: None,
         }
     }
 
@@ -37,6 +39,18 @@ impl ApiError {
         Self {
             challenge: Some(scheme),
             ..Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
+    }
+
+    /// 429 for a source over its failed-authentication budget.
+    pub fn too_many_attempts(retry_after: std::time::Duration) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after.as_secs().max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "too many failed authentications from this address; wait before retrying",
+            )
         }
     }
 
@@ -59,6 +73,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if let Some(scheme) = self.challenge {
             let value = format!("{scheme} realm=\"venued\"");
             if let Ok(v) = HeaderValue::from_str(&value) {

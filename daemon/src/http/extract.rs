@@ -1,6 +1,9 @@
 //! Extractors whose rejections use the API's error body: JSON bodies, and the credentials of
 //! admins and devices.
 
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -59,6 +62,29 @@ pub(super) fn body_rejection(rejection: axum::extract::rejection::BytesRejection
     }
 }
 
+/// The peer's address (unspecified when the app runs without connection info, as in-process).
+fn peer(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+/// Refuses a source over its failed-authentication budget, before any credential work.
+fn check_budget(state: &AppState, source: IpAddr) -> Result<(), ApiError> {
+    state
+        .auth
+        .failures
+        .check(source)
+        .map_err(ApiError::too_many_attempts)
+}
+
+fn failed(state: &AppState, source: IpAddr) {
+    state.metrics.auth_failures.inc();
+    state.auth.failures.failed(source);
+}
+
 /// Proof that the request carries the admin bearer token.
 pub(super) struct Admin;
 
@@ -66,16 +92,18 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let source = peer(parts);
+        check_budget(state, source)?;
         let token = authorization(parts).and_then(|v| v.strip_prefix("Bearer "));
         match token {
             Some(t) if state.auth.is_admin(t) => Ok(Admin),
             Some(_) => {
-                state.metrics.auth_failures.inc();
+                failed(state, source);
                 tracing::warn!(path = %parts.uri.path(), "admin request with a wrong token");
                 Err(ApiError::unauthorized("Bearer", "wrong admin token"))
             }
             None => {
-                state.metrics.auth_failures.inc();
+                failed(state, source);
                 Err(ApiError::unauthorized(
                     "Bearer",
                     "admin endpoints need `Authorization: Bearer <token>`; the token is in the \
@@ -98,8 +126,10 @@ impl FromRequestParts<AppState> for Device {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let source = peer(parts);
+        check_budget(state, source)?;
         let Some((id, password)) = basic_credentials(parts) else {
-            state.metrics.auth_failures.inc();
+            failed(state, source);
             return Err(ApiError::unauthorized(
                 "Basic",
                 "device endpoints need HTTP Basic credentials: the device id and its password",
@@ -108,7 +138,7 @@ impl FromRequestParts<AppState> for Device {
         match state.auth.device(&state.store, &id, &password).await {
             Ok(kind) => Ok(Device { id, kind }),
             Err(e) => {
-                state.metrics.auth_failures.inc();
+                failed(state, source);
                 tracing::warn!(device = %id.chars().take(64).collect::<String>(), "device authentication failed");
                 Err(e.into())
             }

@@ -334,3 +334,60 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
         "nothing partial was written"
     );
 }
+
+#[tokio::test]
+async fn repeated_wrong_credentials_are_refused_per_source_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .spawn()
+        .await
+        .unwrap();
+    let right = Admin::new(&venued).kiosk("kiosk-1").await.unwrap();
+    let wrong = basic("kiosk-1", "guess");
+    let lookup = venued.url("/api/v1/attendees?q=ada");
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let attacker = from([127, 0, 0, 1]);
+    for attempt in 1..=10 {
+        let status = attacker
+            .get(&lookup)
+            .header("authorization", &wrong)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "attempt {attempt}");
+    }
+    let refused = attacker
+        .get(&lookup)
+        .header("authorization", &wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_attempts");
+    // While limited, even the right password is not tried from that address...
+    let status = attacker
+        .get(&lookup)
+        .header("authorization", &right)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 429);
+    // ...but another address is not affected.
+    let status = from([127, 0, 0, 2])
+        .get(&lookup)
+        .header("authorization", &right)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+}
