@@ -608,14 +608,9 @@ fn validate(
     data_dir_override: Option<&Path>,
     problems: &mut Vec<ConfigProblem>,
 ) -> Config {
-    let mut invalid = |key: &str, reason: String| {
-        problems.push(ConfigProblem::Invalid {
-            key: key.into(),
-            reason,
-        })
-    };
     let http_listen = raw.http.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
         invalid(
+            problems,
             "http.listen",
             format!(
                 "`{}` is not an address and port; write e.g. \"0.0.0.0:8080\" or \"[::]:8080\"",
@@ -624,50 +619,52 @@ fn validate(
         );
         SocketAddr::from(([0, 0, 0, 0], 8080))
     });
-    if !(1024..=64 * 1024 * 1024).contains(&raw.http.max_body_bytes) {
-        invalid(
-            "http.max_body_bytes",
-            format!("{} is outside 1024..=67108864", raw.http.max_body_bytes),
-        );
-    }
-    if !(1024..=1024 * 1024 * 1024).contains(&raw.http.max_import_bytes) {
-        invalid(
-            "http.max_import_bytes",
-            format!("{} is outside 1024..=1073741824", raw.http.max_import_bytes),
-        );
-    }
-    if !(1..=3600).contains(&raw.http.request_timeout_secs) {
-        invalid(
-            "http.request_timeout_secs",
-            format!("{} is outside 1..=3600", raw.http.request_timeout_secs),
-        );
-    }
-    if !(1..=60).contains(&raw.http.shutdown_timeout_secs) {
-        invalid(
-            "http.shutdown_timeout_secs",
-            format!("{} is outside 1..=60", raw.http.shutdown_timeout_secs),
-        );
-    }
-    if !(1..=64).contains(&raw.store.readers) {
-        invalid(
-            "store.readers",
-            format!("{} is outside 1..=64", raw.store.readers),
-        );
-    }
-    if !(1..=65_536).contains(&raw.store.max_group_writes) {
-        invalid(
-            "store.max_group_writes",
-            format!("{} is outside 1..=65536", raw.store.max_group_writes),
-        );
-    }
-    if !(1..=1_000_000).contains(&raw.store.write_queue_depth) {
-        invalid(
-            "store.write_queue_depth",
-            format!("{} is outside 1..=1000000", raw.store.write_queue_depth),
-        );
-    }
+    check_range(
+        problems,
+        "http.max_body_bytes",
+        raw.http.max_body_bytes,
+        1024,
+        64 * 1024 * 1024,
+    );
+    check_range(
+        problems,
+        "http.max_import_bytes",
+        raw.http.max_import_bytes,
+        1024,
+        1024 * 1024 * 1024,
+    );
+    check_range(
+        problems,
+        "http.request_timeout_secs",
+        raw.http.request_timeout_secs,
+        1,
+        3600,
+    );
+    check_range(
+        problems,
+        "http.shutdown_timeout_secs",
+        raw.http.shutdown_timeout_secs,
+        1,
+        60,
+    );
+    check_range(problems, "store.readers", raw.store.readers, 1, 64);
+    check_range(
+        problems,
+        "store.max_group_writes",
+        raw.store.max_group_writes,
+        1,
+        65_536,
+    );
+    check_range(
+        problems,
+        "store.write_queue_depth",
+        raw.store.write_queue_depth,
+        1,
+        1_000_000,
+    );
     if raw.store.idempotency_retention_hours < 24 {
         invalid(
+            problems,
             "store.idempotency_retention_hours",
             format!(
                 "{} is below 24; retried requests must be recognised for at least a day",
@@ -677,6 +674,7 @@ fn validate(
     }
     if !is_valid_id(&raw.event.id) {
         invalid(
+            problems,
             "event.id",
             format!(
                 "`{}` must be 1-64 characters of a-z, A-Z, 0-9, `-`, `_` or `.`",
@@ -686,12 +684,14 @@ fn validate(
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.filter) {
         invalid(
+            problems,
             "log.filter",
             format!("`{}` is not a valid filter: {e}", raw.log.filter),
         );
     }
     if raw.ble.source == BleSource::Replay && raw.ble.replay_file.is_empty() {
         invalid(
+            problems,
             "ble.replay_file",
             "`ble.source = \"replay\"` needs the recording's path in `ble.replay_file`".into(),
         );
@@ -700,6 +700,7 @@ fn validate(
         && !raw.ble.scanners.iter().any(|s| s.id == raw.ble.adapter)
     {
         invalid(
+            problems,
             "ble.scanners",
             format!(
                 "`ble.source = \"bluez\"` needs a [[ble.scanners]] entry with id = \"{}\" saying which zone the adapter covers",
@@ -707,22 +708,25 @@ fn validate(
             ),
         );
     }
-    if !(5..=3600).contains(&raw.ble.silence_restart_secs) {
-        invalid(
-            "ble.silence_restart_secs",
-            format!("{} is outside 5..=3600", raw.ble.silence_restart_secs),
-        );
-    }
-    if !(1..=1024 * 1024).contains(&raw.ble.record_max_mib) {
-        invalid(
-            "ble.record_max_mib",
-            format!("{} is outside 1..=1048576", raw.ble.record_max_mib),
-        );
-    }
+    check_range(
+        problems,
+        "ble.silence_restart_secs",
+        raw.ble.silence_restart_secs,
+        5,
+        3600,
+    );
+    check_range(
+        problems,
+        "ble.record_max_mib",
+        raw.ble.record_max_mib,
+        1,
+        1024 * 1024,
+    );
     let mut seen_scanners = std::collections::HashSet::new();
     for (i, scanner) in raw.ble.scanners.iter().enumerate() {
         if !is_valid_id(&scanner.id) || !seen_scanners.insert(scanner.id.as_str()) {
             invalid(
+                problems,
                 &format!("ble.scanners[{i}].id"),
                 format!(
                     "`{}` must be a unique id of a-z, A-Z, 0-9, `-`, `_` or `.`",
@@ -732,47 +736,48 @@ fn validate(
         }
         if !is_valid_id(&scanner.zone) {
             invalid(
+                problems,
                 &format!("ble.scanners[{i}].zone"),
                 format!("`{}` is not a zone id", scanner.zone),
             );
         }
-        if !(-40.0..=40.0).contains(&scanner.rssi_offset_db) {
-            invalid(
-                &format!("ble.scanners[{i}].rssi_offset_db"),
-                format!("{} dB is outside -40..=40", scanner.rssi_offset_db),
-            );
-        }
-    }
-    if !(1..=16).contains(&raw.ble.min_readings) {
-        invalid(
-            "ble.min_readings",
-            format!("{} is outside 1..=16", raw.ble.min_readings),
+        check_range(
+            problems,
+            &format!("ble.scanners[{i}].rssi_offset_db"),
+            scanner.rssi_offset_db,
+            -40.0,
+            40.0,
         );
     }
-    if !(0.0..=40.0).contains(&raw.ble.switch_margin_db) {
-        invalid(
-            "ble.switch_margin_db",
-            format!("{} is outside 0..=40", raw.ble.switch_margin_db),
-        );
-    }
-    if !(1..=3600).contains(&raw.ble.away_timeout_secs) {
-        invalid(
-            "ble.away_timeout_secs",
-            format!("{} is outside 1..=3600", raw.ble.away_timeout_secs),
-        );
-    }
+    check_range(problems, "ble.min_readings", raw.ble.min_readings, 1, 16);
+    check_range(
+        problems,
+        "ble.switch_margin_db",
+        raw.ble.switch_margin_db,
+        0.0,
+        40.0,
+    );
+    check_range(
+        problems,
+        "ble.away_timeout_secs",
+        raw.ble.away_timeout_secs,
+        1,
+        3600,
+    );
     if raw.ble.switch_dwell_secs > 3600 {
         invalid(
+            problems,
             "ble.switch_dwell_secs",
             format!("{} is above 3600", raw.ble.switch_dwell_secs),
         );
     }
-    if !(1..=24 * 365).contains(&raw.ble.transition_retention_hours) {
-        invalid(
-            "ble.transition_retention_hours",
-            format!("{} is outside 1..=8760", raw.ble.transition_retention_hours),
-        );
-    }
+    check_range(
+        problems,
+        "ble.transition_retention_hours",
+        raw.ble.transition_retention_hours,
+        1,
+        24 * 365,
+    );
     let data_dir = match data_dir_override {
         Some(p) => p.to_path_buf(),
         None if !raw.data_dir.is_empty() => PathBuf::from(&raw.data_dir),
@@ -793,6 +798,27 @@ fn validate(
         event: raw.event,
         log: raw.log,
         ble: raw.ble,
+    }
+}
+
+/// Reports `key` as invalid.
+fn invalid(problems: &mut Vec<ConfigProblem>, key: &str, reason: String) {
+    problems.push(ConfigProblem::Invalid {
+        key: key.into(),
+        reason,
+    });
+}
+
+/// Reports `key` unless `lo <= value <= hi`.
+fn check_range<T: PartialOrd + Copy + fmt::Display>(
+    problems: &mut Vec<ConfigProblem>,
+    key: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) {
+    if !(lo..=hi).contains(&value) {
+        invalid(problems, key, format!("{value} is outside {lo}..={hi}"));
     }
 }
 
