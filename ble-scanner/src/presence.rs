@@ -165,6 +165,18 @@ pub enum Rejected {
     TooManyBeacons,
 }
 
+impl Rejected {
+    /// A fixed, short name, e.g. for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownScanner => "unknown_scanner",
+            Self::AbsurdRssi => "absurd_rssi",
+            Self::OutOfOrder => "out_of_order",
+            Self::TooManyBeacons => "too_many_beacons",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Kalman {
     estimate: f64,

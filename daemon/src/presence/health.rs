@@ -78,23 +78,39 @@ impl Tracker {
         if self.beacons.len() >= MAX_ENTRIES && !self.beacons.contains_key(id) {
             self.forget_oldest();
         }
-        let entry = self
-            .beacons
-            .entry(id.clone())
-            .or_insert_with(|| BeaconHealth {
-                beacon: id.to_string(),
-                last_seen_ms: at_ms,
-                battery_mv: None,
-                temperature_c: None,
-                low_battery: false,
-            });
-        entry.last_seen_ms = entry.last_seen_ms.max(at_ms);
-        if self.addresses.len() >= MAX_ENTRIES {
-            self.addresses
-                .retain(|_, (_, t)| at_ms.saturating_sub(*t) < ADDRESS_JOIN_MS);
+        // Called for every id advert: update in place, and clone or allocate only for a beacon
+        // or address not seen before.
+        match self.beacons.get_mut(id) {
+            Some(entry) => entry.last_seen_ms = entry.last_seen_ms.max(at_ms),
+            None => {
+                self.beacons.insert(
+                    id.clone(),
+                    BeaconHealth {
+                        beacon: id.to_string(),
+                        last_seen_ms: at_ms,
+                        battery_mv: None,
+                        temperature_c: None,
+                        low_battery: false,
+                    },
+                );
+            }
         }
-        self.addresses
-            .insert(address.to_string(), (id.clone(), at_ms));
+        match self.addresses.get_mut(address) {
+            Some((joined, seen_at)) => {
+                if joined != id {
+                    *joined = id.clone();
+                }
+                *seen_at = at_ms;
+            }
+            None => {
+                if self.addresses.len() >= MAX_ENTRIES {
+                    self.addresses
+                        .retain(|_, (_, t)| at_ms.saturating_sub(*t) < ADDRESS_JOIN_MS);
+                }
+                self.addresses
+                    .insert(address.to_string(), (id.clone(), at_ms));
+            }
+        }
         self.changed = true;
     }
 

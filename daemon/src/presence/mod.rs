@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ble_scanner::presence::{
-    PresenceConfig, PresenceEngine, PresenceEvent, ScannerConfig, Sighting,
+    PresenceConfig, PresenceEngine, PresenceEvent, Rejected, ScannerConfig, Sighting,
 };
 use ble_scanner::{Advertisement, Frame, parse};
 use serde::Serialize;
@@ -223,7 +223,7 @@ impl PresenceTask {
     ) {
         let Some(scanner) = engine.scanner(&advert.scanner) else {
             // Not labelled by name: unknown names must not grow the metric without bound.
-            self.metrics.rejected("unknown_scanner");
+            self.metrics.rejected(Rejected::UnknownScanner.as_str());
             return;
         };
         self.metrics.advert(&advert.scanner);
@@ -258,9 +258,7 @@ impl PresenceTask {
                 };
                 match engine.sighting(&sighting) {
                     Ok(new) => events.extend(new),
-                    Err(reason) => self
-                        .metrics
-                        .rejected(&format!("{reason:?}").to_ascii_lowercase()),
+                    Err(reason) => self.metrics.rejected(reason.as_str()),
                 }
             }
         }

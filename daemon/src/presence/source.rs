@@ -88,9 +88,11 @@ pub async fn simulate(
                 advert
                     .manufacturer_data
                     .insert(APPLE_COMPANY_ID, payload.clone());
-                if tx.try_send(advert).is_err() {
-                    // The engine is behind or gone; a simulated advert is not worth waiting for.
-                    continue;
+                match tx.try_send(advert) {
+                    // The engine is behind: a simulated advert is not worth waiting for.
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    // The engine is gone: nothing more to simulate for.
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
         }
