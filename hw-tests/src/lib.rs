@@ -175,6 +175,11 @@ impl Venued {
             .to_string()
     }
 
+    /// The daemon's `/metrics` as text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(self.url("/metrics")).await?.text().await?)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)

@@ -23,8 +23,8 @@ async fn wait_for(
 }
 
 /// `venued_ble_adverts_total{scanner="hci0"}` from the metrics text.
-async fn adverts_counted(url: &str) -> u64 {
-    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+async fn adverts_counted(venued: &hw_tests::Venued) -> u64 {
+    let text = venued.metrics().await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("venued_ble_adverts_total{scanner=\"hci0\"} "))
         .and_then(|n| n.trim().parse().ok())
@@ -89,12 +89,7 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
         |o| o["zones"]["hall"] == 1,
     )
     .await;
-    let metrics = reqwest::get(venued.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = venued.metrics().await.unwrap();
     assert!(
         metrics.contains("venued_ble_adverts_total{scanner=\"hci0\"}"),
         "adverts counted per scanner"
@@ -102,10 +97,8 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
 
     // Silence with bluetoothd alive: the watchdog restarts discovery (and counts it).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !reqwest::get(venued.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
+    while !venued
+        .metrics()
         .await
         .unwrap()
         .contains("venued_ble_watchdog_restarts_total 1")
@@ -148,13 +141,13 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
         r["checks"]["ble"]["state"] == "ok"
     })
     .await;
-    let adverts_before = adverts_counted(&venued.url("/metrics")).await;
+    let adverts_before = adverts_counted(&venued).await;
     bluez
         .ctl(&["advert", "hci0", MAC, "-58", "004c", &payload])
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while adverts_counted(&venued.url("/metrics")).await <= adverts_before {
+    while adverts_counted(&venued).await <= adverts_before {
         assert!(
             Instant::now() < deadline,
             "no advert counted after the reconnect"

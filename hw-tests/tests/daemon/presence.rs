@@ -124,12 +124,7 @@ async fn a_recorded_walk_becomes_transitions_under_privacy_and_occupancy() {
         health["low_battery"], 1,
         "only badge 1 sent telemetry: {health}"
     );
-    let metrics = reqwest::get(venued.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = venued.metrics().await.unwrap();
     assert!(
         metrics.contains("venued_ble_low_battery_alerts_total 1"),
         "one alert, not one per frame"
