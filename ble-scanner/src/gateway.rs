@@ -168,6 +168,53 @@ pub struct GatewaySighting {
     pub measured_power_1m: Option<i16>,
 }
 
+impl GatewaySighting {
+    /// The advert that would have produced this sighting, so decoded reports take the same
+    /// path (registry, engine, privacy) as raw ones. `None` for ids that carry no advert form
+    /// here (AltBeacon, EID: ESPresense does not report them as such).
+    pub fn into_advert(self, at_ms: u64) -> Option<Advertisement> {
+        let power = self.measured_power_1m.unwrap_or(DEFAULT_POWER_1M_DBM);
+        let mut advert = Advertisement {
+            scanner: self.room,
+            address: String::new(),
+            rssi: Some(self.rssi),
+            at_ms,
+            ..Advertisement::default()
+        };
+        match self.beacon {
+            BeaconId::IBeacon { uuid, major, minor } => {
+                let power = i8::try_from(power).unwrap_or(DEFAULT_POWER_1M_DBM as i8);
+                advert.address = format!("espresense:{uuid}-{major}-{minor}");
+                advert.manufacturer_data.insert(
+                    crate::advert::APPLE_COMPANY_ID,
+                    crate::beacon::ibeacon_payload(uuid, major, minor, power),
+                );
+            }
+            BeaconId::Eddystone {
+                namespace,
+                instance,
+            } => {
+                // Eddystone advertises power at 0 m; the parser subtracts the 41 dB again.
+                let at_0m = (power + 41).clamp(-100, 20) as i8;
+                let mut frame = vec![0x00, at_0m as u8];
+                frame.extend(namespace);
+                frame.extend(instance);
+                advert.address = format!("espresense:eddy:{}", hexstr(&frame[2..]));
+                advert.service_data.insert(EDDYSTONE_SERVICE, frame);
+            }
+            _ => return None,
+        }
+        Some(advert)
+    }
+}
+
+/// Calibrated RSSI at 1 m assumed when a gateway does not report one (a typical badge).
+const DEFAULT_POWER_1M_DBM: i16 = -59;
+
+fn hexstr(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Decodes an ESPresense `espresense/devices/<id>/<room>` message.
 pub fn decode_espresense(room: &str, payload: &[u8]) -> Result<GatewaySighting, GatewayError> {
     let fields = Fields::parse(payload)?;
@@ -372,6 +419,38 @@ mod tests {
             e.beacon.to_string(),
             "eddystone:edd1ebeac04e5defa017:000000001234"
         );
+    }
+
+    #[test]
+    fn espresense_sightings_become_adverts_the_parser_reads_back() {
+        for (id, want) in [
+            (
+                "iBeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e-2-300",
+                "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:2:300",
+            ),
+            (
+                "eddy:edd1ebeac04e5defa017-000000001234",
+                "eddystone:edd1ebeac04e5defa017:000000001234",
+            ),
+        ] {
+            let payload = format!(r#"{{"id":"{id}","rssi":-70,"rssi@1m":-61}}"#);
+            let sighting = decode_espresense("hall-a", payload.as_bytes()).expect("decodes");
+            let advert = sighting.into_advert(1_000).expect("has an advert form");
+            assert_eq!(
+                (advert.scanner.as_str(), advert.rssi, advert.at_ms),
+                ("hall-a", Some(-70), 1_000)
+            );
+            let frames = parse(&advert);
+            let Some(Frame::Id {
+                id: parsed,
+                measured_power_1m,
+            }) = frames.first()
+            else {
+                panic!("{id}: no id frame in {frames:?}");
+            };
+            assert_eq!(parsed.to_string(), want);
+            assert_eq!(*measured_power_1m, -61, "{id}");
+        }
     }
 
     #[test]
