@@ -48,6 +48,7 @@ struct RawConfig {
     event: EventConfig,
     log: LogConfig,
     ble: BleConfig,
+    mqtt: MqttConfig,
 }
 
 /// `[http]`: the HTTP API listener.
@@ -128,7 +129,8 @@ impl Default for EventConfig {
 #[serde(default)]
 pub struct BleConfig {
     /// Where adverts come from: `none`, `bluez` (the local adapter), `simulated` (badges walking
-    /// between the demo zones), or `replay` (a JSON-lines recording, `replay_file`). Default `none`; `--demo` turns on
+    /// between the demo zones), `replay` (a JSON-lines recording, `replay_file`), or `gateways`
+    /// (only BLE gateways over MQTT). Gateways listed in `scanners` are heard with any source. Default `none`; `--demo` turns on
     /// `simulated`.
     pub source: BleSource,
     /// The recording `replay` plays back.
@@ -185,6 +187,8 @@ pub enum BleSource {
     Simulated,
     /// A JSON-lines recording.
     Replay,
+    /// Only BLE gateways forwarding adverts over MQTT (each a scanner of `[[ble.scanners]]`).
+    Gateways,
 }
 
 /// Default low-battery threshold, millivolts.
@@ -213,6 +217,78 @@ impl Default for BleConfig {
     }
 }
 
+/// Default MQTT 3.1.1 listener.
+pub const DEFAULT_MQTT_LISTEN: &str = "0.0.0.0:1883";
+/// Default MQTT-over-WebSocket (3.1.1) listener, for browser signage.
+pub const DEFAULT_MQTT_WS_LISTEN: &str = "0.0.0.0:8083";
+/// Default cap on one MQTT packet: room for a signage content manifest.
+pub const DEFAULT_MQTT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// `[mqtt]`: the embedded broker for kiosks, signage and BLE gateways.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MqttConfig {
+    /// Run the broker. Default true.
+    pub enabled: bool,
+    /// MQTT 3.1.1 listener. Default `0.0.0.0:1883`.
+    pub listen: String,
+    /// MQTT 5 listener (its own port: the broker speaks one version per port). Default empty: off.
+    pub listen_v5: String,
+    /// MQTT 3.1.1 over WebSocket, for browser-based signage. Default `0.0.0.0:8083`; empty: off.
+    pub listen_ws: String,
+    /// MQTT 3.1.1 over TLS. Needs `tls_cert` and `tls_key`. Default empty: off.
+    pub listen_tls: String,
+    /// PEM certificate chain for `listen_tls`.
+    pub tls_cert: String,
+    /// PEM private key (PKCS#8, RSA or SEC1) for `listen_tls`.
+    pub tls_key: String,
+    /// First topic level; the tree is `{topic_root}/{event id}/...`. Default `venue`.
+    pub topic_root: String,
+    /// Most simultaneous client connections. Default 1000.
+    pub max_connections: usize,
+    /// Largest accepted packet, bytes. Default 256 KiB.
+    pub max_payload_bytes: usize,
+    /// Bytes per in-memory log segment, per subscription filter. Default 1 MiB.
+    pub segment_bytes: usize,
+    /// Segments kept per subscription filter. Default 3 (so at most ~4 MiB per filter).
+    pub segment_count: usize,
+    /// Milliseconds a new connection has to send CONNECT. Default 10000.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: DEFAULT_MQTT_LISTEN.into(),
+            listen_v5: String::new(),
+            listen_ws: DEFAULT_MQTT_WS_LISTEN.into(),
+            listen_tls: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            topic_root: "venue".into(),
+            max_connections: 1000,
+            max_payload_bytes: DEFAULT_MQTT_MAX_PAYLOAD_BYTES,
+            segment_bytes: 1024 * 1024,
+            segment_count: 3,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The parsed MQTT listener addresses (`None`: that listener is off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MqttListeners {
+    /// MQTT 3.1.1 over TCP.
+    pub tcp: Option<SocketAddr>,
+    /// MQTT 5 over TCP.
+    pub v5: Option<SocketAddr>,
+    /// MQTT 3.1.1 over WebSocket.
+    pub ws: Option<SocketAddr>,
+    /// MQTT 3.1.1 over TLS.
+    pub tls: Option<SocketAddr>,
+}
+
 /// `[log]`: logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -226,7 +302,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info".into(),
+            filter: "info,rumqttd=warn".into(),
             output: LogOutput::Auto,
         }
     }
@@ -261,6 +337,10 @@ pub struct Config {
     pub log: LogConfig,
     /// BLE presence settings.
     pub ble: BleConfig,
+    /// MQTT broker settings.
+    pub mqtt: MqttConfig,
+    /// Parsed MQTT listener addresses.
+    pub mqtt_listeners: MqttListeners,
 }
 
 impl Default for Config {
@@ -400,6 +480,7 @@ pub fn load_str(
             "event" => raw.event = section(key, value, origin, &defaults, &mut problems),
             "log" => raw.log = section(key, value, origin, &defaults, &mut problems),
             "ble" => raw.ble = section(key, value, origin, &defaults, &mut problems),
+            "mqtt" => raw.mqtt = section(key, value, origin, &defaults, &mut problems),
             _ => problems.push(ConfigProblem::UnknownKey {
                 key: key.clone(),
                 source: origin.into(),
@@ -708,6 +789,13 @@ fn validate(
             ),
         );
     }
+    if raw.ble.source == BleSource::Gateways && raw.ble.scanners.is_empty() {
+        invalid(
+            problems,
+            "ble.scanners",
+            "`ble.source = \"gateways\"` needs a [[ble.scanners]] entry per gateway (id = its device id, zone = the zone it covers)".into(),
+        );
+    }
     check_range(
         problems,
         "ble.silence_restart_secs",
@@ -778,6 +866,7 @@ fn validate(
         1,
         24 * 365,
     );
+    let mqtt_listeners = validate_mqtt(&raw.mqtt, problems);
     let data_dir = match data_dir_override {
         Some(p) => p.to_path_buf(),
         None if !raw.data_dir.is_empty() => PathBuf::from(&raw.data_dir),
@@ -798,10 +887,92 @@ fn validate(
         event: raw.event,
         log: raw.log,
         ble: raw.ble,
+        mqtt: raw.mqtt,
+        mqtt_listeners,
     }
 }
 
 /// Reports `key` as invalid.
+fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Vec<ConfigProblem>) -> MqttListeners {
+    let mut addr = |key: &str, value: &str| -> Option<SocketAddr> {
+        if value.is_empty() || !mqtt.enabled {
+            return None;
+        }
+        value.parse::<SocketAddr>().map_or_else(
+            |_| {
+                invalid(
+                    problems,
+                    key,
+                    format!("`{value}` is not an address and port; write e.g. \"0.0.0.0:1883\", or \"\" to turn it off"),
+                );
+                None
+            },
+            Some,
+        )
+    };
+    let listeners = MqttListeners {
+        tcp: addr("mqtt.listen", &mqtt.listen),
+        v5: addr("mqtt.listen_v5", &mqtt.listen_v5),
+        ws: addr("mqtt.listen_ws", &mqtt.listen_ws),
+        tls: addr("mqtt.listen_tls", &mqtt.listen_tls),
+    };
+    if listeners.tls.is_some() && (mqtt.tls_cert.is_empty() || mqtt.tls_key.is_empty()) {
+        invalid(
+            problems,
+            "mqtt.listen_tls",
+            "a TLS listener needs `mqtt.tls_cert` and `mqtt.tls_key` (PEM files)".into(),
+        );
+    }
+    let root_ok = !mqtt.topic_root.is_empty()
+        && mqtt.topic_root.len() <= 64
+        && mqtt
+            .topic_root
+            .split('/')
+            .all(|level| is_valid_id(level) && !level.starts_with('$'));
+    if !root_ok {
+        invalid(
+            problems,
+            "mqtt.topic_root",
+            format!(
+                "`{}` must be one or more `/`-separated levels of a-z, A-Z, 0-9, `-`, `_` or `.` (no wildcards, no leading `$`)",
+                mqtt.topic_root
+            ),
+        );
+    }
+    check_range(
+        problems,
+        "mqtt.max_connections",
+        mqtt.max_connections,
+        1,
+        100_000,
+    );
+    check_range(
+        problems,
+        "mqtt.max_payload_bytes",
+        mqtt.max_payload_bytes,
+        1024,
+        16 * 1024 * 1024,
+    );
+    // The broker panics on segments below 1 KiB or a count of zero: refuse them here.
+    check_range(
+        problems,
+        "mqtt.segment_bytes",
+        mqtt.segment_bytes,
+        64 * 1024,
+        256 * 1024 * 1024,
+    );
+    check_range(problems, "mqtt.segment_count", mqtt.segment_count, 1, 64);
+    // The broker keeps this as a u16 of milliseconds.
+    check_range(
+        problems,
+        "mqtt.connect_timeout_ms",
+        mqtt.connect_timeout_ms,
+        100,
+        u64::from(u16::MAX),
+    );
+    listeners
+}
+
 fn invalid(problems: &mut Vec<ConfigProblem>, key: &str, reason: String) {
     problems.push(ConfigProblem::Invalid {
         key: key.into(),

@@ -22,6 +22,7 @@ pub mod domain;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod mqtt;
 pub mod oplog;
 pub mod outbox;
 pub mod presence;

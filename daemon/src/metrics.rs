@@ -168,6 +168,109 @@ impl PresenceMetrics {
     }
 }
 
+/// A `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhyLabel {
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// MQTT broker and front metrics.
+#[derive(Clone)]
+pub struct MqttMetrics {
+    /// Client connections open now.
+    pub connections: Gauge,
+    /// Connections refused before reaching the broker, by reason.
+    pub refused: Family<WhyLabel, Counter>,
+    /// Failed device logins.
+    pub auth_failures: Counter,
+    /// PUBLISH packets from clients that reached the broker.
+    pub publishes_in: Counter,
+    /// Messages the daemon published.
+    pub publishes_out: Counter,
+    /// Publishes and subscriptions refused by the daemon's authorisation, by reason; the
+    /// connection is closed and nothing changes.
+    pub rejected: Family<WhyLabel, Counter>,
+    /// Messages for the daemon that were well-routed but unusable (bad JSON, unknown kiosk or
+    /// attendee, ...), by reason.
+    pub invalid: Family<WhyLabel, Counter>,
+    /// Messages the daemon could not take in because its queue was full.
+    pub dropped: Counter,
+    /// Times the broker paused the daemon's link for a full buffer (then woken).
+    pub link_unscheduled: Counter,
+    /// Check-ins applied over MQTT, by `result` (reason label).
+    pub checkins: Family<WhyLabel, Counter>,
+}
+
+impl MqttMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            connections: Gauge::default(),
+            refused: Family::default(),
+            auth_failures: Counter::default(),
+            publishes_in: Counter::default(),
+            publishes_out: Counter::default(),
+            rejected: Family::default(),
+            invalid: Family::default(),
+            dropped: Counter::default(),
+            link_unscheduled: Counter::default(),
+            checkins: Family::default(),
+        };
+        registry.register(
+            "venued_mqtt_connections",
+            "MQTT client connections open now",
+            m.connections.clone(),
+        );
+        registry.register(
+            "venued_mqtt_refused_connections",
+            "MQTT connections refused before the broker, by reason",
+            m.refused.clone(),
+        );
+        registry.register(
+            "venued_mqtt_auth_failures",
+            "MQTT logins refused for wrong credentials",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "venued_mqtt_publishes_in",
+            "PUBLISH packets from clients passed to the broker",
+            m.publishes_in.clone(),
+        );
+        registry.register(
+            "venued_mqtt_publishes_out",
+            "Messages published by the daemon",
+            m.publishes_out.clone(),
+        );
+        registry.register("venued_mqtt_rejected", "Publishes, wills and subscriptions refused by authorisation (connection closed), by reason", m.rejected.clone());
+        registry.register(
+            "venued_mqtt_invalid_messages",
+            "Messages to the daemon that changed nothing because they were invalid, by reason",
+            m.invalid.clone(),
+        );
+        registry.register(
+            "venued_mqtt_dropped",
+            "Messages to the daemon dropped because its queue was full",
+            m.dropped.clone(),
+        );
+        registry.register(
+            "venued_mqtt_link_unscheduled",
+            "Times the broker paused the daemon's link for a full buffer",
+            m.link_unscheduled.clone(),
+        );
+        registry.register(
+            "venued_mqtt_checkins",
+            "Check-ins received over MQTT, by result",
+            m.checkins.clone(),
+        );
+        m
+    }
+
+    /// Metrics that go nowhere, for tests.
+    pub fn detached() -> Self {
+        Self::new(&mut Registry::default())
+    }
+}
+
 /// All metrics of the daemon.
 #[derive(Clone)]
 pub struct Metrics {
@@ -182,6 +285,8 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// BLE presence.
     pub presence: PresenceMetrics,
+    /// MQTT.
+    pub mqtt: MqttMetrics,
 }
 
 impl Metrics {
@@ -208,6 +313,7 @@ impl Metrics {
             auth_failures.clone(),
         );
         let presence = PresenceMetrics::new(&mut registry);
+        let mqtt = MqttMetrics::new(&mut registry);
         Self {
             registry: Arc::new(registry),
             store,
@@ -215,6 +321,7 @@ impl Metrics {
             outbox_backlog,
             auth_failures,
             presence,
+            mqtt,
         }
     }
 

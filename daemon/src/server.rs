@@ -19,6 +19,7 @@ use crate::domain::{DomainError, entities, idempotency};
 use crate::health::{SubsystemState, Subsystems};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::mqtt::{Mqtt, MqttError};
 use crate::oplog::ENTITIES;
 use crate::presence::{self, OccupancyView, PresenceTask};
 use crate::store::{Store, StoreError, StoreOptions};
@@ -37,6 +38,9 @@ pub enum StartError {
     /// First-start setup (admin token, event, demo data) failed.
     #[error("cannot prepare the store: {0}")]
     Setup(#[from] DomainError),
+    /// MQTT could not start.
+    #[error("cannot start MQTT: {0}")]
+    Mqtt(#[from] MqttError),
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {addr}: {source}; is another venued running, or set http.listen")]
     Bind {
@@ -54,6 +58,7 @@ pub struct Daemon {
     admin_token_written: Option<PathBuf>,
     demo: Option<DemoInfo>,
     ble: Option<BlePlan>,
+    mqtt: Option<Mqtt>,
 }
 
 /// What the BLE side will run: the source, its scanners (id, zone, offset), and for the
@@ -95,10 +100,33 @@ impl Daemon {
         if ble.is_none() {
             subsystems.set("ble", SubsystemState::Disabled);
         }
+        let auth = Arc::new(Authenticator::new(admin.sha256));
+        let mqtt = match config.mqtt.enabled {
+            true => {
+                subsystems.set("mqtt", SubsystemState::Ok);
+                let mqtt = Mqtt::start(
+                    &config,
+                    &store,
+                    auth.clone(),
+                    metrics.mqtt.clone(),
+                    demo.is_some(),
+                    &subsystems,
+                )
+                .await?;
+                tracing::info!(listeners = ?mqtt.bound(), "MQTT broker ready");
+                Some(mqtt)
+            }
+            false => {
+                subsystems.set("mqtt", SubsystemState::Disabled);
+                None
+            }
+        };
         let state = AppState {
             store,
             metrics,
-            auth: Arc::new(Authenticator::new(admin.sha256)),
+            auth,
+            mqtt: mqtt.as_ref().map(Mqtt::handle),
+            mqtt_bound: mqtt.as_ref().map(Mqtt::bound).unwrap_or_default(),
             config: Arc::new(config),
             subsystems,
             started,
@@ -111,7 +139,13 @@ impl Daemon {
             admin_token_written: admin.written_to,
             demo,
             ble,
+            mqtt,
         })
+    }
+
+    /// Where MQTT listens, if it runs.
+    pub fn mqtt_bound(&self) -> Option<crate::mqtt::Bound> {
+        self.mqtt.as_ref().map(Mqtt::bound)
     }
 
     /// The bound HTTP address (the real port when configured with port 0).
@@ -152,14 +186,15 @@ impl Daemon {
             state,
             listener,
             ble,
+            mqtt,
             ..
         } = self;
         let drain = Duration::from_secs(state.config.http.shutdown_timeout_secs);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut background = tokio::task::JoinSet::new();
-        if let Some(plan) = ble {
-            start_ble(&state, plan, &mut background, stop_rx.clone());
-        }
+        let adverts = ble.map(|plan| start_ble(&state, plan, &mut background, stop_rx.clone()));
+        let mqtt_stop =
+            mqtt.map(|mqtt| mqtt.serve(state.config.event.id.clone(), adverts, &mut background));
         let retention_ms = state.config.store.idempotency_retention_hours * 3_600_000;
         let purger = tokio::spawn(purge_idempotency_keys(state.store.clone(), retention_ms));
         let store = state.store.clone();
@@ -169,6 +204,9 @@ impl Daemon {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing in-flight requests");
             on_stopping();
+            if let Some(mqtt) = mqtt_stop {
+                mqtt.stop().await;
+            }
             let _ = stop_tx.send(true);
             let _ = begun_tx.send(());
         };
@@ -270,14 +308,18 @@ async fn plan_ble(
     }))
 }
 
+/// Starts BLE presence; returns where adverts from other sources (MQTT gateways) go.
 fn start_ble(
     state: &AppState,
     plan: BlePlan,
     tasks: &mut tokio::task::JoinSet<()>,
     stop: tokio::sync::watch::Receiver<bool>,
-) {
+) -> tokio::sync::mpsc::Sender<ble_scanner::Advertisement> {
     let ble = &state.config.ble;
     let (tx, rx) = tokio::sync::mpsc::channel(presence::ADVERT_QUEUE);
+    // Gateways have their own queue, so the end of a replay is still seen as the local
+    // source's end.
+    let (gateways, gateway_rx) = tokio::sync::mpsc::channel(presence::ADVERT_QUEUE);
     let task = PresenceTask {
         store: state.store.clone(),
         event_id: state.config.event.id.clone(),
@@ -287,6 +329,7 @@ fn start_ble(
         metrics: state.metrics.presence.clone(),
         subsystems: state.subsystems.clone(),
         health: state.beacon_health.clone(),
+        mqtt: state.mqtt.clone(),
         low_battery_mv: ble.low_battery_mv,
         recorder: match ble.record_file.as_str() {
             "" => None,
@@ -306,7 +349,7 @@ fn start_ble(
         },
     };
     tracing::info!(source = ?plan.source, scanners = plan.scanners.len(), "BLE presence started");
-    tasks.spawn(task.run(rx, stop.clone()));
+    tasks.spawn(task.run(rx, gateway_rx, stop.clone()));
     let scanners: Vec<(String, String)> = plan
         .scanners
         .into_iter()
@@ -371,8 +414,17 @@ fn start_ble(
                 }
             });
         }
+        BleSource::Gateways => {
+            // No local source: its queue stays open (and empty) while the daemon runs.
+            tasks.spawn(async move {
+                let mut stop = stop;
+                let _ = stop.changed().await;
+                drop(tx);
+            });
+        }
         BleSource::None => {}
     }
+    gateways
 }
 
 /// Makes sure the configured event exists (and carries the configured name, if one is set).

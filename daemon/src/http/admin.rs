@@ -192,6 +192,9 @@ pub(super) async fn revoke_device(
 ) -> Result<impl IntoResponse, ApiError> {
     devices::revoke(&state.store, id.clone()).await?;
     state.auth.forget_device(&id);
+    if let Some(mqtt) = &state.mqtt {
+        mqtt.disconnect(&id);
+    }
     tracing::info!(device = %id, "device revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -204,6 +207,9 @@ pub(super) async fn reset_device_password(
 ) -> Result<impl IntoResponse, ApiError> {
     let password = devices::reset_password(&state.store, id.clone()).await?;
     state.auth.forget_device(&id);
+    if let Some(mqtt) = &state.mqtt {
+        mqtt.disconnect(&id);
+    }
     Ok(Json(json!({ "id": id, "password": password })))
 }
 
@@ -268,4 +274,78 @@ pub(super) async fn beacon_health(
     let beacons = state.beacon_health.get();
     let low = beacons.iter().filter(|b| b.low_battery).count();
     Ok(Json(json!({ "beacons": beacons, "low_battery": low })))
+}
+
+fn mqtt(state: &AppState) -> Result<&crate::mqtt::MqttHandle, ApiError> {
+    state.mqtt.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mqtt_disabled",
+            "signage content is delivered over MQTT, which is off (mqtt.enabled = false)",
+        )
+    })
+}
+
+fn display_path(display: &str) -> Result<String, ApiError> {
+    if !crate::config::is_valid_id(display) {
+        return Err(ApiError::invalid(format!(
+            "display id `{}` must be 1-64 characters of a-z, A-Z, 0-9, `-`, `_` or `.`",
+            display.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(format!("signage/{display}/content"))
+}
+
+/// `PUT /api/v1/admin/signage/{display}/content`: sets a display's content manifest (any JSON
+/// object), stored and published retained on `signage/{display}/content`.
+pub(super) async fn put_signage(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(display): Path<String>,
+    ApiJson(content): ApiJson<Map<String, Json_>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let path = display_path(&display)?;
+    let payload = crate::mqtt::envelope(json!({ "display": display, "content": content }));
+    mqtt(&state)?.set_retained(&path, payload.clone()).await?;
+    let published: Json_ = serde_json::from_slice(&payload).unwrap_or_default();
+    Ok(Json(
+        json!({ "topic": mqtt(&state)?.tree().topic(&path), "payload": published }),
+    ))
+}
+
+/// `GET /api/v1/admin/signage/{display}/content`: what the display is shown.
+pub(super) async fn get_signage(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(display): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let path = display_path(&display)?;
+    match mqtt(&state)?.retained(&path).await? {
+        Some(payload) => Ok(Json(
+            serde_json::from_slice::<Json_>(&payload).unwrap_or_default(),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("display `{display}` has no content; PUT a manifest first"),
+        )),
+    }
+}
+
+/// `DELETE /api/v1/admin/signage/{display}/content`: removes it (the display's retained topic
+/// is cleared).
+pub(super) async fn delete_signage(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(display): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let path = display_path(&display)?;
+    match mqtt(&state)?.delete_retained(&path).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("display `{display}` has no content"),
+        )),
+    }
 }

@@ -45,6 +45,10 @@ pub struct AppState {
     pub occupancy: crate::presence::OccupancyView,
     /// Beacon health (last seen, battery) from BLE presence.
     pub beacon_health: crate::presence::HealthView,
+    /// Publishing into the embedded MQTT broker, when it runs.
+    pub mqtt: Option<crate::mqtt::MqttHandle>,
+    /// Where MQTT listens.
+    pub mqtt_bound: crate::mqtt::Bound,
 }
 
 impl AppState {
@@ -82,6 +86,12 @@ pub fn router(state: AppState) -> Router {
             post(admin::reset_device_password),
         )
         .route("/api/v1/admin/conflicts", get(admin::conflicts))
+        .route(
+            "/api/v1/admin/signage/{display}/content",
+            get(admin::get_signage)
+                .put(admin::put_signage)
+                .delete(admin::delete_signage),
+        )
         .route(
             "/api/v1/admin/{collection}",
             get(admin::list).post(admin::upsert),

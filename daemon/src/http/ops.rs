@@ -82,6 +82,7 @@ pub(super) async fn status(State(state): State<AppState>) -> Result<impl IntoRes
         "uptime_secs": state.started.elapsed().as_secs(),
         "outbox": backlog,
         "subsystems": state.subsystems.snapshot(),
+        "mqtt": state.mqtt_bound,
     })))
 }
 

@@ -8,6 +8,7 @@
 //! transitions do, and they are purged after `ble.transition_retention_hours`.
 
 mod health;
+mod outputs;
 pub mod record;
 pub mod source;
 
@@ -157,14 +158,18 @@ pub struct PresenceTask {
     pub low_battery_mv: u16,
     /// Where every received advert is recorded, if anywhere.
     pub recorder: Option<record::Recorder>,
+    /// Where occupancy and alerts are published, when MQTT runs.
+    pub mqtt: Option<crate::mqtt::MqttHandle>,
 }
 
 impl PresenceTask {
-    /// Runs until `shutdown` turns true or the source ends (a replay), feeding `adverts` through
-    /// the engine.
+    /// Runs until `shutdown` turns true or the source ends (a replay), feeding `adverts` (the
+    /// local source) and `gateways` (adverts forwarded by BLE gateways over MQTT) through the
+    /// engine.
     pub async fn run(
         mut self,
         mut adverts: mpsc::Receiver<Advertisement>,
+        mut gateways: mpsc::Receiver<Advertisement>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut engine = PresenceEngine::new(self.engine.clone());
@@ -175,6 +180,7 @@ impl PresenceTask {
         let mut refresh = tokio::time::interval(Duration::from_secs(REGISTRY_REFRESH_SECS));
         let mut purge = tokio::time::interval(Duration::from_secs(PURGE_INTERVAL_SECS));
         let mut pending: Vec<PresenceEvent> = Vec::new();
+        let mut outputs = self.mqtt.clone().map(outputs::MqttOutputs::new);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -186,12 +192,21 @@ impl PresenceTask {
                     if let Some(recorder) = &mut self.recorder {
                         recorder.record(&advert);
                     }
-                    self.feed(&mut engine, &mut health, &advert, &mut pending);
+                    self.feed(&mut engine, &mut health, &advert, &mut pending, outputs.as_ref());
+                }
+                Some(advert) = gateways.recv() => {
+                    if let Some(recorder) = &mut self.recorder {
+                        recorder.record(&advert);
+                    }
+                    self.feed(&mut engine, &mut health, &advert, &mut pending, outputs.as_ref());
                 }
                 _ = tick.tick() => {
                     let now = crate::store::now_ms();
                     pending.extend(engine.tick(now));
-                    self.publish(&engine);
+                    let occupancy = self.publish(&engine);
+                    if let Some(outputs) = &mut outputs {
+                        outputs.occupancy(&occupancy.zones, occupancy.tracked);
+                    }
                     if health.changed() {
                         self.health.set(health.snapshot());
                     }
@@ -220,6 +235,7 @@ impl PresenceTask {
         health: &mut health::Tracker,
         advert: &Advertisement,
         events: &mut Vec<PresenceEvent>,
+        outputs: Option<&outputs::MqttOutputs>,
     ) {
         let Some(scanner) = engine.scanner(&advert.scanner) else {
             // Not labelled by name: unknown names must not grow the metric without bound.
@@ -235,6 +251,13 @@ impl PresenceTask {
             if let Frame::Telemetry(telemetry) = &frame {
                 if let Some(beacon) = health.telemetry(&advert.address, telemetry, advert.at_ms) {
                     self.metrics.low_battery.inc();
+                    if let Some(outputs) = outputs {
+                        outputs.low_battery(
+                            beacon.to_string(),
+                            telemetry.battery_mv.unwrap_or(0),
+                            self.low_battery_mv,
+                        );
+                    }
                     tracing::warn!(
                         beacon = %beacon,
                         battery_mv = telemetry.battery_mv.unwrap_or(0),
@@ -264,7 +287,7 @@ impl PresenceTask {
         }
     }
 
-    fn publish(&self, engine: &PresenceEngine) {
+    fn publish(&self, engine: &PresenceEngine) -> Occupancy {
         let occupancy = Occupancy {
             zones: engine
                 .occupancy()
@@ -275,7 +298,8 @@ impl PresenceTask {
             updated_ms: crate::store::now_ms(),
         };
         self.metrics.tracked.set(occupancy.tracked as i64);
-        self.view.set(occupancy);
+        self.view.set(occupancy.clone());
+        occupancy
     }
 
     /// Writes the transitions of known attendees, each under their privacy setting, in one

@@ -176,6 +176,28 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         before_ms    INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 3: MQTT state that must outlive the broker (which keeps nothing across restarts).
+    r#"
+    -- Every retained message the daemon publishes (signage content, occupancy, device and
+    -- daemon status, active alerts), re-published before the listeners open after a restart.
+    CREATE TABLE mqtt_retained (
+        topic       TEXT PRIMARY KEY,
+        payload     BLOB NOT NULL,
+        updated_ms  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+
+    -- Alerts raised by devices or the daemon; the active ones form `alerts/active`. `id` is the
+    -- sender's alert id, so a QoS 1 redelivery is recognised.
+    CREATE TABLE alerts (
+        id          TEXT PRIMARY KEY,
+        severity    TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        raised_ms   INTEGER NOT NULL,
+        cleared_ms  INTEGER
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX alerts_active ON alerts (cleared_ms, raised_ms);
+    "#,
 ];
 
 /// The schema version this build writes and reads.
