@@ -9,6 +9,7 @@
 //! `cargo build --workspace --bins`), or at `$VENUED_BIN`.
 
 pub mod bluez;
+pub mod mqtt;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -100,6 +101,9 @@ impl VenuedBuilder {
         }
         if self.listen_on_loopback {
             command.env("VENUED_HTTP_LISTEN", "127.0.0.1:0");
+            // MQTT on ports the OS picks, so tests run side by side; `mqtt_addrs` finds them.
+            command.env("VENUED_MQTT_LISTEN", "127.0.0.1:0");
+            command.env("VENUED_MQTT_LISTEN_WS", "127.0.0.1:0");
         }
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
@@ -178,6 +182,19 @@ impl Venued {
     /// The daemon's `/metrics` as text.
     pub async fn metrics(&self) -> anyhow::Result<String> {
         Ok(reqwest::get(self.url("/metrics")).await?.text().await?)
+    }
+
+    /// Where MQTT listens, from `/api/v1/status`: `tcp`, `v5`, `ws`, `tls` (absent when off).
+    pub async fn mqtt_addr(&self, listener: &str) -> anyhow::Result<SocketAddr> {
+        let status: serde_json::Value = reqwest::get(self.url("/api/v1/status"))
+            .await?
+            .json()
+            .await?;
+        status["mqtt"][listener]
+            .as_str()
+            .with_context(|| format!("no MQTT `{listener}` listener in {status}"))?
+            .parse()
+            .context("MQTT address")
     }
 
     /// The process id.
@@ -283,11 +300,17 @@ impl Admin {
 
     /// Registers a kiosk; returns its HTTP Basic `Authorization` header value.
     pub async fn kiosk(&self, id: &str) -> anyhow::Result<String> {
+        let password = self.device(id, "kiosk").await?;
+        Ok(basic(id, &password))
+    }
+
+    /// Registers a device of `kind` (`kiosk`, `signage`, `gateway`); its password.
+    pub async fn device(&self, id: &str, kind: &str) -> anyhow::Result<String> {
         let response = self
             .client
             .post(format!("{}/api/v1/admin/devices", self.base))
             .bearer_auth(&self.token)
-            .json(&serde_json::json!({"id": id, "kind": "kiosk"}))
+            .json(&serde_json::json!({"id": id, "kind": kind}))
             .send()
             .await?;
         let status = response.status();
@@ -295,8 +318,31 @@ impl Admin {
         if !status.is_success() {
             bail!("device creation failed: {status} {body}");
         }
-        let password = body["password"].as_str().unwrap_or_default();
-        Ok(basic(id, password))
+        Ok(body["password"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Sends `method` to `path` under the API with the admin token and a JSON body; the status
+    /// and the JSON answer (null when there is none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
     }
 }
 

@@ -12,5 +12,6 @@ mod crash;
 mod defaults;
 mod idempotency;
 mod journal;
+mod mqtt;
 mod presence;
 mod systemd;

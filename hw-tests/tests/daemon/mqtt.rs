@@ -1,0 +1,716 @@
+//! The embedded MQTT broker through a real venued, with real clients: rumqttc (3.1.1),
+//! mosquitto_pub/sub, and paho-mqtt (MQTT 5 and MQTT over WebSocket).
+
+use std::time::Duration;
+
+use hw_tests::mqtt::{self, Options, Received};
+use hw_tests::{Admin, Venued, VenuedBuilder, open_db};
+use reqwest::Method;
+use rumqttc::QoS;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn device(venued: &Venued, id: &str) -> anyhow::Result<mqtt::Client> {
+    let password = std::fs::read_to_string(venued.data_dir.join(format!("{id}.password")))?;
+    mqtt::connect(
+        venued.mqtt_addr("tcp").await?,
+        Options {
+            id,
+            credentials: Some((id, password.trim())),
+            will: None,
+        },
+    )
+    .await
+}
+
+/// Registers a device and keeps its password beside the data directory for later connects.
+async fn register(venued: &Venued, id: &str, kind: &str) -> String {
+    let password = Admin::new(venued).device(id, kind).await.unwrap();
+    std::fs::write(venued.data_dir.join(format!("{id}.password")), &password).unwrap();
+    password
+}
+
+fn checkins_of(venued: &Venued, attendee: &str) -> i64 {
+    open_db(&venued.data_dir)
+        .unwrap()
+        .query_row(
+            "SELECT (SELECT count(*) FROM checkins WHERE attendee_id = ?1)
+                  + (SELECT count(*) FROM ops WHERE kind = 'checkin.record' AND entity_id = ?1)",
+            [attendee],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+async fn check_in(kiosk: &mut mqtt::Client, id: &str, body: Value) -> Value {
+    let mut payload = json!({"v": 1, "id": id, "ts": "2026-11-22T10:00:00Z", "src": "kiosk-1"});
+    if let (Value::Object(p), Value::Object(b)) = (&mut payload, body) {
+        p.extend(b);
+    }
+    kiosk
+        .client
+        .publish(
+            "venue/default/kiosk/kiosk-1/checkin",
+            QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(&payload).unwrap(),
+        )
+        .await
+        .unwrap();
+    kiosk
+        .message_on("venue/default/kiosk/kiosk-1/checkin/result", WAIT)
+        .await
+        .unwrap()
+        .0
+}
+
+#[tokio::test]
+async fn a_check_in_over_mqtt_is_recorded_once_under_retries_and_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
+    Admin::new(&venued).import_attendees(3).await.unwrap();
+    register(&venued, "kiosk-1", "kiosk").await;
+    let mut kiosk = device(&venued, "kiosk-1").await.unwrap();
+    kiosk
+        .client
+        .subscribe(
+            "venue/default/kiosk/kiosk-1/checkin/result",
+            QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+
+    let first = check_in(&mut kiosk, "c-1", json!({"attendee_id": "a1"})).await;
+    assert_eq!(
+        (first["status"].clone(), first["ref"].clone()),
+        (json!(201), json!("c-1")),
+        "{first}"
+    );
+    assert_eq!(first["replayed"], false);
+    assert_eq!(first["checkin"]["attendee"]["id"], "a1");
+    assert_eq!(first["src"], "venued");
+
+    // The kiosk's retry (same id, as after a lost PUBACK) is answered from the stored result.
+    let retry = check_in(&mut kiosk, "c-1", json!({"attendee_id": "a1"})).await;
+    assert_eq!(
+        (retry["status"].clone(), retry["replayed"].clone()),
+        (json!(201), json!(true))
+    );
+    assert_eq!(retry["checkin"], first["checkin"]);
+    // A new id for the same attendee reports the existing check-in.
+    let again = check_in(&mut kiosk, "c-2", json!({"ticket_code": "T1"})).await;
+    assert_eq!(again["status"], 200, "{again}");
+    assert_eq!(checkins_of(&venued, "a1"), 2, "one row and one op");
+
+    let unknown = check_in(&mut kiosk, "c-3", json!({"attendee_id": "nobody"})).await;
+    assert_eq!(
+        (unknown["status"].clone(), unknown["error"]["code"].clone()),
+        (json!(404), json!("not_found"))
+    );
+    kiosk
+        .client
+        .publish(
+            "venue/default/kiosk/kiosk-1/checkin",
+            QoS::AtLeastOnce,
+            false,
+            "not json",
+        )
+        .await
+        .unwrap();
+    let (bad, _) = kiosk
+        .message_on("venue/default/kiosk/kiosk-1/checkin/result", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        (bad["status"].clone(), bad["ref"].clone()),
+        (json!(422), Value::Null),
+        "{bad}"
+    );
+    assert!(
+        bad["error"]["message"].as_str().unwrap().contains("\"id\""),
+        "{bad}"
+    );
+
+    // kill -9 right after the publish: whether or not the check-in was committed, the kiosk's
+    // retry after the restart converges to exactly one.
+    kiosk
+        .client
+        .publish(
+            "venue/default/kiosk/kiosk-1/checkin",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"v":1,"id":"c-9","attendee_id":"a2"}"#,
+        )
+        .await
+        .unwrap();
+    venued.kill9().await.unwrap();
+    kiosk.vanish();
+    let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
+    let mut kiosk = device(&venued, "kiosk-1").await.unwrap();
+    kiosk
+        .client
+        .subscribe(
+            "venue/default/kiosk/kiosk-1/checkin/result",
+            QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    let after = check_in(&mut kiosk, "c-9", json!({"attendee_id": "a2"})).await;
+    assert_eq!(after["status"], 201, "{after}");
+    assert_eq!(checkins_of(&venued, "a2"), 2, "one row and one op");
+    let metrics = venued.metrics().await.unwrap();
+    assert!(
+        metrics.contains("venued_mqtt_checkins_total{reason=\"new\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn devices_publish_only_on_their_own_topics_and_bad_logins_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .spawn()
+        .await
+        .unwrap();
+    Admin::new(&venued).import_attendees(2).await.unwrap();
+    register(&venued, "kiosk-1", "kiosk").await;
+    register(&venued, "kiosk-2", "kiosk").await;
+    register(&venued, "lobby", "signage").await;
+    let addr = venued.mqtt_addr("tcp").await.unwrap();
+
+    // Another kiosk's topic, and a topic outside the signage's kind: cut off, nothing stored.
+    let mut kiosk = device(&venued, "kiosk-1").await.unwrap();
+    kiosk
+        .client
+        .publish(
+            "venue/default/kiosk/kiosk-2/checkin",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"v":1,"id":"x","attendee_id":"a1"}"#,
+        )
+        .await
+        .unwrap();
+    assert!(
+        kiosk.closed(WAIT).await.is_some(),
+        "kiosk-1 was not disconnected"
+    );
+    let mut sign = device(&venued, "lobby").await.unwrap();
+    sign.client
+        .publish(
+            "venue/default/kiosk/lobby/checkin",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"v":1,"id":"y","attendee_id":"a1"}"#,
+        )
+        .await
+        .unwrap();
+    assert!(
+        sign.closed(WAIT).await.is_some(),
+        "the display was not disconnected"
+    );
+    let mut sign = device(&venued, "lobby").await.unwrap();
+    sign.client
+        .publish(
+            "venue/default/daemon/status",
+            QoS::AtLeastOnce,
+            true,
+            r#"{"state":"offline"}"#,
+        )
+        .await
+        .unwrap();
+    assert!(
+        sign.closed(WAIT).await.is_some(),
+        "a device may not set the daemon's status"
+    );
+    let mut snoop = device(&venued, "kiosk-2").await.unwrap();
+    snoop.client.subscribe("#", QoS::AtMostOnce).await.unwrap();
+    assert!(
+        snoop.closed(WAIT).await.is_some(),
+        "a subscription outside the event's tree"
+    );
+    assert_eq!(checkins_of(&venued, "a1"), 0);
+
+    // Wrong password, a username that is not the client id, a bad client id, keep-alive 0:
+    // each gets its CONNACK refusal, which mosquitto_sub reports.
+    let wrong = mqtt::connect(
+        addr,
+        Options {
+            id: "kiosk-1",
+            credentials: Some(("kiosk-1", "nope")),
+            will: None,
+        },
+    )
+    .await;
+    assert!(format!("{:?}", wrong.err()).contains("BadUserNamePassword"));
+    let port = addr.port().to_string();
+    for (args, says) in [
+        (
+            vec!["-i", "kiosk-1", "-u", "kiosk-2", "-P", "x"],
+            "bad user name or password",
+        ),
+        (
+            vec!["-i", "bad+id", "-u", "bad+id", "-P", "x"],
+            "identifier rejected",
+        ),
+        (vec!["-i", "anonymous"], "not authorised"),
+    ] {
+        let out = tokio::process::Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-t",
+                "venue/default/daemon/status",
+                "-C",
+                "1",
+                "-W",
+                "5",
+            ])
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(
+            !out.status.success() && text.contains(says),
+            "{args:?}: {text}"
+        );
+    }
+    // Keep-alive 0 (mosquitto_sub will not send it): a raw CONNECT gets "identifier rejected".
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut connect = vec![0x10, 33, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 0];
+    for field in ["kiosk-1", "kiosk-1", "wrong-password"] {
+        connect.extend((field.len() as u16).to_be_bytes());
+        connect.extend(field.as_bytes());
+    }
+    connect[1] = (connect.len() - 2) as u8;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(&connect).await.unwrap();
+    let mut connack = [0u8; 4];
+    raw.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 2]);
+    // Garbage instead of CONNECT: the connection is dropped, nothing else happens.
+    let mut junk = tokio::net::TcpStream::connect(addr).await.unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    assert_eq!(junk.read(&mut connack).await.unwrap_or(0), 0);
+
+    // The failures above are budgeted per address; the daemon answers and is ready.
+    assert_eq!(
+        reqwest::get(venued.url("/readyz")).await.unwrap().status(),
+        200
+    );
+
+    // Revoking a device cuts its live connection.
+    let mut kiosk2 = device(&venued, "kiosk-2").await.unwrap();
+    let (status, _) = Admin::new(&venued)
+        .call(Method::DELETE, "/api/v1/admin/devices/kiosk-2", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    assert!(
+        kiosk2.closed(WAIT).await.is_some(),
+        "a revoked device stays connected"
+    );
+
+    let metrics = venued.metrics().await.unwrap();
+    for line in [
+        "venued_mqtt_rejected_total{reason=\"not_own_topic\"} 1",
+        "venued_mqtt_rejected_total{reason=\"wrong_kind\"} 2",
+        "venued_mqtt_rejected_total{reason=\"filter_outside_tree\"} 1",
+        "venued_mqtt_refused_connections_total{reason=\"bad_client_id\"} 1",
+        "venued_mqtt_refused_connections_total{reason=\"keep_alive_zero\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn retained_state_is_there_right_after_a_restart_and_lost_devices_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The demo's simulated badges give the zones an occupancy.
+    let venued = VenuedBuilder::new(&data)
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    register(&venued, "lobby", "signage").await;
+    register(&venued, "wall", "signage").await;
+    let manifest = json!({"playlist": [{"url": "https://example.org/a.png", "secs": 10}]});
+    let (status, put) = Admin::new(&venued)
+        .call(
+            Method::PUT,
+            "/api/v1/admin/signage/lobby/content",
+            Some(manifest.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{put}");
+
+    let mut wall = device(&venued, "wall").await.unwrap();
+    for topic in [
+        "signage/lobby/status",
+        "daemon/status",
+        "presence/hall-a",
+        "signage/lobby/content",
+    ] {
+        wall.client
+            .subscribe(format!("venue/default/{topic}"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let (online, retained) = wall
+        .message_on("venue/default/daemon/status", WAIT)
+        .await
+        .unwrap();
+    assert_eq!((online["state"].clone(), retained), (json!("online"), true));
+    let (content, _) = wall
+        .message_on("venue/default/signage/lobby/content", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(content["content"], manifest);
+    wall.message_on("venue/default/presence/hall-a", Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // A display with a will: ready, then gone without a word → `lost`.
+    let password = std::fs::read_to_string(data.join("lobby.password")).unwrap();
+    let lobby = mqtt::connect(
+        venued.mqtt_addr("tcp").await.unwrap(),
+        Options {
+            id: "lobby",
+            credentials: Some(("lobby", &password)),
+            will: Some((
+                "venue/default/signage/lobby/status".into(),
+                r#"{"v":1,"state":"lost"}"#.into(),
+            )),
+        },
+    )
+    .await
+    .unwrap();
+    lobby
+        .client
+        .publish(
+            "venue/default/signage/lobby/status",
+            QoS::AtLeastOnce,
+            true,
+            r#"{"v":1,"state":"ready"}"#,
+        )
+        .await
+        .unwrap();
+    let (ready, _) = wall
+        .message_on("venue/default/signage/lobby/status", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ready["state"], "ready");
+    lobby.vanish();
+    let (lost, _) = wall
+        .message_on(
+            "venue/default/signage/lobby/status",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(lost["state"], "lost");
+
+    // SIGTERM: subscribers see the daemon go offline before their connection closes.
+    venued.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (offline, _) = wall
+        .message_on("venue/default/daemon/status", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(offline["state"], "offline");
+    assert!(wall.closed(WAIT).await.is_some());
+    let mut venued = venued;
+    assert!(
+        venued
+            .wait(Duration::from_secs(15))
+            .await
+            .unwrap()
+            .success()
+    );
+
+    // The next run (no demo, no BLE) has every state retained before anyone connects: one
+    // mosquitto_sub on the exact topics gets all four at once.
+    let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
+    let port = venued.mqtt_addr("tcp").await.unwrap().port().to_string();
+    let wall_password = std::fs::read_to_string(data.join("wall.password")).unwrap();
+    let out = tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "wall",
+            "-u",
+            "wall",
+            "-P",
+            &wall_password,
+        ])
+        .args([
+            "-t",
+            "venue/default/signage/lobby/content",
+            "-t",
+            "venue/default/presence/hall-a",
+        ])
+        .args([
+            "-t",
+            "venue/default/daemon/status",
+            "-t",
+            "venue/default/signage/lobby/status",
+        ])
+        .args(["-v", "-C", "4", "-W", "5", "-q", "1"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: std::collections::BTreeMap<&str, Value> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(t, p)| (t, serde_json::from_str(p).unwrap()))
+        .collect();
+    assert_eq!(
+        got["venue/default/signage/lobby/content"]["content"],
+        manifest
+    );
+    assert_eq!(got["venue/default/daemon/status"]["state"], "online");
+    assert!(got["venue/default/presence/hall-a"]["occupancy"].is_u64());
+    let status = &got["venue/default/signage/lobby/status"];
+    assert_eq!(
+        (status["state"].clone(), status["reason"].clone()),
+        (json!("lost"), json!("venued restarted"))
+    );
+
+    // Deleting the content clears the retained topic.
+    let (status, _) = Admin::new(&venued)
+        .call(Method::DELETE, "/api/v1/admin/signage/lobby/content", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let mut wall = device(&venued, "wall").await.unwrap();
+    wall.client
+        .subscribe("venue/default/signage/lobby/content", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    wall.client
+        .subscribe("venue/default/daemon/status", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // The daemon status arrives; the deleted content does not.
+    match wall.next(WAIT).await {
+        Some(Received::Message(topic, _, _)) => assert_eq!(topic, "venue/default/daemon/status"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// paho-mqtt (Debian's python3-paho-mqtt) as an MQTT 5 kiosk and as a browser-style display
+/// over WebSocket.
+const PAHO: &str = r#"
+import json, sys, threading
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+v5_port, ws_port, password, sign_password = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+out, done = {}, threading.Event()
+
+k = mqtt.Client(client_id="kiosk-5", protocol=mqtt.MQTTv5)
+k.username_pw_set("kiosk-5", password)
+def on_connect(c, u, flags, rc, props=None):
+    c.subscribe("venue/default/kiosk/kiosk-5/checkin/result", qos=1)
+def on_subscribe(c, u, mid, granted, props=None):
+    c.publish("venue/default/kiosk/kiosk-5/checkin", json.dumps({"v": 1, "id": "v5-1", "attendee_id": "a1"}), qos=1)
+def on_message(c, u, m):
+    out["v5"] = json.loads(m.payload)
+    done.set()
+k.on_connect, k.on_subscribe, k.on_message = on_connect, on_subscribe, on_message
+k.connect("127.0.0.1", v5_port, keepalive=30)
+k.loop_start()
+ok = done.wait(10)
+k.loop_stop()
+
+w, seen = mqtt.Client(client_id="screen", transport="websockets"), threading.Event()
+w.username_pw_set("screen", sign_password)
+w.on_connect = lambda c, u, f, rc: c.subscribe("venue/default/daemon/status", qos=1)
+def on_ws(c, u, m):
+    out["ws"] = json.loads(m.payload)
+    out["ws_retained"] = bool(m.retain)
+    seen.set()
+w.on_message = on_ws
+w.connect("127.0.0.1", ws_port, keepalive=30)
+w.loop_start()
+ok = seen.wait(10) and ok
+w.loop_stop()
+print(json.dumps(out))
+sys.exit(0 if ok else 1)
+"#;
+
+#[tokio::test]
+async fn mqtt5_kiosks_and_websocket_displays_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .env("VENUED_MQTT_LISTEN_V5", "127.0.0.1:0")
+        .spawn()
+        .await
+        .unwrap();
+    Admin::new(&venued).import_attendees(3).await.unwrap();
+    let kiosk = register(&venued, "kiosk-5", "kiosk").await;
+    let screen = register(&venued, "screen", "signage").await;
+    let v5 = venued.mqtt_addr("v5").await.unwrap().port().to_string();
+    let ws = venued.mqtt_addr("ws").await.unwrap().port().to_string();
+    let out = tokio::process::Command::new("/usr/bin/python3")
+        .args(["-c", PAHO, &v5, &ws, &kiosk, &screen])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (got["v5"]["status"].clone(), got["v5"]["ref"].clone()),
+        (json!(201), json!("v5-1")),
+        "{got}"
+    );
+    assert_eq!(
+        (got["ws"]["state"].clone(), got["ws_retained"].clone()),
+        (json!("online"), json!(true)),
+        "{got}"
+    );
+}
+
+#[tokio::test]
+async fn gateway_adverts_over_mqtt_become_presence_and_alerts_on_mqtt() {
+    const UUID: &str = "f7826da6-4fa2-4e98-8024-bc5b71e0893e";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
+    let csv = format!(
+        "id,name,badge_beacon_id,privacy\np1,Pia,ibeacon:{UUID}:7:1,zone\np2,Pål,ibeacon:{UUID}:7:2,hidden\n"
+    );
+    Admin::new(&venued).import_csv(csv).await.unwrap();
+    register(&venued, "gw-a", "gateway").await;
+    register(&venued, "wall", "signage").await;
+    venued.terminate(WAIT).await.unwrap();
+    let config = dir.path().join("venued.toml");
+    std::fs::write(
+        &config,
+        "[ble]\nsource = \"gateways\"\n[[ble.scanners]]\nid = \"gw-a\"\nzone = \"zone-a\"\n",
+    )
+    .unwrap();
+    let venued = VenuedBuilder::new(&data)
+        .arg("--config")
+        .arg(config.to_str().unwrap())
+        .spawn()
+        .await
+        .unwrap();
+    let mut wall = device(&venued, "wall").await.unwrap();
+    wall.client
+        .subscribe("venue/default/presence/zone-a", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    wall.client
+        .subscribe("venue/default/alert/warning/+", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let gateway = device(&venued, "gw-a").await.unwrap();
+    let ibeacon = |minor: u16| format!("4c000215{}0007{minor:04x}c5", UUID.replace('-', ""));
+    for _ in 0..3 {
+        // Badge 1 as OpenMQTTGateway forwards it raw, badge 2 as ESPresense reports it.
+        let raw = json!({"id": "C0:00:00:00:00:01", "rssi": -58, "manufacturerdata": ibeacon(1)});
+        gateway
+            .client
+            .publish(
+                "venue/default/gateway/gw-a/BTtoMQTT/C00000000001",
+                QoS::AtMostOnce,
+                false,
+                raw.to_string(),
+            )
+            .await
+            .unwrap();
+        let esp = json!({"id": format!("iBeacon:{UUID}-7-2"), "rssi": -61, "rssi@1m": -59});
+        gateway
+            .client
+            .publish(
+                "venue/default/gateway/gw-a/espresense/badge2",
+                QoS::AtMostOnce,
+                false,
+                esp.to_string(),
+            )
+            .await
+            .unwrap();
+    }
+    // Eddystone-TLM from badge 1's address: 2100 mV, under the 2500 mV threshold.
+    let tlm = json!({"id": "C0:00:00:00:00:01", "rssi": -58, "servicedatauuid": "0xfeaa",
+                     "servicedata": "2000083415800000000900000090"});
+    gateway
+        .client
+        .publish(
+            "venue/default/gateway/gw-a/BTtoMQTT/C00000000001",
+            QoS::AtMostOnce,
+            false,
+            tlm.to_string(),
+        )
+        .await
+        .unwrap();
+    gateway
+        .client
+        .publish(
+            "venue/default/gateway/gw-a/BTtoMQTT/C00000000001",
+            QoS::AtMostOnce,
+            false,
+            "not json",
+        )
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (mut occupancy, mut alert) = (None, None);
+    while occupancy.is_none() || alert.is_none() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match wall.next(left).await {
+            Some(Received::Message(topic, payload, _)) => {
+                let body: Value = serde_json::from_slice(&payload).unwrap();
+                if topic == "venue/default/presence/zone-a" && body["occupancy"] == 2 {
+                    occupancy = Some(body);
+                } else if topic.starts_with("venue/default/alert/warning/") {
+                    alert = Some((topic, body));
+                }
+            }
+            other => panic!("occupancy {occupancy:?}, alert {alert:?}: {other:?}"),
+        }
+    }
+    let (topic, alert) = alert.unwrap();
+    assert_eq!(
+        topic,
+        format!("venue/default/alert/warning/ibeacon:{UUID}:7:1")
+    );
+    assert!(
+        alert["message"].as_str().unwrap().contains("2100 mV"),
+        "{alert}"
+    );
+    // Only counts leave: no attendee or badge in the occupancy message.
+    let text = occupancy.unwrap().to_string();
+    assert!(!text.contains("p1") && !text.contains(UUID), "{text}");
+    let metrics = venued.metrics().await.unwrap();
+    assert!(
+        metrics.contains("venued_mqtt_invalid_messages_total{reason=\"bad_gateway_advert\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("venued_ble_adverts_total{scanner=\"gw-a\"}"),
+        "{metrics}"
+    );
+}
