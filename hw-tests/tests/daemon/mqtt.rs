@@ -555,10 +555,44 @@ sys.exit(0 if ok else 1)
 "#;
 
 #[tokio::test]
-async fn mqtt5_kiosks_and_websocket_displays_work() {
+async fn mqtt5_kiosks_websocket_displays_and_tls_clients_work() {
     let dir = tempfile::tempdir().unwrap();
+    // A self-signed certificate for 127.0.0.1, as venue IT would install one.
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args([
+            "-days",
+            "1",
+            "-subj",
+            "/CN=venued-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let venued = VenuedBuilder::new(&dir.path().join("data"))
         .env("VENUED_MQTT_LISTEN_V5", "127.0.0.1:0")
+        .env("VENUED_MQTT_LISTEN_TLS", "127.0.0.1:0")
+        .env("VENUED_MQTT_TLS_CERT", cert.to_str().unwrap())
+        .env("VENUED_MQTT_TLS_KEY", key.to_str().unwrap())
         .spawn()
         .await
         .unwrap();
@@ -588,6 +622,33 @@ async fn mqtt5_kiosks_and_websocket_displays_work() {
         (got["ws"]["state"].clone(), got["ws_retained"].clone()),
         (json!("online"), json!(true)),
         "{got}"
+    );
+
+    // MQTT over TLS, verified against the certificate.
+    let tls = venued.mqtt_addr("tls").await.unwrap().port().to_string();
+    let out = tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &tls,
+            "--cafile",
+            cert.to_str().unwrap(),
+        ])
+        .args(["-i", "screen", "-u", "screen", "-P", &screen])
+        .args(["-t", "venue/default/daemon/status", "-C", "1", "-W", "5"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(text.trim()).unwrap()["state"],
+        "online"
     );
 }
 
