@@ -238,7 +238,7 @@ impl Authenticator {
             .map_err(|_| AuthError::Denied)?;
         let password = password.to_string();
         let hash = credential.password_hash;
-        let ok = tokio::task::spawn_blocking(move || {
+        let ok = crate::hashing::run(move || {
             PasswordHash::new(&hash)
                 .map(|parsed| {
                     Argon2::default()

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod hashing;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -47,6 +47,10 @@ pub async fn connect(addr: SocketAddr, options: Options<'_>) -> anyhow::Result<C
         mqtt.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, true));
     }
     let (client, mut eventloop) = AsyncClient::new(mqtt, 256);
+    // As kiosk firmware should: small packets go out at once.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let first = tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
         .await
         .context("no CONNACK within 10 s")?;

@@ -219,7 +219,7 @@ pub async fn credential(store: &Store, id: String) -> Result<Option<Credential>,
 }
 
 async fn hashed(password: String) -> Result<String, DomainError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
+    crate::hashing::run(move || hash_password(&password))
         .await
-        .map_err(|_| DomainError::Store(crate::store::StoreError::JobPanicked))?
+        .ok_or(DomainError::Store(crate::store::StoreError::JobPanicked))?
 }

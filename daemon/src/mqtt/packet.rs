@@ -482,6 +482,33 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_never_panic_the_parsers() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let valid = connect(LEVEL_V5, "kiosk-1", Some("t"), Some(("kiosk-1", "pw")));
+        for round in 0..100_000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let len = rng.gen_range(0..96);
+                (0..len).map(|_| rng.r#gen()).collect()
+            } else {
+                // A valid CONNECT with a few bytes flipped: deeper paths than pure noise.
+                let mut b = valid.clone();
+                for _ in 0..rng.gen_range(1..4) {
+                    let at = rng.gen_range(0..b.len());
+                    b[at] = rng.r#gen();
+                }
+                b
+            };
+            let _ = frame_len(&bytes, 1 << 20);
+            let _ = parse_connect(&bytes);
+            for level in [LEVEL_V4, LEVEL_V5] {
+                let _ = parse_publish(&bytes, level);
+                let _ = parse_subscribe(&bytes, level);
+            }
+        }
+    }
+
+    #[test]
     fn refusals_use_each_levels_codes() {
         assert_eq!(
             connack_refusal(LEVEL_V4, Refusal::BadCredentials),

@@ -1,10 +1,13 @@
 //! `venue-load`: measures a running `venued` from outside, as a separate process, and prints a
-//! JSON summary. This build has one mode; WebSocket and MQTT load modes come with the hub and
-//! MQTT work.
+//! JSON summary. Each mode starts a `venued` (the one built next to this tool) on a fresh data
+//! directory and samples its CPU time and resident memory from `/proc`.
 //!
-//! - `venue-load idle --seconds 60`: starts a `venued` (the one built next to this tool) on a
-//!   fresh data directory, lets it settle, then samples its CPU time and resident memory from
-//!   `/proc` over the window.
+//! - `idle`: a fresh daemon doing nothing.
+//! - `mqtt-devices`: N kiosks connected and idle (keep-alive traffic only).
+//! - `mqtt-checkins`: kiosks checking attendees in over MQTT at a fixed rate; round-trip
+//!   latency from publish to result (each result follows an fsync'd commit).
+//! - `mqtt-fanin`: BLE gateways publishing QoS 0 adverts into the daemon's link at a fixed
+//!   rate; every advert must come out in the presence engine's counter.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +37,39 @@ enum Mode {
         #[arg(long)]
         demo: bool,
     },
+    /// N kiosks connected over MQTT and idle.
+    MqttDevices {
+        /// Devices to connect.
+        #[arg(long, default_value_t = 500)]
+        devices: usize,
+        /// Length of the measuring window once all are connected.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// Check-ins over MQTT at a fixed rate, each a new attendee.
+    MqttCheckins {
+        /// Check-ins per second, all kiosks together.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Length of the run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Kiosks sharing the rate.
+        #[arg(long, default_value_t = 20)]
+        kiosks: usize,
+    },
+    /// QoS 0 gateway adverts into the daemon at a fixed rate.
+    MqttFanin {
+        /// Publishing gateways.
+        #[arg(long, default_value_t = 100)]
+        publishers: usize,
+        /// Messages per second, all gateways together.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// Length of the run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -44,6 +80,17 @@ async fn main() -> anyhow::Result<()> {
             settle,
             demo,
         } => idle(seconds, settle, demo).await,
+        Mode::MqttDevices { devices, seconds } => mqtt_devices(devices, seconds).await,
+        Mode::MqttCheckins {
+            rate,
+            seconds,
+            kiosks,
+        } => mqtt_checkins(rate, seconds, kiosks).await,
+        Mode::MqttFanin {
+            publishers,
+            rate,
+            seconds,
+        } => mqtt_fanin(publishers, rate, seconds).await,
     }
 }
 
@@ -107,5 +154,326 @@ async fn idle(seconds: u64, settle: u64, demo: bool) -> anyhow::Result<()> {
     {
         println!("{summary}");
     }
+    Ok(())
+}
+
+fn print(summary: &serde_json::Value) {
+    #[allow(clippy::print_stdout, reason = "the summary is the tool's output")]
+    {
+        println!("{summary}");
+    }
+}
+
+/// CPU seconds and peak RSS of `pid` over a window, sampled once a second.
+struct Sampler {
+    pid: u32,
+    ticks_per_sec: f64,
+    start_ticks: u64,
+    started: Instant,
+    rss_max: u64,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> anyhow::Result<Self> {
+        let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+            .context("CLK_TCK unknown")? as f64;
+        Ok(Self {
+            pid,
+            ticks_per_sec,
+            start_ticks: cpu_ticks(pid)?,
+            started: Instant::now(),
+            rss_max: rss_kib(pid)?,
+        })
+    }
+
+    fn sample(&mut self) {
+        if let Ok(rss) = rss_kib(self.pid) {
+            self.rss_max = self.rss_max.max(rss);
+        }
+    }
+
+    fn finish(&mut self) -> anyhow::Result<serde_json::Value> {
+        self.sample();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let cpu = (cpu_ticks(self.pid)? - self.start_ticks) as f64 / self.ticks_per_sec;
+        Ok(serde_json::json!({
+            "window_secs": elapsed,
+            "venued_cpu_percent_of_one_core": 100.0 * cpu / elapsed,
+            "venued_rss_kib_max": self.rss_max,
+            "venued_rss_kib_end": rss_kib(self.pid)?,
+        }))
+    }
+}
+
+/// Registers devices `{prefix}{i}` of `kind`; their passwords.
+async fn register(
+    venued: &hw_tests::Venued,
+    prefix: &str,
+    kind: &str,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let admin = hw_tests::Admin::new(venued);
+    let mut passwords = Vec::with_capacity(n);
+    for i in 0..n {
+        passwords.push(admin.device(&format!("{prefix}{i}"), kind).await?);
+    }
+    Ok(passwords)
+}
+
+async fn connect_all(
+    venued: &hw_tests::Venued,
+    prefix: &str,
+    passwords: &[String],
+) -> anyhow::Result<Vec<hw_tests::mqtt::Client>> {
+    let addr = venued.mqtt_addr("tcp").await?;
+    let mut clients = Vec::with_capacity(passwords.len());
+    for (i, password) in passwords.iter().enumerate() {
+        let id = format!("{prefix}{i}");
+        clients.push(
+            hw_tests::mqtt::connect(
+                addr,
+                hw_tests::mqtt::Options {
+                    id: &id,
+                    credentials: Some((&id, password)),
+                    will: None,
+                },
+            )
+            .await
+            .with_context(|| format!("connecting {id}"))?,
+        );
+    }
+    Ok(clients)
+}
+
+/// A metric's value summed over its label sets, from `/metrics`.
+async fn metric_sum(venued: &hw_tests::Venued, name: &str) -> anyhow::Result<f64> {
+    let text = venued.metrics().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
+}
+
+async fn mqtt_devices(devices: usize, seconds: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let venued = VenuedBuilder::new(&dir.path().join("data")).spawn().await?;
+    let passwords = register(&venued, "kiosk-", "kiosk", devices).await?;
+    let connecting = Instant::now();
+    let clients = connect_all(&venued, "kiosk-", &passwords).await?;
+    let connect_secs = connecting.elapsed().as_secs_f64();
+    let mut sampler = Sampler::start(venued.pid())?;
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    while sampler.started.elapsed() < Duration::from_secs(seconds) {
+        every.tick().await;
+        sampler.sample();
+    }
+    let mut summary = sampler.finish()?;
+    summary["mode"] = "mqtt-devices".into();
+    summary["devices"] = devices.into();
+    summary["connected_per_venued"] = metric_sum(&venued, "venued_mqtt_connections").await?.into();
+    summary["connect_all_secs"] = connect_secs.into();
+    drop(clients);
+    venued.terminate(Duration::from_secs(10)).await?;
+    print(&summary);
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn mqtt_checkins(rate: u64, seconds: u64, kiosks: usize) -> anyhow::Result<()> {
+    use rumqttc::QoS;
+    let dir = tempfile::tempdir()?;
+    let venued = VenuedBuilder::new(&dir.path().join("data")).spawn().await?;
+    let total = (rate * seconds) as usize;
+    hw_tests::Admin::new(&venued)
+        .import_attendees(total)
+        .await?;
+    let passwords = register(&venued, "kiosk-", "kiosk", kiosks).await?;
+    let clients = connect_all(&venued, "kiosk-", &passwords).await?;
+    let mut sampler = Sampler::start(venued.pid())?;
+    let per_kiosk_interval = Duration::from_secs_f64(kiosks as f64 / rate as f64);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (k, mut client) in clients.into_iter().enumerate() {
+        let result_topic = format!("venue/default/kiosk/kiosk-{k}/checkin/result");
+        client
+            .client
+            .subscribe(&result_topic, QoS::AtLeastOnce)
+            .await?;
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut every = tokio::time::interval(per_kiosk_interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut sent = std::collections::HashMap::new();
+            let mut next = k;
+            let mut pending = 0usize;
+            loop {
+                if next >= total && pending == 0 {
+                    break;
+                }
+                tokio::select! {
+                    _ = every.tick(), if next < total => {
+                        let id = format!("load-{next}");
+                        let body = serde_json::json!({"v": 1, "id": id, "attendee_id": format!("a{next}")});
+                        sent.insert(id, Instant::now());
+                        pending += 1;
+                        let topic = format!("venue/default/kiosk/kiosk-{k}/checkin");
+                        if client.client.publish(topic, QoS::AtLeastOnce, false, body.to_string()).await.is_err() {
+                            errors += 1;
+                        }
+                        next += kiosks;
+                    }
+                    received = client.next(Duration::from_secs(30)) => {
+                        match received {
+                            Some(hw_tests::mqtt::Received::Message(_, payload, _)) => {
+                                let answer: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+                                if let Some(at) = answer["ref"].as_str().and_then(|r| sent.remove(r)) {
+                                    pending -= 1;
+                                    if answer["status"] == 201 {
+                                        latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+                                    } else {
+                                        errors += 1;
+                                    }
+                                }
+                            }
+                            _ => { errors += pending as u64; break; }
+                        }
+                    }
+                }
+            }
+            (latencies, errors)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let started = Instant::now();
+    while let Some(done) = tasks.join_next().await {
+        let (l, e) = done?;
+        latencies.extend(l);
+        errors += e;
+        sampler.sample();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let mut summary = sampler.finish()?;
+    summary["mode"] = "mqtt-checkins".into();
+    summary["offered_rate"] = rate.into();
+    summary["achieved_rate"] = (latencies.len() as f64 / elapsed).into();
+    summary["checkins"] = latencies.len().into();
+    summary["errors"] = errors.into();
+    summary["round_trip_ms"] = serde_json::json!({
+        "p50": percentile(&latencies, 50.0),
+        "p90": percentile(&latencies, 90.0),
+        "p99": percentile(&latencies, 99.0),
+        "max": latencies.last().copied().unwrap_or(f64::NAN),
+    });
+    let stored: i64 = hw_tests::open_db(&venued.data_dir)?.query_row(
+        "SELECT count(*) FROM checkins",
+        [],
+        |r| r.get(0),
+    )?;
+    summary["stored_checkins"] = stored.into();
+    venued.terminate(Duration::from_secs(10)).await?;
+    print(&summary);
+    Ok(())
+}
+
+async fn mqtt_fanin(publishers: usize, rate: u64, seconds: u64) -> anyhow::Result<()> {
+    use rumqttc::QoS;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let venued = VenuedBuilder::new(&data).spawn().await?;
+    let passwords = register(&venued, "gw-", "gateway", publishers).await?;
+    venued.terminate(Duration::from_secs(10)).await?;
+    let mut config = String::from("[ble]\nsource = \"gateways\"\n");
+    for i in 0..publishers {
+        config.push_str(&format!(
+            "[[ble.scanners]]\nid = \"gw-{i}\"\nzone = \"zone-{}\"\n",
+            i % 5
+        ));
+    }
+    let config_path = dir.path().join("venued.toml");
+    std::fs::write(&config_path, config)?;
+    let venued = VenuedBuilder::new(&data)
+        .arg("--config")
+        .arg(config_path.to_str().context("path")?)
+        .spawn()
+        .await?;
+    let clients = connect_all(&venued, "gw-", &passwords).await?;
+    let mut sampler = Sampler::start(venued.pid())?;
+    // Every 10 ms each gateway publishes its share; 500 badges cycle through the payloads.
+    let per_tick = (rate as f64 / publishers as f64 / 100.0).max(1.0);
+    let ticks = seconds * 100;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (g, client) in clients.into_iter().enumerate() {
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(10));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut sent = 0u64;
+            let mut owed = 0.0f64;
+            for _ in 0..ticks {
+                every.tick().await;
+                owed += per_tick;
+                while owed >= 1.0 {
+                    owed -= 1.0;
+                    let minor = (sent as usize * publishers + g) % 500;
+                    let payload = format!(
+                        r#"{{"id":"C0:00:00:00:{:02X}:{:02X}","rssi":-{},"manufacturerdata":"4c000215f7826da64fa24e988024bc5b71e0893e0001{minor:04x}c5"}}"#,
+                        minor / 256,
+                        minor % 256,
+                        55 + (sent % 20)
+                    );
+                    let topic = format!("venue/default/gateway/gw-{g}/BTtoMQTT/C000000000{:02X}", minor % 256);
+                    if client.client.publish(topic, QoS::AtMostOnce, false, payload).await.is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+            // Let rumqttc's event loop write out what is queued before the client is dropped.
+            let _ = client.client.disconnect().await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            sent
+        });
+    }
+    let started = Instant::now();
+    let mut sent = 0;
+    while let Some(done) = tasks.join_next().await {
+        sent += done?;
+        sampler.sample();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Wait until the daemon's counter stops moving: everything queued has been processed.
+    let mut processed = metric_sum(&venued, "venued_ble_adverts_total").await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = metric_sum(&venued, "venued_ble_adverts_total").await?;
+        if now == processed {
+            break;
+        }
+        processed = now;
+    }
+    let mut summary = sampler.finish()?;
+    summary["mode"] = "mqtt-fanin".into();
+    summary["publishers"] = publishers.into();
+    summary["offered_rate"] = rate.into();
+    summary["sent"] = sent.into();
+    summary["sent_rate"] = (sent as f64 / elapsed).into();
+    summary["processed"] = processed.into();
+    summary["lost"] = (sent as f64 - processed).into();
+    summary["dropped_by_daemon_queue"] = metric_sum(&venued, "venued_mqtt_dropped_total")
+        .await?
+        .into();
+    summary["link_unscheduled"] = metric_sum(&venued, "venued_mqtt_link_unscheduled_total")
+        .await?
+        .into();
+    venued.terminate(Duration::from_secs(10)).await?;
+    print(&summary);
     Ok(())
 }
