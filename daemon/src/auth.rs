@@ -15,7 +15,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
@@ -238,15 +237,7 @@ impl Authenticator {
             .map_err(|_| AuthError::Denied)?;
         let password = password.to_string();
         let hash = credential.password_hash;
-        let ok = crate::hashing::run(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
+        let ok = crate::hashing::run(move || crate::hashing::verify(password.as_bytes(), &hash))
         .await
         .unwrap_or(false);
         if !ok {

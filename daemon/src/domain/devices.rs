@@ -3,8 +3,6 @@
 //! Devices are this appliance's local access list: they are not ops and do not sync, because a
 //! credential hash has no business on the relay (docs/architecture.md records this exception).
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use base64::Engine;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -75,10 +73,7 @@ pub fn generate_password() -> String {
 
 /// Hashes a password with argon2id (default parameters). Slow by design: call off the runtime.
 pub fn hash_password(password: &str) -> Result<String, DomainError> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
+    crate::hashing::hash(password.as_bytes())
         .map_err(|e| DomainError::Invalid(format!("cannot hash password: {e}")))
 }
 
