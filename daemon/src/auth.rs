@@ -238,8 +238,8 @@ impl Authenticator {
         let password = password.to_string();
         let hash = credential.password_hash;
         let ok = crate::hashing::run(move || crate::hashing::verify(password.as_bytes(), &hash))
-        .await
-        .unwrap_or(false);
+            .await
+            .unwrap_or(false);
         if !ok {
             return Err(AuthError::Denied);
         }

@@ -128,13 +128,20 @@ pub fn hash(password: &[u8]) -> Result<String, String> {
                 blocks.resize(blocks_needed, argon2::Block::default());
             }
             Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-                .hash_password_into_with_memory(password, raw_salt, &mut out, &mut blocks[..blocks_needed])
+                .hash_password_into_with_memory(
+                    password,
+                    raw_salt,
+                    &mut out,
+                    &mut blocks[..blocks_needed],
+                )
         })
         .map_err(|e| e.to_string())?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
-        params: (&params).try_into().map_err(|e: argon2::password_hash::Error| e.to_string())?,
+        params: (&params)
+            .try_into()
+            .map_err(|e: argon2::password_hash::Error| e.to_string())?,
         salt: Some(salt.as_salt()),
         hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
     };
@@ -149,10 +156,21 @@ mod tests {
     fn our_hashes_verify_with_the_library_and_the_reverse() {
         use argon2::{Argon2, PasswordHash, PasswordVerifier};
         let ours = hash(b"s3cret").expect("hashes");
-        assert!(ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{ours}");
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
         let parsed = PasswordHash::new(&ours).expect("a PHC string");
-        assert!(Argon2::default().verify_password(b"s3cret", &parsed).is_ok());
-        assert!(Argon2::default().verify_password(b"other", &parsed).is_err());
+        assert!(
+            Argon2::default()
+                .verify_password(b"s3cret", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"other", &parsed)
+                .is_err()
+        );
     }
 
     #[test]
@@ -160,7 +178,10 @@ mod tests {
         let phc = crate::domain::devices::hash_password("correct horse").expect("hashes");
         assert!(verify(b"correct horse", &phc));
         assert!(!verify(b"wrong horse", &phc));
-        assert!(verify(b"correct horse", &phc), "the reused memory gives the same answer again");
+        assert!(
+            verify(b"correct horse", &phc),
+            "the reused memory gives the same answer again"
+        );
         assert!(!verify(b"correct horse", "not a phc string"));
     }
 }

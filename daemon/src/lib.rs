@@ -22,6 +22,7 @@ pub mod domain;
 pub mod hashing;
 pub mod health;
 pub mod http;
+pub mod hub;
 pub mod metrics;
 pub mod mqtt;
 pub mod oplog;

@@ -101,6 +101,9 @@ impl Daemon {
             subsystems.set("ble", SubsystemState::Disabled);
         }
         let auth = Arc::new(Authenticator::new(admin.sha256));
+        let hub =
+            crate::hub::Hub::start(&store, &config.event.id, &config.data_dir, demo.is_some())
+                .await?;
         let mqtt = match config.mqtt.enabled {
             true => {
                 subsystems.set("mqtt", SubsystemState::Ok);
@@ -114,6 +117,7 @@ impl Daemon {
                 )
                 .await?;
                 tracing::info!(listeners = ?mqtt.bound(), "MQTT broker ready");
+                hub.bridge_to(mqtt.handle());
                 Some(mqtt)
             }
             false => {
@@ -127,6 +131,7 @@ impl Daemon {
             auth,
             mqtt: mqtt.as_ref().map(Mqtt::handle),
             mqtt_bound: mqtt.as_ref().map(Mqtt::bound).unwrap_or_default(),
+            hub,
             config: Arc::new(config),
             subsystems,
             started,
@@ -193,8 +198,14 @@ impl Daemon {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut background = tokio::task::JoinSet::new();
         let adverts = ble.map(|plan| start_ble(&state, plan, &mut background, stop_rx.clone()));
-        let mqtt_stop =
-            mqtt.map(|mqtt| mqtt.serve(state.config.event.id.clone(), adverts, &mut background));
+        let mqtt_stop = mqtt.map(|mqtt| {
+            mqtt.serve(
+                state.config.event.id.clone(),
+                adverts,
+                Some(state.hub.clone()),
+                &mut background,
+            )
+        });
         let retention_ms = state.config.store.idempotency_retention_hours * 3_600_000;
         let purger = tokio::spawn(purge_idempotency_keys(state.store.clone(), retention_ms));
         let store = state.store.clone();

@@ -349,3 +349,72 @@ pub(super) async fn delete_signage(
         )),
     }
 }
+
+/// Body of `POST /api/v1/admin/token-keys`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokenKey {
+    kid: String,
+    alg: String,
+    public_key_pem: String,
+}
+
+/// `POST /api/v1/admin/token-keys`: installs a public key that verifies attendee tokens.
+pub(super) async fn install_token_key(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiJson(key): ApiJson<TokenKey>,
+) -> Result<impl IntoResponse, ApiError> {
+    state
+        .hub
+        .verifier()
+        .install(&state.store, key.kid.clone(), key.alg, key.public_key_pem)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({"kid": key.kid}))))
+}
+
+/// Body of `POST /api/v1/admin/tokens`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokenRequest {
+    attendee_id: String,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+}
+
+/// `POST /api/v1/admin/tokens`: mints an attendee token with the appliance's own key (demo
+/// mode); 409 when there is none.
+pub(super) async fn mint_token(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiJson(request): ApiJson<TokenRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(signer) = state.hub.signer() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_signing_key",
+            "this appliance does not issue tokens (only in --demo); install your issuer's public key with POST /api/v1/admin/token-keys",
+        ));
+    };
+    entities::validate_id(&request.attendee_id)?;
+    let ttl = request
+        .ttl_secs
+        .unwrap_or(12 * 3600)
+        .clamp(60, 7 * 24 * 3600);
+    let roles = request.roles.unwrap_or_else(|| vec!["attendee".into()]);
+    if let Some(bad) = roles
+        .iter()
+        .find(|r| !crate::hub::tokens::ROLES.contains(&r.as_str()))
+    {
+        return Err(ApiError::invalid(format!(
+            "unknown role `{bad}`; use attendee, staff or speaker"
+        )));
+    }
+    let token = signer.mint(&request.attendee_id, state.event_id(), roles, ttl)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": token, "ttl_secs": ttl})),
+    ))
+}

@@ -49,6 +49,8 @@ pub struct AppState {
     pub mqtt: Option<crate::mqtt::MqttHandle>,
     /// Where MQTT listens.
     pub mqtt_bound: crate::mqtt::Bound,
+    /// The attendee hub.
+    pub hub: crate::hub::Hub,
 }
 
 impl AppState {
@@ -86,6 +88,9 @@ pub fn router(state: AppState) -> Router {
             post(admin::reset_device_password),
         )
         .route("/api/v1/admin/conflicts", get(admin::conflicts))
+        .route("/api/v1/admin/token-keys", post(admin::install_token_key))
+        .route("/api/v1/admin/tokens", post(admin::mint_token))
+        .route("/ws", get(crate::hub::ws::upgrade))
         .route(
             "/api/v1/admin/signage/{display}/content",
             get(admin::get_signage)

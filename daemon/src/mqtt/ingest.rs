@@ -41,6 +41,7 @@ pub(super) struct Ingest {
     metrics: MqttMetrics,
     adverts: Option<mpsc::Sender<Advertisement>>,
     checkins: Arc<Semaphore>,
+    hub: Option<crate::hub::Hub>,
 }
 
 impl Ingest {
@@ -49,6 +50,7 @@ impl Ingest {
         event_id: String,
         metrics: MqttMetrics,
         adverts: Option<mpsc::Sender<Advertisement>>,
+        hub: Option<crate::hub::Hub>,
     ) -> Self {
         Self {
             handle,
@@ -56,6 +58,7 @@ impl Ingest {
             metrics,
             adverts,
             checkins: Arc::new(Semaphore::new(CHECKIN_CONCURRENCY)),
+            hub,
         }
     }
 
@@ -325,6 +328,8 @@ async fn alert(ingest: &Ingest, severity: &str, source: &str, payload: &[u8]) {
         }
     };
     let text: String = message.message.chars().take(MAX_ALERT_MESSAGE).collect();
+    let announcement = format!("[{severity}] {source}: {text}");
+    let from = format!("mqtt:{source}");
     let (id, severity, source) = (message.id, severity.to_string(), source.to_string());
     let changed = ingest
         .handle
@@ -350,6 +355,23 @@ async fn alert(ingest: &Ingest, severity: &str, source: &str, payload: &[u8]) {
         Ok(true) => {
             if let Err(e) = publish_active_alerts(&ingest.handle).await {
                 tracing::warn!(error = %e, "cannot publish the active alerts");
+            }
+            // The bridge: a raised alert becomes an announcement. Marked as from MQTT, so it is
+            // never published back to MQTT (no loop).
+            if let (Some(hub), false) = (&ingest.hub, cleared) {
+                let posted = hub
+                    .post(
+                        crate::hub::channels::ANNOUNCEMENTS,
+                        &from,
+                        &announcement,
+                        None,
+                        None,
+                        crate::hub::Origin::Mqtt,
+                    )
+                    .await;
+                if let Err(e) = posted {
+                    tracing::warn!(error = %e, "cannot bridge an alert into announcements");
+                }
             }
         }
         // A redelivery, or a clear of an unknown alert: nothing changes.

@@ -365,6 +365,7 @@ impl Mqtt {
         self,
         event_id: String,
         adverts: Option<mpsc::Sender<Advertisement>>,
+        hub: Option<crate::hub::Hub>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> MqttStop {
         let ingest = Arc::new(ingest::Ingest::new(
@@ -372,6 +373,7 @@ impl Mqtt {
             event_id,
             self.front.metrics.clone(),
             adverts,
+            hub,
         ));
         tasks.spawn(ingest::run(self.rx, ingest, self.front.stop.clone()));
         for listener in self.listeners {

@@ -13,6 +13,7 @@
 
 mod checkin;
 mod lww;
+pub mod message;
 pub mod presence;
 
 use rusqlite::{Connection, params};
@@ -94,6 +95,8 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
         Rule::Transition(presence::parse_transition(op).map_err(invalid)?)
     } else if op.kind == presence::FORGET {
         Rule::Forget(presence::parse_forget(op).map_err(invalid)?)
+    } else if op.kind == message::POST {
+        Rule::Message(message::parse(op).map_err(invalid)?)
     } else if let Some(entity) = ENTITIES.iter().find(|e| e.kind == op.kind) {
         Rule::Lww(entity, lww::parse(entity, op).map_err(invalid)?)
     } else {
@@ -132,6 +135,7 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
         Rule::Checkin(body) => checkin::apply(conn, op, &body, now_ms)?,
         Rule::Transition(t) => presence::apply_transition(conn, op, &t)?,
         Rule::Forget(before_ms) => presence::apply_forget(conn, op, before_ms)?,
+        Rule::Message(body) => message::apply(conn, op, &body)?,
     }
     Ok(Applied::New)
 }
@@ -211,6 +215,7 @@ enum Rule {
     Checkin(checkin::Body),
     Transition(presence::Transition),
     Forget(i64),
+    Message(message::Body),
 }
 
 /// The HLC and id of an op as a sortable key: the total order every merge rule uses.

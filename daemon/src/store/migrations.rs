@@ -198,6 +198,31 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX alerts_active ON alerts (cleared_ms, raised_ms);
     "#,
+    // 4: the attendee hub: messages with a per-channel local sequence, and token keys.
+    r#"
+    -- `seq` numbers a channel's messages in the order this appliance learned of them; clients
+    -- resume from it. `message_id` (the op's entity id) is the same on every appliance.
+    CREATE TABLE messages (
+        event_id    TEXT NOT NULL,
+        channel     TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        message_id  TEXT NOT NULL UNIQUE,
+        sender      TEXT NOT NULL,
+        content     TEXT NOT NULL,
+        reply_to    TEXT,
+        origin      TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        PRIMARY KEY (event_id, channel, seq)
+    ) STRICT, WITHOUT ROWID;
+
+    -- Public keys that verify attendee tokens (JWT `kid` → key), per event.
+    CREATE TABLE token_keys (
+        kid         TEXT PRIMARY KEY,
+        alg         TEXT NOT NULL CHECK (alg IN ('EdDSA', 'ES256')),
+        public_pem  TEXT NOT NULL,
+        added_ms    INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

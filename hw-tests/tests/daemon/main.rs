@@ -10,6 +10,7 @@ mod bad_input;
 mod bluez;
 mod crash;
 mod defaults;
+mod hub;
 mod idempotency;
 mod journal;
 mod mqtt;

@@ -1,0 +1,387 @@
+//! The attendee hub: channels, durable messages with a per-channel sequence, fan-out to
+//! WebSocket connections, and the bridge to MQTT.
+//!
+//! This is the first slice of issue #3. It has announcements, session channels and zone
+//! channels; durable, idempotent `message.send` with acks; resume by epoch and sequence; and
+//! the MQTT bridge. Direct messages, groups, edits, reactions, typing, presence, receipts,
+//! badges and the HTTP fallbacks are not built yet.
+//!
+//! A message is committed (op + row) before its ack and before any fan-out. Each frame is
+//! serialised once and its bytes shared by every recipient.
+
+pub mod channels;
+pub mod tokens;
+pub mod ws;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use crate::domain::idempotency::{self, Stored};
+use crate::domain::{DomainError, rfc3339};
+use crate::mqtt::MqttHandle;
+use crate::oplog::message::{MAX_CONTENT_BYTES, POST};
+use crate::store::Store;
+use channels::Channel;
+
+/// Frames a connection may have queued before it counts as a slow consumer and is closed.
+pub const SEND_QUEUE_FRAMES: usize = 1000;
+/// Most missed messages returned on resume; past it the client refetches (`too_large`).
+pub const MAX_RESUME: usize = 500;
+/// The MQTT path announcements are bridged to.
+pub const MQTT_ANNOUNCEMENTS: &str = "hub/announcements";
+
+/// A stored message, as clients see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Message {
+    /// Channel name.
+    pub channel: String,
+    /// Position in the channel on this appliance.
+    pub seq: i64,
+    /// Global id.
+    pub message_id: String,
+    /// Sender: an attendee id, or `mqtt:<device>` for bridged alerts.
+    pub sender: String,
+    /// Text.
+    pub content: String,
+    /// The message it answers.
+    pub reply_to: Option<String>,
+    /// When it was written (RFC 3339).
+    pub created_at: String,
+}
+
+/// The answer to a post.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Posted {
+    /// Its sequence number.
+    pub seq: i64,
+    /// Its global id.
+    pub message_id: String,
+}
+
+/// Where a post came from; decides the bridging, so nothing is bridged back where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A WebSocket or HTTP client.
+    Client,
+    /// The MQTT bridge.
+    Mqtt,
+}
+
+/// A server frame `{type, id, ts, payload}`, serialised once.
+pub fn frame(kind: &str, payload: Value) -> Utf8Bytes {
+    let now = crate::store::now_ms();
+    let frame = json!({
+        "type": kind,
+        "id": uuid::Uuid::now_v7().to_string(),
+        "ts": rfc3339(now as i64),
+        "payload": payload,
+    });
+    Utf8Bytes::from(frame.to_string())
+}
+
+struct Subscriber {
+    connection: u64,
+    tx: mpsc::Sender<Utf8Bytes>,
+    kill: Arc<Notify>,
+}
+
+struct Inner {
+    store: Store,
+    event_id: String,
+    epoch: String,
+    channels: Mutex<HashMap<String, Vec<Subscriber>>>,
+    next_connection: AtomicU64,
+    mqtt: OnceLock<MqttHandle>,
+    /// Token verification keys.
+    verifier: tokens::Verifier,
+    /// The local signing key, in demo mode.
+    signer: Option<tokens::Signer>,
+}
+
+/// The hub; cheap to clone.
+#[derive(Clone)]
+pub struct Hub(Arc<Inner>);
+
+impl Hub {
+    /// Loads the epoch and token keys; in demo mode also the local signing key.
+    pub async fn start(
+        store: &Store,
+        event_id: &str,
+        data_dir: &std::path::Path,
+        demo: bool,
+    ) -> Result<Hub, DomainError> {
+        let epoch = ensure_epoch(store).await?;
+        let verifier = tokens::Verifier::load(store).await?;
+        let signer = match demo {
+            true => Some(tokens::Signer::ensure(store, data_dir, &verifier).await?),
+            false => None,
+        };
+        Ok(Hub(Arc::new(Inner {
+            store: store.clone(),
+            event_id: event_id.into(),
+            epoch,
+            channels: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+            mqtt: OnceLock::new(),
+            verifier,
+            signer,
+        })))
+    }
+
+    /// Connects the MQTT bridge (set once, after MQTT starts).
+    pub fn bridge_to(&self, mqtt: MqttHandle) {
+        let _ = self.0.mqtt.set(mqtt);
+    }
+
+    /// This hub database's epoch: a client holding another epoch starts fresh.
+    pub fn epoch(&self) -> &str {
+        &self.0.epoch
+    }
+
+    /// The token keys.
+    pub fn verifier(&self) -> &tokens::Verifier {
+        &self.0.verifier
+    }
+
+    /// The local signing key, in demo mode.
+    pub fn signer(&self) -> Option<&tokens::Signer> {
+        self.0.signer.as_ref()
+    }
+
+    /// The event served.
+    pub fn event_id(&self) -> &str {
+        &self.0.event_id
+    }
+
+    /// Whether `channel` exists (a session or zone of the registry, or `announcements`).
+    pub async fn exists(&self, channel: &Channel<'_>) -> Result<bool, DomainError> {
+        let (table, id) = match channel {
+            Channel::Announcements => return Ok(true),
+            Channel::Session(id) => ("sessions", id.to_string()),
+            Channel::Zone(id) => ("zones", id.to_string()),
+        };
+        let event = self.0.event_id.clone();
+        self.0
+            .store
+            .read(move |conn| {
+                // `table` is one of two literals above, never input.
+                let sql = format!(
+                    "SELECT 1 FROM {table} WHERE id = ?1 AND event_id = ?2 AND deleted = 0"
+                );
+                Ok::<_, DomainError>(
+                    conn.query_row(&sql, params![id, event], |_| Ok(()))
+                        .optional()?
+                        .is_some(),
+                )
+            })
+            .await
+    }
+
+    /// A new connection id.
+    pub fn connection_id(&self) -> u64 {
+        self.0.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a connection to a channel's fan-out.
+    pub fn subscribe(
+        &self,
+        channel: &str,
+        connection: u64,
+        tx: mpsc::Sender<Utf8Bytes>,
+        kill: Arc<Notify>,
+    ) {
+        let mut channels = self.lock();
+        let subscribers = channels.entry(channel.to_string()).or_default();
+        if !subscribers.iter().any(|s| s.connection == connection) {
+            subscribers.push(Subscriber {
+                connection,
+                tx,
+                kill,
+            });
+        }
+    }
+
+    /// Removes a connection from one channel, or from all of them.
+    pub fn unsubscribe(&self, channel: Option<&str>, connection: u64) {
+        let mut channels = self.lock();
+        channels.retain(|name, subscribers| {
+            if channel.is_none_or(|c| c == name) {
+                subscribers.retain(|s| s.connection != connection);
+            }
+            !subscribers.is_empty()
+        });
+    }
+
+    /// Posts a message: committed (op, row, and the idempotency record when a key is given)
+    /// in one transaction, then fanned out and bridged. A repeated key returns the first
+    /// answer and changes nothing.
+    pub async fn post(
+        &self,
+        channel: &str,
+        sender: &str,
+        content: &str,
+        reply_to: Option<String>,
+        key: Option<(String, String)>,
+        origin: Origin,
+    ) -> Result<(Posted, bool), DomainError> {
+        if content.is_empty() || content.len() > MAX_CONTENT_BYTES {
+            return Err(DomainError::Invalid(format!(
+                "`content` must be 1-{MAX_CONTENT_BYTES} bytes"
+            )));
+        }
+        let body =
+            json!({"channel": channel, "sender": sender, "content": content, "reply_to": reply_to});
+        let hash = idempotency::request_hash(&body);
+        let event = self.0.event_id.clone();
+        let (posted, replayed, message) = self
+            .0
+            .store
+            .write(move |ctx| {
+                if let Some((principal, key)) = &key {
+                    if let Some(stored) = idempotency::get(ctx.conn(), principal, key)? {
+                        if stored.request_hash != hash {
+                            return Err(DomainError::KeyReused(key.clone()));
+                        }
+                        let posted: Posted = serde_json::from_value(stored.response)
+                            .map_err(|e| DomainError::Invalid(e.to_string()))?;
+                        return Ok((posted, true, None));
+                    }
+                }
+                let message_id = uuid::Uuid::now_v7().to_string();
+                let op = ctx.new_op(&event, POST, &message_id, body);
+                ctx.apply(&op)?;
+                let message = load(ctx.conn(), &message_id)?
+                    .ok_or_else(|| DomainError::NotFound("the message just written".into()))?;
+                let posted = Posted {
+                    seq: message.seq,
+                    message_id,
+                };
+                if let Some((principal, key)) = &key {
+                    let stored = Stored {
+                        request_hash: hash,
+                        status: 200,
+                        response: serde_json::to_value(&posted).unwrap_or_default(),
+                    };
+                    idempotency::put(ctx.conn(), principal, key, &stored, ctx.now_ms())?;
+                }
+                Ok((posted, false, Some(message)))
+            })
+            .await?;
+        if let Some(message) = message {
+            self.fan_out(&message);
+            if origin == Origin::Client && message.channel == channels::ANNOUNCEMENTS {
+                if let Some(mqtt) = self.0.mqtt.get() {
+                    let payload = crate::mqtt::envelope(json!({
+                        "channel": message.channel,
+                        "seq": message.seq,
+                        "message_id": message.message_id,
+                        "sender": message.sender,
+                        "content": message.content,
+                    }));
+                    mqtt.publish(MQTT_ANNOUNCEMENTS, payload).await;
+                }
+            }
+        }
+        Ok((posted, replayed))
+    }
+
+    /// Delivers `message.new` to every subscriber of its channel: serialised once, the bytes
+    /// shared. A subscriber whose queue is full is closed as a slow consumer (it resumes with
+    /// gap-fill); the others are not held up.
+    fn fan_out(&self, message: &Message) {
+        let bytes = frame(
+            "message.new",
+            serde_json::to_value(message).unwrap_or_default(),
+        );
+        let channels = self.lock();
+        let Some(subscribers) = channels.get(&message.channel) else {
+            return;
+        };
+        for s in subscribers {
+            if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(bytes.clone()) {
+                s.kill.notify_one();
+            }
+        }
+    }
+
+    /// Messages of `channel` after `after_seq`, oldest first, at most `limit`; and whether
+    /// more follow.
+    pub async fn history(
+        &self,
+        channel: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<(Vec<Message>, bool), DomainError> {
+        let (event, channel) = (self.0.event_id.clone(), channel.to_string());
+        self.0
+            .store
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT channel, seq, message_id, sender, content, reply_to, created_ms
+                     FROM messages WHERE event_id = ?1 AND channel = ?2 AND seq > ?3
+                     ORDER BY seq LIMIT ?4",
+                )?;
+                let mut rows = stmt
+                    .query_map(params![event, channel, after_seq, limit as i64 + 1], row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let more = rows.len() > limit;
+                rows.truncate(limit);
+                Ok::<_, DomainError>((rows, more))
+            })
+            .await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
+        self.0
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        channel: r.get(0)?,
+        seq: r.get(1)?,
+        message_id: r.get(2)?,
+        sender: r.get(3)?,
+        content: r.get(4)?,
+        reply_to: r.get(5)?,
+        created_at: rfc3339(r.get::<_, i64>(6)?),
+    })
+}
+
+fn load(conn: &rusqlite::Connection, message_id: &str) -> Result<Option<Message>, DomainError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT channel, seq, message_id, sender, content, reply_to, created_ms
+             FROM messages WHERE message_id = ?1",
+        )?
+        .query_row([message_id], row)
+        .optional()?)
+}
+
+/// The hub epoch, made once per database.
+async fn ensure_epoch(store: &Store) -> Result<String, DomainError> {
+    store
+        .write(|ctx| {
+            let fresh = uuid::Uuid::now_v7().to_string();
+            ctx.conn().execute(
+                "INSERT INTO meta (key, value) VALUES ('hub_epoch', ?1) ON CONFLICT (key) DO NOTHING",
+                [&fresh],
+            )?;
+            Ok::<_, DomainError>(ctx.conn().query_row(
+                "SELECT value FROM meta WHERE key = 'hub_epoch'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+}

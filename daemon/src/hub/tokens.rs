@@ -1,0 +1,261 @@
+//! Attendee tokens: JWTs (EdDSA or ES256) verified offline against public keys held in the
+//! store. In demo mode the appliance also holds a signing key, so a newcomer can mint a token.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::RwLock;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::DomainError;
+use crate::store::Store;
+
+/// The `kid` of the appliance's own signing key (demo mode).
+pub const LOCAL_KID: &str = "local";
+/// File (in the data directory) holding the local signing key, PKCS#8 DER, mode 0600.
+const LOCAL_KEY_FILE: &str = "token-signing-key.pk8";
+/// Clock skew tolerated on `exp`, seconds.
+const LEEWAY_SECS: u64 = 30;
+/// Roles a token may carry.
+pub const ROLES: &[&str] = &["attendee", "staff", "speaker"];
+
+/// The claims of an attendee token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The attendee id.
+    pub sub: String,
+    /// The event the token is for.
+    pub event: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// `attendee`, `staff`, `speaker`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl Claims {
+    /// Whether the token carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Why a token was refused; the message says what to fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// No token in the request.
+    #[error("no token: send `Authorization: Bearer <token>` or `?token=<token>`")]
+    Missing,
+    /// Not a JWT, or its header has no `kid`.
+    #[error("the token is not a JWT with a `kid` header: {0}")]
+    Malformed(String),
+    /// The `kid` is not installed.
+    #[error("no verification key `{0}` is installed on this appliance")]
+    UnknownKey(String),
+    /// Signature, algorithm or claims invalid.
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+    /// Expired.
+    #[error("the token has expired; get a new one (or send auth.refresh)")]
+    Expired,
+    /// For another event.
+    #[error("the token is for event `{0}`, not this one")]
+    WrongEvent(String),
+}
+
+/// The installed verification keys.
+#[derive(Default)]
+pub struct Verifier {
+    keys: RwLock<HashMap<String, (Algorithm, DecodingKey)>>,
+}
+
+fn decoding_key(alg: &str, pem: &str) -> Result<(Algorithm, DecodingKey), String> {
+    match alg {
+        "EdDSA" => DecodingKey::from_ed_pem(pem.as_bytes())
+            .map(|k| (Algorithm::EdDSA, k))
+            .map_err(|e| format!("not an Ed25519 public key in PEM: {e}")),
+        "ES256" => DecodingKey::from_ec_pem(pem.as_bytes())
+            .map(|k| (Algorithm::ES256, k))
+            .map_err(|e| format!("not a P-256 public key in PEM: {e}")),
+        other => Err(format!(
+            "algorithm `{other}` is not accepted; use EdDSA or ES256"
+        )),
+    }
+}
+
+impl Verifier {
+    /// Loads every installed key.
+    pub async fn load(store: &Store) -> Result<Verifier, DomainError> {
+        let rows: Vec<(String, String, String)> = store
+            .read(|conn| {
+                let mut stmt = conn.prepare("SELECT kid, alg, public_pem FROM token_keys")?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, DomainError>(rows)
+            })
+            .await?;
+        let verifier = Verifier::default();
+        for (kid, alg, pem) in rows {
+            match decoding_key(&alg, &pem) {
+                Ok(key) => {
+                    verifier.write().insert(kid, key);
+                }
+                Err(e) => tracing::warn!(kid, error = %e, "skipping an unusable token key"),
+            }
+        }
+        Ok(verifier)
+    }
+
+    /// Installs (or replaces) a key after checking it; stored, then used at once.
+    pub async fn install(
+        &self,
+        store: &Store,
+        kid: String,
+        alg: String,
+        pem: String,
+    ) -> Result<(), DomainError> {
+        if !crate::config::is_valid_id(&kid) {
+            return Err(DomainError::Invalid(format!(
+                "kid `{kid}` must be 1-64 characters of a-z, A-Z, 0-9, `-`, `_` or `.`"
+            )));
+        }
+        let key = decoding_key(&alg, &pem).map_err(DomainError::Invalid)?;
+        let (k, a, p) = (kid.clone(), alg, pem);
+        store
+            .write(move |ctx| {
+                ctx.conn().execute(
+                    "INSERT INTO token_keys (kid, alg, public_pem, added_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (kid) DO UPDATE SET alg = ?2, public_pem = ?3, added_ms = ?4",
+                    rusqlite::params![k, a, p, ctx.now_ms() as i64],
+                )?;
+                Ok::<_, DomainError>(())
+            })
+            .await?;
+        self.write().insert(kid, key);
+        Ok(())
+    }
+
+    /// Verifies `token` for `event`.
+    pub fn verify(&self, token: &str, event: &str) -> Result<Claims, TokenError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| TokenError::Malformed("no `kid`".into()))?;
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (alg, key) = keys.get(&kid).ok_or(TokenError::UnknownKey(kid.clone()))?;
+        let mut validation = Validation::new(*alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid(e.to_string()),
+        })?;
+        let claims = data.claims;
+        if claims.event != event {
+            return Err(TokenError::WrongEvent(claims.event));
+        }
+        if crate::domain::entities::validate_id(&claims.sub).is_err() {
+            return Err(TokenError::Invalid("`sub` is not an attendee id".into()));
+        }
+        if let Some(role) = claims.roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+            return Err(TokenError::Invalid(format!("unknown role `{role}`")));
+        }
+        Ok(claims)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, (Algorithm, DecodingKey)>> {
+        self.keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The appliance's own signing key (demo mode): PKCS#8 Ed25519.
+pub struct Signer {
+    pkcs8: Vec<u8>,
+}
+
+impl Signer {
+    /// Loads the local signing key from the data directory, creating it (and installing its
+    /// public half as [`LOCAL_KID`]) on first use.
+    pub async fn ensure(
+        store: &Store,
+        data_dir: &Path,
+        verifier: &Verifier,
+    ) -> Result<Signer, DomainError> {
+        use ring::signature::KeyPair;
+        let path = data_dir.join(LOCAL_KEY_FILE);
+        let pkcs8 = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                let rng = ring::rand::SystemRandom::new();
+                let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+                    .map_err(|_| DomainError::Invalid("cannot generate a signing key".into()))?;
+                write_private(&path, doc.as_ref()).map_err(|e| {
+                    DomainError::Invalid(format!("cannot write {}: {e}", path.display()))
+                })?;
+                doc.as_ref().to_vec()
+            }
+        };
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| {
+            DomainError::Invalid(format!(
+                "{} is not an Ed25519 PKCS#8 key; delete it to make a new one",
+                path.display()
+            ))
+        })?;
+        // SubjectPublicKeyInfo for Ed25519 is a fixed 12-byte prefix and the 32-byte key.
+        let mut spki = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        spki.extend_from_slice(pair.public_key().as_ref());
+        use base64::Engine;
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&spki)
+        );
+        verifier
+            .install(store, LOCAL_KID.into(), "EdDSA".into(), pem)
+            .await?;
+        Ok(Signer { pkcs8 })
+    }
+
+    /// Mints a token for `attendee` in `event`, valid for `ttl_secs`.
+    pub fn mint(
+        &self,
+        attendee: &str,
+        event: &str,
+        roles: Vec<String>,
+        ttl_secs: u64,
+    ) -> Result<String, DomainError> {
+        let claims = Claims {
+            sub: attendee.into(),
+            event: event.into(),
+            exp: crate::store::now_ms() / 1000 + ttl_secs,
+            roles,
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(LOCAL_KID.into());
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&self.pkcs8))
+            .map_err(|e| DomainError::Invalid(format!("cannot sign the token: {e}")))
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}

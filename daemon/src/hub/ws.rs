@@ -1,0 +1,392 @@
+//! `/ws`: the attendee WebSocket. The token is checked before the upgrade (401 otherwise);
+//! then one task per connection reads client frames and writes queued server frames.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use super::channels::Channel;
+use super::tokens::{Claims, TokenError};
+use super::{Hub, MAX_RESUME, Origin, SEND_QUEUE_FRAMES, frame};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+
+/// Largest client frame.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Server pings this often.
+pub const HEARTBEAT_SECS: u64 = 30;
+/// A connection silent this long is closed.
+const SILENCE_SECS: u64 = 90;
+/// Close code for policy violations (RFC 6455), used with a reason.
+const CLOSE_POLICY: u16 = 1008;
+/// Close code for a frame over the size limit (RFC 6455).
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// The token query parameter (browsers cannot set headers on a WebSocket).
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `GET /ws`: verifies the token, then upgrades.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let hub = state.hub.clone();
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .or(query.token);
+    let claims = match token {
+        None => Err(TokenError::Missing),
+        Some(t) => hub.verifier().verify(t.trim(), hub.event_id()),
+    };
+    let claims = match claims {
+        Ok(c) => c,
+        Err(e) => {
+            state.metrics.auth_failures.inc();
+            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+                .into_response();
+        }
+    };
+    // The token is checked first, so a bad token is a 401 whatever else is wrong.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| connection(hub, claims, socket))
+}
+
+/// A client frame `{type, id, ts?, payload}`.
+#[derive(Deserialize)]
+struct Inbound {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    payload: Value,
+}
+
+struct Connection {
+    hub: Hub,
+    claims: Claims,
+    id: u64,
+    tx: mpsc::Sender<Utf8Bytes>,
+    kill: Arc<Notify>,
+}
+
+async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(SEND_QUEUE_FRAMES);
+    let kill = Arc::new(Notify::new());
+    let mut conn = Connection {
+        id: hub.connection_id(),
+        hub,
+        claims,
+        tx,
+        kill: kill.clone(),
+    };
+    let welcome = frame(
+        "welcome",
+        json!({
+            "connection_id": conn.id.to_string(),
+            "user_id": conn.claims.sub,
+            "epoch": conn.hub.epoch(),
+            "heartbeat_secs": HEARTBEAT_SECS,
+        }),
+    );
+    let _ = conn.tx.try_send(welcome);
+    let mut ping = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
+    ping.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
+    let close = loop {
+        let expires = expiry(&conn.claims);
+        tokio::select! {
+            Some(out) = rx.recv() => {
+                if sink.send(WsMessage::Text(out)).await.is_err() {
+                    break None;
+                }
+            }
+            incoming = stream.next() => {
+                last_heard = tokio::time::Instant::now();
+                match incoming {
+                    Some(Ok(WsMessage::Text(text))) => conn.handle(&text).await,
+                    Some(Ok(WsMessage::Binary(_))) => conn.error("binary_not_supported", "frames are JSON text", None),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                    Some(Ok(WsMessage::Close(_))) | None => break None,
+                    Some(Err(e)) => {
+                        // The one read error worth answering: a frame over the limit (1009).
+                        let too_big = e.to_string().contains("too long");
+                        break too_big.then_some(("frame_too_large", CLOSE_TOO_BIG));
+                    }
+                }
+            }
+            () = kill.notified() => break Some(("slow_consumer", CLOSE_POLICY)),
+            () = tokio::time::sleep_until(expires) => break Some(("token_expired", CLOSE_POLICY)),
+            _ = ping.tick() => {
+                if last_heard.elapsed() > Duration::from_secs(SILENCE_SECS) {
+                    break Some(("silent", CLOSE_POLICY));
+                }
+                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    conn.hub.unsubscribe(None, conn.id);
+    if let Some((reason, code)) = close {
+        let _ = sink
+            .send(WsMessage::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            })))
+            .await;
+    }
+}
+
+/// When the connection's token expires.
+fn expiry(claims: &Claims) -> tokio::time::Instant {
+    let now = crate::store::now_ms() / 1000;
+    tokio::time::Instant::now() + Duration::from_secs(claims.exp.saturating_sub(now))
+}
+
+impl Connection {
+    fn send(&self, bytes: Utf8Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(bytes) {
+            self.kill.notify_one();
+        }
+    }
+
+    fn error(&self, code: &str, message: &str, ref_id: Option<&str>) {
+        self.send(frame(
+            "error",
+            json!({"code": code, "message": message, "ref_id": ref_id}),
+        ));
+    }
+
+    fn ack(&self, ref_id: &str, result: Result<Value, (String, String)>) {
+        let payload = match result {
+            Ok(extra) => {
+                let mut p = json!({"ref_id": ref_id, "status": "ok"});
+                if let (Value::Object(p), Value::Object(e)) = (&mut p, extra) {
+                    p.extend(e);
+                }
+                p
+            }
+            Err((code, message)) => json!({
+                "ref_id": ref_id, "status": "error", "error": {"code": code, "message": message},
+            }),
+        };
+        self.send(frame("ack", payload));
+    }
+
+    async fn handle(&mut self, text: &str) {
+        let inbound: Inbound = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                return self.error(
+                    "malformed",
+                    &format!("not a frame {{type, id, payload}}: {e}"),
+                    None,
+                );
+            }
+        };
+        let id = inbound.id.unwrap_or_default();
+        match inbound.kind.as_str() {
+            "ping" => self.send(frame("pong", json!({"ref_id": id}))),
+            "subscribe" => self.subscribe(&id, &inbound.payload).await,
+            "unsubscribe" => {
+                for name in channel_names(&inbound.payload) {
+                    self.hub.unsubscribe(Some(&name), self.id);
+                }
+                self.ack(&id, Ok(json!({})));
+            }
+            "message.send" => self.message_send(&id, &inbound.payload).await,
+            "sync.request" => {
+                let channel = inbound.payload["channel"].as_str().unwrap_or_default().to_string();
+                let after = inbound.payload["last_seq"].as_i64().unwrap_or(0);
+                let limit = inbound.payload["limit"].as_u64().unwrap_or(100).clamp(1, MAX_RESUME as u64) as usize;
+                match self.readable(&channel).await {
+                    Ok(()) => self.sync(&channel, after, limit).await,
+                    Err((code, message)) => self.error(&code, &message, Some(&id)),
+                }
+            }
+            "auth.refresh" => {
+                let token = inbound.payload["token"].as_str().unwrap_or_default();
+                match self.hub.verifier().verify(token, self.hub.event_id()) {
+                    Ok(claims) if claims.sub == self.claims.sub => {
+                        self.claims = claims;
+                        self.ack(&id, Ok(json!({})));
+                    }
+                    Ok(_) => self.ack(&id, Err(("forbidden".into(), "the new token is for another attendee".into()))),
+                    Err(e) => self.ack(&id, Err(("unauthorized".into(), e.to_string()))),
+                }
+            }
+            other => self.error(
+                "unsupported_type",
+                &format!("`{other}` is not supported by this hub; supported: subscribe, unsubscribe, message.send, sync.request, auth.refresh, ping"),
+                Some(&id),
+            ),
+        }
+    }
+
+    async fn readable(&self, name: &str) -> Result<(), (String, String)> {
+        let channel = Channel::parse(name).ok_or_else(|| {
+            (
+                "unknown_channel".to_string(),
+                format!("no channel `{name}`; use announcements, session:<id> or zone:<id>"),
+            )
+        })?;
+        if !channel.may_read(&self.claims) {
+            return Err(("forbidden".into(), format!("you may not read `{name}`")));
+        }
+        match self.hub.exists(&channel).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err((
+                "unknown_channel".into(),
+                format!("no channel `{name}` in this event"),
+            )),
+            Err(e) => Err(("unavailable".into(), e.to_string())),
+        }
+    }
+
+    async fn subscribe(&mut self, id: &str, payload: &Value) {
+        let names = channel_names(payload);
+        if names.is_empty() {
+            return self.ack(
+                id,
+                Err((
+                    "invalid".into(),
+                    "`channels` must list channel names".into(),
+                )),
+            );
+        }
+        // Resume positions count only against this hub's epoch; another epoch starts fresh.
+        let same_epoch = payload["epoch"].as_str() == Some(self.hub.epoch());
+        let resume: HashMap<String, i64> = match (same_epoch, payload["resume"].as_object()) {
+            (true, Some(map)) => map
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_i64()?)))
+                .collect(),
+            _ => HashMap::new(),
+        };
+        let mut refused = Vec::new();
+        let mut subscribed = Vec::new();
+        for name in &names {
+            if let Err((code, message)) = self.readable(name).await {
+                refused.push(json!({"channel": name, "code": code, "message": message}));
+                continue;
+            }
+            // Subscribe first, then read what was missed: nothing falls in between (a message
+            // may come twice; clients drop seqs they have).
+            self.hub
+                .subscribe(name, self.id, self.tx.clone(), self.kill.clone());
+            subscribed.push(name.clone());
+        }
+        self.ack(
+            id,
+            Ok(json!({"channels": subscribed, "refused": refused, "epoch": self.hub.epoch()})),
+        );
+        for name in subscribed {
+            if let Some(after) = resume.get(&name) {
+                self.sync(&name, *after, MAX_RESUME).await;
+            }
+        }
+    }
+
+    async fn sync(&self, channel: &str, after: i64, limit: usize) {
+        match self.hub.history(channel, after, limit).await {
+            Ok((messages, more)) => {
+                let too_large = more && limit == MAX_RESUME;
+                let messages = if too_large { Vec::new() } else { messages };
+                self.send(frame(
+                    "sync.response",
+                    json!({"channel": channel, "messages": messages, "has_more": more, "too_large": too_large}),
+                ));
+            }
+            Err(e) => self.error("unavailable", &e.to_string(), None),
+        }
+    }
+
+    async fn message_send(&self, id: &str, payload: &Value) {
+        if id.is_empty() {
+            return self.error(
+                "invalid",
+                "`message.send` needs a frame `id` (reused on retry)",
+                None,
+            );
+        }
+        let name = payload["channel"].as_str().unwrap_or_default();
+        let Some(content) = payload["content"].as_str() else {
+            return self.ack(
+                id,
+                Err(("invalid".into(), "`content` must be a string".into())),
+            );
+        };
+        if let Err(e) = self.readable(name).await {
+            return self.ack(id, Err(e));
+        }
+        if !Channel::parse(name).is_some_and(|c| c.may_post(&self.claims)) {
+            return self.ack(
+                id,
+                Err(("forbidden".into(), format!("you may not post in `{name}`"))),
+            );
+        }
+        let reply_to = payload["reply_to"].as_str().map(str::to_string);
+        let key = (format!("user:{}", self.claims.sub), format!("{name}:{id}"));
+        let result = self
+            .hub
+            .post(
+                name,
+                &self.claims.sub,
+                content,
+                reply_to,
+                Some(key),
+                Origin::Client,
+            )
+            .await;
+        match result {
+            Ok((posted, replayed)) => self.ack(
+                id,
+                Ok(json!({"seq": posted.seq, "message_id": posted.message_id, "replayed": replayed})),
+            ),
+            Err(e) => {
+                let code = match &e {
+                    crate::domain::DomainError::Invalid(_) => "invalid",
+                    crate::domain::DomainError::KeyReused(_) => "id_reused",
+                    _ => "unavailable",
+                };
+                self.ack(id, Err((code.into(), e.to_string())));
+            }
+        }
+    }
+}
+
+fn channel_names(payload: &Value) -> Vec<String> {
+    payload["channels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .take(100)
+                .collect()
+        })
+        .unwrap_or_default()
+}

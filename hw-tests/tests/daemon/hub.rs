@@ -1,0 +1,310 @@
+//! The attendee hub's first slice through a real venued, with a real WebSocket client
+//! (tokio-tungstenite) and MQTT clients: tokens, durable acked messages, idempotent retries,
+//! resume after kill -9, and the MQTT bridge in both directions without loops.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hw_tests::mqtt::{self, Options};
+use hw_tests::{Admin, Venued, VenuedBuilder};
+use reqwest::Method;
+use rumqttc::QoS;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn token(venued: &Venued, attendee: &str, roles: &[&str]) -> String {
+    let (status, body) = Admin::new(venued)
+        .call(
+            Method::POST,
+            "/api/v1/admin/tokens",
+            Some(json!({"attendee_id": attendee, "roles": roles})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    body["token"].as_str().unwrap().to_string()
+}
+
+async fn connect(venued: &Venued, token: &str) -> (Socket, Value) {
+    let url = format!("ws://{}/ws?token={token}", venued.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let welcome = next(&mut socket, "welcome").await;
+    (socket, welcome)
+}
+
+/// The next frame of `kind` (others are skipped), its payload.
+async fn next(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("no `{kind}` frame within {WAIT:?}"))
+            .expect("socket open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == kind {
+                return frame["payload"].clone();
+            }
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, kind: &str, id: &str, payload: Value) {
+    let frame = json!({"type": kind, "id": id, "payload": payload});
+    socket.send(Message::text(frame.to_string())).await.unwrap();
+}
+
+async fn post(socket: &mut Socket, id: &str, content: &str) -> Value {
+    send(
+        socket,
+        "message.send",
+        id,
+        json!({"channel": "announcements", "content": content}),
+    )
+    .await;
+    next(socket, "ack").await
+}
+
+#[tokio::test]
+async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let venued = VenuedBuilder::new(&data)
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    let staff = token(&venued, "s1", &["staff"]).await;
+    let attendee = token(&venued, "a1", &["attendee"]).await;
+
+    // No token, or a forged one: 401 before any upgrade.
+    let refused = reqwest::get(venued.url("/ws")).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let forged = format!("{}x", &attendee[..attendee.len() - 1]);
+    let refused =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?token={forged}", venued.addr)).await;
+    assert!(format!("{:?}", refused.err()).contains("401"));
+
+    let (mut reader, welcome) = connect(&venued, &attendee).await;
+    assert_eq!(welcome["user_id"], "a1");
+    let epoch = welcome["epoch"].as_str().unwrap().to_string();
+    send(
+        &mut reader,
+        "subscribe",
+        "sub-1",
+        json!({"channels": ["announcements"]}),
+    )
+    .await;
+    assert_eq!(
+        next(&mut reader, "ack").await["channels"],
+        json!(["announcements"])
+    );
+    let (mut writer, _) = connect(&venued, &staff).await;
+
+    // A display on MQTT sees announcements; a kiosk raises an alert.
+    let wall_pw = Admin::new(&venued).device("wall", "signage").await.unwrap();
+    let kiosk_pw = Admin::new(&venued)
+        .device("kiosk-1", "kiosk")
+        .await
+        .unwrap();
+    let addr = venued.mqtt_addr("tcp").await.unwrap();
+    let mut wall = mqtt::connect(
+        addr,
+        Options {
+            id: "wall",
+            credentials: Some(("wall", &wall_pw)),
+            will: None,
+        },
+    )
+    .await
+    .unwrap();
+    wall.client
+        .subscribe("venue/default/hub/announcements", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let kiosk = mqtt::connect(
+        addr,
+        Options {
+            id: "kiosk-1",
+            credentials: Some(("kiosk-1", &kiosk_pw)),
+            will: None,
+        },
+    )
+    .await
+    .unwrap();
+
+    let first = post(&mut writer, "m-1", "Keynote moves to Hall B").await;
+    assert_eq!(
+        (
+            first["status"].clone(),
+            first["seq"].clone(),
+            first["replayed"].clone()
+        ),
+        (json!("ok"), json!(1), json!(false)),
+        "{first}"
+    );
+    let delivered = next(&mut reader, "message.new").await;
+    assert_eq!(
+        (delivered["seq"].clone(), delivered["content"].clone()),
+        (json!(1), json!("Keynote moves to Hall B"))
+    );
+    let (on_mqtt, _) = wall
+        .message_on("venue/default/hub/announcements", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(on_mqtt["content"], "Keynote moves to Hall B");
+
+    // The retry (same frame id) gets the original ack and creates nothing: the next message
+    // the reader sees is seq 2.
+    let retry = post(&mut writer, "m-1", "Keynote moves to Hall B").await;
+    assert_eq!(
+        (retry["seq"].clone(), retry["replayed"].clone()),
+        (json!(1), json!(true))
+    );
+    // Attendees may not post announcements.
+    let denied = post(&mut reader, "x-1", "hello all").await;
+    assert_eq!(denied["error"]["code"], "forbidden", "{denied}");
+
+    // MQTT alert → announcement; it is not published back to MQTT.
+    kiosk
+        .client
+        .publish(
+            "venue/default/alert/warning/kiosk-1",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"v":1,"id":"al-1","message":"badge printer jammed"}"#,
+        )
+        .await
+        .unwrap();
+    let alert = next(&mut reader, "message.new").await;
+    assert_eq!(
+        (alert["seq"].clone(), alert["sender"].clone()),
+        (json!(2), json!("mqtt:kiosk-1"))
+    );
+    assert!(
+        alert["content"]
+            .as_str()
+            .unwrap()
+            .contains("badge printer jammed")
+    );
+    post(&mut writer, "m-2", "Lunch is served").await;
+    assert_eq!(next(&mut reader, "message.new").await["seq"], 3);
+    let (after, _) = wall
+        .message_on("venue/default/hub/announcements", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        after["content"], "Lunch is served",
+        "the bridged alert looped back to MQTT"
+    );
+
+    // kill -9: what was acked is there; a client resuming from seq 1 gets exactly 2 and 3.
+    venued.kill9().await.unwrap();
+    let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
+    let (mut reader, welcome) = connect(&venued, &attendee).await;
+    assert_eq!(welcome["epoch"], epoch.as_str());
+    send(
+        &mut reader,
+        "subscribe",
+        "sub-2",
+        json!({"channels": ["announcements"], "epoch": epoch, "resume": {"announcements": 1}}),
+    )
+    .await;
+    next(&mut reader, "ack").await;
+    let missed = next(&mut reader, "sync.response").await;
+    let seqs: Vec<i64> = missed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [2, 3], "{missed}");
+    assert_eq!(missed["too_large"], false);
+
+    // More than 500 missed: `too_large`, and the client refetches.
+    let (mut writer, _) = connect(&venued, &staff).await;
+    for i in 0..500 {
+        post(&mut writer, &format!("bulk-{i}"), "filler").await;
+    }
+    send(
+        &mut reader,
+        "subscribe",
+        "sub-3",
+        json!({"channels": ["announcements"], "epoch": epoch, "resume": {"announcements": 1}}),
+    )
+    .await;
+    let big = next(&mut reader, "sync.response").await;
+    assert_eq!(
+        (big["too_large"].clone(), big["has_more"].clone()),
+        (json!(true), json!(true))
+    );
+    // Another epoch means "start fresh": no gap-fill at all.
+    send(
+        &mut reader,
+        "subscribe",
+        "sub-4",
+        json!({"channels": ["announcements"], "epoch": "other", "resume": {"announcements": 1}}),
+    )
+    .await;
+    next(&mut reader, "ack").await;
+    send(&mut reader, "ping", "p-1", json!({})).await;
+    let pong = next(&mut reader, "pong").await;
+    assert_eq!(pong["ref_id"], "p-1");
+    let _ = kiosk;
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_the_connection_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    let attendee = token(&venued, "a1", &["attendee"]).await;
+    let (mut socket, _) = connect(&venued, &attendee).await;
+    socket.send(Message::text("not json")).await.unwrap();
+    assert_eq!(next(&mut socket, "error").await["code"], "malformed");
+    socket.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(
+        next(&mut socket, "error").await["code"],
+        "binary_not_supported"
+    );
+    send(&mut socket, "teleport", "t-1", json!({})).await;
+    assert_eq!(next(&mut socket, "error").await["code"], "unsupported_type");
+    send(
+        &mut socket,
+        "subscribe",
+        "s-1",
+        json!({"channels": ["zone:nowhere", "dm:a:b"]}),
+    )
+    .await;
+    let ack = next(&mut socket, "ack").await;
+    assert_eq!(ack["refused"].as_array().unwrap().len(), 2, "{ack}");
+    // A frame over 64 KiB closes the connection with 1009.
+    socket
+        .send(Message::text("x".repeat(70 * 1024)))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(1009));
+    assert_eq!(
+        reqwest::get(venued.url("/readyz")).await.unwrap().status(),
+        200
+    );
+}
