@@ -311,6 +311,20 @@ impl Hub {
         }
     }
 
+    /// Sends an ephemeral frame (occupancy, and later typing and presence) to a channel's
+    /// subscribers: serialised once, never stored, and dropped for a connection whose queue
+    /// is full rather than closing it; only messages are worth a gap-fill.
+    pub fn ephemeral(&self, channel: &str, kind: &str, payload: Value) {
+        let channels = self.lock();
+        let Some(subscribers) = channels.get(channel) else {
+            return;
+        };
+        let bytes = frame(kind, payload);
+        for s in subscribers {
+            let _ = s.tx.try_send(bytes.clone());
+        }
+    }
+
     /// Messages of `channel` after `after_seq`, oldest first, at most `limit`; and whether
     /// more follow.
     pub async fn history(

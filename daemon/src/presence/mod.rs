@@ -160,6 +160,8 @@ pub struct PresenceTask {
     pub recorder: Option<record::Recorder>,
     /// Where occupancy and alerts are published, when MQTT runs.
     pub mqtt: Option<crate::mqtt::MqttHandle>,
+    /// The hub, for occupancy in the zone channels.
+    pub hub: Option<crate::hub::Hub>,
 }
 
 impl PresenceTask {
@@ -180,7 +182,10 @@ impl PresenceTask {
         let mut refresh = tokio::time::interval(Duration::from_secs(REGISTRY_REFRESH_SECS));
         let mut purge = tokio::time::interval(Duration::from_secs(PURGE_INTERVAL_SECS));
         let mut pending: Vec<PresenceEvent> = Vec::new();
-        let mut outputs = self.mqtt.clone().map(outputs::MqttOutputs::new);
+        let mut outputs = self
+            .mqtt
+            .clone()
+            .map(|mqtt| outputs::MqttOutputs::new(mqtt, self.hub.clone()));
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,

@@ -104,6 +104,21 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
         next(&mut reader, "ack").await["channels"],
         json!(["announcements"])
     );
+    // A zone channel carries the zone's occupancy (the demo's simulated badges fill it).
+    send(
+        &mut reader,
+        "subscribe",
+        "sub-z",
+        json!({"channels": ["zone:hall-a"]}),
+    )
+    .await;
+    assert_eq!(
+        next(&mut reader, "ack").await["channels"],
+        json!(["zone:hall-a"])
+    );
+    let occupancy = next(&mut reader, "zone.occupancy").await;
+    assert_eq!(occupancy["zone"], "hall-a");
+    assert!(occupancy["occupancy"].is_u64(), "{occupancy}");
     let (mut writer, _) = connect(&venued, &staff).await;
 
     // A display on MQTT sees announcements; a kiosk raises an alert.
