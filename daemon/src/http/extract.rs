@@ -16,7 +16,7 @@ use super::error::ApiError;
 use crate::domain::devices::DeviceKind;
 
 /// A JSON body; malformed, ill-typed, oversized or mistyped bodies get the API's error body.
-pub(super) struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;

@@ -6,7 +6,7 @@
 
 mod admin;
 pub mod error;
-mod extract;
+pub(crate) mod extract;
 mod kiosk;
 mod ops;
 
@@ -91,6 +91,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/token-keys", post(admin::install_token_key))
         .route("/api/v1/admin/tokens", post(admin::mint_token))
         .route("/ws", get(crate::hub::ws::upgrade))
+        .route(
+            "/api/v1/channels/{channel}/messages",
+            get(crate::hub::http::poll).post(crate::hub::http::post),
+        )
         .route(
             "/api/v1/admin/signage/{display}/content",
             get(admin::get_signage)

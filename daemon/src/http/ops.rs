@@ -83,6 +83,7 @@ pub(super) async fn status(State(state): State<AppState>) -> Result<impl IntoRes
         "outbox": backlog,
         "subsystems": state.subsystems.snapshot(),
         "mqtt": state.mqtt_bound,
+        "hub": {"epoch": state.hub.epoch(), "long_polls_waiting": state.hub.long_polls_waiting()},
     })))
 }
 

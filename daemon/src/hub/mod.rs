@@ -10,6 +10,7 @@
 //! serialised once and its bytes shared by every recipient.
 
 pub mod channels;
+pub mod http;
 pub mod tokens;
 pub mod ws;
 
@@ -97,6 +98,9 @@ struct Inner {
     event_id: String,
     epoch: String,
     channels: Mutex<HashMap<String, Vec<Subscriber>>>,
+    /// Long-polls waiting per channel, woken by every new message.
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    waiting: AtomicU64,
     next_connection: AtomicU64,
     mqtt: OnceLock<MqttHandle>,
     /// Token verification keys.
@@ -128,6 +132,8 @@ impl Hub {
             event_id: event_id.into(),
             epoch,
             channels: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            waiting: AtomicU64::new(0),
             next_connection: AtomicU64::new(1),
             mqtt: OnceLock::new(),
             verifier,
@@ -153,6 +159,11 @@ impl Hub {
     /// The local signing key, in demo mode.
     pub fn signer(&self) -> Option<&tokens::Signer> {
         self.0.signer.as_ref()
+    }
+
+    /// Long-polls waiting for a message now.
+    pub fn long_polls_waiting(&self) -> u64 {
+        self.0.waiting.load(Ordering::Relaxed)
     }
 
     /// The event served.
@@ -296,6 +307,9 @@ impl Hub {
     /// shared. A subscriber whose queue is full is closed as a slow consumer (it resumes with
     /// gap-fill); the others are not held up.
     fn fan_out(&self, message: &Message) {
+        if let Some(waiting) = self.waiters().get(&message.channel) {
+            waiting.notify_waiters();
+        }
         let bytes = frame(
             "message.new",
             serde_json::to_value(message).unwrap_or_default(),
@@ -350,6 +364,44 @@ impl Hub {
                 Ok::<_, DomainError>((rows, more))
             })
             .await
+    }
+
+    /// Like [`Hub::history`], but when nothing is there yet waits up to `wait` for the next
+    /// message (the long-poll fallback).
+    pub async fn wait_history(
+        &self,
+        channel: &str,
+        after_seq: i64,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<(Vec<Message>, bool), DomainError> {
+        let notify = self
+            .waiters()
+            .entry(channel.to_string())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        // Registered before the query, so a message committed in between still wakes us.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let first = self.history(channel, after_seq, limit).await?;
+        if !first.0.is_empty() || wait.is_zero() {
+            return Ok(first);
+        }
+        self.0.waiting.fetch_add(1, Ordering::Relaxed);
+        let woken = tokio::time::timeout(wait, notified).await;
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        if woken.is_err() {
+            return Ok(first);
+        }
+        self.history(channel, after_seq, limit).await
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.0
+            .waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {

@@ -323,3 +323,107 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
         200
     );
 }
+
+#[tokio::test]
+async fn http_fallbacks_post_idempotently_and_long_polls_wake_on_new_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    let staff = token(&venued, "s1", &["staff"]).await;
+    let attendee = token(&venued, "a1", &["attendee"]).await;
+    let http = reqwest::Client::new();
+    let url = venued.url("/api/v1/channels/announcements/messages");
+    let posting = |token: &str, key: Option<&str>, content: &str| {
+        let mut request = http
+            .post(&url)
+            .bearer_auth(token)
+            .json(&json!({"content": content}));
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send()
+    };
+
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let first = posting(&staff, Some("k-1"), "Doors open").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = posting(&staff, Some("k-1"), "Doors open").await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert!(again.headers().contains_key("idempotent-replayed"));
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(posting(&staff, None, "no key").await.unwrap().status(), 400);
+    assert_eq!(
+        posting(&attendee, Some("k-2"), "hi")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    // A long-poll with nothing new waits, and the next message (sent over WebSocket) wakes it.
+    let poll = {
+        let (http, url, attendee) = (http.clone(), url.clone(), attendee.clone());
+        tokio::spawn(async move {
+            http.get(format!("{url}?after=1&wait=20"))
+                .bearer_auth(attendee)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    hw_tests::wait_for_json(
+        &venued.url("/api/v1/status"),
+        None,
+        "the long-poll waiting",
+        WAIT,
+        |s| s["hub"]["long_polls_waiting"] == 1,
+    )
+    .await
+    .unwrap();
+    let (mut reader, _) = connect(&venued, &attendee).await;
+    send(
+        &mut reader,
+        "subscribe",
+        "s",
+        json!({"channels": ["announcements"]}),
+    )
+    .await;
+    next(&mut reader, "ack").await;
+    let (mut writer, _) = connect(&venued, &staff).await;
+    let ack = post(&mut writer, "w-1", "Coffee in the foyer").await;
+    assert_eq!(ack["seq"], 2);
+    let polled = tokio::time::timeout(WAIT, poll).await.unwrap().unwrap();
+    let over_ws = next(&mut reader, "message.new").await;
+    assert_eq!(
+        polled["messages"],
+        json!([over_ws]),
+        "HTTP and WebSocket deliver the same message"
+    );
+    let all: Value = http
+        .get(&url)
+        .bearer_auth(&attendee)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let contents: Vec<&str> = all["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        ["Doors open", "Coffee in the foyer"],
+        "the retried POST created nothing"
+    );
+}
