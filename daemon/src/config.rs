@@ -254,6 +254,78 @@ pub struct MqttConfig {
     pub segment_count: usize,
     /// Milliseconds a new connection has to send CONNECT. Default 10000.
     pub connect_timeout_ms: u64,
+    /// The MQTT ↔ hub bridge, `[[mqtt.bridge]]`. Giving any entry replaces the defaults:
+    /// `alert/#` → `announcements` (messages), `presence/+` → `zone:{1}` (frames), and
+    /// `announcements` → `hub/announcements`.
+    pub bridge: Vec<BridgeEntry>,
+}
+
+/// One mapping of `[[mqtt.bridge]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeEntry {
+    /// A topic filter under `{topic_root}/{event}/` (`+` and `#` allowed for `in`), or for
+    /// `out` the exact topic path, which must start with `hub/`.
+    pub filter: String,
+    /// The hub channel. For `in`, `{1}`, `{2}`, ... stand for the levels the filter's `+`
+    /// wildcards matched, e.g. `presence/+` → `zone:{1}`.
+    pub channel: String,
+    /// `in` (MQTT → hub) or `out` (hub → MQTT).
+    pub direction: BridgeDirection,
+    /// For `in`: `message` (stored, acked, resumable; needs an envelope `id`, which
+    /// deduplicates) or `frame` (ephemeral, `mqtt.message`). Default `message`.
+    #[serde(default, rename = "as")]
+    pub deliver: BridgeDelivery,
+}
+
+/// Which way a bridge entry carries messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BridgeDirection {
+    /// MQTT → hub.
+    In,
+    /// Hub → MQTT.
+    Out,
+}
+
+/// How an `in` entry delivers into the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BridgeDelivery {
+    /// A durable message.
+    #[default]
+    Message,
+    /// An ephemeral frame.
+    Frame,
+}
+
+fn default_bridge() -> Vec<BridgeEntry> {
+    let entry = |filter: &str, channel: &str, direction, deliver| BridgeEntry {
+        filter: filter.into(),
+        channel: channel.into(),
+        direction,
+        deliver,
+    };
+    vec![
+        entry(
+            "alert/#",
+            "announcements",
+            BridgeDirection::In,
+            BridgeDelivery::Message,
+        ),
+        entry(
+            "presence/+",
+            "zone:{1}",
+            BridgeDirection::In,
+            BridgeDelivery::Frame,
+        ),
+        entry(
+            "hub/announcements",
+            "announcements",
+            BridgeDirection::Out,
+            BridgeDelivery::Message,
+        ),
+    ]
 }
 
 impl Default for MqttConfig {
@@ -272,6 +344,7 @@ impl Default for MqttConfig {
             segment_bytes: 1024 * 1024,
             segment_count: 3,
             connect_timeout_ms: 10_000,
+            bridge: default_bridge(),
         }
     }
 }
@@ -962,6 +1035,11 @@ fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Vec<ConfigProblem>) -> MqttLi
         256 * 1024 * 1024,
     );
     check_range(problems, "mqtt.segment_count", mqtt.segment_count, 1, 64);
+    for (i, entry) in mqtt.bridge.iter().enumerate() {
+        if let Err(reason) = check_bridge(entry) {
+            invalid(problems, &format!("mqtt.bridge[{i}]"), reason);
+        }
+    }
     // The broker keeps this as a u16 of milliseconds.
     check_range(
         problems,
@@ -971,6 +1049,39 @@ fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Vec<ConfigProblem>) -> MqttLi
         u64::from(u16::MAX),
     );
     listeners
+}
+
+fn check_bridge(entry: &BridgeEntry) -> Result<(), String> {
+    let levels: Vec<&str> = entry.filter.split('/').collect();
+    let level_ok = |l: &str| !l.is_empty() && !l.starts_with('$') && l.len() <= 64;
+    if entry.filter.is_empty() || !levels.iter().all(|l| level_ok(l)) {
+        return Err(format!(
+            "filter `{}` is not a topic path under the event's tree",
+            entry.filter
+        ));
+    }
+    let wild = levels.iter().filter(|l| matches!(**l, "+" | "#")).count();
+    if levels.iter().any(|l| l.contains(['+', '#']) && l.len() > 1)
+        || levels
+            .iter()
+            .position(|l| *l == "#")
+            .is_some_and(|p| p + 1 != levels.len())
+    {
+        return Err(format!(
+            "filter `{}`: `+` and `#` must be whole levels, `#` the last",
+            entry.filter
+        ));
+    }
+    match entry.direction {
+        BridgeDirection::Out if wild > 0 || !entry.filter.starts_with("hub/") => Err(format!(
+            "an `out` entry publishes on one topic, which must start with `hub/` (no wildcards); `{}` does not",
+            entry.filter
+        )),
+        BridgeDirection::Out if entry.channel.contains('{') => {
+            Err("an `out` entry names one channel, without `{n}`".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn invalid(problems: &mut Vec<ConfigProblem>, key: &str, reason: String) {
@@ -1147,5 +1258,36 @@ mod tests {
         ] {
             assert_eq!(is_valid_id(id), ok, "{id}");
         }
+    }
+
+    #[test]
+    fn bridge_entries_are_checked() {
+        let toml = r#"
+            [[mqtt.bridge]]
+            filter = "alert/#"
+            channel = "announcements"
+            direction = "in"
+            [[mqtt.bridge]]
+            filter = "a/#/b"
+            channel = "announcements"
+            direction = "in"
+            [[mqtt.bridge]]
+            filter = "kiosk/+/checkin"
+            channel = "announcements"
+            direction = "out"
+        "#;
+        let errors = load_str(toml, "t.toml", &BTreeMap::new(), None).expect_err("two bad entries");
+        let text = errors.to_string();
+        assert!(
+            text.contains("mqtt.bridge[1]") && text.contains("`#` the last"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mqtt.bridge[2]") && text.contains("must start with `hub/`"),
+            "{text}"
+        );
+        assert!(!text.contains("mqtt.bridge[0]"), "{text}");
+        let defaults = Config::default();
+        assert_eq!(defaults.mqtt.bridge.len(), 3, "the default mapping");
     }
 }

@@ -200,6 +200,8 @@ pub struct MqttMetrics {
     pub link_unscheduled: Counter,
     /// Check-ins applied over MQTT, by `result` (reason label).
     pub checkins: Family<WhyLabel, Counter>,
+    /// Messages carried by the MQTT ↔ hub bridge, by direction and kind.
+    pub bridged: Family<WhyLabel, Counter>,
 }
 
 impl MqttMetrics {
@@ -215,6 +217,7 @@ impl MqttMetrics {
             dropped: Counter::default(),
             link_unscheduled: Counter::default(),
             checkins: Family::default(),
+            bridged: Family::default(),
         };
         registry.register(
             "venued_mqtt_connections",
@@ -261,6 +264,11 @@ impl MqttMetrics {
             "venued_mqtt_checkins",
             "Check-ins received over MQTT, by result",
             m.checkins.clone(),
+        );
+        registry.register(
+            "venued_mqtt_bridged",
+            "Messages carried by the MQTT-hub bridge (in_message, in_frame, out)",
+            m.bridged.clone(),
         );
         m
     }

@@ -117,7 +117,7 @@ impl Daemon {
                 )
                 .await?;
                 tracing::info!(listeners = ?mqtt.bound(), "MQTT broker ready");
-                hub.bridge_to(mqtt.handle());
+                hub.bridge_to(mqtt.handle(), mqtt.bridge_out());
                 Some(mqtt)
             }
             false => {
@@ -341,7 +341,7 @@ fn start_ble(
         subsystems: state.subsystems.clone(),
         health: state.beacon_health.clone(),
         mqtt: state.mqtt.clone(),
-        hub: Some(state.hub.clone()),
+
         low_battery_mv: ble.low_battery_mv,
         recorder: match ble.record_file.as_str() {
             "" => None,

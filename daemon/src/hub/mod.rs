@@ -35,8 +35,6 @@ use channels::Channel;
 pub const SEND_QUEUE_FRAMES: usize = 1000;
 /// Most missed messages returned on resume; past it the client refetches (`too_large`).
 pub const MAX_RESUME: usize = 500;
-/// The MQTT path announcements are bridged to.
-pub const MQTT_ANNOUNCEMENTS: &str = "hub/announcements";
 
 /// A stored message, as clients see it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -102,7 +100,7 @@ struct Inner {
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     waiting: AtomicU64,
     next_connection: AtomicU64,
-    mqtt: OnceLock<MqttHandle>,
+    mqtt: OnceLock<(MqttHandle, Vec<(String, String)>)>,
     /// Token verification keys.
     verifier: tokens::Verifier,
     /// The local signing key, in demo mode.
@@ -141,9 +139,10 @@ impl Hub {
         })))
     }
 
-    /// Connects the MQTT bridge (set once, after MQTT starts).
-    pub fn bridge_to(&self, mqtt: MqttHandle) {
-        let _ = self.0.mqtt.set(mqtt);
+    /// Connects the MQTT bridge (set once, after MQTT starts): `outs` are the channels
+    /// published to MQTT, with their topic paths.
+    pub fn bridge_to(&self, mqtt: MqttHandle, outs: Vec<(String, String)>) {
+        let _ = self.0.mqtt.set((mqtt, outs));
     }
 
     /// This hub database's epoch: a client holding another epoch starts fresh.
@@ -287,16 +286,19 @@ impl Hub {
             .await?;
         if let Some(message) = message {
             self.fan_out(&message);
-            if origin == Origin::Client && message.channel == channels::ANNOUNCEMENTS {
-                if let Some(mqtt) = self.0.mqtt.get() {
+            // The bridge's `out` entries; what came in from MQTT never goes back out.
+            if let (Origin::Client, Some((mqtt, outs))) = (origin, self.0.mqtt.get()) {
+                for (_, path) in outs.iter().filter(|(c, _)| *c == message.channel) {
                     let payload = crate::mqtt::envelope(json!({
                         "channel": message.channel,
                         "seq": message.seq,
                         "message_id": message.message_id,
                         "sender": message.sender,
                         "content": message.content,
+                        crate::mqtt::bridge::BRIDGED_FROM: message.channel,
                     }));
-                    mqtt.publish(MQTT_ANNOUNCEMENTS, payload).await;
+                    mqtt.publish(path, payload).await;
+                    mqtt.count_bridged_out();
                 }
             }
         }

@@ -42,6 +42,7 @@ pub(super) struct Ingest {
     adverts: Option<mpsc::Sender<Advertisement>>,
     checkins: Arc<Semaphore>,
     hub: Option<crate::hub::Hub>,
+    bridges: Vec<super::bridge::Inbound>,
 }
 
 impl Ingest {
@@ -51,6 +52,7 @@ impl Ingest {
         metrics: MqttMetrics,
         adverts: Option<mpsc::Sender<Advertisement>>,
         hub: Option<crate::hub::Hub>,
+        bridges: Vec<super::bridge::Inbound>,
     ) -> Self {
         Self {
             handle,
@@ -59,6 +61,7 @@ impl Ingest {
             adverts,
             checkins: Arc::new(Semaphore::new(CHECKIN_CONCURRENCY)),
             hub,
+            bridges,
         }
     }
 
@@ -73,7 +76,13 @@ impl Ingest {
 /// Drains the link until shutdown. The link must never stay full: the broker pauses a full
 /// link (`Unschedule`) until it is woken, and drops what its segments no longer hold.
 pub(super) async fn run(mut rx: LinkRx, ingest: Arc<Ingest>, mut stop: watch::Receiver<bool>) {
-    for path in SUBSCRIPTIONS {
+    let mut paths: Vec<String> = SUBSCRIPTIONS.iter().map(|p| p.to_string()).collect();
+    for bridge in &ingest.bridges {
+        if !paths.contains(&bridge.filter()) {
+            paths.push(bridge.filter());
+        }
+    }
+    for path in &paths {
         let filter = ingest.handle.tree.topic(path);
         if let Err(e) = subscribe(&ingest.handle, filter.clone()).await {
             tracing::error!(filter, error = %e, "cannot subscribe the daemon's link");
@@ -126,8 +135,24 @@ async fn subscribe(handle: &MqttHandle, filter: String) -> Result<(), String> {
 }
 
 fn dispatch(ingest: &Arc<Ingest>, topic: &str, payload: Vec<u8>) {
+    let bridged = match (&ingest.hub, topic.strip_prefix(ingest.handle.tree.prefix())) {
+        (Some(_), Some(path)) => ingest.bridges.iter().any(|b| b.channel_for(path).is_some()),
+        _ => false,
+    };
+    if bridged {
+        let (ingest, topic, payload) = (ingest.clone(), topic.to_string(), payload.clone());
+        tokio::spawn(async move {
+            let path = topic.trim_start_matches(ingest.handle.tree.prefix());
+            if let Some(hub) = &ingest.hub {
+                super::bridge::carry_in(&ingest.bridges, hub, &ingest.metrics, path, &payload)
+                    .await;
+            }
+        });
+    }
     let Some(parsed) = ingest.handle.tree.parse(topic) else {
-        ingest.invalid("unknown_topic");
+        if !bridged {
+            ingest.invalid("unknown_topic");
+        }
         return;
     };
     match parsed {
@@ -328,8 +353,6 @@ async fn alert(ingest: &Ingest, severity: &str, source: &str, payload: &[u8]) {
         }
     };
     let text: String = message.message.chars().take(MAX_ALERT_MESSAGE).collect();
-    let announcement = format!("[{severity}] {source}: {text}");
-    let from = format!("mqtt:{source}");
     let (id, severity, source) = (message.id, severity.to_string(), source.to_string());
     let changed = ingest
         .handle
@@ -355,23 +378,6 @@ async fn alert(ingest: &Ingest, severity: &str, source: &str, payload: &[u8]) {
         Ok(true) => {
             if let Err(e) = publish_active_alerts(&ingest.handle).await {
                 tracing::warn!(error = %e, "cannot publish the active alerts");
-            }
-            // The bridge: a raised alert becomes an announcement. Marked as from MQTT, so it is
-            // never published back to MQTT (no loop).
-            if let (Some(hub), false) = (&ingest.hub, cleared) {
-                let posted = hub
-                    .post(
-                        crate::hub::channels::ANNOUNCEMENTS,
-                        &from,
-                        &announcement,
-                        None,
-                        None,
-                        crate::hub::Origin::Mqtt,
-                    )
-                    .await;
-                if let Err(e) = posted {
-                    tracing::warn!(error = %e, "cannot bridge an alert into announcements");
-                }
             }
         }
         // A redelivery, or a clear of an unknown alert: nothing changes.

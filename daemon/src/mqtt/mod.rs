@@ -6,6 +6,7 @@
 //! written to `mqtt_retained` first and re-published before the listeners accept anyone.
 //! docs/protocol/mqtt-topics.md is the device-facing reference.
 
+pub mod bridge;
 mod broker;
 pub mod front;
 mod ingest;
@@ -202,6 +203,14 @@ impl MqttHandle {
         Ok(())
     }
 
+    /// Counts a message the bridge published.
+    pub fn count_bridged_out(&self) {
+        self.metrics
+            .bridged
+            .get_or_create(&crate::metrics::WhyLabel { reason: "out" })
+            .inc();
+    }
+
     /// Closes the MQTT connections of device `id` (after it was revoked or its password reset).
     pub fn disconnect(&self, id: &str) {
         self.sessions.close(id);
@@ -248,6 +257,7 @@ pub struct Mqtt {
     listeners: Vec<Listener>,
     broker_tasks: Vec<tokio::task::JoinHandle<()>>,
     bound: Bound,
+    bridges: Vec<crate::config::BridgeEntry>,
 }
 
 enum Listener {
@@ -346,12 +356,18 @@ impl Mqtt {
             listeners,
             broker_tasks: embedded.listeners,
             bound,
+            bridges: mqtt.bridge.clone(),
         })
     }
 
     /// A publishing handle.
     pub fn handle(&self) -> MqttHandle {
         self.handle.clone()
+    }
+
+    /// The `out` bridge entries: (hub channel, topic path).
+    pub fn bridge_out(&self) -> Vec<(String, String)> {
+        bridge::split(&self.bridges).1
     }
 
     /// Where MQTT listens.
@@ -368,12 +384,14 @@ impl Mqtt {
         hub: Option<crate::hub::Hub>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> MqttStop {
+        let (ins, _) = bridge::split(&self.bridges);
         let ingest = Arc::new(ingest::Ingest::new(
             self.handle.clone(),
             event_id,
             self.front.metrics.clone(),
             adverts,
             hub,
+            ins,
         ));
         tasks.spawn(ingest::run(self.rx, ingest, self.front.stop.clone()));
         for listener in self.listeners {

@@ -160,8 +160,6 @@ pub struct PresenceTask {
     pub recorder: Option<record::Recorder>,
     /// Where occupancy and alerts are published, when MQTT runs.
     pub mqtt: Option<crate::mqtt::MqttHandle>,
-    /// The hub, for occupancy in the zone channels.
-    pub hub: Option<crate::hub::Hub>,
 }
 
 impl PresenceTask {
@@ -182,10 +180,7 @@ impl PresenceTask {
         let mut refresh = tokio::time::interval(Duration::from_secs(REGISTRY_REFRESH_SECS));
         let mut purge = tokio::time::interval(Duration::from_secs(PURGE_INTERVAL_SECS));
         let mut pending: Vec<PresenceEvent> = Vec::new();
-        let mut outputs = self
-            .mqtt
-            .clone()
-            .map(|mqtt| outputs::MqttOutputs::new(mqtt, self.hub.clone()));
+        let mut outputs = self.mqtt.clone().map(outputs::MqttOutputs::new);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,

@@ -1,8 +1,7 @@
-//! Presence outputs: on MQTT, retained occupancy per zone (`presence/{zone}`), a periodic QoS 0
-//! summary per zone (`beacon/{zone}`) and low-battery alerts (`alert/warning/{beacon}`); on the
-//! hub, `zone.occupancy` frames in each zone's channel (the bridge's `presence/{zone}` →
-//! `zone:{zone}` mapping). Only counts and venue beacons leave here: no attendee, badge or
-//! address (invariant 7).
+//! Presence on MQTT: retained occupancy per zone (`presence/{zone}`), a periodic QoS 0 summary
+//! per zone (`beacon/{zone}`), and low-battery alerts (`alert/warning/{beacon}`). The bridge
+//! carries `presence/{zone}` into each zone's hub channel. Only counts and venue beacons leave
+//! here: no attendee, badge or address (invariant 7).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,16 +16,14 @@ const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// What was last published, so only changes are written and sent.
 pub(super) struct MqttOutputs {
     handle: MqttHandle,
-    hub: Option<crate::hub::Hub>,
     published: BTreeMap<String, usize>,
     last_summary: Option<Instant>,
 }
 
 impl MqttOutputs {
-    pub(super) fn new(handle: MqttHandle, hub: Option<crate::hub::Hub>) -> Self {
+    pub(super) fn new(handle: MqttHandle) -> Self {
         Self {
             handle,
-            hub,
             published: BTreeMap::new(),
             last_summary: None,
         }
@@ -48,13 +45,6 @@ impl MqttOutputs {
         );
         for (zone, n) in &changed {
             self.published.insert(zone.clone(), *n);
-            if let Some(hub) = &self.hub {
-                hub.ephemeral(
-                    &format!("zone:{zone}"),
-                    "zone.occupancy",
-                    json!({ "zone": zone, "occupancy": n }),
-                );
-            }
         }
         let summary_due = self
             .last_summary

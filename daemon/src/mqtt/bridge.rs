@@ -1,0 +1,223 @@
+//! The MQTT ↔ hub bridge: `[[mqtt.bridge]]` entries matched against what the daemon's link
+//! receives (`in`), and hub channels published to MQTT (`out`).
+//!
+//! Loop-free by construction: what the bridge publishes carries `bridged_from`, and `in`
+//! entries skip such payloads; messages that came in from MQTT are posted with
+//! [`crate::hub::Origin::Mqtt`], which `out` never publishes.
+
+use serde_json::{Value, json};
+
+use crate::config::{BridgeDelivery, BridgeDirection, BridgeEntry};
+use crate::hub::channels::Channel;
+use crate::hub::{Hub, Origin};
+use crate::metrics::{MqttMetrics, WhyLabel};
+
+/// The payload field that marks a message the bridge published.
+pub const BRIDGED_FROM: &str = "bridged_from";
+
+/// An `in` entry, ready to match.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    filter: Vec<String>,
+    channel: String,
+    deliver: BridgeDelivery,
+}
+
+/// The `in` entries, and the `(channel, topic path)` pairs of the `out` ones.
+pub fn split(entries: &[BridgeEntry]) -> (Vec<Inbound>, Vec<(String, String)>) {
+    let mut ins = Vec::new();
+    let mut outs = Vec::new();
+    for e in entries {
+        match e.direction {
+            BridgeDirection::In => ins.push(Inbound {
+                filter: e.filter.split('/').map(str::to_string).collect(),
+                channel: e.channel.clone(),
+                deliver: e.deliver,
+            }),
+            BridgeDirection::Out => outs.push((e.channel.clone(), e.filter.clone())),
+        }
+    }
+    (ins, outs)
+}
+
+impl Inbound {
+    /// The filter path (relative to the tree), for the link's subscription.
+    pub fn filter(&self) -> String {
+        self.filter.join("/")
+    }
+
+    /// The channel for a relative topic path, if the filter matches it.
+    pub fn channel_for(&self, path: &str) -> Option<String> {
+        let levels: Vec<&str> = path.split('/').collect();
+        let captured = matches(&self.filter, &levels)?;
+        let mut channel = self.channel.clone();
+        for (i, level) in captured.iter().enumerate() {
+            channel = channel.replace(&format!("{{{}}}", i + 1), level);
+        }
+        (!channel.contains('{')).then_some(channel)
+    }
+}
+
+/// MQTT filter matching; the levels `+` matched, in order.
+fn matches<'a>(filter: &[String], topic: &[&'a str]) -> Option<Vec<&'a str>> {
+    let mut captured = Vec::new();
+    for (i, f) in filter.iter().enumerate() {
+        match f.as_str() {
+            "#" => return Some(captured),
+            "+" => captured.push(*topic.get(i)?),
+            level => {
+                if topic.get(i) != Some(&level) {
+                    return None;
+                }
+            }
+        }
+    }
+    (filter.len() == topic.len()).then_some(captured)
+}
+
+/// Carries one MQTT message into the hub along every `in` entry that matches. True if any did.
+pub async fn carry_in(
+    entries: &[Inbound],
+    hub: &Hub,
+    metrics: &MqttMetrics,
+    path: &str,
+    payload: &[u8],
+) -> bool {
+    let mut matched = false;
+    let parsed: Option<Value> = serde_json::from_slice(payload).ok();
+    if parsed
+        .as_ref()
+        .is_some_and(|v| v.get(BRIDGED_FROM).is_some())
+    {
+        return true; // Our own `out` publish: never carried back.
+    }
+    for entry in entries {
+        let Some(channel) = entry.channel_for(path) else {
+            continue;
+        };
+        matched = true;
+        let count = |reason: &'static str| {
+            metrics.bridged.get_or_create(&WhyLabel { reason }).inc();
+        };
+        match entry.deliver {
+            BridgeDelivery::Frame => {
+                let body = parsed
+                    .clone()
+                    .unwrap_or_else(|| json!(String::from_utf8_lossy(payload)));
+                hub.ephemeral(
+                    &channel,
+                    "mqtt.message",
+                    json!({"topic": path, "payload": body}),
+                );
+                count("in_frame");
+            }
+            BridgeDelivery::Message => {
+                // Durable messages need the envelope id: it makes QoS 1 redelivery harmless.
+                let Some(v) = &parsed else {
+                    metrics
+                        .invalid
+                        .get_or_create(&WhyLabel {
+                            reason: "bridge_not_json",
+                        })
+                        .inc();
+                    continue;
+                };
+                let Some(id) = v
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|id| (1..=128).contains(&id.len()))
+                else {
+                    metrics
+                        .invalid
+                        .get_or_create(&WhyLabel {
+                            reason: "bridge_no_id",
+                        })
+                        .inc();
+                    continue;
+                };
+                let Some(parsed_channel) = Channel::parse(&channel) else {
+                    metrics
+                        .invalid
+                        .get_or_create(&WhyLabel {
+                            reason: "bridge_channel",
+                        })
+                        .inc();
+                    continue;
+                };
+                if !hub.exists(&parsed_channel).await.unwrap_or(false) {
+                    metrics
+                        .invalid
+                        .get_or_create(&WhyLabel {
+                            reason: "bridge_channel",
+                        })
+                        .inc();
+                    continue;
+                }
+                let text = v
+                    .get("content")
+                    .or_else(|| v.get("message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                let content = match v.get("state").and_then(Value::as_str) {
+                    Some("cleared") => format!("cleared: {text}"),
+                    _ => text,
+                };
+                let content: String = content.chars().take(4096).collect();
+                let key = ("mqtt".to_string(), format!("{channel}:{id}"));
+                let sender = format!("mqtt:{path}");
+                match hub
+                    .post(&channel, &sender, &content, None, Some(key), Origin::Mqtt)
+                    .await
+                {
+                    Ok(_) => count("in_message"),
+                    Err(e) => {
+                        tracing::warn!(channel, error = %e, "cannot bridge an MQTT message into the hub")
+                    }
+                }
+            }
+        }
+    }
+    matched
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(filter: &str, channel: &str) -> Inbound {
+        split(&[BridgeEntry {
+            filter: filter.into(),
+            channel: channel.into(),
+            direction: BridgeDirection::In,
+            deliver: BridgeDelivery::Frame,
+        }])
+        .0
+        .remove(0)
+    }
+
+    #[test]
+    fn filters_match_like_mqtt_and_fill_the_channel() {
+        let zone = entry("presence/+", "zone:{1}");
+        assert_eq!(
+            zone.channel_for("presence/hall-a").as_deref(),
+            Some("zone:hall-a")
+        );
+        assert_eq!(zone.channel_for("presence/hall-a/x"), None);
+        assert_eq!(zone.channel_for("beacon/hall-a"), None);
+        let alerts = entry("alert/#", "announcements");
+        assert_eq!(
+            alerts.channel_for("alert/warning/k1").as_deref(),
+            Some("announcements")
+        );
+        assert_eq!(alerts.channel_for("alerts/active"), None);
+        let two = entry("a/+/b/+", "session:{2}-{1}");
+        assert_eq!(two.channel_for("a/x/b/y").as_deref(), Some("session:y-x"));
+        let unfilled = entry("a/#", "zone:{1}");
+        assert_eq!(
+            unfilled.channel_for("a/b"),
+            None,
+            "a placeholder with nothing to fill"
+        );
+    }
+}
