@@ -69,6 +69,10 @@ enum Mode {
         /// Length of the run.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Also carry every message through the MQTT → hub bridge (as frames into
+        /// `zone:<gateway>`), and count what the bridge carried.
+        #[arg(long)]
+        through_bridge: bool,
     },
 }
 
@@ -90,7 +94,8 @@ async fn main() -> anyhow::Result<()> {
             publishers,
             rate,
             seconds,
-        } => mqtt_fanin(publishers, rate, seconds).await,
+            through_bridge,
+        } => mqtt_fanin(publishers, rate, seconds, through_bridge).await,
     }
 }
 
@@ -385,14 +390,25 @@ async fn mqtt_checkins(rate: u64, seconds: u64, kiosks: usize) -> anyhow::Result
     Ok(())
 }
 
-async fn mqtt_fanin(publishers: usize, rate: u64, seconds: u64) -> anyhow::Result<()> {
+async fn mqtt_fanin(
+    publishers: usize,
+    rate: u64,
+    seconds: u64,
+    through_bridge: bool,
+) -> anyhow::Result<()> {
     use rumqttc::QoS;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let venued = VenuedBuilder::new(&data).spawn().await?;
     let passwords = register(&venued, "gw-", "gateway", publishers).await?;
     venued.terminate(Duration::from_secs(10)).await?;
-    let mut config = String::from("[ble]\nsource = \"gateways\"\n");
+    let mut config = String::new();
+    if through_bridge {
+        config.push_str(
+            "[[mqtt.bridge]]\nfilter = \"gateway/+/BTtoMQTT/+\"\nchannel = \"zone:{1}\"\ndirection = \"in\"\nas = \"frame\"\n",
+        );
+    }
+    config.push_str("[ble]\nsource = \"gateways\"\n");
     for i in 0..publishers {
         config.push_str(&format!(
             "[[ble.scanners]]\nid = \"gw-{i}\"\nzone = \"zone-{}\"\n",
@@ -467,6 +483,8 @@ async fn mqtt_fanin(publishers: usize, rate: u64, seconds: u64) -> anyhow::Resul
     summary["sent_rate"] = (sent as f64 / elapsed).into();
     summary["processed"] = processed.into();
     summary["lost"] = (sent as f64 - processed).into();
+    summary["through_bridge"] = through_bridge.into();
+    summary["bridged"] = metric_sum(&venued, "venued_mqtt_bridged_total").await?.into();
     summary["dropped_by_daemon_queue"] = metric_sum(&venued, "venued_mqtt_dropped_total")
         .await?
         .into();
