@@ -484,7 +484,9 @@ async fn mqtt_fanin(
     summary["processed"] = processed.into();
     summary["lost"] = (sent as f64 - processed).into();
     summary["through_bridge"] = through_bridge.into();
-    summary["bridged"] = metric_sum(&venued, "venued_mqtt_bridged_total").await?.into();
+    summary["bridged"] = metric_sum(&venued, "venued_mqtt_bridged_total")
+        .await?
+        .into();
     summary["dropped_by_daemon_queue"] = metric_sum(&venued, "venued_mqtt_dropped_total")
         .await?
         .into();

@@ -303,6 +303,23 @@ async fn devices_publish_only_on_their_own_topics_and_bad_logins_are_refused() {
         200
     );
 
+    // A packet over mqtt.max_payload_bytes (256 KiB) closes the connection; nothing stored.
+    let mut big = device(&venued, "kiosk-1").await.unwrap();
+    big.client
+        .publish(
+            "venue/default/kiosk/kiosk-1/checkin",
+            QoS::AtLeastOnce,
+            false,
+            vec![b'x'; 300 * 1024],
+        )
+        .await
+        .unwrap();
+    assert!(
+        big.closed(WAIT).await.is_some(),
+        "an oversized packet was accepted"
+    );
+    assert_eq!(checkins_of(&venued, "a1"), 0);
+
     // Revoking a device cuts its live connection.
     let mut kiosk2 = device(&venued, "kiosk-2").await.unwrap();
     let (status, _) = Admin::new(&venued)
@@ -686,6 +703,10 @@ async fn gateway_adverts_over_mqtt_become_presence_and_alerts_on_mqtt() {
         .subscribe("venue/default/alert/warning/+", QoS::AtLeastOnce)
         .await
         .unwrap();
+    wall.client
+        .subscribe("venue/default/beacon/zone-a", QoS::AtMostOnce)
+        .await
+        .unwrap();
     let gateway = device(&venued, "gw-a").await.unwrap();
     let ibeacon = |minor: u16| format!("4c000215{}0007{minor:04x}c5", UUID.replace('-', ""));
     for _ in 0..3 {
@@ -738,8 +759,8 @@ async fn gateway_adverts_over_mqtt_become_presence_and_alerts_on_mqtt() {
         .unwrap();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let (mut occupancy, mut alert) = (None, None);
-    while occupancy.is_none() || alert.is_none() {
+    let (mut occupancy, mut alert, mut summary) = (None, None, None);
+    while occupancy.is_none() || alert.is_none() || summary.is_none() {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match wall.next(left).await {
             Some(Received::Message(topic, payload, _)) => {
@@ -748,11 +769,16 @@ async fn gateway_adverts_over_mqtt_become_presence_and_alerts_on_mqtt() {
                     occupancy = Some(body);
                 } else if topic.starts_with("venue/default/alert/warning/") {
                     alert = Some((topic, body));
+                } else if topic == "venue/default/beacon/zone-a" {
+                    summary = Some(body);
                 }
             }
             other => panic!("occupancy {occupancy:?}, alert {alert:?}: {other:?}"),
         }
     }
+    let summary = summary.unwrap();
+    assert_eq!(summary["zone"], "zone-a", "{summary}");
+    assert!(summary["present"].is_u64(), "{summary}");
     let (topic, alert) = alert.unwrap();
     assert_eq!(
         topic,
