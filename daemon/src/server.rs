@@ -341,6 +341,7 @@ fn start_ble(
         subsystems: state.subsystems.clone(),
         health: state.beacon_health.clone(),
         mqtt: state.mqtt.clone(),
+        hub: Some(state.hub.clone()),
 
         low_battery_mv: ble.low_battery_mv,
         recorder: match ble.record_file.as_str() {

@@ -73,6 +73,12 @@ pub enum Origin {
     Mqtt,
 }
 
+/// The internal fan-out key of viewers following one attendee's location (never a channel a
+/// client can name: `Channel::parse` refuses it).
+pub fn presence_channel(attendee: &str) -> String {
+    format!("presence:{attendee}")
+}
+
 /// A server frame `{type, id, ts, payload}`, serialised once.
 pub fn frame(kind: &str, payload: Value) -> Utf8Bytes {
     let now = crate::store::now_ms();

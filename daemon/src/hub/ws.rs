@@ -219,6 +219,25 @@ impl Connection {
                 self.ack(&id, Ok(json!({})));
             }
             "message.send" => self.message_send(&id, &inbound.payload).await,
+            "presence.subscribe" | "presence.unsubscribe" => {
+                let users: Vec<String> = inbound.payload["user_ids"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).take(100).collect())
+                    .unwrap_or_default();
+                if users.iter().any(|u| crate::domain::entities::validate_id(u).is_err()) {
+                    return self.ack(&id, Err(("invalid".into(), "`user_ids` must be attendee ids".into())));
+                }
+                for user in &users {
+                    let key = super::presence_channel(user);
+                    match inbound.kind.as_str() {
+                        "presence.subscribe" => {
+                            self.hub.subscribe(&key, self.id, self.tx.clone(), self.kill.clone());
+                        }
+                        _ => self.hub.unsubscribe(Some(&key), self.id),
+                    }
+                }
+                self.ack(&id, Ok(json!({"user_ids": users})));
+            }
             "sync.request" => {
                 let channel = inbound.payload["channel"].as_str().unwrap_or_default().to_string();
                 let after = inbound.payload["last_seq"].as_i64().unwrap_or(0);
@@ -241,7 +260,7 @@ impl Connection {
             }
             other => self.error(
                 "unsupported_type",
-                &format!("`{other}` is not supported by this hub; supported: subscribe, unsubscribe, message.send, sync.request, auth.refresh, ping"),
+                &format!("`{other}` is not supported by this hub; supported: subscribe, unsubscribe, message.send, sync.request, presence.subscribe, presence.unsubscribe, auth.refresh, ping"),
                 Some(&id),
             ),
         }

@@ -160,6 +160,9 @@ pub struct PresenceTask {
     pub recorder: Option<record::Recorder>,
     /// Where occupancy and alerts are published, when MQTT runs.
     pub mqtt: Option<crate::mqtt::MqttHandle>,
+    /// The hub: `presence.changed` to viewers who subscribed to a person, with exactly what
+    /// that person's privacy let through [`transition_for`].
+    pub hub: Option<crate::hub::Hub>,
 }
 
 impl PresenceTask {
@@ -327,6 +330,8 @@ impl PresenceTask {
         }
         let count = ops.len() as u64;
         let event_id = self.event_id.clone();
+        // Told to viewers only after the store has it (local first).
+        let changed = ops.clone();
         let result = self
             .store
             .write(move |ctx| {
@@ -340,6 +345,20 @@ impl PresenceTask {
         match result {
             Ok(()) => {
                 self.metrics.transitions.inc_by(count);
+                if let Some(hub) = &self.hub {
+                    for (attendee, body) in changed {
+                        hub.ephemeral(
+                            &crate::hub::presence_channel(&attendee),
+                            "presence.changed",
+                            json!({
+                                "user_id": attendee,
+                                "kind": body["kind"],
+                                "zone": body["zone_id"],
+                                "at": crate::domain::rfc3339(body["at_ms"].as_i64().unwrap_or(0)),
+                            }),
+                        );
+                    }
+                }
             }
             Err(e) => tracing::error!(error = %e, count, "zone transitions could not be written"),
         }

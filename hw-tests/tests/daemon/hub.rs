@@ -431,3 +431,124 @@ async fn http_fallbacks_post_idempotently_and_long_polls_wake_on_new_messages() 
         "the retried POST created nothing"
     );
 }
+
+#[tokio::test]
+async fn viewers_see_location_changes_only_as_far_as_each_persons_privacy_allows() {
+    const UUID: &str = "f7826da6-4fa2-4e98-8024-bc5b71e0893e";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("venued.toml");
+    std::fs::write(
+        &config,
+        "[ble]\nsource = \"gateways\"\n[[ble.scanners]]\nid = \"gw-a\"\nzone = \"hall-a\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    // First run: the registry. The presence task loads it at start (and every 30 s after).
+    let venued = VenuedBuilder::new(&data)
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    let admin = Admin::new(&venued);
+    let csv = format!(
+        "id,name,badge_beacon_id,privacy\n\
+         p-zone,Zia,ibeacon:{UUID}:77:1,zone\n\
+         p-venue,Vic,ibeacon:{UUID}:77:2,venue\n\
+         p-hidden,Hal,ibeacon:{UUID}:77:3,hidden\n"
+    );
+    admin.import_csv(csv).await.unwrap();
+    let gw_pw = admin.device("gw-a", "gateway").await.unwrap();
+    venued.terminate(WAIT).await.unwrap();
+    let venued = VenuedBuilder::new(&data)
+        .arg("--demo")
+        .arg("--config")
+        .arg(config.to_str().unwrap())
+        .spawn()
+        .await
+        .unwrap();
+    let viewer = token(&venued, "a1", &["attendee"]).await;
+    let (mut socket, _) = connect(&venued, &viewer).await;
+    send(
+        &mut socket,
+        "presence.subscribe",
+        "ps-1",
+        json!({"user_ids": ["p-zone", "p-venue", "p-hidden"]}),
+    )
+    .await;
+    assert_eq!(
+        next(&mut socket, "ack").await["user_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let gateway = mqtt::connect(
+        venued.mqtt_addr("tcp").await.unwrap(),
+        Options {
+            id: "gw-a",
+            credentials: Some(("gw-a", &gw_pw)),
+            will: None,
+        },
+    )
+    .await
+    .unwrap();
+    let publisher = tokio::spawn(async move {
+        for _ in 0..120 {
+            for minor in 1..=3u16 {
+                let data = format!("4c000215{}004d{minor:04x}c5", UUID.replace('-', ""));
+                let advert = json!({"id": format!("C0:00:00:00:01:{minor:02x}"), "rssi": -60, "manufacturerdata": data});
+                let topic = format!("venue/default/gateway/gw-a/BTtoMQTT/C000000001{minor:02X}");
+                let _ = gateway
+                    .client
+                    .publish(topic, QoS::AtMostOnce, false, advert.to_string())
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let mut seen = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < 2 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = tokio::time::timeout(left, next(&mut socket, "presence.changed"))
+            .await
+            .expect("both changes within 60 s");
+        seen.insert(frame["user_id"].as_str().unwrap().to_string(), frame);
+    }
+    // Anything for the hidden badge would have been queued with the others, before this pong.
+    send(&mut socket, "ping", "p", json!({})).await;
+    loop {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            assert_ne!(
+                frame["payload"]["user_id"], "p-hidden",
+                "a hidden attendee's location left the engine"
+            );
+            if frame["type"] == "pong" {
+                break;
+            }
+        }
+    }
+    publisher.abort();
+    assert_eq!(
+        (
+            seen["p-zone"]["kind"].clone(),
+            seen["p-zone"]["zone"].clone()
+        ),
+        (json!("entered"), json!("hall-a"))
+    );
+    assert_eq!(
+        (
+            seen["p-venue"]["kind"].clone(),
+            seen["p-venue"]["zone"].clone()
+        ),
+        (json!("entered"), Value::Null)
+    );
+    assert!(!seen.contains_key("p-hidden"));
+}
