@@ -1,6 +1,7 @@
 //! The real BlueZ source (btleplug over D-Bus) inside a real venued, against a virtual BlueZ
 //! (python-dbusmock's bluez5 template on a private bus; no radio exists on a build machine).
-//! Adverts emitted on the bus must come out as occupancy and a stored zone transition.
+//! Adverts emitted on the bus must come out as occupancy, a stored zone transition, an MQTT
+//! message and a hub frame.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,7 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
         ))
         .await
         .unwrap();
+    let wall_pw = Admin::new(&venued).device("wall", "signage").await.unwrap();
     venued.terminate(Duration::from_secs(10)).await.unwrap();
 
     let config = dir.path().join("venued.toml");
@@ -61,7 +63,9 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
          [[ble.scanners]]\nid = \"hci0\"\nzone = \"hall\"\n",
     )
     .unwrap();
+    // --demo only for its token signing key (the BLE source stays `bluez`).
     let venued = VenuedBuilder::new(&data)
+        .arg("--demo")
         .arg("--config")
         .arg(config.to_str().unwrap())
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bluez.address)
@@ -72,6 +76,44 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
         r["checks"]["ble"]["state"] == "ok"
     })
     .await;
+
+    // A display on MQTT watching the hall, and a phone following p1 on the hub.
+    let mut wall = hw_tests::mqtt::connect(
+        venued.mqtt_addr("tcp").await.unwrap(),
+        hw_tests::mqtt::Options {
+            id: "wall",
+            credentials: Some(("wall", &wall_pw)),
+            will: None,
+        },
+    )
+    .await
+    .unwrap();
+    wall.client
+        .subscribe("venue/default/presence/hall", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (_, minted) = Admin::new(&venued)
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/admin/tokens",
+            Some(serde_json::json!({"attendee_id": "viewer"})),
+        )
+        .await
+        .unwrap();
+    let url = format!(
+        "ws://{}/ws?token={}",
+        venued.addr,
+        minted["token"].as_str().unwrap()
+    );
+    let (mut phone, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    use futures::{SinkExt, StreamExt};
+    let follow = serde_json::json!({"type": "presence.subscribe", "id": "f", "payload": {"user_ids": ["p1"]}});
+    phone
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            follow.to_string(),
+        ))
+        .await
+        .unwrap();
 
     let payload: String = ibeacon_payload(uuid::Uuid::parse_str(UUID).unwrap(), 3, 7, -59)
         .iter()
@@ -93,6 +135,42 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
     assert!(
         metrics.contains("venued_ble_adverts_total{scanner=\"hci0\"}"),
         "adverts counted per scanner"
+    );
+    // The hall's retained occupancy (0 until now) comes first; then the badge's entry.
+    loop {
+        let (occupancy, _) = wall
+            .message_on("venue/default/presence/hall", Duration::from_secs(30))
+            .await
+            .unwrap();
+        if occupancy["occupancy"] == 1 {
+            break;
+        }
+    }
+    let changed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) =
+                phone.next().await
+            {
+                let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if frame["type"] == "presence.changed" {
+                    return frame["payload"].clone();
+                }
+            }
+        }
+    })
+    .await
+    .expect("a presence.changed frame");
+    assert_eq!(
+        (
+            changed["user_id"].clone(),
+            changed["kind"].clone(),
+            changed["zone"].clone()
+        ),
+        (
+            serde_json::json!("p1"),
+            serde_json::json!("entered"),
+            serde_json::json!("hall")
+        )
     );
 
     // Silence with bluetoothd alive: the watchdog restarts discovery (and counts it).
