@@ -125,6 +125,22 @@ pub(crate) async fn post(
             )
         })?;
     crate::domain::idempotency::validate_key(key)?;
+    if let Err(retry) = state.hub.take_token(&claims.sub) {
+        let secs = retry.as_secs() + 1;
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "more than {} messages a second; retry in {secs} s",
+                super::RATE_PER_SEC
+            ),
+        )
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert("retry-after", value);
+        }
+        return Ok(response);
+    }
     // The same key space as WebSocket frame ids: a retry may switch transports.
     let key = (format!("user:{}", claims.sub), format!("{name}:{key}"));
     let (posted, replayed) = state

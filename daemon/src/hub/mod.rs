@@ -31,6 +31,13 @@ use crate::oplog::message::{MAX_CONTENT_BYTES, POST};
 use crate::store::Store;
 use channels::Channel;
 
+/// Messages a user may send per second, sustained...
+pub const RATE_PER_SEC: f64 = 10.0;
+/// ...and in a burst.
+pub const RATE_BURST: f64 = 20.0;
+/// Users whose buckets are tracked before full (idle) ones are forgotten.
+const MAX_BUCKETS: usize = 50_000;
+
 /// Frames a connection may have queued before it counts as a slow consumer and is closed.
 pub const SEND_QUEUE_FRAMES: usize = 1000;
 /// Most missed messages returned on resume; past it the client refetches (`too_large`).
@@ -105,6 +112,8 @@ struct Inner {
     /// Long-polls waiting per channel, woken by every new message.
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     waiting: AtomicU64,
+    /// Per-user token buckets for posting: (tokens, last refill).
+    buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
     next_connection: AtomicU64,
     mqtt: OnceLock<(MqttHandle, Vec<(String, String)>)>,
     /// Token verification keys.
@@ -138,6 +147,7 @@ impl Hub {
             channels: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             waiting: AtomicU64::new(0),
+            buckets: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             mqtt: OnceLock::new(),
             verifier,
@@ -164,6 +174,33 @@ impl Hub {
     /// The local signing key, in demo mode.
     pub fn signer(&self) -> Option<&tokens::Signer> {
         self.0.signer.as_ref()
+    }
+
+    /// Takes one post from `user`'s bucket (10/s, burst 20); `Err(retry_after)` when empty.
+    /// Shared by every transport, so a client cannot go around it.
+    pub fn take_token(&self, user: &str) -> Result<(), std::time::Duration> {
+        let now = std::time::Instant::now();
+        let mut buckets = self
+            .0
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(user) {
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + at.elapsed().as_secs_f64() * RATE_PER_SEC < RATE_BURST
+            });
+        }
+        let (tokens, at) = buckets.entry(user.to_string()).or_insert((RATE_BURST, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64(
+                (1.0 - *tokens) / RATE_PER_SEC,
+            ))
+        }
     }
 
     /// Long-polls waiting for a message now.

@@ -368,6 +368,18 @@ impl Connection {
                 Err(("forbidden".into(), format!("you may not post in `{name}`"))),
             );
         }
+        if let Err(retry) = self.hub.take_token(&self.claims.sub) {
+            let retry_ms = retry.as_millis() as u64;
+            return self.send(frame(
+                "error",
+                json!({
+                    "code": "rate_limited",
+                    "message": format!("more than {} messages a second; retry in {retry_ms} ms", super::RATE_PER_SEC),
+                    "ref_id": id,
+                    "retry_after_ms": retry_ms,
+                }),
+            ));
+        }
         let reply_to = payload["reply_to"].as_str().map(str::to_string);
         let key = (format!("user:{}", self.claims.sub), format!("{name}:{id}"));
         let result = self

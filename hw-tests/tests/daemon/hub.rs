@@ -245,11 +245,32 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
     assert_eq!(seqs, [2, 3], "{missed}");
     assert_eq!(missed["too_large"], false);
 
-    // More than 500 missed: `too_large`, and the client refetches.
-    let (mut writer, _) = connect(&venued, &staff).await;
+    // More than 500 missed: `too_large`, and the client refetches. The 500 come in as
+    // alerts through the bridge (a staff member would be rate-limited at 10/s).
+    let kiosk = mqtt::connect(
+        venued.mqtt_addr("tcp").await.unwrap(),
+        Options {
+            id: "kiosk-1",
+            credentials: Some(("kiosk-1", &kiosk_pw)),
+            will: None,
+        },
+    )
+    .await
+    .unwrap();
     for i in 0..500 {
-        post(&mut writer, &format!("bulk-{i}"), "filler").await;
+        let alert = json!({"v": 1, "id": format!("bulk-{i}"), "message": "filler"});
+        kiosk
+            .client
+            .publish(
+                "venue/default/alert/info/kiosk-1",
+                QoS::AtLeastOnce,
+                false,
+                alert.to_string(),
+            )
+            .await
+            .unwrap();
     }
+    while next(&mut reader, "message.new").await["seq"] != 503 {}
     send(
         &mut reader,
         "subscribe",
@@ -274,7 +295,35 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
     send(&mut reader, "ping", "p-1", json!({})).await;
     let pong = next(&mut reader, "pong").await;
     assert_eq!(pong["ref_id"], "p-1");
-    let _ = kiosk;
+
+    // Posting is rate-limited per user (10/s, burst 20), over every transport.
+    let (mut chatty, _) = connect(&venued, &staff).await;
+    let mut limited = None;
+    for i in 0..40 {
+        send(
+            &mut chatty,
+            "message.send",
+            &format!("r-{i}"),
+            json!({"channel": "announcements", "content": "spam"}),
+        )
+        .await;
+        let message = tokio::time::timeout(WAIT, chatty.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let frame: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+        if frame["type"] == "error" {
+            limited = Some(frame["payload"].clone());
+            break;
+        }
+    }
+    let limited = limited.expect("40 messages at once were not rate-limited");
+    assert_eq!(limited["code"], "rate_limited", "{limited}");
+    assert!(
+        limited["retry_after_ms"].as_u64().unwrap() <= 100,
+        "{limited}"
+    );
 }
 
 #[tokio::test]
