@@ -227,6 +227,20 @@ impl Signer {
         Ok(Signer { pkcs8 })
     }
 
+    /// The local signing key from the data directory, if one was made (by `--demo`).
+    pub fn from_data_dir(data_dir: &Path) -> Result<Signer, String> {
+        let path = data_dir.join(LOCAL_KEY_FILE);
+        let pkcs8 = std::fs::read(&path).map_err(|e| {
+            format!(
+                "no local signing key at {} ({e}); start venued once with --demo to make one, or have your ticketing system issue tokens",
+                path.display()
+            )
+        })?;
+        ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .map_err(|_| format!("{} is not an Ed25519 PKCS#8 key", path.display()))?;
+        Ok(Signer { pkcs8 })
+    }
+
     /// Mints a token for `attendee` in `event`, valid for `ttl_secs`.
     pub fn mint(
         &self,

@@ -334,8 +334,21 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
         .spawn()
         .await
         .unwrap();
-    let attendee = token(&venued, "a1", &["attendee"]).await;
-    let (mut socket, _) = connect(&venued, &attendee).await;
+    // The token from the command line, as a newcomer would get one.
+    let minted = std::process::Command::new(hw_tests::binary("venued"))
+        .arg("--data-dir")
+        .arg(&venued.data_dir)
+        .args(["token", "--attendee", "a1"])
+        .output()
+        .unwrap();
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let attendee = String::from_utf8(minted.stdout).unwrap().trim().to_string();
+    let (mut socket, welcome) = connect(&venued, &attendee).await;
+    assert_eq!(welcome["user_id"], "a1");
     socket.send(Message::text("not json")).await.unwrap();
     assert_eq!(next(&mut socket, "error").await["code"], "malformed");
     socket.send(Message::binary(vec![1, 2, 3])).await.unwrap();

@@ -44,6 +44,19 @@ struct Cli {
 enum Command {
     /// Check the configuration and print the effective settings; exit 78 if it is invalid.
     CheckConfig,
+    /// Mint an attendee token with this appliance's signing key (made by `--demo`), e.g. to
+    /// open the WebSocket: `ws://host:8080/ws?token=…`.
+    Token {
+        /// The attendee id (the token's `sub`).
+        #[arg(long)]
+        attendee: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 43_200)]
+        ttl: u64,
+        /// Roles: attendee, staff, speaker (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', default_value = "attendee")]
+        role: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,9 +72,17 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    if let Some(Command::CheckConfig) = cli.command {
-        print_config(&config, path.as_deref());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            print_config(&config, path.as_deref());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Token {
+            attendee,
+            ttl,
+            role,
+        }) => return mint_token(&config, &attendee, ttl, role),
+        None => {}
     }
     logging::init(&config.log);
     raise_open_file_limit();
@@ -81,6 +102,42 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("venued: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `venued token`: prints a token on stdout, or why not on stderr (exit 1).
+fn mint_token(config: &Config, attendee: &str, ttl: u64, roles: Vec<String>) -> ExitCode {
+    use venued::hub::tokens::{ROLES, Signer};
+    if let Err(e) = venued::domain::entities::validate_id(attendee) {
+        eprintln!("venued: --attendee: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(bad) = roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+        eprintln!("venued: unknown role `{bad}`; use attendee, staff or speaker");
+        return ExitCode::FAILURE;
+    }
+    let minted = Signer::from_data_dir(&config.data_dir).and_then(|signer| {
+        signer
+            .mint(
+                attendee,
+                &config.event.id,
+                roles,
+                ttl.clamp(60, 7 * 24 * 3600),
+            )
+            .map_err(|e| e.to_string())
+    });
+    match minted {
+        Ok(token) => {
+            #[allow(clippy::print_stdout, reason = "the token is the command's output")]
+            {
+                println!("{token}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("venued: {e}");
             ExitCode::FAILURE
         }
     }
