@@ -35,6 +35,8 @@ use channels::Channel;
 pub const RATE_PER_SEC: f64 = 10.0;
 /// ...and in a burst.
 pub const RATE_BURST: f64 = 20.0;
+/// Connections one user may hold; a newer one closes the oldest.
+pub const MAX_CONNECTIONS_PER_USER: usize = 5;
 /// Users whose buckets are tracked before full (idle) ones are forgotten.
 const MAX_BUCKETS: usize = 50_000;
 
@@ -112,6 +114,8 @@ struct Inner {
     /// Long-polls waiting per channel, woken by every new message.
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     waiting: AtomicU64,
+    /// Each user's open connections, oldest first, with the signal that evicts one.
+    sessions: Mutex<HashMap<String, std::collections::VecDeque<(u64, Arc<Notify>)>>>,
     /// Per-user token buckets for posting: (tokens, last refill).
     buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
     next_connection: AtomicU64,
@@ -148,6 +152,7 @@ impl Hub {
             waiters: Mutex::new(HashMap::new()),
             waiting: AtomicU64::new(0),
             buckets: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             mqtt: OnceLock::new(),
             verifier,
@@ -174,6 +179,38 @@ impl Hub {
     /// The local signing key, in demo mode.
     pub fn signer(&self) -> Option<&tokens::Signer> {
         self.0.signer.as_ref()
+    }
+
+    /// Registers a connection of `user`; past [`MAX_CONNECTIONS_PER_USER`] the oldest is told
+    /// to close (through its `evict`).
+    pub fn open_session(&self, user: &str, connection: u64, evict: Arc<Notify>) {
+        let mut sessions = self
+            .0
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = sessions.entry(user.to_string()).or_default();
+        open.push_back((connection, evict));
+        while open.len() > MAX_CONNECTIONS_PER_USER {
+            if let Some((_, oldest)) = open.pop_front() {
+                oldest.notify_one();
+            }
+        }
+    }
+
+    /// Forgets a closed connection.
+    pub fn close_session(&self, user: &str, connection: u64) {
+        let mut sessions = self
+            .0
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(open) = sessions.get_mut(user) {
+            open.retain(|(id, _)| *id != connection);
+            if open.is_empty() {
+                sessions.remove(user);
+            }
+        }
     }
 
     /// Takes one post from `user`'s bucket (10/s, burst 20); `Err(retry_after)` when empty.

@@ -103,6 +103,9 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
         tx,
         kill: kill.clone(),
     };
+    let evict = Arc::new(Notify::new());
+    conn.hub
+        .open_session(&conn.claims.sub, conn.id, evict.clone());
     let welcome = frame(
         "welcome",
         json!({
@@ -139,6 +142,7 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
                 }
             }
             () = kill.notified() => break Some(("slow_consumer", CLOSE_POLICY)),
+            () = evict.notified() => break Some(("too_many_connections", CLOSE_POLICY)),
             () = tokio::time::sleep_until(expires) => break Some(("token_expired", CLOSE_POLICY)),
             _ = ping.tick() => {
                 if last_heard.elapsed() > Duration::from_secs(SILENCE_SECS) {
@@ -151,6 +155,7 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
         }
     };
     conn.hub.unsubscribe(None, conn.id);
+    conn.hub.close_session(&conn.claims.sub, conn.id);
     if let Some((reason, code)) = close {
         let _ = sink
             .send(WsMessage::Close(Some(CloseFrame {

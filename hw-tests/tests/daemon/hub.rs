@@ -388,6 +388,25 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
         reqwest::get(venued.url("/readyz")).await.unwrap().status(),
         200
     );
+
+    // A sixth connection of one attendee closes the oldest, with the reason.
+    let (mut oldest, _) = connect(&venued, &attendee).await;
+    let mut others = Vec::new();
+    for _ in 0..5 {
+        others.push(connect(&venued, &attendee).await.0);
+    }
+    let reason = tokio::time::timeout(WAIT, async {
+        loop {
+            match oldest.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(reason.as_deref(), Some("too_many_connections"));
 }
 
 #[tokio::test]
