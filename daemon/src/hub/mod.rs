@@ -106,6 +106,9 @@ struct Subscriber {
     kill: Arc<Notify>,
 }
 
+/// One user's open connections, oldest first: (connection id, its eviction signal).
+type OpenConnections = std::collections::VecDeque<(u64, Arc<Notify>)>;
+
 struct Inner {
     store: Store,
     event_id: String,
@@ -115,7 +118,7 @@ struct Inner {
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     waiting: AtomicU64,
     /// Each user's open connections, oldest first, with the signal that evicts one.
-    sessions: Mutex<HashMap<String, std::collections::VecDeque<(u64, Arc<Notify>)>>>,
+    sessions: Mutex<HashMap<String, OpenConnections>>,
     /// Per-user token buckets for posting: (tokens, last refill).
     buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
     next_connection: AtomicU64,
