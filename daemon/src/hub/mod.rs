@@ -414,12 +414,17 @@ impl Hub {
     /// subscribers: serialised once, never stored, and dropped for a connection whose queue
     /// is full rather than closing it; only messages are worth a gap-fill.
     pub fn ephemeral(&self, channel: &str, kind: &str, payload: Value) {
+        self.ephemeral_except(channel, kind, payload, None);
+    }
+
+    /// [`Hub::ephemeral`], skipping one connection (the sender of a typing indicator).
+    pub fn ephemeral_except(&self, channel: &str, kind: &str, payload: Value, except: Option<u64>) {
         let channels = self.lock();
         let Some(subscribers) = channels.get(channel) else {
             return;
         };
         let bytes = frame(kind, payload);
-        for s in subscribers {
+        for s in subscribers.iter().filter(|s| Some(s.connection) != except) {
             let _ = s.tx.try_send(bytes.clone());
         }
     }
@@ -535,4 +540,49 @@ async fn ensure_epoch(store: &Store) -> Result<String, DomainError> {
             )?)
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the JSON shapes clients parse (docs/protocol/websocket.md shows the same).
+    #[test]
+    fn frames_and_messages_keep_their_documented_shape() {
+        let message = Message {
+            channel: "announcements".into(),
+            seq: 12,
+            message_id: "01a2".into(),
+            sender: "s1".into(),
+            content: "Keynote moves to Hall B".into(),
+            reply_to: None,
+            created_at: "2026-11-22T09:00:00.123Z".into(),
+        };
+        let bytes = frame(
+            "message.new",
+            serde_json::to_value(&message).unwrap_or_default(),
+        );
+        let parsed: Value = serde_json::from_str(bytes.as_str()).unwrap_or_default();
+        let mut keys: Vec<&str> = parsed
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        assert_eq!(keys, ["id", "payload", "ts", "type"]);
+        assert_eq!(parsed["type"], "message.new");
+        assert_eq!(
+            parsed["payload"],
+            json!({
+                "channel": "announcements", "seq": 12, "message_id": "01a2", "sender": "s1",
+                "content": "Keynote moves to Hall B", "reply_to": null,
+                "created_at": "2026-11-22T09:00:00.123Z",
+            })
+        );
+        let posted = serde_json::to_value(Posted {
+            seq: 3,
+            message_id: "m".into(),
+        })
+        .unwrap_or_default();
+        assert_eq!(posted, json!({"seq": 3, "message_id": "m"}));
+    }
 }

@@ -90,7 +90,18 @@ struct Connection {
     id: u64,
     tx: mpsc::Sender<Utf8Bytes>,
     kill: Arc<Notify>,
+    /// The channels this connection subscribed to.
+    channels: std::collections::HashSet<String>,
+    /// When this connection last sent a typing indicator, per channel.
+    typed: HashMap<String, tokio::time::Instant>,
 }
+
+/// Channels one connection may subscribe to.
+const MAX_CHANNELS_PER_CONNECTION: usize = 200;
+/// A typing indicator lasts this long unless renewed...
+const TYPING_EXPIRES_MS: u64 = 5000;
+/// ...and is passed on at most once a second per user and channel.
+const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 
 async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
@@ -102,6 +113,8 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
         claims,
         tx,
         kill: kill.clone(),
+        channels: Default::default(),
+        typed: HashMap::new(),
     };
     let evict = Arc::new(Notify::new());
     conn.hub
@@ -220,10 +233,31 @@ impl Connection {
             "unsubscribe" => {
                 for name in channel_names(&inbound.payload) {
                     self.hub.unsubscribe(Some(&name), self.id);
+                    self.channels.remove(&name);
                 }
                 self.ack(&id, Ok(json!({})));
             }
             "message.send" => self.message_send(&id, &inbound.payload).await,
+            "typing.start" | "typing.stop" => {
+                let channel = inbound.payload["channel"].as_str().unwrap_or_default().to_string();
+                if !self.channels.contains(&channel) {
+                    return self.error("not_subscribed", &format!("subscribe to `{channel}` before typing in it"), Some(&id));
+                }
+                let typing = inbound.kind == "typing.start";
+                let now = tokio::time::Instant::now();
+                // Starts are thinned to one a second; a stop always goes through.
+                if typing && self.typed.get(&channel).is_some_and(|at| now.duration_since(*at) < TYPING_INTERVAL) {
+                    return;
+                }
+                self.typed.insert(channel.clone(), now);
+                let payload = json!({
+                    "channel": channel,
+                    "user_id": self.claims.sub,
+                    "typing": typing,
+                    "expires_in_ms": if typing { TYPING_EXPIRES_MS } else { 0 },
+                });
+                self.hub.ephemeral_except(&channel, "typing.indicator", payload, Some(self.id));
+            }
             "presence.subscribe" | "presence.unsubscribe" => {
                 let users: Vec<String> = inbound.payload["user_ids"]
                     .as_array()
@@ -265,7 +299,7 @@ impl Connection {
             }
             other => self.error(
                 "unsupported_type",
-                &format!("`{other}` is not supported by this hub; supported: subscribe, unsubscribe, message.send, sync.request, presence.subscribe, presence.unsubscribe, auth.refresh, ping"),
+                &format!("`{other}` is not supported by this hub; supported: subscribe, unsubscribe, message.send, typing.start, typing.stop, sync.request, presence.subscribe, presence.unsubscribe, auth.refresh, ping"),
                 Some(&id),
             ),
         }
@@ -314,6 +348,11 @@ impl Connection {
         let mut refused = Vec::new();
         let mut subscribed = Vec::new();
         for name in &names {
+            if self.channels.len() >= MAX_CHANNELS_PER_CONNECTION && !self.channels.contains(name) {
+                refused.push(json!({"channel": name, "code": "too_many_channels",
+                    "message": format!("at most {MAX_CHANNELS_PER_CONNECTION} channels per connection")}));
+                continue;
+            }
             if let Err((code, message)) = self.readable(name).await {
                 refused.push(json!({"channel": name, "code": code, "message": message}));
                 continue;
@@ -322,6 +361,7 @@ impl Connection {
             // may come twice; clients drop seqs they have).
             self.hub
                 .subscribe(name, self.id, self.tx.clone(), self.kill.clone());
+            self.channels.insert(name.clone());
             subscribed.push(name.clone());
         }
         self.ack(

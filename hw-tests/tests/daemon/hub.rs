@@ -633,3 +633,67 @@ async fn viewers_see_location_changes_only_as_far_as_each_persons_privacy_allows
     );
     assert!(!seen.contains_key("p-hidden"));
 }
+
+#[tokio::test]
+async fn typing_indicators_reach_the_others_in_the_channel_at_most_once_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    let (mut typist, _) = connect(&venued, &token(&venued, "a1", &["attendee"]).await).await;
+    let (mut reader, _) = connect(&venued, &token(&venued, "a2", &["attendee"]).await).await;
+    for (socket, id) in [(&mut typist, "s1"), (&mut reader, "s2")] {
+        send(
+            socket,
+            "subscribe",
+            id,
+            json!({"channels": ["zone:hall-a"]}),
+        )
+        .await;
+        next(socket, "ack").await;
+    }
+    send(
+        &mut typist,
+        "typing.start",
+        "t1",
+        json!({"channel": "zone:hall-a"}),
+    )
+    .await;
+    send(
+        &mut typist,
+        "typing.start",
+        "t2",
+        json!({"channel": "zone:hall-a"}),
+    )
+    .await;
+    send(
+        &mut typist,
+        "typing.stop",
+        "t3",
+        json!({"channel": "zone:hall-a"}),
+    )
+    .await;
+    let first = next(&mut reader, "typing.indicator").await;
+    assert_eq!(
+        (
+            first["user_id"].clone(),
+            first["typing"].clone(),
+            first["expires_in_ms"].clone()
+        ),
+        (json!("a1"), json!(true), json!(5000))
+    );
+    // The second start within the second was not passed on: the next one is the stop.
+    let second = next(&mut reader, "typing.indicator").await;
+    assert_eq!(second["typing"], false, "{second}");
+    // Typing where you are not subscribed is refused.
+    send(
+        &mut typist,
+        "typing.start",
+        "t4",
+        json!({"channel": "zone:hall-b"}),
+    )
+    .await;
+    assert_eq!(next(&mut typist, "error").await["code"], "not_subscribed");
+}
