@@ -91,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/token-keys", post(admin::install_token_key))
         .route("/api/v1/admin/tokens", post(admin::mint_token))
         .route("/ws", get(crate::hub::ws::upgrade))
+        .route("/api/v1/stream", get(crate::hub::http::stream))
         .route(
             "/api/v1/channels/{channel}/messages",
             get(crate::hub::http::poll).post(crate::hub::http::post),

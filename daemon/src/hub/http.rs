@@ -19,8 +19,8 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 
-/// Longest a long-poll waits.
-pub const MAX_WAIT_SECS: u64 = 30;
+/// Longest a long-poll waits: under the default request timeout (30 s), which would cut it.
+pub const MAX_WAIT_SECS: u64 = 25;
 
 fn claims(state: &AppState, headers: &HeaderMap) -> Result<Claims, ApiError> {
     let token = headers
@@ -166,4 +166,131 @@ pub(crate) async fn post(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// Query of the event stream.
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    /// Comma-separated channel names.
+    channels: String,
+    /// The token, for `EventSource`, which cannot set headers.
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// `GET /api/v1/stream?channels=a,b`: Server-Sent Events carrying the WebSocket's server frames.
+/// Each `message.new` event's id holds the position of every channel (`announcements=12;zone:hall-a=3`),
+/// so `Last-Event-ID` resumes them all, with the same gap-fill and `too_large` rule as the
+/// WebSocket.
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    mut headers: HeaderMap,
+    Query(query): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    if let Some(token) = &query.token {
+        if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            headers.insert("authorization", value);
+        }
+    }
+    let claims = claims(&state, &headers)?;
+    let names: Vec<String> = query
+        .channels
+        .split(',')
+        .filter(|c| !c.is_empty())
+        .take(100)
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() {
+        return Err(ApiError::invalid(
+            "give `channels`, e.g. ?channels=announcements,zone:hall-a",
+        ));
+    }
+    for name in &names {
+        let channel = channel(&state, name).await?;
+        if !channel.may_read(&claims) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("you may not read `{name}`"),
+            ));
+        }
+    }
+    // Positions from Last-Event-ID: `channel=seq;channel=seq`.
+    let mut positions: std::collections::BTreeMap<String, i64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|id| {
+            id.split(';')
+                .filter_map(|p| p.rsplit_once('='))
+                .filter_map(|(c, s)| Some((c.to_string(), s.parse().ok()?)))
+                .filter(|(c, _)| names.contains(c))
+                .collect()
+        })
+        .unwrap_or_default();
+    let hub = state.hub.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel(super::SEND_QUEUE_FRAMES);
+    let kill = std::sync::Arc::new(tokio::sync::Notify::new());
+    let connection = hub.connection_id();
+    for name in &names {
+        hub.subscribe(name, connection, tx.clone(), kill.clone());
+    }
+    // Gap-fill after subscribing, as on the WebSocket.
+    let mut backlog = Vec::new();
+    for (name, after) in positions.clone() {
+        let (messages, more) = hub.history(&name, after, MAX_RESUME).await?;
+        if more {
+            backlog.push(super::frame(
+                "sync.response",
+                json!({"channel": name, "messages": [], "has_more": true, "too_large": true}),
+            ));
+        } else {
+            for m in messages {
+                backlog.push(super::frame(
+                    "message.new",
+                    serde_json::to_value(m).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    struct Guard(super::Hub, u64);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.unsubscribe(None, self.1);
+        }
+    }
+    let guard = Guard(hub, connection);
+    let backlog = futures::stream::iter(backlog);
+    let live = futures::stream::unfold((rx, kill), |(mut rx, kill)| async move {
+        tokio::select! {
+            frame = rx.recv() => frame.map(|f| (f, (rx, kill))),
+            // A full queue: end the stream; the client reconnects with Last-Event-ID.
+            () = kill.notified() => None,
+        }
+    });
+    use futures::StreamExt;
+    let events = backlog.chain(live).map(move |frame| {
+        let _keep = &guard;
+        let mut event = Event::default().data(frame.as_str());
+        if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(frame.as_str()) {
+            if parsed["type"] == "message.new" {
+                if let (Some(c), Some(seq)) = (
+                    parsed["payload"]["channel"].as_str(),
+                    parsed["payload"]["seq"].as_i64(),
+                ) {
+                    let at = positions.entry(c.to_string()).or_insert(0);
+                    *at = (*at).max(seq);
+                }
+                let id: Vec<String> = positions.iter().map(|(c, s)| format!("{c}={s}")).collect();
+                event = event.id(id.join(";"));
+            }
+            if let Some(kind) = parsed["type"].as_str() {
+                event = event.event(kind);
+            }
+        }
+        Ok::<_, std::convert::Infallible>(event)
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

@@ -697,3 +697,91 @@ async fn typing_indicators_reach_the_others_in_the_channel_at_most_once_a_second
     .await;
     assert_eq!(next(&mut typist, "error").await["code"], "not_subscribed");
 }
+
+#[tokio::test]
+async fn server_sent_events_carry_the_same_frames_and_resume_with_last_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    let staff = token(&venued, "s1", &["staff"]).await;
+    let attendee = token(&venued, "a1", &["attendee"]).await;
+    let http = reqwest::Client::new();
+    let url = venued.url("/api/v1/channels/announcements/messages");
+    for (key, content) in [("k-1", "one"), ("k-2", "two")] {
+        let r = http
+            .post(&url)
+            .bearer_auth(&staff)
+            .header("idempotency-key", key)
+            .json(&json!({"content": content}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // Resume after seq 1: the gap (seq 2) first, then live messages.
+    let mut stream = http
+        .get(venued.url(&format!(
+            "/api/v1/stream?channels=announcements&token={attendee}"
+        )))
+        .header("last-event-id", "announcements=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut text = String::new();
+    let mut events = Vec::new();
+    let mut read_event = async || -> (String, Value) {
+        loop {
+            if let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let id = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("id: "))
+                    .unwrap_or_default()
+                    .to_string();
+                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    return (id, serde_json::from_str(data).unwrap());
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(WAIT, stream.chunk())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    events.push(read_event().await);
+    let r = http
+        .post(&url)
+        .bearer_auth(&staff)
+        .header("idempotency-key", "k-3")
+        .json(&json!({"content": "three"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    events.push(read_event().await);
+    let got: Vec<(String, i64, String)> = events
+        .iter()
+        .map(|(id, f)| {
+            assert_eq!(f["type"], "message.new");
+            (
+                id.clone(),
+                f["payload"]["seq"].as_i64().unwrap(),
+                f["payload"]["content"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("announcements=2".to_string(), 2, "two".to_string()),
+            ("announcements=3".to_string(), 3, "three".to_string())
+        ]
+    );
+}
