@@ -429,6 +429,39 @@ impl Hub {
         }
     }
 
+    /// Moves `user`'s read watermark in `channel` forward to `seq` (never back, never past the
+    /// channel's last message); the watermark now.
+    pub async fn mark_read(&self, channel: &str, user: &str, seq: i64) -> Result<i64, DomainError> {
+        let (event, channel, user) = (
+            self.0.event_id.clone(),
+            channel.to_string(),
+            user.to_string(),
+        );
+        self.0
+            .store
+            .write(move |ctx| {
+                let last: i64 = ctx.conn().query_row(
+                    "SELECT coalesce(max(seq), 0) FROM messages WHERE event_id = ?1 AND channel = ?2",
+                    params![event, channel],
+                    |r| r.get(0),
+                )?;
+                let seq = seq.clamp(0, last);
+                ctx.conn().execute(
+                    "INSERT INTO read_marks (event_id, channel, user_id, seq, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (event_id, channel, user_id)
+                     DO UPDATE SET seq = max(seq, ?4), updated_ms = ?5",
+                    params![event, channel, user, seq, ctx.now_ms() as i64],
+                )?;
+                Ok::<_, DomainError>(ctx.conn().query_row(
+                    "SELECT seq FROM read_marks WHERE event_id = ?1 AND channel = ?2 AND user_id = ?3",
+                    params![event, channel, user],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+    }
+
     /// Messages of `channel` after `after_seq`, oldest first, at most `limit`; and whether
     /// more follow.
     pub async fn history(

@@ -94,7 +94,13 @@ struct Connection {
     channels: std::collections::HashSet<String>,
     /// When this connection last sent a typing indicator, per channel.
     typed: HashMap<String, tokio::time::Instant>,
+    /// When a read receipt was last broadcast, per channel.
+    receipts: HashMap<String, tokio::time::Instant>,
 }
+
+/// Read receipts are broadcast at most this often per user and channel (the watermark itself is
+/// always stored).
+const RECEIPT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Channels one connection may subscribe to.
 const MAX_CHANNELS_PER_CONNECTION: usize = 200;
@@ -115,6 +121,7 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
         kill: kill.clone(),
         channels: Default::default(),
         typed: HashMap::new(),
+        receipts: HashMap::new(),
     };
     let evict = Arc::new(Notify::new());
     conn.hub
@@ -238,6 +245,27 @@ impl Connection {
                 self.ack(&id, Ok(json!({})));
             }
             "message.send" => self.message_send(&id, &inbound.payload).await,
+            "read.mark" => {
+                let channel = inbound.payload["channel"].as_str().unwrap_or_default().to_string();
+                let Some(seq) = inbound.payload["seq"].as_i64() else {
+                    return self.ack(&id, Err(("invalid".into(), "`seq` must be a number".into())));
+                };
+                if !self.channels.contains(&channel) {
+                    return self.ack(&id, Err(("not_subscribed".into(), format!("subscribe to `{channel}` first"))));
+                }
+                match self.hub.mark_read(&channel, &self.claims.sub, seq).await {
+                    Ok(watermark) => {
+                        self.ack(&id, Ok(json!({"seq": watermark})));
+                        let now = tokio::time::Instant::now();
+                        if self.receipts.get(&channel).is_none_or(|at| now.duration_since(*at) >= RECEIPT_INTERVAL) {
+                            self.receipts.insert(channel.clone(), now);
+                            let payload = json!({"channel": channel, "user_id": self.claims.sub, "seq": watermark});
+                            self.hub.ephemeral_except(&channel, "read.receipt", payload, Some(self.id));
+                        }
+                    }
+                    Err(e) => self.ack(&id, Err(("unavailable".into(), e.to_string()))),
+                }
+            }
             "typing.start" | "typing.stop" => {
                 let channel = inbound.payload["channel"].as_str().unwrap_or_default().to_string();
                 if !self.channels.contains(&channel) {
@@ -299,7 +327,7 @@ impl Connection {
             }
             other => self.error(
                 "unsupported_type",
-                &format!("`{other}` is not supported by this hub; supported: subscribe, unsubscribe, message.send, typing.start, typing.stop, sync.request, presence.subscribe, presence.unsubscribe, auth.refresh, ping"),
+                &format!("`{other}` is not supported by this hub; supported: subscribe, unsubscribe, message.send, read.mark, typing.start, typing.stop, sync.request, presence.subscribe, presence.unsubscribe, auth.refresh, ping"),
                 Some(&id),
             ),
         }

@@ -223,6 +223,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         added_ms    INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 5: read receipts.
+    r#"
+    -- How far each attendee has read each channel (a watermark: it only moves forward).
+    CREATE TABLE read_marks (
+        event_id    TEXT NOT NULL,
+        channel     TEXT NOT NULL,
+        user_id     TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        updated_ms  INTEGER NOT NULL,
+        PRIMARY KEY (event_id, channel, user_id)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

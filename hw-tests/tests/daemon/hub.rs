@@ -785,3 +785,72 @@ async fn server_sent_events_carry_the_same_frames_and_resume_with_last_event_id(
         ]
     );
 }
+
+#[tokio::test]
+async fn read_marks_are_stored_forward_only_and_receipts_reach_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    let (mut a, _) = connect(&venued, &token(&venued, "a1", &["attendee"]).await).await;
+    let (mut b, _) = connect(&venued, &token(&venued, "a2", &["attendee"]).await).await;
+    for (socket, id) in [(&mut a, "s1"), (&mut b, "s2")] {
+        send(
+            socket,
+            "subscribe",
+            id,
+            json!({"channels": ["zone:hall-a"]}),
+        )
+        .await;
+        next(socket, "ack").await;
+    }
+    for i in 0..3 {
+        send(
+            &mut b,
+            "message.send",
+            &format!("m{i}"),
+            json!({"channel": "zone:hall-a", "content": "hi"}),
+        )
+        .await;
+        next(&mut b, "ack").await;
+    }
+    send(
+        &mut a,
+        "read.mark",
+        "r1",
+        json!({"channel": "zone:hall-a", "seq": 2}),
+    )
+    .await;
+    assert_eq!(next(&mut a, "ack").await["seq"], 2);
+    let receipt = next(&mut b, "read.receipt").await;
+    assert_eq!(
+        (receipt["user_id"].clone(), receipt["seq"].clone()),
+        (json!("a1"), json!(2))
+    );
+    // Backwards is ignored, past the end is clamped.
+    send(
+        &mut a,
+        "read.mark",
+        "r2",
+        json!({"channel": "zone:hall-a", "seq": 1}),
+    )
+    .await;
+    assert_eq!(next(&mut a, "ack").await["seq"], 2);
+    send(
+        &mut a,
+        "read.mark",
+        "r3",
+        json!({"channel": "zone:hall-a", "seq": 99}),
+    )
+    .await;
+    assert_eq!(next(&mut a, "ack").await["seq"], 3);
+    let stored: i64 = hw_tests::open_db(&venued.data_dir)
+        .unwrap()
+        .query_row("SELECT seq FROM read_marks WHERE user_id = 'a1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(stored, 3);
+}
