@@ -3,6 +3,8 @@
 //! - `announcements`: everyone reads; staff post (and the MQTT bridge, for alerts).
 //! - `session:{id}`: one per schedule session; every attendee of the event.
 //! - `zone:{id}`: one per zone; every attendee of the event.
+//! - `dm:{a}:{b}`: a direct conversation between attendees `a` and `b` (`a` < `b`, so each pair
+//!   has one name); only those two read and post.
 
 use super::tokens::Claims;
 
@@ -18,6 +20,8 @@ pub enum Channel<'a> {
     Session(&'a str),
     /// `zone:{id}`.
     Zone(&'a str),
+    /// `dm:{a}:{b}`, with `a` < `b`.
+    Direct(&'a str, &'a str),
 }
 
 impl<'a> Channel<'a> {
@@ -28,13 +32,31 @@ impl<'a> Channel<'a> {
             None if name == ANNOUNCEMENTS => Some(Self::Announcements),
             Some(("session", rest)) => id(rest).map(Self::Session),
             Some(("zone", rest)) => id(rest).map(Self::Zone),
+            Some(("dm", rest)) => {
+                let (a, b) = rest.split_once(':')?;
+                (id(a).is_some() && id(b).is_some() && a < b && !b.contains(':'))
+                    .then_some(Self::Direct(a, b))
+            }
             _ => None,
         }
     }
 
-    /// Whether the token's holder may read it (every channel here is open to the event).
-    pub fn may_read(&self, _claims: &Claims) -> bool {
-        true
+    /// Whether the token's holder may read it.
+    pub fn may_read(&self, claims: &Claims) -> bool {
+        match self {
+            Self::Direct(a, b) => claims.sub == *a || claims.sub == *b,
+            _ => true,
+        }
+    }
+
+    /// The name of the direct channel between two attendees.
+    pub fn direct(one: &str, other: &str) -> String {
+        let (a, b) = if one < other {
+            (one, other)
+        } else {
+            (other, one)
+        };
+        format!("dm:{a}:{b}")
     }
 
     /// Whether the token's holder may post in it.
@@ -42,6 +64,7 @@ impl<'a> Channel<'a> {
         match self {
             Self::Announcements => claims.has_role("staff"),
             Self::Session(_) | Self::Zone(_) => true,
+            Self::Direct(a, b) => claims.sub == *a || claims.sub == *b,
         }
     }
 }
@@ -67,11 +90,30 @@ mod tests {
         );
         assert_eq!(Channel::parse("session:s-1"), Some(Channel::Session("s-1")));
         assert_eq!(Channel::parse("zone:hall-a"), Some(Channel::Zone("hall-a")));
+        assert_eq!(
+            Channel::parse("dm:a1:a2"),
+            Some(Channel::Direct("a1", "a2"))
+        );
+        assert_eq!(Channel::direct("a2", "a1"), "dm:a1:a2");
+        assert!(
+            Channel::Direct("a1", "a2").may_read(&claims(&[])),
+            "a1 is in it"
+        );
+        assert!(Channel::Direct("a1", "a2").may_post(&claims(&[])));
+        let mut outsider = claims(&["staff"]);
+        outsider.sub = "a3".into();
+        assert!(
+            !Channel::Direct("a1", "a2").may_read(&outsider),
+            "staff do not read DMs"
+        );
+        assert!(!Channel::Direct("a1", "a2").may_post(&outsider));
         for bad in [
             "",
             "session:",
             "zone:a b",
-            "dm:a:b",
+            "dm:b:a",
+            "dm:a",
+            "dm:a:a",
             "Announcements",
             "session:a/b",
         ] {

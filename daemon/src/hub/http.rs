@@ -42,7 +42,7 @@ async fn channel<'a>(state: &AppState, name: &'a str) -> Result<Channel<'a>, Api
             StatusCode::NOT_FOUND,
             "unknown_channel",
             format!(
-                "no channel `{name}` in this event; use announcements, session:<id> or zone:<id>"
+                "no channel `{name}` in this event; use announcements, session:<id>, zone:<id> or dm:<a>:<b>"
             ),
         )
     };

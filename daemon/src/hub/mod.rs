@@ -259,6 +259,8 @@ impl Hub {
             Channel::Announcements => return Ok(true),
             Channel::Session(id) => ("sessions", id.to_string()),
             Channel::Zone(id) => ("zones", id.to_string()),
+            // A conversation exists as soon as one of its two people opens it.
+            Channel::Direct(..) => return Ok(true),
         };
         let event = self.0.event_id.clone();
         self.0

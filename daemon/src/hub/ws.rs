@@ -337,7 +337,9 @@ impl Connection {
         let channel = Channel::parse(name).ok_or_else(|| {
             (
                 "unknown_channel".to_string(),
-                format!("no channel `{name}`; use announcements, session:<id> or zone:<id>"),
+                format!(
+                    "no channel `{name}`; use announcements, session:<id>, zone:<id> or dm:<a>:<b>"
+                ),
             )
         })?;
         if !channel.may_read(&self.claims) {

@@ -854,3 +854,42 @@ async fn read_marks_are_stored_forward_only_and_receipts_reach_the_others() {
         .unwrap();
     assert_eq!(stored, 3);
 }
+
+#[tokio::test]
+async fn direct_messages_reach_only_the_two_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    let (mut a, _) = connect(&venued, &token(&venued, "a1", &["attendee"]).await).await;
+    let (mut b, _) = connect(&venued, &token(&venued, "a2", &["attendee"]).await).await;
+    let (mut c, _) = connect(&venued, &token(&venued, "a3", &["staff"]).await).await;
+    send(&mut b, "subscribe", "s", json!({"channels": ["dm:a1:a2"]})).await;
+    assert_eq!(next(&mut b, "ack").await["channels"], json!(["dm:a1:a2"]));
+    send(&mut c, "subscribe", "s", json!({"channels": ["dm:a1:a2"]})).await;
+    let refused = next(&mut c, "ack").await;
+    assert_eq!(refused["refused"][0]["code"], "forbidden", "{refused}");
+    send(
+        &mut a,
+        "message.send",
+        "d1",
+        json!({"channel": "dm:a1:a2", "content": "coffee?"}),
+    )
+    .await;
+    assert_eq!(next(&mut a, "ack").await["status"], "ok");
+    let got = next(&mut b, "message.new").await;
+    assert_eq!(
+        (got["sender"].clone(), got["content"].clone()),
+        (json!("a1"), json!("coffee?"))
+    );
+    send(
+        &mut c,
+        "message.send",
+        "d2",
+        json!({"channel": "dm:a1:a2", "content": "me too"}),
+    )
+    .await;
+    assert_eq!(next(&mut c, "ack").await["error"]["code"], "forbidden");
+}
