@@ -226,7 +226,11 @@ impl Daemon {
         // handles) before the store is closed.
         let mut serve = Box::pin(
             axum::serve(
-                listener,
+                // Acks, frames and small JSON answers go out at once, not after Nagle's wait
+                // for the peer's (possibly delayed) ACK.
+                axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
                 app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
             .with_graceful_shutdown(graceful)

@@ -22,6 +22,8 @@ use crate::http::error::ApiError;
 
 /// Largest client frame.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Initial read buffer of a connection.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Server pings this often.
 pub const HEARTBEAT_SECS: u64 = 30;
 /// A connection silent this long is closed.
@@ -68,7 +70,11 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    ws.max_message_size(MAX_FRAME_BYTES)
+    // tungstenite preallocates a 128 KiB read buffer per connection by default, which is
+    // most of a connection's memory; frames are small and the buffer grows when one is not.
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| connection(hub, claims, socket))
 }

@@ -8,6 +8,10 @@
 //!   latency from publish to result (each result follows an fsync'd commit).
 //! - `mqtt-fanin`: BLE gateways publishing QoS 0 adverts into the daemon's link at a fixed
 //!   rate; every advert must come out in the presence engine's counter.
+//! - `ws-acks`: WebSocket senders posting in session-less channels at a fixed total rate;
+//!   `message.send` → `ack` latency (each ack follows an fsync'd commit).
+//! - `ws-fanout`: N WebSocket subscribers of `announcements`; a staff sender posts; latency from
+//!   send to delivery at every subscriber, and losses.
 
 use std::time::{Duration, Instant};
 
@@ -74,6 +78,27 @@ enum Mode {
         #[arg(long)]
         through_bridge: bool,
     },
+    /// `message.send` → `ack` latency at a fixed rate over WebSockets.
+    WsAcks {
+        /// Messages per second, all senders together.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Length of the run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Sending attendees (each is rate-limited to 10/s by the hub).
+        #[arg(long, default_value_t = 200)]
+        senders: usize,
+    },
+    /// Fan-out of announcements to many WebSocket subscribers.
+    WsFanout {
+        /// Subscribed connections.
+        #[arg(long, default_value_t = 2000)]
+        connections: usize,
+        /// Announcements sent (at 5/s, under the staff sender's rate limit).
+        #[arg(long, default_value_t = 50)]
+        messages: usize,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -96,6 +121,15 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             through_bridge,
         } => mqtt_fanin(publishers, rate, seconds, through_bridge).await,
+        Mode::WsAcks {
+            rate,
+            seconds,
+            senders,
+        } => ws_acks(rate, seconds, senders).await,
+        Mode::WsFanout {
+            connections,
+            messages,
+        } => ws_fanout(connections, messages).await,
     }
 }
 
@@ -493,6 +527,227 @@ async fn mqtt_fanin(
     summary["link_unscheduled"] = metric_sum(&venued, "venued_mqtt_link_unscheduled_total")
         .await?
         .into();
+    venued.terminate(Duration::from_secs(10)).await?;
+    print(&summary);
+    Ok(())
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn mint(venued: &hw_tests::Venued, attendee: &str, roles: &[&str]) -> anyhow::Result<String> {
+    let (status, body) = hw_tests::Admin::new(venued)
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/admin/tokens",
+            Some(serde_json::json!({"attendee_id": attendee, "roles": roles})),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "cannot mint a token: {body}");
+    Ok(body["token"].as_str().context("token")?.to_string())
+}
+
+async fn ws_connect(venued: &hw_tests::Venued, token: &str) -> anyhow::Result<Socket> {
+    let url = format!("ws://{}/ws?token={token}", venued.addr);
+    // TCP_NODELAY, as a phone's WebSocket stack sets it.
+    Ok(
+        tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await?
+            .0,
+    )
+}
+
+async fn ws_send(socket: &mut Socket, frame: serde_json::Value) -> anyhow::Result<()> {
+    use futures::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            frame.to_string(),
+        ))
+        .await?;
+    Ok(())
+}
+
+/// The next text frame, parsed.
+async fn ws_next(socket: &mut Socket) -> Option<serde_json::Value> {
+    use futures::StreamExt;
+    loop {
+        match socket.next().await? {
+            Ok(tokio_tungstenite::tungstenite::Message::Text(t)) => {
+                return serde_json::from_str(&t).ok();
+            }
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+async fn ws_acks(rate: u64, seconds: u64, senders: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .arg("--demo")
+        .spawn()
+        .await?;
+    let mut sockets = Vec::with_capacity(senders);
+    for i in 0..senders {
+        let token = mint(&venued, &format!("a{i}"), &["attendee"]).await?;
+        // Not subscribed: posting needs no subscription, and this measures acks, not fan-out.
+        sockets.push(ws_connect(&venued, &token).await?);
+    }
+    let mut sampler = Sampler::start(venued.pid())?;
+    let per_sender = Duration::from_secs_f64(senders as f64 / rate as f64);
+    let per_sender_total = (rate * seconds) as usize / senders;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut socket) in sockets.into_iter().enumerate() {
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(per_sender_total);
+            let mut errors = 0u64;
+            let mut sent_at = std::collections::HashMap::new();
+            // Senders are staggered across the period, so the offered load is uniform rather
+            // than a burst from every sender at once.
+            let offset = per_sender.mul_f64(i as f64 / senders as f64);
+            let mut every =
+                tokio::time::interval_at(tokio::time::Instant::now() + offset, per_sender);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut next_id = 0usize;
+            while next_id < per_sender_total || !sent_at.is_empty() {
+                tokio::select! {
+                    _ = every.tick(), if next_id < per_sender_total => {
+                        let id = format!("{i}-{next_id}");
+                        sent_at.insert(id.clone(), Instant::now());
+                        next_id += 1;
+                        let frame = serde_json::json!({"type": "message.send", "id": id,
+                            "payload": {"channel": "zone:hall-a", "content": "load"}});
+                        if ws_send(&mut socket, frame).await.is_err() {
+                            errors += 1;
+                        }
+                    }
+                    frame = tokio::time::timeout(Duration::from_secs(30), ws_next(&mut socket)) => {
+                        let Ok(Some(frame)) = frame else { errors += sent_at.len() as u64; break };
+                        let kind = frame["type"].as_str().unwrap_or_default();
+                        if kind == "ack" || kind == "error" {
+                            let reference = frame["payload"]["ref_id"].as_str().unwrap_or_default();
+                            if let Some(at) = sent_at.remove(reference) {
+                                if frame["payload"]["status"] == "ok" {
+                                    latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+                                } else {
+                                    errors += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (latencies, errors)
+        });
+    }
+    let started = Instant::now();
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    while let Some(done) = tasks.join_next().await {
+        let (l, e) = done?;
+        latencies.extend(l);
+        errors += e;
+        sampler.sample();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let mut summary = sampler.finish()?;
+    summary["mode"] = "ws-acks".into();
+    // The daemon's own view: how long its commits (one fsync each) took on average.
+    let commit_sum = metric_sum(&venued, "venued_store_commit_seconds_sum").await?;
+    let commits = metric_sum(&venued, "venued_store_commit_seconds_count").await?;
+    let groups = metric_sum(&venued, "venued_store_group_writes_sum").await?;
+    summary["store_commit_ms_mean"] = (1000.0 * commit_sum / commits.max(1.0)).into();
+    summary["store_writes_per_commit"] = (groups / commits.max(1.0)).into();
+    summary["offered_rate"] = rate.into();
+    summary["acked"] = latencies.len().into();
+    summary["achieved_rate"] = (latencies.len() as f64 / elapsed).into();
+    summary["errors"] = errors.into();
+    summary["ack_ms"] = serde_json::json!({
+        "p50": percentile(&latencies, 50.0), "p90": percentile(&latencies, 90.0),
+        "p99": percentile(&latencies, 99.0), "max": latencies.last().copied().unwrap_or(f64::NAN),
+    });
+    venued.terminate(Duration::from_secs(10)).await?;
+    print(&summary);
+    Ok(())
+}
+
+async fn ws_fanout(connections: usize, messages: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .arg("--demo")
+        .spawn()
+        .await?;
+    let rss_before = rss_kib(venued.pid())?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(connections);
+    for i in 0..connections {
+        // One attendee per 5 connections: the hub allows 5 per attendee.
+        let token = mint(&venued, &format!("r{}", i / 5), &["attendee"]).await?;
+        let mut socket = ws_connect(&venued, &token).await?;
+        let ready = ready_tx.clone();
+        tasks.spawn(async move {
+            let _ = ws_send(&mut socket, serde_json::json!({"type": "subscribe", "id": "s", "payload": {"channels": ["announcements"]}})).await;
+            let mut latencies = Vec::with_capacity(messages);
+            while latencies.len() < messages {
+                let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(60), ws_next(&mut socket)).await else {
+                    break;
+                };
+                match frame["type"].as_str() {
+                    Some("ack") => {
+                        let _ = ready.send(()).await;
+                    }
+                    Some("message.new") => {
+                        let sent: f64 = frame["payload"]["content"].as_str().and_then(|c| c.parse().ok()).unwrap_or(0.0);
+                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+                        latencies.push((now - sent) * 1000.0);
+                    }
+                    _ => {}
+                }
+            }
+            latencies
+        });
+    }
+    for _ in 0..connections {
+        ready_rx.recv().await;
+    }
+    let rss_connected = rss_kib(venued.pid())?;
+    let mut sampler = Sampler::start(venued.pid())?;
+    let staff = mint(&venued, "staff-1", &["staff"]).await?;
+    let mut sender = ws_connect(&venued, &staff).await?;
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    for m in 0..messages {
+        every.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs_f64();
+        ws_send(
+            &mut sender,
+            serde_json::json!({"type": "message.send", "id": format!("f{m}"),
+            "payload": {"channel": "announcements", "content": format!("{now:.6}")}}),
+        )
+        .await?;
+        sampler.sample();
+    }
+    let mut latencies = Vec::new();
+    let mut short = 0usize;
+    while let Some(done) = tasks.join_next().await {
+        let l = done?;
+        short += messages - l.len();
+        latencies.extend(l);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let mut summary = sampler.finish()?;
+    summary["mode"] = "ws-fanout".into();
+    summary["connections"] = connections.into();
+    summary["messages"] = messages.into();
+    summary["delivered"] = latencies.len().into();
+    summary["lost"] = short.into();
+    summary["delivery_ms"] = serde_json::json!({
+        "p50": percentile(&latencies, 50.0), "p99": percentile(&latencies, 99.0),
+        "max": latencies.last().copied().unwrap_or(f64::NAN),
+    });
+    summary["rss_kib_per_connection"] =
+        ((rss_connected.saturating_sub(rss_before)) as f64 / connections as f64).into();
     venued.terminate(Duration::from_secs(10)).await?;
     print(&summary);
     Ok(())
