@@ -298,8 +298,9 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
 
     // Posting is rate-limited per user (10/s, burst 20), over every transport.
     let (mut chatty, _) = connect(&venued, &staff).await;
-    let mut limited = None;
-    for i in 0..40 {
+    // 100 sent back to back: even at 50 ms per commit on a slow machine, the bucket (20 plus
+    // 10/s) runs dry long before the last.
+    for i in 0..100 {
         send(
             &mut chatty,
             "message.send",
@@ -307,6 +308,9 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
             json!({"channel": "announcements", "content": "spam"}),
         )
         .await;
+    }
+    let mut limited = None;
+    for _ in 0..100 {
         let message = tokio::time::timeout(WAIT, chatty.next())
             .await
             .unwrap()
@@ -318,7 +322,7 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
             break;
         }
     }
-    let limited = limited.expect("40 messages at once were not rate-limited");
+    let limited = limited.expect("100 messages at once were not rate-limited");
     assert_eq!(limited["code"], "rate_limited", "{limited}");
     assert!(
         limited["retry_after_ms"].as_u64().unwrap() <= 100,
