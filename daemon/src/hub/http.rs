@@ -22,11 +22,18 @@ use crate::http::extract::ApiJson;
 /// Longest a long-poll waits: under the default request timeout (30 s), which would cut it.
 pub const MAX_WAIT_SECS: u64 = 25;
 
-fn claims(state: &AppState, headers: &HeaderMap) -> Result<Claims, ApiError> {
+/// The attendee token of a request: `Authorization: Bearer`, else `query_token` (for clients
+/// that cannot set headers: browsers' WebSocket and `EventSource`), verified; 401 otherwise.
+pub(crate) fn attendee_claims(
+    state: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Claims, ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .or(query_token)
         .ok_or(TokenError::Missing);
     token
         .and_then(|t| state.hub.verifier().verify(t.trim(), state.hub.event_id()))
@@ -71,7 +78,7 @@ pub(crate) async fn poll(
     Path(name): Path<String>,
     Query(poll): Query<Poll>,
 ) -> Result<Response, ApiError> {
-    let claims = claims(&state, &headers)?;
+    let claims = attendee_claims(&state, &headers, None)?;
     let channel = channel(&state, &name).await?;
     if !channel.may_read(&claims) {
         return Err(ApiError::new(
@@ -105,7 +112,7 @@ pub(crate) async fn post(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<NewMessage>,
 ) -> Result<Response, ApiError> {
-    let claims = claims(&state, &headers)?;
+    let claims = attendee_claims(&state, &headers, None)?;
     let channel = channel(&state, &name).await?;
     if !channel.may_post(&claims) {
         return Err(ApiError::new(
@@ -184,16 +191,11 @@ pub struct StreamQuery {
 /// WebSocket.
 pub(crate) async fn stream(
     State(state): State<AppState>,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    if let Some(token) = &query.token {
-        if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
-            headers.insert("authorization", value);
-        }
-    }
-    let claims = claims(&state, &headers)?;
+    let claims = attendee_claims(&state, &headers, query.token.as_deref())?;
     let names: Vec<String> = query
         .channels
         .split(',')

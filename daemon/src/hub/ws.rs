@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -15,10 +15,9 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use super::channels::Channel;
-use super::tokens::{Claims, TokenError};
+use super::tokens::Claims;
 use super::{Hub, MAX_RESUME, Origin, SEND_QUEUE_FRAMES, frame};
 use crate::http::AppState;
-use crate::http::error::ApiError;
 
 /// Largest client frame.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -47,23 +46,9 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let hub = state.hub.clone();
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string)
-        .or(query.token);
-    let claims = match token {
-        None => Err(TokenError::Missing),
-        Some(t) => hub.verifier().verify(t.trim(), hub.event_id()),
-    };
-    let claims = match claims {
+    let claims = match super::http::attendee_claims(&state, &headers, query.token.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            state.metrics.auth_failures.inc();
-            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
-                .into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     // The token is checked first, so a bad token is a 401 whatever else is wrong.
     let ws = match ws {

@@ -308,19 +308,7 @@ fn status_is_valid(payload: &[u8]) -> bool {
 
 /// Keeps a device's status (the broker already retains it) so it survives a restart.
 async fn store_status(ingest: &Ingest, topic: String, payload: Vec<u8>) {
-    let result = ingest
-        .handle
-        .store
-        .write(move |ctx| {
-            ctx.conn().execute(
-                "INSERT INTO mqtt_retained (topic, payload, updated_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (topic) DO UPDATE SET payload = ?2, updated_ms = ?3",
-                params![topic, payload, ctx.now_ms() as i64],
-            )?;
-            Ok::<_, DomainError>(())
-        })
-        .await;
-    if let Err(e) = result {
+    if let Err(e) = ingest.handle.store_retained(topic, payload).await {
         tracing::warn!(error = %e, "cannot store a device status");
     }
 }
@@ -358,20 +346,16 @@ async fn alert(ingest: &Ingest, severity: &str, source: &str, payload: &[u8]) {
         .handle
         .store
         .write(move |ctx| {
-            let now = ctx.now_ms() as i64;
-            let n = if cleared {
-                ctx.conn().execute(
+            let now = ctx.now_ms();
+            if cleared {
+                let n = ctx.conn().execute(
                     "UPDATE alerts SET cleared_ms = ?2 WHERE id = ?1 AND cleared_ms IS NULL",
-                    params![id, now],
-                )?
+                    params![id, now as i64],
+                )?;
+                Ok::<_, DomainError>(n > 0)
             } else {
-                ctx.conn().execute(
-                    "INSERT INTO alerts (id, severity, source, message, raised_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
-                    params![id, severity, source, text, now],
-                )?
-            };
-            Ok::<_, DomainError>(n > 0)
+                super::insert_alert(ctx.conn(), &id, &severity, &source, &text, now)
+            }
         })
         .await;
     match changed {

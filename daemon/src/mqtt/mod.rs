@@ -110,19 +110,24 @@ impl MqttHandle {
             )));
         }
         let topic = self.tree.topic(path);
-        let (t, p) = (topic.clone(), payload.clone());
+        self.store_retained(topic.clone(), payload.clone()).await?;
+        self.send(topic, payload, true).await;
+        Ok(())
+    }
+
+    /// Writes a retained payload to `mqtt_retained` without publishing it (for state the
+    /// broker already retains, such as a device's own status).
+    async fn store_retained(&self, topic: String, payload: Vec<u8>) -> Result<(), DomainError> {
         self.store
             .write(move |ctx| {
                 ctx.conn().execute(
                     "INSERT INTO mqtt_retained (topic, payload, updated_ms) VALUES (?1, ?2, ?3)
                      ON CONFLICT (topic) DO UPDATE SET payload = ?2, updated_ms = ?3",
-                    params![t, p, ctx.now_ms() as i64],
+                    params![topic, payload, ctx.now_ms() as i64],
                 )?;
                 Ok::<_, DomainError>(())
             })
-            .await?;
-        self.send(topic, payload, true).await;
-        Ok(())
+            .await
     }
 
     /// Deletes the retained state of `path`: removed from the store, then an empty retained
@@ -181,12 +186,8 @@ impl MqttHandle {
         let new = self
             .store
             .write(move |ctx| {
-                let n = ctx.conn().execute(
-                    "INSERT INTO alerts (id, severity, source, message, raised_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
-                    params![id, sev, src, text, ctx.now_ms() as i64],
-                )?;
-                Ok::<_, DomainError>(n > 0)
+                let now = ctx.now_ms();
+                insert_alert(ctx.conn(), &id, &sev, &src, &text, now)
             })
             .await?;
         if new {
@@ -482,6 +483,24 @@ async fn seed_retained(handle: &MqttHandle, subsystems: &Subsystems) -> Result<(
     }));
     handle.set_retained("daemon/status", online).await?;
     publish_active_alerts(handle).await
+}
+
+/// Records a raised alert once per alert id; whether it was new (a redelivery is not).
+fn insert_alert(
+    conn: &rusqlite::Connection,
+    id: &str,
+    severity: &str,
+    source: &str,
+    message: &str,
+    now_ms: u64,
+) -> Result<bool, DomainError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO alerts (id, severity, source, message, raised_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![id, severity, source, message, now_ms as i64])?;
+    Ok(n > 0)
 }
 
 /// Publishes the retained list of active alerts.
