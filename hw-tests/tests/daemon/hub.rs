@@ -17,6 +17,23 @@ const WAIT: Duration = Duration::from_secs(10);
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A venued with the demo event (and so the token signing key) on a fresh data directory.
+async fn demo() -> (tempfile::TempDir, Venued) {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    (dir, venued)
+}
+
+/// Sends `subscribe` with `payload`; the ack's payload.
+async fn subscribe(socket: &mut Socket, payload: Value) -> Value {
+    send(socket, "subscribe", "sub", payload).await;
+    next(socket, "ack").await
+}
+
 async fn token(venued: &Venued, attendee: &str, roles: &[&str]) -> String {
     let (status, body) = Admin::new(venued)
         .call(
@@ -93,27 +110,13 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
     let (mut reader, welcome) = connect(&venued, &attendee).await;
     assert_eq!(welcome["user_id"], "a1");
     let epoch = welcome["epoch"].as_str().unwrap().to_string();
-    send(
-        &mut reader,
-        "subscribe",
-        "sub-1",
-        json!({"channels": ["announcements"]}),
-    )
-    .await;
     assert_eq!(
-        next(&mut reader, "ack").await["channels"],
+        subscribe(&mut reader, json!({"channels": ["announcements"]})).await["channels"],
         json!(["announcements"])
     );
     // A zone channel carries the zone's occupancy (the demo's simulated badges fill it).
-    send(
-        &mut reader,
-        "subscribe",
-        "sub-z",
-        json!({"channels": ["zone:hall-a"]}),
-    )
-    .await;
     assert_eq!(
-        next(&mut reader, "ack").await["channels"],
+        subscribe(&mut reader, json!({"channels": ["zone:hall-a"]})).await["channels"],
         json!(["zone:hall-a"])
     );
     // (the default bridge entry `presence/+` → `zone:{1}`, as frames).
@@ -227,14 +230,11 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
     let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
     let (mut reader, welcome) = connect(&venued, &attendee).await;
     assert_eq!(welcome["epoch"], epoch.as_str());
-    send(
+    subscribe(
         &mut reader,
-        "subscribe",
-        "sub-2",
         json!({"channels": ["announcements"], "epoch": epoch, "resume": {"announcements": 1}}),
     )
     .await;
-    next(&mut reader, "ack").await;
     let missed = next(&mut reader, "sync.response").await;
     let seqs: Vec<i64> = missed["messages"]
         .as_array()
@@ -284,14 +284,11 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
         (json!(true), json!(true))
     );
     // Another epoch means "start fresh": no gap-fill at all.
-    send(
+    subscribe(
         &mut reader,
-        "subscribe",
-        "sub-4",
         json!({"channels": ["announcements"], "epoch": "other", "resume": {"announcements": 1}}),
     )
     .await;
-    next(&mut reader, "ack").await;
     send(&mut reader, "ping", "p-1", json!({})).await;
     let pong = next(&mut reader, "pong").await;
     assert_eq!(pong["ref_id"], "p-1");
@@ -332,12 +329,7 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
 
 #[tokio::test]
 async fn bad_frames_get_errors_and_the_connection_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let venued = VenuedBuilder::new(&dir.path().join("data"))
-        .arg("--demo")
-        .spawn()
-        .await
-        .unwrap();
+    let (_dir, venued) = demo().await;
     // The token from the command line, as a newcomer would get one.
     let minted = std::process::Command::new(hw_tests::binary("venued"))
         .arg("--data-dir")
@@ -415,12 +407,7 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
 
 #[tokio::test]
 async fn http_fallbacks_post_idempotently_and_long_polls_wake_on_new_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let venued = VenuedBuilder::new(&dir.path().join("data"))
-        .arg("--demo")
-        .spawn()
-        .await
-        .unwrap();
+    let (_dir, venued) = demo().await;
     let staff = token(&venued, "s1", &["staff"]).await;
     let attendee = token(&venued, "a1", &["attendee"]).await;
     let http = reqwest::Client::new();
@@ -477,14 +464,7 @@ async fn http_fallbacks_post_idempotently_and_long_polls_wake_on_new_messages() 
     .await
     .unwrap();
     let (mut reader, _) = connect(&venued, &attendee).await;
-    send(
-        &mut reader,
-        "subscribe",
-        "s",
-        json!({"channels": ["announcements"]}),
-    )
-    .await;
-    next(&mut reader, "ack").await;
+    subscribe(&mut reader, json!({"channels": ["announcements"]})).await;
     let (mut writer, _) = connect(&venued, &staff).await;
     let ack = post(&mut writer, "w-1", "Coffee in the foyer").await;
     assert_eq!(ack["seq"], 2);
@@ -640,23 +620,11 @@ async fn viewers_see_location_changes_only_as_far_as_each_persons_privacy_allows
 
 #[tokio::test]
 async fn typing_indicators_reach_the_others_in_the_channel_at_most_once_a_second() {
-    let dir = tempfile::tempdir().unwrap();
-    let venued = VenuedBuilder::new(&dir.path().join("data"))
-        .arg("--demo")
-        .spawn()
-        .await
-        .unwrap();
+    let (_dir, venued) = demo().await;
     let (mut typist, _) = connect(&venued, &token(&venued, "a1", &["attendee"]).await).await;
     let (mut reader, _) = connect(&venued, &token(&venued, "a2", &["attendee"]).await).await;
-    for (socket, id) in [(&mut typist, "s1"), (&mut reader, "s2")] {
-        send(
-            socket,
-            "subscribe",
-            id,
-            json!({"channels": ["zone:hall-a"]}),
-        )
-        .await;
-        next(socket, "ack").await;
+    for socket in [&mut typist, &mut reader] {
+        subscribe(socket, json!({"channels": ["zone:hall-a"]})).await;
     }
     send(
         &mut typist,
@@ -704,12 +672,7 @@ async fn typing_indicators_reach_the_others_in_the_channel_at_most_once_a_second
 
 #[tokio::test]
 async fn server_sent_events_carry_the_same_frames_and_resume_with_last_event_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let venued = VenuedBuilder::new(&dir.path().join("data"))
-        .arg("--demo")
-        .spawn()
-        .await
-        .unwrap();
+    let (_dir, venued) = demo().await;
     let staff = token(&venued, "s1", &["staff"]).await;
     let attendee = token(&venued, "a1", &["attendee"]).await;
     let http = reqwest::Client::new();
@@ -792,23 +755,11 @@ async fn server_sent_events_carry_the_same_frames_and_resume_with_last_event_id(
 
 #[tokio::test]
 async fn read_marks_are_stored_forward_only_and_receipts_reach_the_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let venued = VenuedBuilder::new(&dir.path().join("data"))
-        .arg("--demo")
-        .spawn()
-        .await
-        .unwrap();
+    let (_dir, venued) = demo().await;
     let (mut a, _) = connect(&venued, &token(&venued, "a1", &["attendee"]).await).await;
     let (mut b, _) = connect(&venued, &token(&venued, "a2", &["attendee"]).await).await;
-    for (socket, id) in [(&mut a, "s1"), (&mut b, "s2")] {
-        send(
-            socket,
-            "subscribe",
-            id,
-            json!({"channels": ["zone:hall-a"]}),
-        )
-        .await;
-        next(socket, "ack").await;
+    for socket in [&mut a, &mut b] {
+        subscribe(socket, json!({"channels": ["zone:hall-a"]})).await;
     }
     for i in 0..3 {
         send(
@@ -861,19 +812,13 @@ async fn read_marks_are_stored_forward_only_and_receipts_reach_the_others() {
 
 #[tokio::test]
 async fn direct_messages_reach_only_the_two_people() {
-    let dir = tempfile::tempdir().unwrap();
-    let venued = VenuedBuilder::new(&dir.path().join("data"))
-        .arg("--demo")
-        .spawn()
-        .await
-        .unwrap();
+    let (_dir, venued) = demo().await;
     let (mut a, _) = connect(&venued, &token(&venued, "a1", &["attendee"]).await).await;
     let (mut b, _) = connect(&venued, &token(&venued, "a2", &["attendee"]).await).await;
     let (mut c, _) = connect(&venued, &token(&venued, "a3", &["staff"]).await).await;
-    send(&mut b, "subscribe", "s", json!({"channels": ["dm:a1:a2"]})).await;
-    assert_eq!(next(&mut b, "ack").await["channels"], json!(["dm:a1:a2"]));
-    send(&mut c, "subscribe", "s", json!({"channels": ["dm:a1:a2"]})).await;
-    let refused = next(&mut c, "ack").await;
+    let joined = subscribe(&mut b, json!({"channels": ["dm:a1:a2"]})).await;
+    assert_eq!(joined["channels"], json!(["dm:a1:a2"]));
+    let refused = subscribe(&mut c, json!({"channels": ["dm:a1:a2"]})).await;
     assert_eq!(refused["refused"][0]["code"], "forbidden", "{refused}");
     send(
         &mut a,
