@@ -31,6 +31,24 @@ async fn register(venued: &Venued, id: &str, kind: &str) -> String {
     password
 }
 
+/// Connects as device `id`, publishes (QoS 1) what it may not, and reports whether the
+/// daemon cut the connection.
+async fn cut_off(
+    venued: &Venued,
+    id: &str,
+    topic: &str,
+    retain: bool,
+    payload: impl Into<Vec<u8>>,
+) -> bool {
+    let mut client = device(venued, id).await.unwrap();
+    client
+        .client
+        .publish(topic, QoS::AtLeastOnce, retain, payload.into())
+        .await
+        .unwrap();
+    client.closed(WAIT).await.is_some()
+}
+
 fn checkins_of(venued: &Venued, attendee: &str) -> i64 {
     open_db(&venued.data_dir)
         .unwrap()
@@ -181,47 +199,37 @@ async fn devices_publish_only_on_their_own_topics_and_bad_logins_are_refused() {
     let addr = venued.mqtt_addr("tcp").await.unwrap();
 
     // Another kiosk's topic, and a topic outside the signage's kind: cut off, nothing stored.
-    let mut kiosk = device(&venued, "kiosk-1").await.unwrap();
-    kiosk
-        .client
-        .publish(
-            "venue/default/kiosk/kiosk-2/checkin",
-            QoS::AtLeastOnce,
-            false,
-            r#"{"v":1,"id":"x","attendee_id":"a1"}"#,
-        )
-        .await
-        .unwrap();
     assert!(
-        kiosk.closed(WAIT).await.is_some(),
+        cut_off(
+            &venued,
+            "kiosk-1",
+            "venue/default/kiosk/kiosk-2/checkin",
+            false,
+            r#"{"v":1,"id":"x","attendee_id":"a1"}"#
+        )
+        .await,
         "kiosk-1 was not disconnected"
     );
-    let mut sign = device(&venued, "lobby").await.unwrap();
-    sign.client
-        .publish(
-            "venue/default/kiosk/lobby/checkin",
-            QoS::AtLeastOnce,
-            false,
-            r#"{"v":1,"id":"y","attendee_id":"a1"}"#,
-        )
-        .await
-        .unwrap();
     assert!(
-        sign.closed(WAIT).await.is_some(),
+        cut_off(
+            &venued,
+            "lobby",
+            "venue/default/kiosk/lobby/checkin",
+            false,
+            r#"{"v":1,"id":"y","attendee_id":"a1"}"#
+        )
+        .await,
         "the display was not disconnected"
     );
-    let mut sign = device(&venued, "lobby").await.unwrap();
-    sign.client
-        .publish(
-            "venue/default/daemon/status",
-            QoS::AtLeastOnce,
-            true,
-            r#"{"state":"offline"}"#,
-        )
-        .await
-        .unwrap();
     assert!(
-        sign.closed(WAIT).await.is_some(),
+        cut_off(
+            &venued,
+            "lobby",
+            "venue/default/daemon/status",
+            true,
+            r#"{"state":"offline"}"#
+        )
+        .await,
         "a device may not set the daemon's status"
     );
     let mut snoop = device(&venued, "kiosk-2").await.unwrap();
@@ -304,18 +312,15 @@ async fn devices_publish_only_on_their_own_topics_and_bad_logins_are_refused() {
     );
 
     // A packet over mqtt.max_payload_bytes (256 KiB) closes the connection; nothing stored.
-    let mut big = device(&venued, "kiosk-1").await.unwrap();
-    big.client
-        .publish(
-            "venue/default/kiosk/kiosk-1/checkin",
-            QoS::AtLeastOnce,
-            false,
-            vec![b'x'; 300 * 1024],
-        )
-        .await
-        .unwrap();
     assert!(
-        big.closed(WAIT).await.is_some(),
+        cut_off(
+            &venued,
+            "kiosk-1",
+            "venue/default/kiosk/kiosk-1/checkin",
+            false,
+            vec![b'x'; 300 * 1024]
+        )
+        .await,
         "an oversized packet was accepted"
     );
     assert_eq!(checkins_of(&venued, "a1"), 0);
