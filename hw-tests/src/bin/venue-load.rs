@@ -318,6 +318,34 @@ async fn mqtt_devices(devices: usize, seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// p50, p90, p99 and max of sorted latencies.
+fn spread(sorted: &[f64]) -> serde_json::Value {
+    serde_json::json!({
+        "p50": percentile(sorted, 50.0),
+        "p90": percentile(sorted, 90.0),
+        "p99": percentile(sorted, 99.0),
+        "max": sorted.last().copied().unwrap_or(f64::NAN),
+    })
+}
+
+/// Waits for every load task, sampling the daemon as each ends; all their latencies (sorted),
+/// their errors, and the seconds it took.
+async fn gather(
+    tasks: &mut tokio::task::JoinSet<(Vec<f64>, u64)>,
+    sampler: &mut Sampler,
+) -> anyhow::Result<(Vec<f64>, u64, f64)> {
+    let started = Instant::now();
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    while let Some(done) = tasks.join_next().await {
+        let (l, e) = done?;
+        latencies.extend(l);
+        errors += e;
+        sampler.sample();
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok((latencies, errors, started.elapsed().as_secs_f64()))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -390,29 +418,14 @@ async fn mqtt_checkins(rate: u64, seconds: u64, kiosks: usize) -> anyhow::Result
             (latencies, errors)
         });
     }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    let started = Instant::now();
-    while let Some(done) = tasks.join_next().await {
-        let (l, e) = done?;
-        latencies.extend(l);
-        errors += e;
-        sampler.sample();
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
+    let (latencies, errors, elapsed) = gather(&mut tasks, &mut sampler).await?;
     let mut summary = sampler.finish()?;
     summary["mode"] = "mqtt-checkins".into();
     summary["offered_rate"] = rate.into();
     summary["achieved_rate"] = (latencies.len() as f64 / elapsed).into();
     summary["checkins"] = latencies.len().into();
     summary["errors"] = errors.into();
-    summary["round_trip_ms"] = serde_json::json!({
-        "p50": percentile(&latencies, 50.0),
-        "p90": percentile(&latencies, 90.0),
-        "p99": percentile(&latencies, 99.0),
-        "max": latencies.last().copied().unwrap_or(f64::NAN),
-    });
+    summary["round_trip_ms"] = spread(&latencies);
     let stored: i64 = hw_tests::open_db(&venued.data_dir)?.query_row(
         "SELECT count(*) FROM checkins",
         [],
@@ -640,16 +653,7 @@ async fn ws_acks(rate: u64, seconds: u64, senders: usize) -> anyhow::Result<()> 
             (latencies, errors)
         });
     }
-    let started = Instant::now();
-    let (mut latencies, mut errors) = (Vec::new(), 0);
-    while let Some(done) = tasks.join_next().await {
-        let (l, e) = done?;
-        latencies.extend(l);
-        errors += e;
-        sampler.sample();
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
+    let (latencies, errors, elapsed) = gather(&mut tasks, &mut sampler).await?;
     let mut summary = sampler.finish()?;
     summary["mode"] = "ws-acks".into();
     // The daemon's own view: how long its commits (one fsync each) took on average.
@@ -662,10 +666,7 @@ async fn ws_acks(rate: u64, seconds: u64, senders: usize) -> anyhow::Result<()> 
     summary["acked"] = latencies.len().into();
     summary["achieved_rate"] = (latencies.len() as f64 / elapsed).into();
     summary["errors"] = errors.into();
-    summary["ack_ms"] = serde_json::json!({
-        "p50": percentile(&latencies, 50.0), "p90": percentile(&latencies, 90.0),
-        "p99": percentile(&latencies, 99.0), "max": latencies.last().copied().unwrap_or(f64::NAN),
-    });
+    summary["ack_ms"] = spread(&latencies);
     venued.terminate(Duration::from_secs(10)).await?;
     print(&summary);
     Ok(())
@@ -742,10 +743,7 @@ async fn ws_fanout(connections: usize, messages: usize) -> anyhow::Result<()> {
     summary["messages"] = messages.into();
     summary["delivered"] = latencies.len().into();
     summary["lost"] = short.into();
-    summary["delivery_ms"] = serde_json::json!({
-        "p50": percentile(&latencies, 50.0), "p99": percentile(&latencies, 99.0),
-        "max": latencies.last().copied().unwrap_or(f64::NAN),
-    });
+    summary["delivery_ms"] = spread(&latencies);
     summary["rss_kib_per_connection"] =
         ((rss_connected.saturating_sub(rss_before)) as f64 / connections as f64).into();
     venued.terminate(Duration::from_secs(10)).await?;
