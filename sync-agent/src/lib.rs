@@ -1,13 +1,19 @@
-//! The sync side of the appliance: the wire protocol that `cloud-relay` serves and, in later
-//! steps, the agent loop (push the outbox, pull remote ops) and the Litestream-compatible replica.
+//! The sync side of the appliance: the wire protocol that `cloud-relay` serves, and the agent loop
+//! that pushes the outbox and pulls other appliances' ops.
 //!
 //! # Layout
 //! - [`hlc`]: the hybrid logical clock that orders ops across appliances.
-//! - [`wire`]: the op as it travels between appliances and the relay.
+//! - [`wire`]: the op and the request and answer bodies of the sync API.
+//! - [`codec`]: push body compression, bounded on decode.
+//! - [`backoff`]: full-jitter exponential backoff.
+//! - [`agent`]: the push and pull loops, behind the [`agent::SyncStore`] trait.
 //!
 //! Boundary: this crate knows nothing of axum, rumqttd, BLE or the appliance's SQLite schema. It
-//! reaches the store only through a small trait that the daemon implements (added with the agent).
+//! reaches the store only through [`agent::SyncStore`], which the daemon implements.
 
+pub mod agent;
+pub mod backoff;
+pub mod codec;
 pub mod hlc;
 pub mod wire;
 
