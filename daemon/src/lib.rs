@@ -6,6 +6,7 @@
 //! - [`store`]: SQLite with one group-committing writer thread and read-only readers.
 //! - [`oplog`]: applying ops (local or remote) with the DESIGN §5 merge rules.
 //! - [`outbox`]: the op log seen as the sync outbox (backlog, age).
+//! - [`sync`]: the sync agent's view of the store, and starting the agent.
 //! - [`domain`]: check-ins, attendees, the entity registry, devices, idempotency keys.
 //! - [`auth`]: the admin token and device credentials.
 //! - [`http`]: the axum app.
@@ -30,3 +31,4 @@ pub mod outbox;
 pub mod presence;
 pub mod server;
 pub mod store;
+pub mod sync;

@@ -295,6 +295,87 @@ pub struct Metrics {
     pub presence: PresenceMetrics,
     /// MQTT.
     pub mqtt: MqttMetrics,
+    /// Sync with the relay.
+    pub sync: SyncMetrics,
+}
+
+/// Sync gauges, set from the agent's status just before each scrape.
+#[derive(Clone, Default)]
+pub struct SyncMetrics {
+    /// Age of the oldest unacknowledged local op.
+    pub oldest_unsent_age: Gauge,
+    connected: Gauge,
+    last_push: Gauge,
+    last_pull: Gauge,
+    pull_lag: Gauge,
+    pushed: Gauge,
+    applied: Gauge,
+    parked: Gauge,
+}
+
+impl SyncMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        for (name, help, gauge) in [
+            (
+                "venued_sync_oldest_unsent_age_seconds",
+                "Age of the oldest local op the relay has not acknowledged",
+                &m.oldest_unsent_age,
+            ),
+            (
+                "venued_sync_connected",
+                "1 when the last call to the relay succeeded",
+                &m.connected,
+            ),
+            (
+                "venued_sync_last_push_timestamp_seconds",
+                "When a push last succeeded",
+                &m.last_push,
+            ),
+            (
+                "venued_sync_last_pull_timestamp_seconds",
+                "When a pull last succeeded",
+                &m.last_pull,
+            ),
+            (
+                "venued_sync_pull_lag_ops",
+                "Relay ops of this event not yet pulled, as of the last pull",
+                &m.pull_lag,
+            ),
+            (
+                "venued_sync_pushed_ops",
+                "Local ops the relay acknowledged since start",
+                &m.pushed,
+            ),
+            (
+                "venued_sync_applied_ops",
+                "Remote ops applied since start",
+                &m.applied,
+            ),
+            (
+                "venued_sync_parked_ops",
+                "Ops parked since start (refused by the relay, or not applicable here)",
+                &m.parked,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+        m
+    }
+
+    /// Copies the agent's status into the gauges.
+    pub fn observe(&self, s: &sync_agent::agent::AgentStatus) {
+        self.connected.set(i64::from(s.connected));
+        self.last_push
+            .set((s.last_push_ok_ms.unwrap_or(0) / 1000) as i64);
+        self.last_pull
+            .set((s.last_pull_ok_ms.unwrap_or(0) / 1000) as i64);
+        self.pull_lag
+            .set(s.pull_head.saturating_sub(s.pull_cursor) as i64);
+        self.pushed.set(s.pushed_ops as i64);
+        self.applied.set(s.applied_ops as i64);
+        self.parked.set(s.parked_ops as i64);
+    }
 }
 
 impl Metrics {
@@ -322,6 +403,7 @@ impl Metrics {
         );
         let presence = PresenceMetrics::new(&mut registry);
         let mqtt = MqttMetrics::new(&mut registry);
+        let sync = SyncMetrics::new(&mut registry);
         Self {
             registry: Arc::new(registry),
             store,
@@ -330,6 +412,7 @@ impl Metrics {
             auth_failures,
             presence,
             mqtt,
+            sync,
         }
     }
 

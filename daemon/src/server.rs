@@ -41,6 +41,9 @@ pub enum StartError {
     /// MQTT could not start.
     #[error("cannot start MQTT: {0}")]
     Mqtt(#[from] MqttError),
+    /// Sync is configured but cannot start.
+    #[error("cannot start sync: {0}")]
+    Sync(String),
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {addr}: {source}; is another venued running, or set http.listen")]
     Bind {
@@ -59,6 +62,7 @@ pub struct Daemon {
     demo: Option<DemoInfo>,
     ble: Option<BlePlan>,
     mqtt: Option<Mqtt>,
+    sync_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What the BLE side will run: the source, its scanners (id, zone, offset), and for the
@@ -125,8 +129,20 @@ impl Daemon {
                 None
             }
         };
+        let (sync, sync_task) = match crate::sync::start(&config, &store, &hub) {
+            Ok(Some((handle, task))) => {
+                subsystems.set("sync", SubsystemState::Ok);
+                (Some(handle), Some(task))
+            }
+            Ok(None) => {
+                subsystems.set("sync", SubsystemState::Disabled);
+                (None, None)
+            }
+            Err(e) => return Err(StartError::Sync(e)),
+        };
         let state = AppState {
             store,
+            sync,
             metrics,
             auth,
             mqtt: mqtt.as_ref().map(Mqtt::handle),
@@ -145,6 +161,7 @@ impl Daemon {
             demo,
             ble,
             mqtt,
+            sync_task,
         })
     }
 
@@ -192,6 +209,7 @@ impl Daemon {
             listener,
             ble,
             mqtt,
+            sync_task,
             ..
         } = self;
         let drain = Duration::from_secs(state.config.http.shutdown_timeout_secs);
@@ -251,6 +269,12 @@ impl Daemon {
         };
         drop(serve);
         purger.abort();
+        // Sync stops between calls or mid-call; either way its cursors are where the last
+        // commit left them, and the next start resumes from there.
+        if let Some(task) = sync_task {
+            task.abort();
+            let _ = task.await;
+        }
         let _ = purger.await;
         // Background tasks saw the stop signal; give them a moment to write what they decided.
         let finish = async { while background.join_next().await.is_some() {} };

@@ -10,6 +10,7 @@
 
 pub mod bluez;
 pub mod mqtt;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,7 @@ pub struct VenuedBuilder {
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     listen_on_loopback: bool,
+    wrapper: Option<(String, Vec<String>)>,
 }
 
 impl VenuedBuilder {
@@ -63,7 +65,14 @@ impl VenuedBuilder {
             env: Vec::new(),
             cwd: None,
             listen_on_loopback: true,
+            wrapper: None,
         }
+    }
+
+    /// Runs the daemon under `program args… venued` (e.g. `faketime +10m`).
+    pub fn under(mut self, program: &str, args: &[&str]) -> Self {
+        self.wrapper = Some((program.into(), args.iter().map(|a| a.to_string()).collect()));
+        self
     }
 
     /// Adds a command-line argument.
@@ -95,7 +104,14 @@ impl VenuedBuilder {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let mut command = Command::new(binary("venued"));
+        let mut command = match &self.wrapper {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary("venued"));
+                c
+            }
+            None => Command::new(binary("venued")),
+        };
         if self.cwd.is_none() {
             command.arg("--data-dir").arg(&self.data_dir);
         }

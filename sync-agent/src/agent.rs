@@ -25,6 +25,9 @@ use crate::wire::{
     PullResponse, PushRequest, PushResponse, Report, TokenKey, VERSION_HEADER,
 };
 
+/// How often an unreachable relay is probed during a backoff wait.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Local ops waiting to be pushed, with the appliance's report.
 #[derive(Debug, Default)]
 pub struct Pending {
@@ -318,12 +321,34 @@ impl<S: SyncStore> Inner<S> {
         }
     }
 
-    /// Sleeps out a backoff wait, or less if connectivity returns (or someone kicks us).
+    /// Sleeps out a backoff wait, or less if connectivity returns (or someone kicks us). While
+    /// the relay is unreachable, a TCP connect every [`PROBE_INTERVAL`] notices its return, so a
+    /// long outage does not cost up to a minute more of backoff once it ends.
     async fn back_off(&self, backoff: &mut Backoff) {
         let wait = backoff.next_wait();
+        let unreachable = !self.status().connected;
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = self.wake.notified() => {}
+            () = self.probe(), if unreachable && wait > PROBE_INTERVAL => {}
+        }
+    }
+
+    /// Resolves once the relay's port accepts a TCP connection.
+    async fn probe(&self) {
+        let Some(target) = reqwest::Url::parse(&self.config.relay_url)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+        else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            let connect = tokio::net::TcpStream::connect(&target);
+            if let Ok(Ok(_)) = tokio::time::timeout(PROBE_INTERVAL, connect).await {
+                tracing::debug!(%target, "relay port answers again; retrying now");
+                return;
+            }
         }
     }
 

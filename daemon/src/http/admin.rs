@@ -213,6 +213,33 @@ pub(super) async fn reset_device_password(
     Ok(Json(json!({ "id": id, "password": password })))
 }
 
+/// `GET /api/v1/admin/sync/parked`: the newest 500 ops sync gave up on, with why.
+pub(super) async fn sync_parked(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    let parked = crate::sync::parked(&state.store, 500).await?;
+    Ok(Json(json!({ "parked": parked })))
+}
+
+/// `POST /api/v1/admin/sync/retry`: retry the relay now instead of waiting out the backoff.
+pub(super) async fn sync_retry(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    match &state.sync {
+        Some(agent) => {
+            agent.kick();
+            Ok(StatusCode::ACCEPTED)
+        }
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "sync_off",
+            "sync is not configured; set [sync] relay_url and token_file",
+        )),
+    }
+}
+
 /// `GET /api/v1/admin/conflicts`: the newest 500 recorded conflicts.
 pub(super) async fn conflicts(
     State(state): State<AppState>,

@@ -51,6 +51,8 @@ pub struct AppState {
     pub mqtt_bound: crate::mqtt::Bound,
     /// The attendee hub.
     pub hub: crate::hub::Hub,
+    /// The sync agent, when `[sync]` names a relay.
+    pub sync: Option<sync_agent::agent::AgentHandle>,
 }
 
 impl AppState {
@@ -88,6 +90,8 @@ pub fn router(state: AppState) -> Router {
             post(admin::reset_device_password),
         )
         .route("/api/v1/admin/conflicts", get(admin::conflicts))
+        .route("/api/v1/admin/sync/parked", get(admin::sync_parked))
+        .route("/api/v1/admin/sync/retry", post(admin::sync_retry))
         .route("/api/v1/admin/token-keys", post(admin::install_token_key))
         .route("/api/v1/admin/tokens", post(admin::mint_token))
         .route("/ws", get(crate::hub::ws::upgrade))

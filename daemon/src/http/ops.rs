@@ -61,6 +61,14 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(backlog) = outbox::backlog(&state.store).await {
         state.metrics.outbox_backlog.set(backlog.ops as i64);
+        state
+            .metrics
+            .sync
+            .oldest_unsent_age
+            .set(backlog.oldest_unsent_age_secs.unwrap_or(0) as i64);
+    }
+    if let Some(agent) = &state.sync {
+        state.metrics.sync.observe(&agent.status());
     }
     (
         [(
@@ -84,6 +92,10 @@ pub(super) async fn status(State(state): State<AppState>) -> Result<impl IntoRes
         "subsystems": state.subsystems.snapshot(),
         "mqtt": state.mqtt_bound,
         "hub": {"epoch": state.hub.epoch(), "long_polls_waiting": state.hub.long_polls_waiting()},
+        "sync": match &state.sync {
+            Some(agent) => json!({"enabled": true, "agent": agent.status()}),
+            None => json!({"enabled": false}),
+        },
     })))
 }
 

@@ -390,6 +390,13 @@ impl Hub {
         Ok((posted, replayed))
     }
 
+    /// Delivers a committed message that came from another appliance (through sync) exactly as
+    /// a local one: same frame, same waiters woken. Never bridged out to MQTT: the appliance it
+    /// was posted on did that.
+    pub(crate) fn deliver(&self, message: &Message) {
+        self.fan_out(message);
+    }
+
     /// Delivers `message.new` to every subscriber of its channel: serialised once, the bytes
     /// shared. A subscriber whose queue is full is closed as a slow consumer (it resumes with
     /// gap-fill); the others are not held up.
@@ -549,7 +556,10 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
-fn load(conn: &rusqlite::Connection, message_id: &str) -> Result<Option<Message>, DomainError> {
+pub(crate) fn load(
+    conn: &rusqlite::Connection,
+    message_id: &str,
+) -> Result<Option<Message>, DomainError> {
     Ok(conn
         .prepare_cached(
             "SELECT channel, seq, message_id, sender, content, reply_to, created_ms

@@ -127,13 +127,53 @@ impl Verifier {
             .write(move |ctx| {
                 ctx.conn().execute(
                     "INSERT INTO token_keys (kid, alg, public_pem, added_ms) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (kid) DO UPDATE SET alg = ?2, public_pem = ?3, added_ms = ?4",
+                     ON CONFLICT (kid) DO UPDATE SET alg = ?2, public_pem = ?3, added_ms = ?4,
+                                                      source = 'local'",
                     rusqlite::params![k, a, p, ctx.now_ms() as i64],
                 )?;
                 Ok::<_, DomainError>(())
             })
             .await?;
         self.write().insert(kid, key);
+        Ok(())
+    }
+
+    /// Replaces the keys the relay supplied with `keys` (keys an admin installed stay), then
+    /// reloads the set in use. A key that does not parse is skipped with a warning, not stored.
+    pub async fn replace_relay_keys(
+        &self,
+        store: &Store,
+        keys: Vec<sync_agent::wire::TokenKey>,
+    ) -> Result<(), DomainError> {
+        let usable: Vec<_> = keys
+            .into_iter()
+            .filter(|k| {
+                let ok = crate::config::is_valid_id(&k.kid)
+                    && decoding_key(&k.alg, &k.public_pem).is_ok();
+                if !ok {
+                    tracing::warn!(kid = %k.kid.chars().take(64).collect::<String>(), "the relay sent an unusable token key; skipped");
+                }
+                ok
+            })
+            .collect();
+        store
+            .write(move |ctx| {
+                let conn = ctx.conn();
+                conn.execute("DELETE FROM token_keys WHERE source = 'relay'", [])?;
+                for k in &usable {
+                    // An admin-installed key of the same kid wins: it was put there on purpose.
+                    conn.execute(
+                        "INSERT INTO token_keys (kid, alg, public_pem, added_ms, source)
+                         VALUES (?1, ?2, ?3, ?4, 'relay') ON CONFLICT (kid) DO NOTHING",
+                        rusqlite::params![k.kid, k.alg, k.public_pem, ctx.now_ms() as i64],
+                    )?;
+                }
+                Ok::<_, DomainError>(())
+            })
+            .await?;
+        let fresh = Verifier::load(store).await?;
+        let keys = std::mem::take(&mut *fresh.write());
+        *self.write() = keys;
         Ok(())
     }
 

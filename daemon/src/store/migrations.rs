@@ -235,6 +235,25 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (event_id, channel, user_id)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 6: sync with the relay.
+    r#"
+    -- Ops sync gave up on, with why, for operators: local ops the relay refused (`push`) and
+    -- remote ops this build cannot apply (`pull`). The op itself stays in `ops` (push) or is
+    -- kept here whole (pull), so nothing is lost and an upgrade can replay it.
+    CREATE TABLE sync_parked (
+        op_id      TEXT NOT NULL,
+        direction  TEXT NOT NULL CHECK (direction IN ('push', 'pull')),
+        kind       TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        op         TEXT,
+        parked_ms  INTEGER NOT NULL,
+        PRIMARY KEY (op_id, direction)
+    ) STRICT, WITHOUT ROWID;
+
+    -- Keys installed by an admin stay when the relay's key set is replaced.
+    ALTER TABLE token_keys ADD COLUMN source TEXT NOT NULL DEFAULT 'local'
+        CHECK (source IN ('local', 'relay'));
+    "#,
 ];
 
 /// The schema version this build writes and reads.

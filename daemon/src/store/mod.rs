@@ -123,6 +123,7 @@ struct Inner {
     node_id: String,
     path: PathBuf,
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    appended_ops: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -158,9 +159,11 @@ impl Store {
 
         let (tx, rx) = mpsc::channel(options.write_queue_depth);
         let max_group = options.max_group_writes;
+        let appended_ops = Arc::new(tokio::sync::Notify::new());
+        let notify = appended_ops.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, rx, clock, max_group, metrics))
+            .spawn(move || writer::run(conn, rx, clock, max_group, metrics, notify))
             .map_err(|source| StoreError::Io {
                 path: path.clone(),
                 source,
@@ -172,6 +175,7 @@ impl Store {
                 node_id,
                 path,
                 writer_thread: std::sync::Mutex::new(Some(handle)),
+                appended_ops,
             }),
         })
     }
@@ -213,6 +217,12 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         self.inner.readers.read(query).await
+    }
+
+    /// Resolves once a commit has appended ops since the previous call returned. Meant for one
+    /// waiter (the sync agent): a commit while nobody waits is remembered for the next call.
+    pub async fn ops_appended(&self) {
+        self.inner.appended_ops.notified().await;
     }
 
     /// Proves the writer is alive and the database writable: an empty transaction round trip.

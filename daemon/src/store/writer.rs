@@ -7,6 +7,7 @@
 //! leaves a partial write.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::Connection;
@@ -136,6 +137,7 @@ pub(crate) fn run(
     mut clock: HlcClock,
     max_group: usize,
     metrics: StoreMetrics,
+    appended_ops: Arc<tokio::sync::Notify>,
 ) {
     let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(max_group);
     while let Some(first) = rx.blocking_recv() {
@@ -150,6 +152,10 @@ pub(crate) fn run(
         let size = jobs.len();
         let appended = commit_group(&mut conn, &mut clock, &mut jobs);
         metrics.observe_group(size, appended, started.elapsed());
+        if appended > 0 {
+            // One waiter (the sync agent); a stored permit covers a commit between its checks.
+            appended_ops.notify_one();
+        }
     }
     tracing::debug!("store writer stopped: every handle was dropped");
 }

@@ -15,4 +15,6 @@ mod idempotency;
 mod journal;
 mod mqtt;
 mod presence;
+mod relay_api;
+mod sync;
 mod systemd;

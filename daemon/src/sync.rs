@@ -1,0 +1,309 @@
+//! The daemon's side of sync: [`StoreSync`] implements the agent's [`SyncStore`] over the op log,
+//! and [`start`] runs the agent when `[sync] relay_url` is set.
+//!
+//! Durability: the outbox cursor (`meta.outbox_acked_seq`) moves in the same transaction that
+//! parks what the relay refused; the pull cursor (`meta.pull_cursor`) moves in the same
+//! transaction that applies the pulled ops. A crash at any point therefore re-sends or re-pulls
+//! at most one batch, which op-id idempotency absorbs on both sides.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sync_agent::Op;
+use sync_agent::agent::{self, Ack, AgentConfig, AgentHandle, Pending, RemoteApplied, SyncStore};
+use sync_agent::wire::{ConflictReport, Report, TokenKey};
+
+use crate::config::Config;
+use crate::domain::DomainError;
+use crate::hub::Hub;
+use crate::oplog::{self, message};
+use crate::store::Store;
+
+const ACKED: &str = "outbox_acked_seq";
+const PULL_CURSOR: &str = "pull_cursor";
+const CONFLICTS_REPORTED: &str = "conflicts_reported_ms";
+/// Conflicts sent with one push at most.
+const CONFLICTS_PER_REPORT: u32 = 100;
+
+/// Reads an integer from `meta` (0 when absent).
+pub(crate) fn meta_i64(conn: &Connection, key: &str) -> Result<i64, rusqlite::Error> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+fn set_meta(conn: &Connection, key: &str, value: i64) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value.to_string()])?;
+    Ok(())
+}
+
+/// The op log as the sync agent sees it.
+pub struct StoreSync {
+    store: Store,
+    hub: Hub,
+    event_id: String,
+}
+
+impl StoreSync {
+    /// Over `store`; remote messages fan out through `hub`.
+    pub fn new(store: Store, hub: Hub, event_id: &str) -> Self {
+        Self {
+            store,
+            hub,
+            event_id: event_id.to_string(),
+        }
+    }
+}
+
+impl SyncStore for StoreSync {
+    type Error = DomainError;
+
+    async fn pending(&self, max_ops: usize) -> Result<Pending, DomainError> {
+        let node = self.store.node_id().to_string();
+        self.store
+            .read(move |conn| {
+                let acked = meta_i64(conn, ACKED)?;
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq FROM ops WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )?;
+                let seqs = stmt
+                    .query_map(params![node, acked, max_ops as i64], |r| r.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut ops = Vec::with_capacity(seqs.len());
+                if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
+                    // One range read, then keep ours: remote ops interleave with local ones.
+                    let span = (last - first + 1) as u32;
+                    for (seq, op) in oplog::read_after(conn, first - 1, span)? {
+                        if op.origin == node {
+                            ops.push((seq, op));
+                        }
+                    }
+                }
+                let (backlog, oldest): (i64, Option<i64>) = conn.query_row(
+                    "SELECT count(*), min(received_ms) FROM ops WHERE origin = ?1 AND seq > ?2",
+                    params![node, acked],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                let parked: i64 =
+                    conn.query_row("SELECT count(*) FROM sync_parked", [], |r| r.get(0))?;
+                let reported = meta_i64(conn, CONFLICTS_REPORTED)?;
+                let conflicts = conn
+                    .prepare_cached(
+                        "SELECT op_id, kind, entity_id, winner_op_id, detail, recorded_ms
+                         FROM conflicts WHERE recorded_ms > ?1 ORDER BY recorded_ms LIMIT ?2",
+                    )?
+                    .query_map(params![reported, CONFLICTS_PER_REPORT], |r| {
+                        Ok(ConflictReport {
+                            op_id: r.get(0)?,
+                            kind: r.get(1)?,
+                            entity_id: r.get(2)?,
+                            winner_op_id: r.get(3)?,
+                            detail: r.get(4)?,
+                            recorded_ms: r.get::<_, i64>(5)? as u64,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let now = crate::store::now_ms() as i64;
+                Ok(Pending {
+                    ops,
+                    report: Report {
+                        backlog_ops: backlog as u64,
+                        oldest_unsent_age_secs: oldest.map(|t| ((now - t).max(0) / 1000) as u64),
+                        parked_ops: parked as u64,
+                        conflicts,
+                        ..Report::default()
+                    },
+                })
+            })
+            .await
+    }
+
+    async fn acknowledge(&self, ack: Ack) -> Result<(), DomainError> {
+        self.store
+            .write(move |ctx| {
+                let conn = ctx.conn();
+                // Never backwards: a late answer to an older batch must not re-send newer ops.
+                if ack.up_to_seq > meta_i64(conn, ACKED)? {
+                    set_meta(conn, ACKED, ack.up_to_seq)?;
+                }
+                for (_, id, reason) in &ack.parked {
+                    conn.prepare_cached(
+                        "INSERT INTO sync_parked (op_id, direction, kind, reason, op, parked_ms)
+                         SELECT id, 'push', kind, ?2, NULL, ?3 FROM ops WHERE id = ?1
+                         ON CONFLICT DO UPDATE SET reason = excluded.reason",
+                    )?
+                    .execute(params![
+                        id.to_string(),
+                        reason,
+                        ctx.now_ms() as i64
+                    ])?;
+                }
+                if let Some(ms) = ack.conflicts_reported_until_ms {
+                    set_meta(conn, CONFLICTS_REPORTED, ms as i64)?;
+                }
+                Ok::<_, DomainError>(())
+            })
+            .await
+    }
+
+    async fn pull_cursor(&self) -> Result<u64, DomainError> {
+        self.store
+            .read(|conn| Ok::<_, DomainError>(meta_i64(conn, PULL_CURSOR)?.max(0) as u64))
+            .await
+    }
+
+    async fn apply_remote(&self, ops: Vec<Op>, cursor: u64) -> Result<RemoteApplied, DomainError> {
+        let (done, messages) = self
+            .store
+            .write(move |ctx| {
+                let mut done = RemoteApplied::default();
+                let mut messages = Vec::new();
+                for op in &ops {
+                    ctx.conn().execute_batch("SAVEPOINT remote_op")?;
+                    match ctx.apply(op) {
+                        Ok(oplog::Applied::New) => {
+                            ctx.conn().execute_batch("RELEASE remote_op")?;
+                            done.applied += 1;
+                            if op.kind == message::POST {
+                                if let Some(m) = crate::hub::load(ctx.conn(), &op.entity_id)? {
+                                    messages.push(m);
+                                }
+                            }
+                        }
+                        Ok(oplog::Applied::Duplicate) => {
+                            ctx.conn().execute_batch("RELEASE remote_op")?;
+                            done.duplicates += 1;
+                        }
+                        Err(oplog::ApplyError::Store(e)) => return Err(DomainError::from(e)),
+                        Err(e) => {
+                            // Nothing of the op stays; the op itself is kept here, whole, so
+                            // an upgraded build (or an operator) can apply it later.
+                            ctx.conn()
+                                .execute_batch("ROLLBACK TO remote_op; RELEASE remote_op")?;
+                            tracing::warn!(op_id = %op.id, kind = %op.kind, error = %e, "remote op cannot be applied here; parked");
+                            ctx.conn()
+                                .prepare_cached(
+                                    "INSERT INTO sync_parked (op_id, direction, kind, reason, op, parked_ms)
+                                     VALUES (?1, 'pull', ?2, ?3, ?4, ?5)
+                                     ON CONFLICT DO UPDATE SET reason = excluded.reason",
+                                )?
+                                .execute(params![
+                                    op.id.to_string(),
+                                    op.kind,
+                                    e.to_string(),
+                                    serde_json::to_string(op).unwrap_or_default(),
+                                    ctx.now_ms() as i64
+                                ])?;
+                            done.parked += 1;
+                        }
+                    }
+                }
+                if cursor as i64 > meta_i64(ctx.conn(), PULL_CURSOR)? {
+                    set_meta(ctx.conn(), PULL_CURSOR, cursor as i64)?;
+                }
+                Ok::<_, DomainError>((done, messages))
+            })
+            .await?;
+        // Committed: now other appliances' messages reach this venue's phones.
+        for m in &messages {
+            self.hub.deliver(m);
+        }
+        Ok(done)
+    }
+
+    async fn install_keys(&self, keys: Vec<TokenKey>) -> Result<(), DomainError> {
+        let ours: Vec<TokenKey> = keys
+            .into_iter()
+            .filter(|k| k.event == self.event_id)
+            .collect();
+        self.hub
+            .verifier()
+            .replace_relay_keys(&self.store, ours)
+            .await
+    }
+
+    async fn local_change(&self) {
+        self.store.ops_appended().await;
+    }
+}
+
+/// Starts the agent when sync is configured; `None` when it is not.
+pub fn start(
+    config: &Config,
+    store: &Store,
+    hub: &Hub,
+) -> Result<Option<(AgentHandle, tokio::task::JoinHandle<()>)>, String> {
+    let sync = &config.sync;
+    if sync.relay_url.is_empty() {
+        return Ok(None);
+    }
+    let token = match sync.token_file.is_empty() {
+        true => sync.token.trim().to_string(),
+        false => std::fs::read_to_string(&sync.token_file)
+            .map_err(|e| format!("cannot read sync.token_file `{}`: {e}", sync.token_file))?
+            .trim()
+            .to_string(),
+    };
+    if token.is_empty() {
+        return Err("the sync token is empty; put what `venue-relay appliance add` printed in sync.token_file".into());
+    }
+    let mut agent_config = AgentConfig::new(
+        &sync.relay_url,
+        &token,
+        env!("CARGO_PKG_VERSION"),
+        store.node_id(),
+    );
+    agent_config.pull_wait = std::time::Duration::from_secs(sync.pull_wait_secs);
+    agent_config.heartbeat = std::time::Duration::from_secs(sync.heartbeat_secs);
+    let sync_store = Arc::new(StoreSync::new(store.clone(), hub.clone(), &config.event.id));
+    let (handle, task) = agent::spawn(sync_store, agent_config)?;
+    tracing::info!(relay = %sync.relay_url, "sync agent started");
+    Ok(Some((handle, task)))
+}
+
+/// One parked op, for `GET /api/v1/admin/sync/parked`.
+#[derive(Debug, serde::Serialize)]
+pub struct ParkedView {
+    /// The op id.
+    pub op_id: String,
+    /// `push` (the relay refused it) or `pull` (this build cannot apply it).
+    pub direction: String,
+    /// The op kind.
+    pub kind: String,
+    /// Why.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub parked_at: String,
+}
+
+/// The newest parked ops.
+pub async fn parked(store: &Store, limit: u32) -> Result<Vec<ParkedView>, DomainError> {
+    store
+        .read(move |conn| {
+            let rows = conn
+                .prepare(
+                    "SELECT op_id, direction, kind, reason, parked_ms FROM sync_parked
+                     ORDER BY parked_ms DESC LIMIT ?1",
+                )?
+                .query_map([limit], |r| {
+                    Ok(ParkedView {
+                        op_id: r.get(0)?,
+                        direction: r.get(1)?,
+                        kind: r.get(2)?,
+                        reason: r.get(3)?,
+                        parked_at: crate::domain::rfc3339(r.get(4)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+}
