@@ -96,7 +96,11 @@ async fn conformance<S: RelayStore + Clone>(store: S) {
     // A push wakes `changes`, dedupes by op id (also within a batch), and reaches B, not A.
     let mut changes = store.changes();
     changes.borrow_and_update();
-    let first: Vec<Op> = (0..5).map(|i| op("ev1", &format!("a{i}"))).collect();
+    let mut first: Vec<Op> = (0..5).map(|i| op("ev1", &format!("a{i}"))).collect();
+    // A field from a newer schema version rides along untouched.
+    first[1]
+        .extra
+        .insert("signature".into(), serde_json::json!({"alg": "future"}));
     let mut batch = first.clone();
     batch.push(first[0].clone());
     let r = store

@@ -24,6 +24,10 @@ const PULL_CURSOR: &str = "pull_cursor";
 const CONFLICTS_REPORTED: &str = "conflicts_reported_ms";
 /// Conflicts sent with one push at most.
 const CONFLICTS_PER_REPORT: u32 = 100;
+/// How stale the backlog count in a report may be. Counting is a scan of the backlog, and a
+/// million-op backlog drains in about a thousand pushes: counting on each would cost more than
+/// the pushes themselves.
+const BACKLOG_COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads an integer from `meta` (0 when absent).
 pub(crate) fn meta_i64(conn: &Connection, key: &str) -> Result<i64, rusqlite::Error> {
@@ -50,6 +54,8 @@ pub struct StoreSync {
     store: Store,
     hub: Hub,
     event_id: String,
+    /// The last backlog count and when it was taken.
+    counted: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 impl StoreSync {
@@ -59,6 +65,7 @@ impl StoreSync {
             store,
             hub,
             event_id: event_id.to_string(),
+            counted: std::sync::Mutex::new(None),
         }
     }
 }
@@ -68,7 +75,15 @@ impl SyncStore for StoreSync {
 
     async fn pending(&self, max_ops: usize) -> Result<Pending, DomainError> {
         let node = self.store.node_id().to_string();
-        self.store
+        let cached = *self
+            .counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cached = cached
+            .filter(|(at, _)| at.elapsed() < BACKLOG_COUNT_EVERY)
+            .map(|(_, n)| n);
+        let pending = self
+            .store
             .read(move |conn| {
                 let acked = meta_i64(conn, ACKED)?;
                 let mut stmt = conn.prepare_cached(
@@ -87,11 +102,23 @@ impl SyncStore for StoreSync {
                         }
                     }
                 }
-                let (backlog, oldest): (i64, Option<i64>) = conn.query_row(
-                    "SELECT count(*), min(received_ms) FROM ops WHERE origin = ?1 AND seq > ?2",
-                    params![node, acked],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
+                let backlog = match cached {
+                    Some(n) => n,
+                    None => conn.query_row(
+                        "SELECT count(*) FROM ops WHERE origin = ?1 AND seq > ?2",
+                        params![node, acked],
+                        |r| r.get::<_, i64>(0),
+                    )? as u64,
+                };
+                // Seq order is arrival order: the first pending op is the oldest.
+                let oldest: Option<i64> = conn
+                    .query_row(
+                        "SELECT received_ms FROM ops WHERE origin = ?1 AND seq > ?2
+                         ORDER BY seq LIMIT 1",
+                        params![node, acked],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
                 let parked: i64 =
                     conn.query_row("SELECT count(*) FROM sync_parked", [], |r| r.get(0))?;
                 let reported = meta_i64(conn, CONFLICTS_REPORTED)?;
@@ -112,10 +139,10 @@ impl SyncStore for StoreSync {
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 let now = crate::store::now_ms() as i64;
-                Ok(Pending {
+                Ok::<_, DomainError>(Pending {
                     ops,
                     report: Report {
-                        backlog_ops: backlog as u64,
+                        backlog_ops: backlog,
                         oldest_unsent_age_secs: oldest.map(|t| ((now - t).max(0) / 1000) as u64),
                         parked_ops: parked as u64,
                         conflicts,
@@ -123,7 +150,15 @@ impl SyncStore for StoreSync {
                     },
                 })
             })
-            .await
+            .await?;
+        if cached.is_none() {
+            *self
+                .counted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((std::time::Instant::now(), pending.report.backlog_ops));
+        }
+        Ok(pending)
     }
 
     async fn acknowledge(&self, ack: Ack) -> Result<(), DomainError> {

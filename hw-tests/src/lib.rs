@@ -53,7 +53,6 @@ pub struct VenuedBuilder {
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     listen_on_loopback: bool,
-    wrapper: Option<(String, Vec<String>)>,
 }
 
 impl VenuedBuilder {
@@ -65,14 +64,7 @@ impl VenuedBuilder {
             env: Vec::new(),
             cwd: None,
             listen_on_loopback: true,
-            wrapper: None,
         }
-    }
-
-    /// Runs the daemon under `program args… venued` (e.g. `faketime +10m`).
-    pub fn under(mut self, program: &str, args: &[&str]) -> Self {
-        self.wrapper = Some((program.into(), args.iter().map(|a| a.to_string()).collect()));
-        self
     }
 
     /// Adds a command-line argument.
@@ -104,14 +96,7 @@ impl VenuedBuilder {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let mut command = match &self.wrapper {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(binary("venued"));
-                c
-            }
-            None => Command::new(binary("venued")),
-        };
+        let mut command = Command::new(binary("venued"));
         if self.cwd.is_none() {
             command.arg("--data-dir").arg(&self.data_dir);
         }

@@ -18,7 +18,19 @@ const EVENT: &str = "ev1";
 struct Box_ {
     dir: PathBuf,
     token: String,
-    wrapper: Option<Vec<String>>,
+    /// A libfaketime offset for its clock, e.g. `+10m`.
+    clock: Option<&'static str>,
+}
+
+/// Debian's libfaketime (package `faketime`, installed by scripts/test).
+fn libfaketime() -> anyhow::Result<PathBuf> {
+    for dir in std::fs::read_dir("/usr/lib")? {
+        let candidate = dir?.path().join("faketime/libfaketime.so.1");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("libfaketime.so.1 not found under /usr/lib/*/faketime; install Debian's faketime")
 }
 
 impl Box_ {
@@ -32,10 +44,12 @@ impl Box_ {
             )
             .env("VENUED_SYNC_TOKEN", &self.token)
             .env("VENUED_SYNC_PULL_WAIT_SECS", "10");
-        if let Some(w) = &self.wrapper {
-            let args: Vec<&str> = w[1..].iter().map(String::as_str).collect();
+        if let Some(offset) = self.clock {
+            // Preloaded into venued itself (not through the `faketime` wrapper, whose child
+            // would outlive a killed wrapper). Only the wall clock moves; timers stay true.
             b = b
-                .under(&w[0], &args)
+                .env("LD_PRELOAD", libfaketime()?.to_str().context("path")?)
+                .env("FAKETIME", offset)
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         b.spawn().await
@@ -47,7 +61,7 @@ async fn new_box(dir: &Path, name: &str, database: &str) -> anyhow::Result<Box_>
     Ok(Box_ {
         dir: dir.join(name),
         token,
-        wrapper: None,
+        clock: None,
     })
 }
 
@@ -453,8 +467,8 @@ async fn skewed_clocks_converge_deterministically() {
     let database = relay::sqlite_database(dir.path());
     let mut a = new_box(dir.path(), "a", &database).await.unwrap();
     let mut b = new_box(dir.path(), "b", &database).await.unwrap();
-    a.wrapper = Some(vec!["faketime".into(), "-f".into(), "+10m".into()]);
-    b.wrapper = Some(vec!["faketime".into(), "-f".into(), "-10m".into()]);
+    a.clock = Some("+10m");
+    b.clock = Some("-10m");
     let port = relay::free_port().unwrap();
     let va = a.start(port).await.unwrap();
     let vb = b.start(port).await.unwrap();
@@ -475,6 +489,20 @@ async fn skewed_clocks_converge_deterministically() {
         .import_csv("id,name\nshared,from B\n".into())
         .await
         .unwrap();
+    // The same attendee also checks in at both venues' kiosks while they are apart: a business
+    // conflict that must resolve the same way on both, and reach the relay's operators.
+    for (v, kiosk) in [(&va, "kiosk-a"), (&vb, "kiosk-b")] {
+        let auth = Admin::new(v).kiosk(kiosk).await.unwrap();
+        let r = reqwest::Client::new()
+            .post(v.url("/api/v1/checkins"))
+            .header("authorization", auth)
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&serde_json::json!({"attendee_id": "shared"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
     // The skew is real: A stamps ~10 minutes ahead of this process, B ~10 minutes behind.
     assert!(
         node_wall(&va) - now > 9 * 60_000,
@@ -517,4 +545,34 @@ async fn skewed_clocks_converge_deterministically() {
         .await
         .unwrap();
     assert_eq!(body["name"], "B again");
+
+    // The double check-in: one winner, the same on both, flagged on both.
+    let mut winners = Vec::new();
+    for v in [&va, &vb] {
+        let (_, conflicts) = Admin::new(v)
+            .call(reqwest::Method::GET, "/api/v1/admin/conflicts", None)
+            .await
+            .unwrap();
+        let list = conflicts["conflicts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(list.len(), 1, "{conflicts}");
+        winners.push(list[0]["winner_op_id"].clone());
+    }
+    assert_eq!(winners[0], winners[1]);
+    let operator = relay::cli(&database, &["operator", "add"]).await.unwrap();
+    hw_tests::wait_for_json(
+        &format!("http://127.0.0.1:{port}/v1/admin/conflicts"),
+        Some(operator.trim()),
+        "the conflict reported to the relay by both appliances",
+        Duration::from_secs(60),
+        |c| {
+            c["conflicts"]
+                .as_array()
+                .is_some_and(|l| l.len() == 2 && l.iter().all(|x| x["kind"] == "checkin.duplicate"))
+        },
+    )
+    .await
+    .unwrap();
 }

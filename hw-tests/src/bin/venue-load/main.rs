@@ -12,6 +12,11 @@
 //!   `message.send` → `ack` latency (each ack follows an fsync'd commit).
 //! - `ws-fanout`: N WebSocket subscribers of `announcements`; a staff sender posts; latency from
 //!   send to delivery at every subscriber, and losses.
+//! - `sync-drain`: an appliance with an N-op backlog meets its relay; ops/s until the backlog is
+//!   empty (fsync'd on both sides).
+//! - `sync-fanout`: one appliance's N ops pulled by M other appliances through the relay.
+
+mod sync;
 
 use std::time::{Duration, Instant};
 
@@ -90,6 +95,28 @@ enum Mode {
         #[arg(long, default_value_t = 200)]
         senders: usize,
     },
+    /// Drain of an offline backlog into the relay.
+    SyncDrain {
+        /// Ops in the backlog (attendee imports, one op each).
+        #[arg(long, default_value_t = 1_000_000)]
+        ops: usize,
+        /// The relay's database: `sqlite` (a file in a temporary directory) or the URL of an
+        /// empty PostgreSQL database.
+        #[arg(long, default_value = "sqlite")]
+        database: String,
+    },
+    /// One appliance's ops pulled by many others.
+    SyncFanout {
+        /// Receiving appliances.
+        #[arg(long, default_value_t = 10)]
+        appliances: usize,
+        /// Ops the source appliance writes.
+        #[arg(long, default_value_t = 100_000)]
+        ops: usize,
+        /// As for sync-drain.
+        #[arg(long, default_value = "sqlite")]
+        database: String,
+    },
     /// Fan-out of announcements to many WebSocket subscribers.
     WsFanout {
         /// Subscribed connections.
@@ -130,6 +157,12 @@ async fn main() -> anyhow::Result<()> {
             connections,
             messages,
         } => ws_fanout(connections, messages).await,
+        Mode::SyncDrain { ops, database } => sync::drain(ops, &database).await,
+        Mode::SyncFanout {
+            appliances,
+            ops,
+            database,
+        } => sync::fanout(appliances, ops, &database).await,
     }
 }
 
@@ -146,7 +179,7 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// Resident set size in KiB, from `/proc/<pid>/status`.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
@@ -196,7 +229,7 @@ async fn idle(seconds: u64, settle: u64, demo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print(summary: &serde_json::Value) {
+pub(crate) fn print(summary: &serde_json::Value) {
     #[allow(clippy::print_stdout, reason = "the summary is the tool's output")]
     {
         println!("{summary}");
