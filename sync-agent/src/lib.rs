@@ -7,6 +7,7 @@
 //! - [`codec`]: push body compression, bounded on decode.
 //! - [`backoff`]: full-jitter exponential backoff.
 //! - [`agent`]: the push and pull loops, behind the [`agent::SyncStore`] trait.
+//! - [`replica`]: the Litestream-compatible replica: the LTX codec, the S3 layout, restore.
 //!
 //! Boundary: this crate knows nothing of axum, rumqttd, BLE or the appliance's SQLite schema. It
 //! reaches the store only through [`agent::SyncStore`], which the daemon implements.
@@ -15,6 +16,7 @@ pub mod agent;
 pub mod backoff;
 pub mod codec;
 pub mod hlc;
+pub mod replica;
 pub mod wire;
 
 pub use hlc::{Hlc, HlcClock};
