@@ -7,6 +7,7 @@
 //! - [`oplog`]: applying ops (local or remote) with the DESIGN §5 merge rules.
 //! - [`outbox`]: the op log seen as the sync outbox (backlog, age).
 //! - [`sync`]: the sync agent's view of the store, and starting the agent.
+//! - [`replica`]: Litestream-compatible replication to S3, and restore.
 //! - [`domain`]: check-ins, attendees, the entity registry, devices, idempotency keys.
 //! - [`auth`]: the admin token and device credentials.
 //! - [`http`]: the axum app.
@@ -29,6 +30,7 @@ pub mod mqtt;
 pub mod oplog;
 pub mod outbox;
 pub mod presence;
+pub mod replica;
 pub mod server;
 pub mod store;
 pub mod sync;

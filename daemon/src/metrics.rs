@@ -297,6 +297,59 @@ pub struct Metrics {
     pub mqtt: MqttMetrics,
     /// Sync with the relay.
     pub sync: SyncMetrics,
+    /// The S3 replica.
+    pub replica: ReplicaMetrics,
+}
+
+/// Replica gauges, set from its status just before each scrape.
+#[derive(Clone, Default)]
+pub struct ReplicaMetrics {
+    lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    lag_txids: Gauge,
+    staged_bytes: Gauge,
+    upload_errors: Gauge,
+    uploaded_txid: Gauge,
+}
+
+impl ReplicaMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "venued_replica_lag_seconds",
+            "Age of the oldest staged LTX file not yet in the bucket",
+            m.lag_seconds.clone(),
+        );
+        registry.register(
+            "venued_replica_lag_txids",
+            "TXIDs staged and not yet in the bucket",
+            m.lag_txids.clone(),
+        );
+        registry.register(
+            "venued_replica_staged_bytes",
+            "Bytes of LTX files waiting to be uploaded",
+            m.staged_bytes.clone(),
+        );
+        registry.register(
+            "venued_replica_upload_errors",
+            "Failed uploads since start",
+            m.upload_errors.clone(),
+        );
+        registry.register(
+            "venued_replica_uploaded_txid",
+            "Highest TXID in the bucket",
+            m.uploaded_txid.clone(),
+        );
+        m
+    }
+
+    /// Copies the replica's status into the gauges.
+    pub fn observe(&self, s: &crate::replica::ReplicaStatus) {
+        self.lag_seconds.set(s.lag_secs);
+        self.lag_txids.set(s.lag_txids as i64);
+        self.staged_bytes.set(s.staged_bytes as i64);
+        self.upload_errors.set(s.upload_errors as i64);
+        self.uploaded_txid.set(s.uploaded_txid as i64);
+    }
 }
 
 /// Sync gauges, set from the agent's status just before each scrape.
@@ -404,6 +457,7 @@ impl Metrics {
         let presence = PresenceMetrics::new(&mut registry);
         let mqtt = MqttMetrics::new(&mut registry);
         let sync = SyncMetrics::new(&mut registry);
+        let replica = ReplicaMetrics::new(&mut registry);
         Self {
             registry: Arc::new(registry),
             store,
@@ -413,6 +467,7 @@ impl Metrics {
             presence,
             mqtt,
             sync,
+            replica,
         }
     }
 

@@ -41,6 +41,9 @@ pub enum StartError {
     /// MQTT could not start.
     #[error("cannot start MQTT: {0}")]
     Mqtt(#[from] MqttError),
+    /// The replica is configured but cannot start.
+    #[error("cannot start the replica: {0}")]
+    Replica(String),
     /// Sync is configured but cannot start.
     #[error("cannot start sync: {0}")]
     Sync(String),
@@ -63,6 +66,7 @@ pub struct Daemon {
     ble: Option<BlePlan>,
     mqtt: Option<Mqtt>,
     sync_task: Option<tokio::task::JoinHandle<()>>,
+    replica_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What the BLE side will run: the source, its scanners (id, zone, offset), and for the
@@ -84,7 +88,21 @@ impl Daemon {
             max_group_writes: config.store.max_group_writes,
             write_queue_depth: config.store.write_queue_depth,
         };
-        let store = Store::open(&config.data_dir, &options, metrics.store.clone())?;
+        let (replica, hook) = match config.replica.enabled {
+            true => {
+                let (replica, hook) =
+                    crate::replica::Replica::prepare(&config.replica, &config.data_dir).map_err(
+                        |e| {
+                            StartError::Replica(format!(
+                                "cannot prepare the replica's staging directory: {e}"
+                            ))
+                        },
+                    )?;
+                (Some(replica), Some(hook))
+            }
+            false => (None, None),
+        };
+        let store = Store::open_with_hook(&config.data_dir, &options, metrics.store.clone(), hook)?;
         let admin = auth::ensure_admin_token(&store, &config.data_dir).await?;
         ensure_event(&store, &config).await?;
         let demo = match demo {
@@ -140,9 +158,20 @@ impl Daemon {
             }
             Err(e) => return Err(StartError::Sync(e)),
         };
+        let replica_task = match &replica {
+            Some(r) => {
+                subsystems.set("replica", SubsystemState::Ok);
+                Some(r.start(&config.replica, store.clone()).await)
+            }
+            None => {
+                subsystems.set("replica", SubsystemState::Disabled);
+                None
+            }
+        };
         let state = AppState {
             store,
             sync,
+            replica,
             metrics,
             auth,
             mqtt: mqtt.as_ref().map(Mqtt::handle),
@@ -162,6 +191,7 @@ impl Daemon {
             ble,
             mqtt,
             sync_task,
+            replica_task,
         })
     }
 
@@ -210,6 +240,7 @@ impl Daemon {
             ble,
             mqtt,
             sync_task,
+            replica_task,
             ..
         } = self;
         let drain = Duration::from_secs(state.config.http.shutdown_timeout_secs);
@@ -272,6 +303,11 @@ impl Daemon {
         // Sync stops between calls or mid-call; either way its cursors are where the last
         // commit left them, and the next start resumes from there.
         if let Some(task) = sync_task {
+            task.abort();
+            let _ = task.await;
+        }
+        // Staged files stay on disk and are uploaded after the next start.
+        if let Some(task) = replica_task {
             task.abort();
             let _ = task.await;
         }

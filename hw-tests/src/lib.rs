@@ -11,6 +11,7 @@
 pub mod bluez;
 pub mod mqtt;
 pub mod relay;
+pub mod s3;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -8,37 +8,16 @@
     reason = "a test should fail loudly on any unexpected error"
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
+
+use hw_tests::s3::{Moto, litestream, tool};
 use std::time::{Duration, Instant};
 
 use sync_agent::replica::layout::SNAPSHOT_LEVEL;
 use sync_agent::replica::plan::Target;
 use sync_agent::replica::restore::{RestoreError, restore, snapshot_of_file};
 use sync_agent::replica::store::{DirStore, ReplicaStore, S3Location, S3Store};
-
-/// A tool from the test venv (scripts/test puts it on PATH).
-fn tool(name: &str) -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/test-venv/bin")
-        .join(name);
-    if venv.is_file() {
-        return venv;
-    }
-    PathBuf::from(name)
-}
-
-/// Runs `litestream` without `AWS_CA_BUNDLE`, which makes 0.5.17 fail to build its S3 client.
-async fn litestream(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(tool("litestream"))
-        .args(args)
-        .env_remove("AWS_CA_BUNDLE")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .await
-        .expect("litestream is installed (scripts/test puts it in target/test-venv)")
-}
 
 fn sqlite(db: &Path, sql: &str) -> String {
     let out = std::process::Command::new("sqlite3")
@@ -202,54 +181,9 @@ async fn damaged_files_are_refused_by_name_and_no_database_is_left() {
     }
 }
 
-/// `moto_server` on a free loopback port, with a bucket.
-pub struct Moto {
-    child: tokio::process::Child,
-    /// Its endpoint.
-    pub endpoint: String,
-}
-
-impl Moto {
-    /// Starts it and creates `bucket`.
-    pub async fn start(bucket: &str) -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = tokio::process::Command::new(tool("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("moto_server is installed (scripts/test puts it in target/test-venv)");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            // CreateBucket: moto accepts it unsigned.
-            if let Ok(r) = client.put(format!("{endpoint}/{bucket}")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "moto_server did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Moto { child, endpoint }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
 #[tokio::test]
 async fn an_s3_replica_round_trips_through_litestream() {
-    let moto = Moto::start("venue").await;
+    let moto = Moto::start("venue").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source.db");
     make_db(&source, 3000);

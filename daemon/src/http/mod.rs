@@ -53,6 +53,8 @@ pub struct AppState {
     pub hub: crate::hub::Hub,
     /// The sync agent, when `[sync]` names a relay.
     pub sync: Option<sync_agent::agent::AgentHandle>,
+    /// The S3 replica, when `[replica]` is enabled.
+    pub replica: Option<crate::replica::Replica>,
 }
 
 impl AppState {

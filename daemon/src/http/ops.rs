@@ -70,6 +70,9 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     if let Some(agent) = &state.sync {
         state.metrics.sync.observe(&agent.status());
     }
+    if let Some(replica) = &state.replica {
+        state.metrics.replica.observe(&replica.status());
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -92,6 +95,10 @@ pub(super) async fn status(State(state): State<AppState>) -> Result<impl IntoRes
         "subsystems": state.subsystems.snapshot(),
         "mqtt": state.mqtt_bound,
         "hub": {"epoch": state.hub.epoch(), "long_polls_waiting": state.hub.long_polls_waiting()},
+        "replica": match &state.replica {
+            Some(r) => json!({"enabled": true, "state": r.status()}),
+            None => json!({"enabled": false}),
+        },
         "sync": match &state.sync {
             Some(agent) => json!({"enabled": true, "agent": agent.status()}),
             None => json!({"enabled": false}),

@@ -111,6 +111,9 @@ impl Default for StoreOptions {
     }
 }
 
+/// Run by the writer thread after each group (see [`Store::open_with_hook`]).
+pub type AfterCommit = Arc<dyn Fn(&Connection) + Send + Sync>;
+
 /// A cheap, cloneable handle to the store.
 #[derive(Clone)]
 pub struct Store {
@@ -134,6 +137,19 @@ impl Store {
         options: &StoreOptions,
         metrics: StoreMetrics,
     ) -> Result<Store, StoreError> {
+        Self::open_with_hook(data_dir, options, metrics, None)
+    }
+
+    /// As [`Store::open`], with `after_commit` run on the writer thread after every group, outside
+    /// any transaction, with no other write in progress. With a hook, SQLite's automatic
+    /// checkpoints are off: the hook (the replica) decides when the WAL is checkpointed, so no
+    /// frame is checkpointed before it has been copied.
+    pub fn open_with_hook(
+        data_dir: &Path,
+        options: &StoreOptions,
+        metrics: StoreMetrics,
+        after_commit: Option<AfterCommit>,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
             path: data_dir.to_path_buf(),
             source,
@@ -150,6 +166,9 @@ impl Store {
              PRAGMA temp_store = MEMORY;",
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        if after_commit.is_some() {
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+        }
         // Every entity kind and field has its own statements; keep them all prepared.
         conn.set_prepared_statement_cache_capacity(WRITER_STATEMENT_CACHE);
         migrations::migrate(&mut conn)?;
@@ -163,7 +182,7 @@ impl Store {
         let notify = appended_ops.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, rx, clock, max_group, metrics, notify))
+            .spawn(move || writer::run(conn, rx, clock, max_group, metrics, notify, after_commit))
             .map_err(|source| StoreError::Io {
                 path: path.clone(),
                 source,

@@ -138,6 +138,7 @@ pub(crate) fn run(
     max_group: usize,
     metrics: StoreMetrics,
     appended_ops: Arc<tokio::sync::Notify>,
+    after_commit: Option<super::AfterCommit>,
 ) {
     let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(max_group);
     while let Some(first) = rx.blocking_recv() {
@@ -155,6 +156,12 @@ pub(crate) fn run(
         if appended > 0 {
             // One waiter (the sync agent); a stored permit covers a commit between its checks.
             appended_ops.notify_one();
+        }
+        if let Some(hook) = &after_commit {
+            // Outside any transaction, before the next group: nothing commits while it runs.
+            if catch_unwind(AssertUnwindSafe(|| hook(&conn))).is_err() {
+                tracing::error!("the after-commit hook panicked; the writer goes on");
+            }
         }
     }
     tracing::debug!("store writer stopped: every handle was dropped");

@@ -16,5 +16,6 @@ mod journal;
 mod mqtt;
 mod presence;
 mod relay_api;
+mod replica;
 mod sync;
 mod systemd;

@@ -5,9 +5,11 @@
 //! - [`plan`]: which files a restore applies (Litestream's plan, gaps refused).
 //! - [`store`]: S3 (aws-sdk-s3) and directory stores.
 //! - [`restore`]: restore into a new file, and snapshots of a database file.
+//! - [`wal`]: committed frames of a SQLite WAL, checksums verified.
 
 pub mod layout;
 pub mod ltx;
 pub mod plan;
 pub mod restore;
 pub mod store;
+pub mod wal;

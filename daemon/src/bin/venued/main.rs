@@ -57,6 +57,22 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "attendee")]
         role: Vec<String>,
     },
+    /// Restore the database from its replica into a new file (the bucket of `[replica]`, or
+    /// `--from`), also from replicas written by Litestream itself.
+    Restore {
+        /// The database file to create; it must not exist.
+        #[arg(long)]
+        to: std::path::PathBuf,
+        /// Restore as of this TXID (16 hex digits, as in the replica's file names).
+        #[arg(long, conflicts_with = "timestamp")]
+        txid: Option<String>,
+        /// Restore as of the last file written at or before this time (RFC 3339).
+        #[arg(long)]
+        timestamp: Option<String>,
+        /// `s3://BUCKET/PATH?endpoint=…&region=…` or `file:///DIR` instead of `[replica]`.
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +98,12 @@ fn main() -> ExitCode {
             ttl,
             role,
         }) => return mint_token(&config, &attendee, ttl, role),
+        Some(Command::Restore {
+            to,
+            txid,
+            timestamp,
+            from,
+        }) => return restore(&config, &to, txid, timestamp, from),
         None => {}
     }
     logging::init(&config.log);
@@ -102,6 +124,51 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("venued: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `venued restore`: prints what was restored as JSON, or why not (exit 1).
+fn restore(
+    config: &Config,
+    to: &std::path::Path,
+    txid: Option<String>,
+    timestamp: Option<String>,
+    from: Option<String>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("venued: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = match venued::replica::parse_target(txid.as_deref(), timestamp.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("venued: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(venued::replica::restore(
+        &config.replica,
+        from.as_deref(),
+        target,
+        to,
+    )) {
+        Ok(restored) => {
+            #[allow(clippy::print_stdout, reason = "the summary is the command's output")]
+            {
+                println!("{}", serde_json::to_string(&restored).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("venued: restore failed: {e}");
             ExitCode::FAILURE
         }
     }
