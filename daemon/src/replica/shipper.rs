@@ -170,9 +170,18 @@ impl Shipper {
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         fsync_dir(&self.staged);
-        self.progress
+        let staged = self
+            .progress
             .staged_bytes
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed)
+            + bytes.len() as u64;
+        if staged > self.max_staged_bytes / 10 * 8 {
+            tracing::warn!(
+                staged,
+                bound = self.max_staged_bytes,
+                "replica staging is over 80% of its bound; is the bucket reachable?"
+            );
+        }
         Ok(())
     }
 
@@ -315,12 +324,14 @@ impl Shipper {
     /// The writer's after-commit step: ship, and checkpoint when the WAL is large, a full copy is
     /// needed, or a snapshot is due.
     pub(super) fn after_commit(&mut self, conn: &Connection) {
-        if let Err(e) = self.ship() {
-            tracing::warn!(error = %e, "replica could not stage committed frames; retrying");
-            return;
-        }
+        // Most commits cost the writer one stat: staging is the timer's job, except right before
+        // a checkpoint, where it must happen on this thread with no commit in between.
         let wal_len = std::fs::metadata(&self.wal).map(|m| m.len()).unwrap_or(0);
         if !(self.full_needed || self.snapshot_due || wal_len > self.checkpoint_bytes) {
+            return;
+        }
+        if let Err(e) = self.ship() {
+            tracing::warn!(error = %e, "replica could not stage committed frames; retrying");
             return;
         }
         let outcome: Result<(i64, i64, i64), _> =
