@@ -15,7 +15,10 @@
 //! - `sync-drain`: an appliance with an N-op backlog meets its relay; ops/s until the backlog is
 //!   empty (fsync'd on both sides).
 //! - `sync-fanout`: one appliance's N ops pulled by M other appliances through the relay.
+//! - `replica-lag`: writes at a fixed rate with the S3 replica on (moto); commit → in the bucket.
+//! - `replica-restore`: restore of a large database by `venued restore` and `litestream restore`.
 
+mod replica;
 mod sync;
 
 use std::time::{Duration, Instant};
@@ -117,6 +120,21 @@ enum Mode {
         #[arg(long, default_value = "sqlite")]
         database: String,
     },
+    /// Lag from an acknowledged write to its TXID in the bucket.
+    ReplicaLag {
+        /// Writes per second (each its own transaction).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Length of the run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// Restore time of a large database, venued and litestream side by side.
+    ReplicaRestore {
+        /// Database size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+    },
     /// Fan-out of announcements to many WebSocket subscribers.
     WsFanout {
         /// Subscribed connections.
@@ -158,6 +176,8 @@ async fn main() -> anyhow::Result<()> {
             messages,
         } => ws_fanout(connections, messages).await,
         Mode::SyncDrain { ops, database } => sync::drain(ops, &database).await,
+        Mode::ReplicaLag { rate, seconds } => replica::lag(rate, seconds).await,
+        Mode::ReplicaRestore { mib } => replica::restore(mib).await,
         Mode::SyncFanout {
             appliances,
             ops,
