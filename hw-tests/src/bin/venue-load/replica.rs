@@ -92,7 +92,11 @@ pub(crate) async fn lag(rate: u64, seconds: u64) -> anyhow::Result<()> {
         }
     }
     lags.sort_by(f64::total_cmp);
-    let pct = |p: f64| lags.get(((lags.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        lags.get(((lags.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     crate::print(&serde_json::json!({
         "mode": "replica-lag",
         "rate": rate,
@@ -110,8 +114,15 @@ pub(crate) async fn lag(rate: u64, seconds: u64) -> anyhow::Result<()> {
 }
 
 fn sqlite(db: &Path, sql: &str) -> anyhow::Result<String> {
-    let out = std::process::Command::new("sqlite3").arg(db).arg(sql).output()?;
-    anyhow::ensure!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(String::from_utf8(out.stdout)?)
 }
 
@@ -132,7 +143,12 @@ pub(crate) async fn restore(mib: u64) -> anyhow::Result<()> {
     )?;
     let size = std::fs::metadata(&source)?.len();
     let url = format!("s3://venue/big?endpoint={}", moto.endpoint);
-    let s3 = S3Store::connect_with_keys(S3Location::from_url(&url).map_err(anyhow::Error::msg)?, "test", "test").await;
+    let s3 = S3Store::connect_with_keys(
+        S3Location::from_url(&url).map_err(anyhow::Error::msg)?,
+        "test",
+        "test",
+    )
+    .await;
     let encoded = Instant::now();
     let bytes = snapshot_of_file(&source, 1, 0)?;
     let ltx_bytes = bytes.len();
@@ -141,19 +157,34 @@ pub(crate) async fn restore(mib: u64) -> anyhow::Result<()> {
     let ours = dir.path().join("venued.db");
     let t = Instant::now();
     let out = tokio::process::Command::new(binary("venued"))
-        .args(["restore", "--to", ours.to_str().context("path")?, "--from", &url])
+        .args([
+            "restore",
+            "--to",
+            ours.to_str().context("path")?,
+            "--from",
+            &url,
+        ])
         .env("VENUED_REPLICA_ACCESS_KEY_ID", "test")
         .env("VENUED_REPLICA_SECRET_ACCESS_KEY", "test")
         .output()
         .await?;
     let venued_secs = t.elapsed().as_secs_f64();
-    anyhow::ensure!(out.status.success(), "venued restore: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "venued restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let theirs = dir.path().join("litestream.db");
     let t = Instant::now();
     let out = litestream(&["restore", "-o", theirs.to_str().context("path")?, &url]).await;
     let litestream_secs = t.elapsed().as_secs_f64();
-    anyhow::ensure!(out.status.success(), "litestream restore: {}", String::from_utf8_lossy(&out.stderr));
-    let same = |p: &Path| -> anyhow::Result<bool> { Ok(std::fs::read(p)? == std::fs::read(&source)?) };
+    anyhow::ensure!(
+        out.status.success(),
+        "litestream restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let same =
+        |p: &Path| -> anyhow::Result<bool> { Ok(std::fs::read(p)? == std::fs::read(&source)?) };
     crate::print(&serde_json::json!({
         "mode": "replica-restore",
         "database_bytes": size,
