@@ -1269,10 +1269,8 @@ fn check_range<T: PartialOrd + Copy + fmt::Display>(
 
 /// Ids of events, zones, devices and the like: short, printable, safe in MQTT topics and URLs.
 pub fn is_valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    // The relay checks event ids by the same rule, so both sides agree on what is valid.
+    sync_agent::wire::is_id(id)
 }
 
 #[cfg(test)]

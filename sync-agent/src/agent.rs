@@ -362,12 +362,12 @@ impl<S: SyncStore> Inner<S> {
     async fn read<T: serde::de::DeserializeOwned>(
         response: Result<reqwest::Response, reqwest::Error>,
     ) -> Result<T, CallError> {
-        let response = response.map_err(|e| CallError::Transport(error_chain(&e)))?;
+        let response = response.map_err(|e| CallError::Transport(crate::error_chain(&e)))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| CallError::Transport(error_chain(&e)))?;
+            .map_err(|e| CallError::Transport(crate::error_chain(&e)))?;
         if !status.is_success() {
             let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(body) => (body.error.code, body.error.message),
@@ -406,17 +406,6 @@ impl<S: SyncStore> Inner<S> {
             .await;
         Self::read(response).await
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 async fn push_loop<S: SyncStore>(inner: Arc<Inner<S>>) {

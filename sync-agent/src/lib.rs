@@ -21,3 +21,16 @@ pub mod wire;
 
 pub use hlc::{Hlc, HlcClock};
 pub use wire::{OP_SCHEMA_VERSION, Op};
+
+/// An error and all its sources, `: `-separated: SDK and HTTP errors put the useful part (refused,
+/// timed out, no such bucket) in a source, not in their own message.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

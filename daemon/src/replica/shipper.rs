@@ -295,10 +295,10 @@ impl Shipper {
     fn full_copy(&mut self) -> std::io::Result<()> {
         let txid = self.state.next_txid;
         let now = crate::store::now_ms() as i64;
-        let bytes = encode_file(&self.db, txid, txid, now)?;
+        let (bytes, pages) = copy_of_file(&self.db, txid, txid, now)?;
         self.stage(0, txid, txid, &bytes)?;
         self.state.next_txid = txid + 1;
-        self.state.commit = file_pages(&self.db)?;
+        self.state.commit = pages;
         self.full_needed = false;
         self.state.full_needed = false;
         self.progress.staged_txid.store(txid, Ordering::Relaxed);
@@ -314,7 +314,7 @@ impl Shipper {
     fn snapshot(&mut self) -> std::io::Result<()> {
         let txid = self.state.next_txid - 1;
         let now = crate::store::now_ms() as i64;
-        let bytes = encode_file(&self.db, 1, txid, now)?;
+        let (bytes, _) = copy_of_file(&self.db, 1, txid, now)?;
         self.stage(SNAPSHOT_LEVEL, 1, txid, &bytes)?;
         self.state.last_snapshot_ms = now;
         self.snapshot_due = false;
@@ -373,42 +373,6 @@ impl Shipper {
     }
 }
 
-fn file_pages(db: &Path) -> std::io::Result<u32> {
-    let data = std::fs::read(db)?;
-    let page_size = match u16::from_be_bytes([
-        data.get(16).copied().unwrap_or(0),
-        data.get(17).copied().unwrap_or(0),
-    ]) {
-        1 => 65536,
-        0 => return Ok(0),
-        n => u32::from(n),
-    };
-    Ok((data.len() / page_size as usize) as u32)
-}
-
-fn encode_file(db: &Path, min: u64, max: u64, now: i64) -> std::io::Result<Vec<u8>> {
-    let data = std::fs::read(db)?;
-    if data.len() < 100 {
-        return Err(std::io::Error::other("database file too short"));
-    }
-    let page_size = match u16::from_be_bytes([data[16], data[17]]) {
-        1 => 65536u32,
-        n => u32::from(n),
-    };
-    let pages = (data.len() / page_size as usize) as u32;
-    let mut enc = Encoder::new(
-        Vec::with_capacity(data.len() / 2),
-        Header::new(page_size, pages, min, max, now),
-    )
-    .map_err(std::io::Error::other)?;
-    let lock = lock_pgno(page_size);
-    for pgno in 1..=pages {
-        if pgno == lock {
-            continue;
-        }
-        let at = (pgno - 1) as usize * page_size as usize;
-        enc.add_page(pgno, &data[at..at + page_size as usize])
-            .map_err(std::io::Error::other)?;
-    }
-    enc.finish().map_err(std::io::Error::other)
+fn copy_of_file(db: &Path, min: u64, max: u64, now: i64) -> std::io::Result<(Vec<u8>, u32)> {
+    sync_agent::replica::restore::copy_of_file(db, min, max, now).map_err(std::io::Error::other)
 }

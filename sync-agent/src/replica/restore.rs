@@ -157,6 +157,18 @@ async fn apply_chain<S: ReplicaStore>(
 /// A snapshot LTX (`min_txid = 1`) of the SQLite database file at `db`, as TXID `1..=txid`. The
 /// file must be quiescent (checkpointed, no writer) for the snapshot to be consistent.
 pub fn snapshot_of_file(db: &Path, txid: u64, timestamp_ms: i64) -> Result<Vec<u8>, RestoreError> {
+    copy_of_file(db, 1, txid, timestamp_ms).map(|(bytes, _)| bytes)
+}
+
+/// Every page of the quiescent database file at `db` as one LTX file for TXIDs
+/// `min_txid..=max_txid` (a snapshot when `min_txid` is 1, else a full copy continuing a
+/// history); also the database size in pages.
+pub fn copy_of_file(
+    db: &Path,
+    min_txid: u64,
+    max_txid: u64,
+    timestamp_ms: i64,
+) -> Result<(Vec<u8>, u32), RestoreError> {
     let io = |source| RestoreError::Io {
         path: db.to_path_buf(),
         source,
@@ -177,7 +189,7 @@ pub fn snapshot_of_file(db: &Path, txid: u64, timestamp_ms: i64) -> Result<Vec<u
         return Err(bad("file length is not a whole number of pages"));
     }
     let pages = (data.len() / page_size as usize) as u32;
-    let header = Header::new(page_size, pages, 1, txid, timestamp_ms);
+    let header = Header::new(page_size, pages, min_txid, max_txid, timestamp_ms);
     let mut enc = Encoder::new(Vec::with_capacity(data.len() / 2), header).map_err(|source| {
         RestoreError::File {
             key: db.display().to_string(),
@@ -201,5 +213,5 @@ pub fn snapshot_of_file(db: &Path, txid: u64, timestamp_ms: i64) -> Result<Vec<u
         source,
     })?;
     out.flush().map_err(io)?;
-    Ok(out)
+    Ok((out, pages))
 }

@@ -215,17 +215,6 @@ pub struct S3Store {
     location: S3Location,
 }
 
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 impl S3Store {
     /// Connects with the standard AWS credential chain (environment, profile, instance role).
     /// With a custom endpoint, request checksums are computed and validated only when required:
@@ -311,7 +300,7 @@ impl ReplicaStore for S3Store {
             let page = page.map_err(|e| StoreError::S3 {
                 op: "list",
                 key: prefix.clone(),
-                reason: chain(&e),
+                reason: crate::error_chain(&e),
             })?;
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
@@ -351,8 +340,12 @@ impl ReplicaStore for S3Store {
             .key(&file.key)
             .send()
             .await
-            .map_err(|e| err(chain(&e)))?;
-        let body = object.body.collect().await.map_err(|e| err(chain(&e)))?;
+            .map_err(|e| err(crate::error_chain(&e)))?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| err(crate::error_chain(&e)))?;
         Ok(body.into_bytes().to_vec())
     }
 
@@ -385,7 +378,7 @@ impl ReplicaStore for S3Store {
             .map_err(|e| StoreError::S3 {
                 op: "put",
                 key: key.clone(),
-                reason: chain(&e),
+                reason: crate::error_chain(&e),
             })?;
         Ok(())
     }
@@ -401,7 +394,7 @@ impl ReplicaStore for S3Store {
                 .map_err(|e| StoreError::S3 {
                     op: "delete",
                     key: f.key.clone(),
-                    reason: chain(&e),
+                    reason: crate::error_chain(&e),
                 })?;
         }
         Ok(())
