@@ -90,10 +90,9 @@ async fn kill_9_during_10k_checkins_loses_no_acknowledged_checkin() {
     venued.kill9().await.unwrap();
     let (acknowledged, refused) = producer.await.unwrap();
     // The kill landed mid-burst: some were acknowledged before it, the rest failed after it.
-    assert!(
-        refused > 0 && refused < CHECKINS - KILL_AFTER_ACKS,
-        "{refused} refused"
-    );
+    // (The kill may land before any request in flight at the threshold is answered, so
+    // exactly `CHECKINS - KILL_AFTER_ACKS` refusals is a legitimate outcome.)
+    assert!(refused > 0, "{refused} refused");
     assert!(
         acknowledged.len() >= KILL_AFTER_ACKS,
         "{} acked",
