@@ -151,6 +151,9 @@ pub struct HttpConfig {
     /// Seconds SIGTERM waits for in-flight requests to finish. Default 8 (systemd's stop timeout
     /// is longer, so the daemon always exits on its own).
     pub shutdown_timeout_secs: u64,
+    /// Most open HTTP/WebSocket connections; past it new ones are closed at once (logged and
+    /// counted). Default 0: the open-file limit less 512 descriptors for everything else.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -161,6 +164,7 @@ impl Default for HttpConfig {
             max_import_bytes: DEFAULT_MAX_IMPORT_BYTES,
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            max_connections: 0,
         }
     }
 }

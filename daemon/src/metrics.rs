@@ -279,6 +279,62 @@ impl MqttMetrics {
     }
 }
 
+/// Connection and hub metrics: what the listener and the attendee hub see.
+#[derive(Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Open HTTP/WebSocket connections.
+    pub open: Gauge,
+    /// Connections closed at once by the listener, by reason (`limit`, `no_file_descriptors`).
+    pub refused: Family<ReasonLabel, Counter>,
+    /// Open attendee WebSocket connections.
+    pub websockets: Gauge,
+    /// Ephemeral frames dropped from a full send queue, by frame class.
+    pub frames_dropped: Family<ReasonLabel, Counter>,
+    /// Connections closed because they could not keep up (`slow_consumer`).
+    pub slow_consumers: Counter,
+}
+
+impl ConnectionMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "venued_http_connections_open",
+            "Open HTTP and WebSocket connections",
+            m.open.clone(),
+        );
+        registry.register(
+            "venued_http_connections_refused",
+            "Connections closed on accept, by reason: limit (http.max_connections) or no_file_descriptors (the process's open-file limit)",
+            m.refused.clone(),
+        );
+        registry.register(
+            "venued_hub_websockets_open",
+            "Open attendee WebSocket connections",
+            m.websockets.clone(),
+        );
+        registry.register(
+            "venued_hub_frames_dropped",
+            "Ephemeral frames (typing, presence, receipts) dropped from a full send queue, by class",
+            m.frames_dropped.clone(),
+        );
+        registry.register(
+            "venued_hub_slow_consumers_closed",
+            "WebSocket connections closed with slow_consumer",
+            m.slow_consumers.clone(),
+        );
+        m
+    }
+
+    /// Counts one refused connection.
+    pub fn refuse(&self, reason: &str) {
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+}
+
 /// All metrics of the daemon.
 #[derive(Clone)]
 pub struct Metrics {
@@ -299,6 +355,8 @@ pub struct Metrics {
     pub sync: SyncMetrics,
     /// The S3 replica.
     pub replica: ReplicaMetrics,
+    /// Connections and the hub.
+    pub connections: ConnectionMetrics,
 }
 
 /// Replica gauges, set from its status just before each scrape.
@@ -458,6 +516,7 @@ impl Metrics {
         let mqtt = MqttMetrics::new(&mut registry);
         let sync = SyncMetrics::new(&mut registry);
         let replica = ReplicaMetrics::new(&mut registry);
+        let connections = ConnectionMetrics::new(&mut registry);
         Self {
             registry: Arc::new(registry),
             store,
@@ -468,6 +527,7 @@ impl Metrics {
             mqtt,
             sync,
             replica,
+            connections,
         }
     }
 

@@ -123,9 +123,14 @@ impl Daemon {
             subsystems.set("ble", SubsystemState::Disabled);
         }
         let auth = Arc::new(Authenticator::new(admin.sha256));
-        let hub =
-            crate::hub::Hub::start(&store, &config.event.id, &config.data_dir, demo.is_some())
-                .await?;
+        let hub = crate::hub::Hub::start(
+            &store,
+            &config.event.id,
+            &config.data_dir,
+            demo.is_some(),
+            metrics.connections.clone(),
+        )
+        .await?;
         let mqtt = match config.mqtt.enabled {
             true => {
                 subsystems.set("mqtt", SubsystemState::Ok);
@@ -270,17 +275,23 @@ impl Daemon {
             let _ = stop_tx.send(true);
             let _ = begun_tx.send(());
         };
+        let ceiling = http::listener::ceiling(state.config.http.max_connections);
+        tracing::info!(
+            ceiling,
+            "accepting at most this many HTTP/WebSocket connections"
+        );
+        let listener = http::listener::CappedListener::new(
+            listener,
+            ceiling,
+            state.metrics.connections.clone(),
+        );
         let app = http::router(state);
         // Boxed so it can be dropped (closing connections and releasing the router's store
         // handles) before the store is closed.
         let mut serve = Box::pin(
             axum::serve(
-                // Acks, frames and small JSON answers go out at once, not after Nagle's wait
-                // for the peer's (possibly delayed) ACK.
-                axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }),
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                listener,
+                app.into_make_service_with_connect_info::<http::listener::Peer>(),
             )
             .with_graceful_shutdown(graceful)
             .into_future(),

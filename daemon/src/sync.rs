@@ -196,11 +196,13 @@ impl SyncStore for StoreSync {
     }
 
     async fn apply_remote(&self, ops: Vec<Op>, cursor: u64) -> Result<RemoteApplied, DomainError> {
-        let (done, messages) = self
+        let (done, messages, changes, groups) = self
             .store
             .write(move |ctx| {
                 let mut done = RemoteApplied::default();
                 let mut messages = Vec::new();
+                let mut changes = Vec::new();
+                let mut groups = Vec::new();
                 for op in &ops {
                     ctx.conn().execute_batch("SAVEPOINT remote_op")?;
                     match ctx.apply(op) {
@@ -211,6 +213,14 @@ impl SyncStore for StoreSync {
                                 if let Some(m) = crate::hub::load(ctx.conn(), &op.entity_id)? {
                                     messages.push(m);
                                 }
+                            } else if [message::EDIT, message::DELETE, message::REACT]
+                                .contains(&op.kind.as_str())
+                            {
+                                if let Some(m) = crate::hub::load(ctx.conn(), &op.entity_id)? {
+                                    changes.push((m, op.body.clone()));
+                                }
+                            } else if op.kind.starts_with("group.") {
+                                groups.push(op.entity_id.clone());
                             }
                         }
                         Ok(oplog::Applied::Duplicate) => {
@@ -244,12 +254,18 @@ impl SyncStore for StoreSync {
                 if cursor as i64 > meta_i64(ctx.conn(), PULL_CURSOR)? {
                     set_meta(ctx.conn(), PULL_CURSOR, cursor as i64)?;
                 }
-                Ok::<_, DomainError>((done, messages))
+                Ok::<_, DomainError>((done, messages, changes, groups))
             })
             .await?;
         // Committed: now other appliances' messages reach this venue's phones.
         for m in &messages {
             self.hub.deliver(m);
+        }
+        for (m, body) in &changes {
+            self.hub.fan_out_change(m, body);
+        }
+        for group in groups {
+            self.hub.group_changed(&group).await;
         }
         Ok(done)
     }

@@ -64,15 +64,31 @@ pub(super) fn body_rejection(rejection: axum::extract::rejection::BytesRejection
 
 /// The peer's address (unspecified when the app runs without connection info, as in-process).
 fn peer(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+    let extensions = &parts.extensions;
+    extensions
+        .get::<ConnectInfo<super::listener::Peer>>()
+        .map(|c| c.0.0.ip())
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        })
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
+/// The peer's address, for handlers that authenticate in their own way (attendee tokens).
+pub(crate) struct Source(pub IpAddr);
+
+impl FromRequestParts<AppState> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Source(peer(parts)))
+    }
+}
+
 /// Refuses a source over its failed-authentication budget, before any credential work.
-fn check_budget(state: &AppState, source: IpAddr) -> Result<(), ApiError> {
+pub(crate) fn check_budget(state: &AppState, source: IpAddr) -> Result<(), ApiError> {
     state
         .auth
         .failures
@@ -80,7 +96,7 @@ fn check_budget(state: &AppState, source: IpAddr) -> Result<(), ApiError> {
         .map_err(ApiError::too_many_attempts)
 }
 
-fn failed(state: &AppState, source: IpAddr) {
+pub(crate) fn failed(state: &AppState, source: IpAddr) {
     state.metrics.auth_failures.inc();
     state.auth.failures.failed(source);
 }

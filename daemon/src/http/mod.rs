@@ -8,6 +8,7 @@ mod admin;
 pub mod error;
 pub(crate) mod extract;
 mod kiosk;
+pub mod listener;
 mod ops;
 
 use std::sync::Arc;

@@ -5,6 +5,9 @@
 //! - `zone:{id}`: one per zone; every attendee of the event.
 //! - `dm:{a}:{b}`: a direct conversation between attendees `a` and `b` (`a` < `b`, so each pair
 //!   has one name); only those two read and post.
+//! - `group:{id}`: a group chat; only its members read and post. Membership lives in the store
+//!   (an observed-remove set of ops), so the hub checks it on every frame
+//!   ([`Hub::exists`](super::Hub::exists)); to anyone else the channel does not exist.
 
 use super::tokens::Claims;
 
@@ -22,6 +25,8 @@ pub enum Channel<'a> {
     Zone(&'a str),
     /// `dm:{a}:{b}`, with `a` < `b`.
     Direct(&'a str, &'a str),
+    /// `group:{id}`.
+    Group(&'a str),
 }
 
 impl<'a> Channel<'a> {
@@ -32,6 +37,7 @@ impl<'a> Channel<'a> {
             None if name == ANNOUNCEMENTS => Some(Self::Announcements),
             Some(("session", rest)) => id(rest).map(Self::Session),
             Some(("zone", rest)) => id(rest).map(Self::Zone),
+            Some(("group", rest)) => id(rest).map(Self::Group),
             Some(("dm", rest)) => {
                 let (a, b) = rest.split_once(':')?;
                 (id(a).is_some() && id(b).is_some() && a < b && !b.contains(':'))
@@ -63,7 +69,8 @@ impl<'a> Channel<'a> {
     pub fn may_post(&self, claims: &Claims) -> bool {
         match self {
             Self::Announcements => claims.has_role("staff"),
-            Self::Session(_) | Self::Zone(_) => true,
+            // Group membership is checked against the store by the hub.
+            Self::Session(_) | Self::Zone(_) | Self::Group(_) => true,
             Self::Direct(a, b) => claims.sub == *a || claims.sub == *b,
         }
     }
@@ -90,6 +97,7 @@ mod tests {
         );
         assert_eq!(Channel::parse("session:s-1"), Some(Channel::Session("s-1")));
         assert_eq!(Channel::parse("zone:hall-a"), Some(Channel::Zone("hall-a")));
+        assert_eq!(Channel::parse("group:g-1"), Some(Channel::Group("g-1")));
         assert_eq!(
             Channel::parse("dm:a1:a2"),
             Some(Channel::Direct("a1", "a2"))
@@ -116,6 +124,7 @@ mod tests {
             "dm:a:a",
             "Announcements",
             "session:a/b",
+            "group:",
         ] {
             assert_eq!(Channel::parse(bad), None, "{bad}");
         }

@@ -17,7 +17,7 @@ use super::tokens::{Claims, TokenError};
 use super::{MAX_RESUME, Origin};
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, Source};
 
 /// Longest a long-poll waits: under the default request timeout (30 s), which would cut it.
 pub const MAX_WAIT_SECS: u64 = 25;
@@ -26,9 +26,13 @@ pub const MAX_WAIT_SECS: u64 = 25;
 /// that cannot set headers: browsers' WebSocket and `EventSource`), verified; 401 otherwise.
 pub(crate) fn attendee_claims(
     state: &AppState,
+    source: std::net::IpAddr,
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Claims, ApiError> {
+    // The same per-address budget as admin and device logins: forged tokens cost a signature
+    // check each, and a source that keeps failing is refused before that work.
+    crate::http::extract::check_budget(state, source)?;
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -38,23 +42,23 @@ pub(crate) fn attendee_claims(
     token
         .and_then(|t| state.hub.verifier().verify(t.trim(), state.hub.event_id()))
         .map_err(|e| {
-            state.metrics.auth_failures.inc();
+            crate::http::extract::failed(state, source);
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
         })
 }
 
-async fn channel<'a>(state: &AppState, name: &'a str) -> Result<Channel<'a>, ApiError> {
+async fn channel<'a>(state: &AppState, name: &'a str, user: &str) -> Result<Channel<'a>, ApiError> {
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_channel",
             format!(
-                "no channel `{name}` in this event; use announcements, session:<id>, zone:<id> or dm:<a>:<b>"
+                "no channel `{name}` in this event; use announcements, session:<id>, zone:<id>, dm:<a>:<b> or group:<id> (of a group you are in)"
             ),
         )
     };
     let channel = Channel::parse(name).ok_or_else(not_found)?;
-    if !state.hub.exists(&channel).await? {
+    if !state.hub.exists(&channel, user).await? {
         return Err(not_found());
     }
     Ok(channel)
@@ -74,12 +78,13 @@ pub struct Poll {
 /// `GET /api/v1/channels/{channel}/messages?after=SEQ&wait=SECS&limit=N`.
 pub(crate) async fn poll(
     State(state): State<AppState>,
+    Source(source): Source,
     headers: HeaderMap,
     Path(name): Path<String>,
     Query(poll): Query<Poll>,
 ) -> Result<Response, ApiError> {
-    let claims = attendee_claims(&state, &headers, None)?;
-    let channel = channel(&state, &name).await?;
+    let claims = attendee_claims(&state, source, &headers, None)?;
+    let channel = channel(&state, &name, &claims.sub).await?;
     if !channel.may_read(&claims) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -108,12 +113,13 @@ pub struct NewMessage {
 /// `POST /api/v1/channels/{channel}/messages` with `Idempotency-Key`: 201 new, 200 replayed.
 pub(crate) async fn post(
     State(state): State<AppState>,
+    Source(source): Source,
     headers: HeaderMap,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<NewMessage>,
 ) -> Result<Response, ApiError> {
-    let claims = attendee_claims(&state, &headers, None)?;
-    let channel = channel(&state, &name).await?;
+    let claims = attendee_claims(&state, source, &headers, None)?;
+    let channel = channel(&state, &name, &claims.sub).await?;
     if !channel.may_post(&claims) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -191,11 +197,12 @@ pub struct StreamQuery {
 /// WebSocket.
 pub(crate) async fn stream(
     State(state): State<AppState>,
+    Source(source): Source,
     headers: HeaderMap,
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let claims = attendee_claims(&state, &headers, query.token.as_deref())?;
+    let claims = attendee_claims(&state, source, &headers, query.token.as_deref())?;
     let names: Vec<String> = query
         .channels
         .split(',')
@@ -209,7 +216,7 @@ pub(crate) async fn stream(
         ));
     }
     for name in &names {
-        let channel = channel(&state, name).await?;
+        let channel = channel(&state, name, &claims.sub).await?;
         if !channel.may_read(&claims) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -231,11 +238,15 @@ pub(crate) async fn stream(
         })
         .unwrap_or_default();
     let hub = state.hub.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel(super::SEND_QUEUE_FRAMES);
-    let kill = std::sync::Arc::new(tokio::sync::Notify::new());
-    let connection = hub.connection_id();
+    let outlet = super::Outlet {
+        connection: hub.connection_id(),
+        user: std::sync::Arc::from(claims.sub.as_str()),
+        queue: super::queue::SendQueue::new(super::SEND_QUEUE_FRAMES),
+        kill: std::sync::Arc::new(tokio::sync::Notify::new()),
+    };
+    let connection = outlet.connection;
     for name in &names {
-        hub.subscribe(name, connection, tx.clone(), kill.clone());
+        hub.subscribe(name, &outlet);
     }
     // Gap-fill after subscribing, as on the WebSocket.
     let mut backlog = Vec::new();
@@ -263,11 +274,11 @@ pub(crate) async fn stream(
     }
     let guard = Guard(hub, connection);
     let backlog = futures::stream::iter(backlog);
-    let live = futures::stream::unfold((rx, kill), |(mut rx, kill)| async move {
+    let live = futures::stream::unfold(outlet, |outlet| async move {
         tokio::select! {
-            frame = rx.recv() => frame.map(|f| (f, (rx, kill))),
+            frame = outlet.queue.pop() => Some((frame, outlet)),
             // A full queue: end the stream; the client reconnects with Last-Event-ID.
-            () = kill.notified() => None,
+            () = outlet.kill.notified() => None,
         }
     });
     use futures::StreamExt;

@@ -9,8 +9,13 @@
 //! A message is committed (op + row) before its ack and before any fan-out. Each frame is
 //! serialised once and its bytes shared by every recipient.
 
+pub mod badges;
+pub mod changes;
 pub mod channels;
+pub mod groups;
 pub mod http;
+pub mod online;
+pub mod queue;
 pub mod tokens;
 pub mod ws;
 
@@ -22,7 +27,7 @@ use axum::extract::ws::Utf8Bytes;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::domain::idempotency::{self, Stored};
 use crate::domain::{DomainError, rfc3339};
@@ -30,6 +35,7 @@ use crate::mqtt::MqttHandle;
 use crate::oplog::message::{MAX_CONTENT_BYTES, POST};
 use crate::store::Store;
 use channels::Channel;
+use queue::{Class, Pushed, SendQueue};
 
 /// Messages a user may send per second, sustained...
 pub const RATE_PER_SEC: f64 = 10.0;
@@ -62,7 +68,20 @@ pub struct Message {
     pub reply_to: Option<String>,
     /// When it was written (RFC 3339).
     pub created_at: String,
+    /// When it was last edited or deleted (RFC 3339), if it was.
+    pub edited_at: Option<String>,
+    /// Deleted (the content is then empty).
+    pub deleted: bool,
+    /// Reactions: emoji → how many attendees.
+    pub reactions: std::collections::BTreeMap<String, u32>,
 }
+
+/// The columns [`row`] reads, from `messages m`.
+const MESSAGE_COLUMNS: &str = "m.channel, m.seq, m.message_id, m.sender, m.content, m.reply_to,
+    m.created_ms, m.edited_ms, m.deleted,
+    (SELECT json_group_object(emoji, n) FROM
+        (SELECT emoji, count(DISTINCT user_id) AS n FROM reactions r
+         WHERE r.message_id = m.message_id GROUP BY emoji))";
 
 /// The answer to a post.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -71,6 +90,43 @@ pub struct Posted {
     pub seq: i64,
     /// Its global id.
     pub message_id: String,
+}
+
+/// A refused client request: a code for programs and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Short, stable code (`invalid`, `forbidden`, `not_found`, ...).
+    pub code: &'static str,
+    /// What was wrong and how to fix it.
+    pub message: String,
+}
+
+impl Refused {
+    /// A refusal.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// An `invalid` refusal.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new("invalid", message)
+    }
+}
+
+impl From<DomainError> for Refused {
+    fn from(e: DomainError) -> Self {
+        let code = match &e {
+            DomainError::Invalid(_) => "invalid",
+            DomainError::NotFound(_) => "not_found",
+            DomainError::KeyReused(_) => "id_reused",
+            DomainError::Conflict(_) => "conflict",
+            _ => "unavailable",
+        };
+        Self::new(code, e.to_string())
+    }
 }
 
 /// Where a post came from; decides the bridging, so nothing is bridged back where it came from.
@@ -100,25 +156,34 @@ pub fn frame(kind: &str, payload: Value) -> Utf8Bytes {
     Utf8Bytes::from(frame.to_string())
 }
 
-struct Subscriber {
-    connection: u64,
-    tx: mpsc::Sender<Utf8Bytes>,
-    kill: Arc<Notify>,
+/// A connection's place in a channel's fan-out: its queue, and the signal that closes it.
+#[derive(Clone)]
+pub struct Outlet {
+    /// The connection id.
+    pub connection: u64,
+    /// Whose connection it is.
+    pub user: Arc<str>,
+    /// Its send queue.
+    pub queue: SendQueue,
+    /// Closes it as a slow consumer.
+    pub kill: Arc<Notify>,
 }
 
-/// One user's open connections, oldest first: (connection id, its eviction signal).
-type OpenConnections = std::collections::VecDeque<(u64, Arc<Notify>)>;
+/// One user's open connections, oldest first: each with its eviction signal.
+type OpenConnections = std::collections::VecDeque<(Outlet, Arc<Notify>)>;
 
 struct Inner {
     store: Store,
     event_id: String,
     epoch: String,
-    channels: Mutex<HashMap<String, Vec<Subscriber>>>,
+    channels: Mutex<HashMap<String, Vec<Outlet>>>,
     /// Long-polls waiting per channel, woken by every new message.
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     waiting: AtomicU64,
     /// Each user's open connections, oldest first, with the signal that evicts one.
     sessions: Mutex<HashMap<String, OpenConnections>>,
+    /// Online presence.
+    board: Mutex<online::Board>,
     /// Per-user token buckets for posting: (tokens, last refill).
     buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
     next_connection: AtomicU64,
@@ -127,6 +192,7 @@ struct Inner {
     verifier: tokens::Verifier,
     /// The local signing key, in demo mode.
     signer: Option<tokens::Signer>,
+    metrics: crate::metrics::ConnectionMetrics,
 }
 
 /// The hub; cheap to clone.
@@ -140,6 +206,7 @@ impl Hub {
         event_id: &str,
         data_dir: &std::path::Path,
         demo: bool,
+        metrics: crate::metrics::ConnectionMetrics,
     ) -> Result<Hub, DomainError> {
         let epoch = ensure_epoch(store).await?;
         let verifier = tokens::Verifier::load(store).await?;
@@ -147,7 +214,7 @@ impl Hub {
             true => Some(tokens::Signer::ensure(store, data_dir, &verifier).await?),
             false => None,
         };
-        Ok(Hub(Arc::new(Inner {
+        let hub = Hub(Arc::new(Inner {
             store: store.clone(),
             event_id: event_id.into(),
             epoch,
@@ -156,11 +223,29 @@ impl Hub {
             waiting: AtomicU64::new(0),
             buckets: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            board: Mutex::new(online::Board::default()),
             next_connection: AtomicU64::new(1),
             mqtt: OnceLock::new(),
             verifier,
             signer,
-        })))
+            metrics,
+        }));
+        // Offline after the silence: swept every few seconds. The task holds only a weak
+        // reference, so it ends with the hub.
+        let weak = Arc::downgrade(&hub.0);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let hub = Hub(inner);
+                let changes = hub.board().sweep(std::time::Instant::now());
+                for change in changes {
+                    hub.announce_status(change);
+                }
+            }
+        });
+        Ok(hub)
     }
 
     /// Connects the MQTT bridge (set once, after MQTT starts): `outs` are the channels
@@ -185,35 +270,130 @@ impl Hub {
     }
 
     /// Registers a connection of `user`; past [`MAX_CONNECTIONS_PER_USER`] the oldest is told
-    /// to close (through its `evict`).
-    pub fn open_session(&self, user: &str, connection: u64, evict: Arc<Notify>) {
-        let mut sessions = self
-            .0
-            .sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let open = sessions.entry(user.to_string()).or_default();
-        open.push_back((connection, evict));
-        while open.len() > MAX_CONNECTIONS_PER_USER {
-            if let Some((_, oldest)) = open.pop_front() {
-                oldest.notify_one();
+    /// to close (through its `evict`). The user is online from now.
+    pub fn open_session(&self, user: &str, outlet: &Outlet, evict: Arc<Notify>) {
+        {
+            let mut sessions = self.sessions();
+            let open = sessions.entry(user.to_string()).or_default();
+            open.push_back((outlet.clone(), evict));
+            while open.len() > MAX_CONNECTIONS_PER_USER {
+                if let Some((_, oldest)) = open.pop_front() {
+                    oldest.notify_one();
+                }
             }
         }
+        let change = self.board().connected(user, std::time::Instant::now());
+        if let Some(change) = change {
+            self.announce_status(change);
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, OpenConnections>> {
+        self.0
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn board(&self) -> std::sync::MutexGuard<'_, online::Board> {
+        self.0
+            .board
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a frame on every open connection of `user` (badges, group invitations).
+    pub fn to_user(&self, user: &str, class: Class, bytes: Utf8Bytes) {
+        let outlets: Vec<Outlet> = self
+            .sessions()
+            .get(user)
+            .map(|open| open.iter().map(|(o, _)| o.clone()).collect())
+            .unwrap_or_default();
+        for outlet in &outlets {
+            self.push(outlet, class, bytes.clone());
+        }
+    }
+
+    /// The connection ids `user` has open.
+    pub fn connections_of(&self, user: &str) -> Vec<u64> {
+        self.sessions()
+            .get(user)
+            .map(|open| open.iter().map(|(o, _)| o.connection).collect())
+            .unwrap_or_default()
+    }
+
+    /// Something came from `user` (any frame, or a pong).
+    pub fn heard_from(&self, user: &str) {
+        let change = self.board().traffic(user, std::time::Instant::now());
+        if let Some(change) = change {
+            self.announce_status(change);
+        }
+    }
+
+    /// `user` chose a status.
+    pub fn choose_status(&self, user: &str, status: online::Status) {
+        let change = self.board().choose(user, status, std::time::Instant::now());
+        if let Some(change) = change {
+            self.announce_status(change);
+        }
+    }
+
+    /// What others see of `user` now.
+    pub fn status_of(&self, user: &str) -> online::Status {
+        self.board().status(user)
+    }
+
+    /// Tells the subscribers of `change.user` (if any), unless that attendee's privacy is
+    /// `hidden`. The privacy lookup is skipped when nobody follows the user.
+    fn announce_status(&self, change: online::Change) {
+        let key = presence_channel(&change.user);
+        if self.lock().get(&key).is_none_or(|s| s.is_empty()) {
+            return;
+        }
+        let hub = self.clone();
+        tokio::spawn(async move {
+            if hub.may_show(&change.user).await {
+                hub.ephemeral(
+                    &key,
+                    "presence.changed",
+                    json!({"user_id": change.user, "status": change.status}),
+                );
+            }
+        });
+    }
+
+    /// Whether `user`'s privacy lets others see their presence (anything but `hidden`; an
+    /// attendee not in the registry has the default, `venue`).
+    pub async fn may_show(&self, user: &str) -> bool {
+        let (event, user) = (self.0.event_id.clone(), user.to_string());
+        let privacy = self
+            .0
+            .store
+            .read(move |conn| {
+                Ok::<_, DomainError>(
+                    conn.prepare_cached(
+                        "SELECT privacy FROM attendees WHERE id = ?1 AND event_id = ?2 AND deleted = 0",
+                    )?
+                    .query_row(params![user, event], |r| r.get::<_, String>(0))
+                    .optional()?,
+                )
+            })
+            .await;
+        !matches!(privacy.as_ref().map(Option::as_deref), Ok(Some("hidden")))
     }
 
     /// Forgets a closed connection.
     pub fn close_session(&self, user: &str, connection: u64) {
-        let mut sessions = self
-            .0
-            .sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(open) = sessions.get_mut(user) {
-            open.retain(|(id, _)| *id != connection);
-            if open.is_empty() {
-                sessions.remove(user);
+        {
+            let mut sessions = self.sessions();
+            if let Some(open) = sessions.get_mut(user) {
+                open.retain(|(o, _)| o.connection != connection);
+                if open.is_empty() {
+                    sessions.remove(user);
+                }
             }
         }
+        self.board().disconnected(user);
     }
 
     /// Takes one post from `user`'s bucket (10/s, burst 20); `Err(retry_after)` when empty.
@@ -253,14 +433,17 @@ impl Hub {
         &self.0.event_id
     }
 
-    /// Whether `channel` exists (a session or zone of the registry, or `announcements`).
-    pub async fn exists(&self, channel: &Channel<'_>) -> Result<bool, DomainError> {
+    /// Whether `channel` exists for `user` (a session or zone of the registry,
+    /// `announcements`, a direct conversation, or a group `user` is a member of: to others a
+    /// group does not exist).
+    pub async fn exists(&self, channel: &Channel<'_>, user: &str) -> Result<bool, DomainError> {
         let (table, id) = match channel {
             Channel::Announcements => return Ok(true),
             Channel::Session(id) => ("sessions", id.to_string()),
             Channel::Zone(id) => ("zones", id.to_string()),
             // A conversation exists as soon as one of its two people opens it.
             Channel::Direct(..) => return Ok(true),
+            Channel::Group(id) => return self.is_member(id, user).await,
         };
         let event = self.0.event_id.clone();
         self.0
@@ -285,22 +468,41 @@ impl Hub {
     }
 
     /// Adds a connection to a channel's fan-out.
-    pub fn subscribe(
-        &self,
-        channel: &str,
-        connection: u64,
-        tx: mpsc::Sender<Utf8Bytes>,
-        kill: Arc<Notify>,
-    ) {
+    pub fn subscribe(&self, channel: &str, outlet: &Outlet) {
         let mut channels = self.lock();
         let subscribers = channels.entry(channel.to_string()).or_default();
-        if !subscribers.iter().any(|s| s.connection == connection) {
-            subscribers.push(Subscriber {
-                connection,
-                tx,
-                kill,
-            });
+        if !subscribers
+            .iter()
+            .any(|s| s.connection == outlet.connection)
+        {
+            subscribers.push(outlet.clone());
         }
+    }
+
+    /// Queues a frame for one connection: a droppable frame may be dropped (counted), and a
+    /// connection that cannot take an essential one is closed as a slow consumer.
+    pub fn push(&self, outlet: &Outlet, class: Class, bytes: Utf8Bytes) {
+        match outlet.queue.push(class, bytes) {
+            Pushed::Queued => {}
+            Pushed::Dropped(dropped) => {
+                self.0
+                    .metrics
+                    .frames_dropped
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: dropped.label().into(),
+                    })
+                    .inc();
+            }
+            Pushed::Overflow => {
+                self.0.metrics.slow_consumers.inc();
+                outlet.kill.notify_one();
+            }
+        }
+    }
+
+    /// Connection metrics (open WebSockets).
+    pub fn metrics(&self) -> &crate::metrics::ConnectionMetrics {
+        &self.0.metrics
     }
 
     /// Removes a connection from one channel, or from all of them.
@@ -371,6 +573,10 @@ impl Hub {
             .await?;
         if let Some(message) = message {
             self.fan_out(&message);
+            let mentioned = crate::oplog::message::mentions(&message.content);
+            if !mentioned.is_empty() {
+                self.badges_for_mentions(&message.channel, &message.sender, mentioned);
+            }
             // The bridge's `out` entries; what came in from MQTT never goes back out.
             if let (Origin::Client, Some((mqtt, outs))) = (origin, self.0.mqtt.get()) {
                 for (_, path) in outs.iter().filter(|(c, _)| *c == message.channel) {
@@ -395,6 +601,10 @@ impl Hub {
     /// was posted on did that.
     pub(crate) fn deliver(&self, message: &Message) {
         self.fan_out(message);
+        let mentioned = crate::oplog::message::mentions(&message.content);
+        if !mentioned.is_empty() {
+            self.badges_for_mentions(&message.channel, &message.sender, mentioned);
+        }
     }
 
     /// Delivers `message.new` to every subscriber of its channel: serialised once, the bytes
@@ -413,15 +623,13 @@ impl Hub {
             return;
         };
         for s in subscribers {
-            if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(bytes.clone()) {
-                s.kill.notify_one();
-            }
+            self.push(s, Class::Essential, bytes.clone());
         }
     }
 
-    /// Sends an ephemeral frame (occupancy, and later typing and presence) to a channel's
+    /// Sends an ephemeral frame (occupancy, typing, presence, receipts) to a channel's
     /// subscribers: serialised once, never stored, and dropped for a connection whose queue
-    /// is full rather than closing it; only messages are worth a gap-fill.
+    /// is full rather than closing it (see [`queue`]); only messages are worth a gap-fill.
     pub fn ephemeral(&self, channel: &str, kind: &str, payload: Value) {
         self.ephemeral_except(channel, kind, payload, None);
     }
@@ -433,8 +641,9 @@ impl Hub {
             return;
         };
         let bytes = frame(kind, payload);
+        let class = Class::of(kind);
         for s in subscribers.iter().filter(|s| Some(s.connection) != except) {
-            let _ = s.tx.try_send(bytes.clone());
+            self.push(s, class, bytes.clone());
         }
     }
 
@@ -483,11 +692,11 @@ impl Hub {
         self.0
             .store
             .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT channel, seq, message_id, sender, content, reply_to, created_ms
-                     FROM messages WHERE event_id = ?1 AND channel = ?2 AND seq > ?3
-                     ORDER BY seq LIMIT ?4",
-                )?;
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages m
+                     WHERE m.event_id = ?1 AND m.channel = ?2 AND m.seq > ?3
+                     ORDER BY m.seq LIMIT ?4"
+                ))?;
                 let mut rows = stmt
                     .query_map(params![event, channel, after_seq, limit as i64 + 1], row)?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -536,7 +745,7 @@ impl Hub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Outlet>>> {
         self.0
             .channels
             .lock()
@@ -553,6 +762,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         content: r.get(4)?,
         reply_to: r.get(5)?,
         created_at: rfc3339(r.get::<_, i64>(6)?),
+        edited_at: r.get::<_, Option<i64>>(7)?.map(rfc3339),
+        deleted: r.get::<_, i64>(8)? != 0,
+        reactions: r
+            .get::<_, Option<String>>(9)?
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -561,10 +776,9 @@ pub(crate) fn load(
     message_id: &str,
 ) -> Result<Option<Message>, DomainError> {
     Ok(conn
-        .prepare_cached(
-            "SELECT channel, seq, message_id, sender, content, reply_to, created_ms
-             FROM messages WHERE message_id = ?1",
-        )?
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.message_id = ?1"
+        ))?
         .query_row([message_id], row)
         .optional()?)
 }
@@ -602,6 +816,9 @@ mod tests {
             content: "Keynote moves to Hall B".into(),
             reply_to: None,
             created_at: "2026-11-22T09:00:00.123Z".into(),
+            edited_at: None,
+            deleted: false,
+            reactions: Default::default(),
         };
         let bytes = frame(
             "message.new",
@@ -620,7 +837,8 @@ mod tests {
             json!({
                 "channel": "announcements", "seq": 12, "message_id": "01a2", "sender": "s1",
                 "content": "Keynote moves to Hall B", "reply_to": null,
-                "created_at": "2026-11-22T09:00:00.123Z",
+                "created_at": "2026-11-22T09:00:00.123Z", "edited_at": null, "deleted": false,
+                "reactions": {},
             })
         );
         let posted = serde_json::to_value(Posted {

@@ -12,11 +12,12 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::channels::Channel;
+use super::queue::{Class, SendQueue};
 use super::tokens::Claims;
-use super::{Hub, MAX_RESUME, Origin, SEND_QUEUE_FRAMES, frame};
+use super::{Hub, MAX_RESUME, Origin, Outlet, SEND_QUEUE_FRAMES, frame};
 use crate::http::AppState;
 
 /// Largest client frame.
@@ -39,17 +40,19 @@ pub struct TokenQuery {
 }
 
 /// `GET /ws`: verifies the token, then upgrades.
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(state): State<AppState>,
+    crate::http::extract::Source(source): crate::http::extract::Source,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let hub = state.hub.clone();
-    let claims = match super::http::attendee_claims(&state, &headers, query.token.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
+    let claims =
+        match super::http::attendee_claims(&state, source, &headers, query.token.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        };
     // The token is checked first, so a bad token is a 401 whatever else is wrong.
     let ws = match ws {
         Ok(ws) => ws,
@@ -79,8 +82,7 @@ struct Connection {
     hub: Hub,
     claims: Claims,
     id: u64,
-    tx: mpsc::Sender<Utf8Bytes>,
-    kill: Arc<Notify>,
+    outlet: Outlet,
     /// The channels this connection subscribed to.
     channels: std::collections::HashSet<String>,
     /// When this connection last sent a typing indicator, per channel.
@@ -102,21 +104,26 @@ const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 
 async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(SEND_QUEUE_FRAMES);
     let kill = Arc::new(Notify::new());
+    let id = hub.connection_id();
+    let queue = SendQueue::new(SEND_QUEUE_FRAMES);
     let mut conn = Connection {
-        id: hub.connection_id(),
+        id,
+        outlet: Outlet {
+            connection: id,
+            user: Arc::from(claims.sub.as_str()),
+            queue: queue.clone(),
+            kill: kill.clone(),
+        },
         hub,
         claims,
-        tx,
-        kill: kill.clone(),
         channels: Default::default(),
         typed: HashMap::new(),
         receipts: HashMap::new(),
     };
     let evict = Arc::new(Notify::new());
     conn.hub
-        .open_session(&conn.claims.sub, conn.id, evict.clone());
+        .open_session(&conn.claims.sub, &conn.outlet, evict.clone());
     let welcome = frame(
         "welcome",
         json!({
@@ -126,20 +133,22 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
             "heartbeat_secs": HEARTBEAT_SECS,
         }),
     );
-    let _ = conn.tx.try_send(welcome);
+    conn.send(welcome);
+    conn.hub.metrics().websockets.inc();
     let mut ping = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
     let close = loop {
         let expires = expiry(&conn.claims);
         tokio::select! {
-            Some(out) = rx.recv() => {
+            out = queue.pop() => {
                 if sink.send(WsMessage::Text(out)).await.is_err() {
                     break None;
                 }
             }
             incoming = stream.next() => {
                 last_heard = tokio::time::Instant::now();
+                conn.hub.heard_from(&conn.claims.sub);
                 match incoming {
                     Some(Ok(WsMessage::Text(text))) => conn.handle(&text).await,
                     Some(Ok(WsMessage::Binary(_))) => conn.error("binary_not_supported", "frames are JSON text", None),
@@ -165,6 +174,7 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
             }
         }
     };
+    conn.hub.metrics().websockets.dec();
     conn.hub.unsubscribe(None, conn.id);
     conn.hub.close_session(&conn.claims.sub, conn.id);
     if let Some((reason, code)) = close {
@@ -184,10 +194,9 @@ fn expiry(claims: &Claims) -> tokio::time::Instant {
 }
 
 impl Connection {
+    /// Queues an essential frame (an ack, an error, a sync response) for this connection.
     fn send(&self, bytes: Utf8Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(bytes) {
-            self.kill.notify_one();
-        }
+        self.hub.push(&self.outlet, Class::Essential, bytes);
     }
 
     fn error(&self, code: &str, message: &str, ref_id: Option<&str>) {
@@ -236,6 +245,21 @@ impl Connection {
                 self.ack(&id, Ok(json!({})));
             }
             "message.send" => self.message_send(&id, &inbound.payload).await,
+            "message.edit" | "message.delete" | "message.react" => {
+                self.message_change(&inbound.kind, &id, &inbound.payload).await;
+            }
+            "presence.update" => {
+                match inbound.payload["status"].as_str().and_then(super::online::Status::parse) {
+                    Some(status) => {
+                        self.hub.choose_status(&self.claims.sub, status);
+                        self.ack(&id, Ok(json!({"status": status})));
+                    }
+                    None => self.ack(&id, Err(("invalid".into(), "`status` must be online, away, dnd or offline".into()))),
+                }
+            }
+            "group.create" | "group.add" | "group.remove" => {
+                self.group_change(&inbound.kind, &id, &inbound.payload).await;
+            }
             "read.mark" => {
                 let channel = inbound.payload["channel"].as_str().unwrap_or_default().to_string();
                 let Some(seq) = inbound.payload["seq"].as_i64() else {
@@ -247,6 +271,8 @@ impl Connection {
                 match self.hub.mark_read(&channel, &self.claims.sub, seq).await {
                     Ok(watermark) => {
                         self.ack(&id, Ok(json!({"seq": watermark})));
+                        // Every phone of this attendee clears its badge.
+                        self.hub.refresh_badge(&self.claims.sub, &channel).await;
                         let now = tokio::time::Instant::now();
                         if self.receipts.get(&channel).is_none_or(|at| now.duration_since(*at) >= RECEIPT_INTERVAL) {
                             self.receipts.insert(channel.clone(), now);
@@ -289,12 +315,21 @@ impl Connection {
                     let key = super::presence_channel(user);
                     match inbound.kind.as_str() {
                         "presence.subscribe" => {
-                            self.hub.subscribe(&key, self.id, self.tx.clone(), self.kill.clone());
+                            self.hub.subscribe(&key, &self.outlet);
                         }
                         _ => self.hub.unsubscribe(Some(&key), self.id),
                     }
                 }
                 self.ack(&id, Ok(json!({"user_ids": users})));
+                if inbound.kind == "presence.subscribe" {
+                    // Where each one is now, as far as their privacy allows.
+                    for user in users {
+                        if self.hub.may_show(&user).await {
+                            let status = self.hub.status_of(&user);
+                            self.send(frame("presence.changed", json!({"user_id": user, "status": status})));
+                        }
+                    }
+                }
             }
             "sync.request" => {
                 let channel = inbound.payload["channel"].as_str().unwrap_or_default().to_string();
@@ -318,7 +353,7 @@ impl Connection {
             }
             other => self.error(
                 "unsupported_type",
-                &format!("`{other}` is not supported by this hub; supported: subscribe, unsubscribe, message.send, read.mark, typing.start, typing.stop, sync.request, presence.subscribe, presence.unsubscribe, auth.refresh, ping"),
+                &format!("`{other}` is not supported by this hub; supported: subscribe, unsubscribe, message.send, message.edit, message.delete, message.react, read.mark, typing.start, typing.stop, presence.update, presence.subscribe, presence.unsubscribe, sync.request, group.create, group.add, group.remove, auth.refresh, ping"),
                 Some(&id),
             ),
         }
@@ -329,14 +364,14 @@ impl Connection {
             (
                 "unknown_channel".to_string(),
                 format!(
-                    "no channel `{name}`; use announcements, session:<id>, zone:<id> or dm:<a>:<b>"
+                    "no channel `{name}`; use announcements, session:<id>, zone:<id>, dm:<a>:<b> or group:<id>"
                 ),
             )
         })?;
         if !channel.may_read(&self.claims) {
             return Err(("forbidden".into(), format!("you may not read `{name}`")));
         }
-        match self.hub.exists(&channel).await {
+        match self.hub.exists(&channel, &self.claims.sub).await {
             Ok(true) => Ok(()),
             Ok(false) => Err((
                 "unknown_channel".into(),
@@ -380,8 +415,7 @@ impl Connection {
             }
             // Subscribe first, then read what was missed: nothing falls in between (a message
             // may come twice; clients drop seqs they have).
-            self.hub
-                .subscribe(name, self.id, self.tx.clone(), self.kill.clone());
+            self.hub.subscribe(name, &self.outlet);
             self.channels.insert(name.clone());
             subscribed.push(name.clone());
         }
@@ -393,7 +427,113 @@ impl Connection {
             if let Some(after) = resume.get(&name) {
                 self.sync(&name, *after, MAX_RESUME).await;
             }
+            match self.hub.badge_frame(&self.claims.sub, &name).await {
+                Ok(badge) => self.send(badge),
+                Err(e) => tracing::debug!(error = %e, "badge not sent"),
+            }
         }
+    }
+
+    async fn message_change(&self, kind: &str, id: &str, payload: &Value) {
+        let channel = payload["channel"].as_str().unwrap_or_default();
+        let Some(message_id) = payload["message_id"].as_str() else {
+            return self.ack(
+                id,
+                Err(("invalid".into(), "`message_id` must be a string".into())),
+            );
+        };
+        if let Err(e) = self.readable(channel).await {
+            return self.ack(id, Err(e));
+        }
+        let request = match kind {
+            "message.edit" => match payload["content"].as_str() {
+                Some(content) => super::changes::Request::Edit(content.to_string()),
+                None => {
+                    return self.ack(
+                        id,
+                        Err(("invalid".into(), "`content` must be a string".into())),
+                    );
+                }
+            },
+            "message.delete" => super::changes::Request::Delete,
+            _ => {
+                let add = match payload["action"].as_str() {
+                    Some("add") => true,
+                    Some("remove") => false,
+                    _ => {
+                        return self.ack(
+                            id,
+                            Err(("invalid".into(), "`action` must be add or remove".into())),
+                        );
+                    }
+                };
+                let emoji = payload["emoji"].as_str().unwrap_or_default().to_string();
+                super::changes::Request::React { emoji, add }
+            }
+        };
+        // Changes count against the same budget as posts.
+        if let Err(retry) = self.hub.take_token(&self.claims.sub) {
+            return self.rate_limited(id, retry);
+        }
+        let staff = self.claims.has_role("staff");
+        match self
+            .hub
+            .change(channel, message_id, &self.claims.sub, staff, request)
+            .await
+        {
+            Ok(message) => self.ack(
+                id,
+                Ok(json!({"seq": message.seq, "message_id": message.message_id})),
+            ),
+            Err(refused) => self.ack(id, Err((refused.code.into(), refused.message))),
+        }
+    }
+
+    async fn group_change(&self, kind: &str, id: &str, payload: &Value) {
+        let users: Vec<String> = payload[if kind == "group.create" {
+            "members"
+        } else {
+            "user_ids"
+        }]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+        if let Err(retry) = self.hub.take_token(&self.claims.sub) {
+            return self.rate_limited(id, retry);
+        }
+        let result = match kind {
+            "group.create" => {
+                let name = payload["name"].as_str().unwrap_or_default();
+                self.hub.create_group(&self.claims.sub, name, users).await
+            }
+            _ => {
+                let group_id = payload["group_id"].as_str().unwrap_or_default();
+                self.hub
+                    .change_members(group_id, &self.claims.sub, kind == "group.add", users)
+                    .await
+            }
+        };
+        match result {
+            Ok(group) => self.ack(id, Ok(serde_json::to_value(group).unwrap_or_default())),
+            Err(refused) => self.ack(id, Err((refused.code.into(), refused.message))),
+        }
+    }
+
+    fn rate_limited(&self, id: &str, retry: Duration) {
+        let retry_ms = retry.as_millis() as u64;
+        self.send(frame(
+            "error",
+            json!({
+                "code": "rate_limited",
+                "message": format!("more than {} messages a second; retry in {retry_ms} ms", super::RATE_PER_SEC),
+                "ref_id": id,
+                "retry_after_ms": retry_ms,
+            }),
+        ));
     }
 
     async fn sync(&self, channel: &str, after: i64, limit: usize) {
@@ -435,16 +575,7 @@ impl Connection {
             );
         }
         if let Err(retry) = self.hub.take_token(&self.claims.sub) {
-            let retry_ms = retry.as_millis() as u64;
-            return self.send(frame(
-                "error",
-                json!({
-                    "code": "rate_limited",
-                    "message": format!("more than {} messages a second; retry in {retry_ms} ms", super::RATE_PER_SEC),
-                    "ref_id": id,
-                    "retry_after_ms": retry_ms,
-                }),
-            ));
+            return self.rate_limited(id, retry);
         }
         let reply_to = payload["reply_to"].as_str().map(str::to_string);
         let key = (format!("user:{}", self.claims.sub), format!("{name}:{id}"));

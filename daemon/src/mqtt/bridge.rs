@@ -144,7 +144,7 @@ pub async fn carry_in(
                         .inc();
                     continue;
                 };
-                if !hub.exists(&parsed_channel).await.unwrap_or(false) {
+                if !hub.exists(&parsed_channel, "").await.unwrap_or(false) {
                     metrics
                         .invalid
                         .get_or_create(&WhyLabel {

@@ -8,10 +8,16 @@
 //!   others are kept, marked `duplicate_of`, and listed in `conflicts` ([`checkin`]).
 //! - `presence.transition`: an append-only fact, dropped when a `presence.forget` of the same
 //!   attendee covers it, whichever arrives first ([`presence`]).
+//! - `message.post`: an append-only fact with a local per-channel seq; `message.edit`:
+//!   last-writer-wins on the content by HLC; `message.delete`: final, beats every edit;
+//!   `message.react`: an observed-remove set. Edits and deletes that arrive before their
+//!   message are applied when it arrives ([`message`]).
+//! - `group.create`: an append-only fact; `group.members`: an observed-remove set ([`group`]).
 //!
 //! Every rule gives the same state whatever order the ops arrive in.
 
 mod checkin;
+pub mod group;
 mod lww;
 pub mod message;
 pub mod presence;
@@ -97,6 +103,10 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
         Rule::Forget(presence::parse_forget(op).map_err(invalid)?)
     } else if op.kind == message::POST {
         Rule::Message(message::parse(op).map_err(invalid)?)
+    } else if [message::EDIT, message::DELETE, message::REACT].contains(&op.kind.as_str()) {
+        Rule::MessageChange(message::parse_change(op).map_err(invalid)?)
+    } else if op.kind == group::CREATE || op.kind == group::MEMBERS {
+        Rule::Group(group::parse(op).map_err(invalid)?)
     } else if let Some(entity) = ENTITIES.iter().find(|e| e.kind == op.kind) {
         Rule::Lww(entity, lww::parse(entity, op).map_err(invalid)?)
     } else {
@@ -136,6 +146,8 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
         Rule::Transition(t) => presence::apply_transition(conn, op, &t)?,
         Rule::Forget(before_ms) => presence::apply_forget(conn, op, before_ms)?,
         Rule::Message(body) => message::apply(conn, op, &body)?,
+        Rule::MessageChange(change) => message::apply_change(conn, op, &change)?,
+        Rule::Group(body) => group::apply(conn, op, &body)?,
     }
     Ok(Applied::New)
 }
@@ -147,12 +159,34 @@ pub fn read_after(
     after_seq: i64,
     limit: u32,
 ) -> Result<Vec<(i64, Op)>, ApplyError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, id, v, hlc_wall, hlc_counter, hlc_node, origin, scope, kind, entity_id, body,
-                extra
-         FROM ops WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![after_seq, limit], |r| {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{LOGGED_OP_COLUMNS} FROM ops WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+    ))?;
+    logged_ops(&mut stmt, params![after_seq, limit])
+}
+
+/// The logged edits and deletes of one message, in log order (applied again when the message
+/// itself arrives after them).
+pub(crate) fn message_changes(
+    conn: &Connection,
+    message_id: &str,
+) -> Result<Vec<(i64, Op)>, ApplyError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{LOGGED_OP_COLUMNS} FROM ops WHERE entity_id = ?1 AND kind IN ('{}', '{}') ORDER BY seq",
+        message::EDIT,
+        message::DELETE
+    ))?;
+    logged_ops(&mut stmt, params![message_id])
+}
+
+const LOGGED_OP_COLUMNS: &str = "SELECT seq, id, v, hlc_wall, hlc_counter, hlc_node, origin, scope, kind, entity_id, body, extra";
+
+/// Runs a query over [`LOGGED_OP_COLUMNS`] and rebuilds the ops.
+fn logged_ops(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(i64, Op)>, ApplyError> {
+    let rows = stmt.query_map(params, |r| {
         let id: String = r.get(1)?;
         let body: String = r.get(10)?;
         let extra: Option<String> = r.get(11)?;
@@ -216,6 +250,8 @@ enum Rule {
     Transition(presence::Transition),
     Forget(i64),
     Message(message::Body),
+    MessageChange(message::Change),
+    Group(group::Body),
 }
 
 /// The HLC and id of an op as a sortable key: the total order every merge rule uses.

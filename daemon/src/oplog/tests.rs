@@ -53,6 +53,15 @@ fn digest(conn: &Connection) -> String {
             "ops",
             "id, v, hlc_wall, hlc_counter, hlc_node, origin, scope, kind, entity_id, body, extra",
         ),
+        (
+            "messages",
+            "message_id, channel, sender, content, deleted, edit_wall, edit_counter, edit_node, edited_ms",
+        ),
+        ("reactions", "tag, message_id, emoji, user_id"),
+        ("removed_tags", "tag"),
+        ("chat_groups", "group_id, event_id, name, created_by"),
+        ("group_members", "tag, group_id, user_id"),
+        ("mentions", "user_id, channel, seq"),
     ] {
         let mut stmt = conn
             .prepare(&format!("SELECT {cols} FROM {table} ORDER BY 1"))
@@ -377,4 +386,191 @@ fn malformed_transitions_are_refused() {
         let tx = conn.transaction().expect("tx");
         assert!(apply(&tx, &o, 0).is_err(), "{body}");
     }
+}
+
+fn post(node: &str, wall: u64, id: &str, content: &str) -> Op {
+    op(
+        node,
+        wall,
+        message::POST,
+        id,
+        json!({"channel": "zone:z", "sender": "a1", "content": content}),
+    )
+}
+
+#[test]
+fn edits_and_deletes_converge_in_any_order_even_before_their_message() {
+    let posted = post("n1", 100, "m1", "helo @a2");
+    let early = op(
+        "n1",
+        200,
+        message::EDIT,
+        "m1",
+        json!({"content": "hello @a2"}),
+    );
+    let late = op(
+        "n2",
+        300,
+        message::EDIT,
+        "m1",
+        json!({"content": "hello all"}),
+    );
+    let conn = assert_converges(&[posted.clone(), early.clone(), late.clone()]);
+    let content: String = conn
+        .query_row(
+            "SELECT content FROM messages WHERE message_id = 'm1'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("row");
+    assert_eq!(content, "hello all", "the later edit by HLC wins");
+    let mentioned: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM mentions WHERE user_id = 'a2'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(mentioned, 1, "mentions come from the post");
+
+    let delete_a = op("n2", 150, message::DELETE, "m1", json!({}));
+    let delete_b = op("n1", 400, message::DELETE, "m1", json!({}));
+    let conn = assert_converges(&[posted, early, late, delete_a, delete_b]);
+    let (content, deleted, edited): (String, i64, i64) = conn
+        .query_row(
+            "SELECT content, deleted, edited_ms FROM messages WHERE message_id = 'm1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("row");
+    assert_eq!(
+        (content.as_str(), deleted, edited),
+        ("", 1, 150),
+        "a delete beats every edit"
+    );
+}
+
+#[test]
+fn reactions_are_an_observed_remove_set() {
+    let posted = post("n1", 100, "m1", "hi");
+    let react =
+        |node: &str, wall: u64, body: serde_json::Value| op(node, wall, message::REACT, "m1", body);
+    let add_1 = react(
+        "n1",
+        200,
+        json!({"emoji": "👍", "user": "a2", "action": "add"}),
+    );
+    let remove_1 = react(
+        "n1",
+        300,
+        json!({"emoji": "👍", "user": "a2", "action": "remove", "tags": [add_1.id.to_string()]}),
+    );
+    // Added again on another appliance, concurrently: the remove never saw it, so it stays.
+    let add_2 = react(
+        "n2",
+        250,
+        json!({"emoji": "👍", "user": "a2", "action": "add"}),
+    );
+    let conn = assert_converges(&[posted, add_1, remove_1, add_2.clone()]);
+    let tags: Vec<String> = conn
+        .prepare("SELECT tag FROM reactions")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(tags, [add_2.id.to_string()]);
+}
+
+#[test]
+fn group_membership_is_an_observed_remove_set() {
+    let create = op(
+        "n1",
+        100,
+        group::CREATE,
+        "g1",
+        json!({"name": "Rust folks", "created_by": "a1", "members": ["a1", "a2"]}),
+    );
+    let a2_tag = format!("{}/a2", create.id);
+    let remove_a2 = op(
+        "n1",
+        200,
+        group::MEMBERS,
+        "g1",
+        json!({"action": "remove", "tags": [a2_tag]}),
+    );
+    let readd_a2 = op(
+        "n2",
+        150,
+        group::MEMBERS,
+        "g1",
+        json!({"action": "add", "user_ids": ["a2", "a3"]}),
+    );
+    let conn = assert_converges(&[create, remove_a2, readd_a2]);
+    let members = group::members(&conn, "g1").expect("members");
+    assert_eq!(
+        members,
+        ["a1", "a2", "a3"],
+        "the concurrent re-add survives the remove"
+    );
+    assert!(!group::is_member(&conn, "g1", "a9").expect("query"));
+}
+
+#[test]
+fn malformed_changes_and_group_ops_are_refused() {
+    let conn = db();
+    for bad in [
+        op("n", 1, message::EDIT, "m1", json!({"content": ""})),
+        op(
+            "n",
+            1,
+            message::REACT,
+            "m1",
+            json!({"emoji": "a b", "user": "u", "action": "add"}),
+        ),
+        op(
+            "n",
+            1,
+            message::REACT,
+            "m1",
+            json!({"emoji": "x", "user": "u", "action": "toggle"}),
+        ),
+        op(
+            "n",
+            1,
+            message::REACT,
+            "m1",
+            json!({"emoji": "x", "user": "u", "action": "remove"}),
+        ),
+        op(
+            "n",
+            1,
+            group::CREATE,
+            "g",
+            json!({"name": "n", "created_by": "a", "members": "a"}),
+        ),
+        op(
+            "n",
+            1,
+            group::MEMBERS,
+            "g",
+            json!({"action": "add", "user_ids": [1]}),
+        ),
+    ] {
+        assert!(
+            matches!(apply(&conn, &bad, 0), Err(ApplyError::InvalidBody { .. })),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn mentions_are_attendee_ids_after_an_at_sign() {
+    assert_eq!(
+        message::mentions("hi @a1 and @b-2, also @a1. mail x@y"),
+        ["a1", "b-2", "y"]
+    );
+    assert!(message::mentions("no one").is_empty());
+    let many: String = (0..50).map(|i| format!("@u{i} ")).collect();
+    assert_eq!(message::mentions(&many).len(), message::MAX_MENTIONS);
 }

@@ -254,6 +254,54 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE token_keys ADD COLUMN source TEXT NOT NULL DEFAULT 'local'
         CHECK (source IN ('local', 'relay'));
     "#,
+    // 7: message edits, deletes, reactions, mentions; group chats.
+    r#"
+    -- The winning edit's HLC (last-writer-wins); a delete is final and empties the content.
+    ALTER TABLE messages ADD COLUMN edit_wall INTEGER;
+    ALTER TABLE messages ADD COLUMN edit_counter INTEGER;
+    ALTER TABLE messages ADD COLUMN edit_node TEXT;
+    ALTER TABLE messages ADD COLUMN edited_ms INTEGER;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    -- Edits and deletes that arrive before their message are found in the log by message id.
+    CREATE INDEX ops_message_changes ON ops (entity_id)
+        WHERE kind IN ('message.edit', 'message.delete');
+
+    -- Observed-remove sets: an add is a row tagged with its op id; a remove names the tags it
+    -- saw, which go to `removed_tags`, so an add that arrives after its remove stays out.
+    CREATE TABLE removed_tags (tag TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;
+    CREATE TABLE reactions (
+        tag         TEXT PRIMARY KEY,
+        message_id  TEXT NOT NULL,
+        emoji       TEXT NOT NULL,
+        user_id     TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX reactions_message ON reactions (message_id, emoji, user_id);
+
+    -- `@id` mentions, for mention badges (counted above the reader's watermark).
+    CREATE TABLE mentions (
+        event_id    TEXT NOT NULL,
+        channel     TEXT NOT NULL,
+        user_id     TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        PRIMARY KEY (event_id, user_id, channel, seq)
+    ) STRICT, WITHOUT ROWID;
+
+    -- Group chats (`group:{id}`): created once; members are an observed-remove set.
+    CREATE TABLE chat_groups (
+        group_id    TEXT PRIMARY KEY,
+        event_id    TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        created_by  TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE group_members (
+        tag         TEXT PRIMARY KEY,
+        group_id    TEXT NOT NULL,
+        user_id     TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX group_members_group ON group_members (group_id, user_id);
+    CREATE INDEX group_members_user ON group_members (user_id);
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -305,6 +305,7 @@ fn print_config(config: &Config, path: Option<&std::path::Path>) {
         "http.shutdown_timeout_secs = {}",
         config.http.shutdown_timeout_secs
     );
+    println!("http.max_connections = {}", config.http.max_connections);
     println!("store.readers = {}", config.store.readers);
     println!("store.max_group_writes = {}", config.store.max_group_writes);
     println!(

@@ -1,0 +1,262 @@
+//! Group chats: create, add and remove members. Each change is an op (`oplog::group`),
+//! committed before the ack; then every member old and new gets `group.updated` (one frame,
+//! serialised once), and connections of removed members leave the channel at once.
+
+use serde_json::json;
+
+use super::queue::Class;
+use super::{Hub, Refused, frame};
+use crate::domain::DomainError;
+use crate::domain::entities::validate_id;
+use crate::oplog::group::{self, CREATE, MAX_MEMBERS, MEMBERS};
+
+/// Longest group name, bytes.
+pub const MAX_NAME_BYTES: usize = 100;
+
+/// A group as members see it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct Group {
+    /// The group id.
+    pub group_id: String,
+    /// Its channel, `group:{id}`.
+    pub channel: String,
+    /// Its name.
+    pub name: String,
+    /// Who created it (and may remove others).
+    pub created_by: String,
+    /// Members now, sorted.
+    pub members: Vec<String>,
+}
+
+fn check_users(users: &[String]) -> Result<(), Refused> {
+    if users.is_empty() || users.len() > MAX_MEMBERS {
+        return Err(Refused::invalid(format!(
+            "`user_ids` must list 1-{MAX_MEMBERS} attendee ids"
+        )));
+    }
+    match users.iter().find(|u| validate_id(u).is_err()) {
+        Some(bad) => Err(Refused::invalid(format!(
+            "`{bad}` is not an attendee id (1-64 of a-z, A-Z, 0-9, '-', '_', '.')"
+        ))),
+        None => Ok(()),
+    }
+}
+
+impl Hub {
+    /// Whether `user` is a member of group `group_id` in this event.
+    pub async fn is_member(&self, group_id: &str, user: &str) -> Result<bool, DomainError> {
+        let (event, group_id, user) = (
+            self.0.event_id.clone(),
+            group_id.to_string(),
+            user.to_string(),
+        );
+        self.0
+            .store
+            .read(move |conn| {
+                Ok::<_, DomainError>(
+                    in_event(conn, &event, &group_id)? && group::is_member(conn, &group_id, &user)?,
+                )
+            })
+            .await
+    }
+
+    /// Creates a group of `creator` and `members`.
+    pub async fn create_group(
+        &self,
+        creator: &str,
+        name: &str,
+        members: Vec<String>,
+    ) -> Result<Group, Refused> {
+        if name.trim().is_empty() || name.len() > MAX_NAME_BYTES {
+            return Err(Refused::invalid(format!(
+                "`name` must be 1-{MAX_NAME_BYTES} bytes"
+            )));
+        }
+        let mut members = members;
+        members.push(creator.to_string());
+        members.sort();
+        members.dedup();
+        check_users(&members)?;
+        let (event, creator, name) = (
+            self.0.event_id.clone(),
+            creator.to_string(),
+            name.to_string(),
+        );
+        let group = self
+            .0
+            .store
+            .write(move |ctx| {
+                let group_id = uuid::Uuid::now_v7().to_string();
+                let body = json!({"name": name, "created_by": creator, "members": members});
+                let op = ctx.new_op(&event, CREATE, &group_id, body);
+                ctx.apply(&op)?;
+                load_group(ctx.conn(), &group_id)
+            })
+            .await?;
+        self.tell_members(&group, &[]);
+        Ok(group)
+    }
+
+    /// Adds (`add`) or removes `users` by `by`. Any member may add; a member may remove
+    /// themself; the creator may remove anyone.
+    pub async fn change_members(
+        &self,
+        group_id: &str,
+        by: &str,
+        add: bool,
+        users: Vec<String>,
+    ) -> Result<Group, Refused> {
+        check_users(&users)?;
+        let (event, group_id_owned, by_owned) = (
+            self.0.event_id.clone(),
+            group_id.to_string(),
+            by.to_string(),
+        );
+        let removed = users.clone();
+        let group = self
+            .0
+            .store
+            .write(move |ctx| {
+                let (group_id, by) = (group_id_owned, by_owned);
+                let conn = ctx.conn();
+                if !in_event(conn, &event, &group_id)? || !group::is_member(conn, &group_id, &by)? {
+                    return Ok(Err(Refused::new(
+                        "unknown_channel",
+                        format!("no group `{group_id}` you are a member of"),
+                    )));
+                }
+                let current = load_group(conn, &group_id)?;
+                let body = if add {
+                    let mut all = current.members.clone();
+                    all.extend(users.iter().cloned());
+                    all.sort();
+                    all.dedup();
+                    if all.len() > MAX_MEMBERS {
+                        return Ok(Err(Refused::invalid(format!(
+                            "a group has at most {MAX_MEMBERS} members"
+                        ))));
+                    }
+                    json!({"action": "add", "user_ids": users, "by": by})
+                } else {
+                    if current.created_by != by && users.iter().any(|u| *u != by) {
+                        return Ok(Err(Refused::new(
+                            "forbidden",
+                            "only the group's creator may remove others; members may remove themselves",
+                        )));
+                    }
+                    // The remove names the adds it has seen (observed-remove).
+                    let tags = group::member_tags(conn, &group_id, &users)?;
+                    if tags.is_empty() {
+                        return Ok(Ok(current));
+                    }
+                    json!({"action": "remove", "tags": tags, "by": by})
+                };
+                let op = ctx.new_op(&event, MEMBERS, &group_id, body);
+                ctx.apply(&op)?;
+                Ok::<_, DomainError>(Ok(load_group(ctx.conn(), &group_id)?))
+            })
+            .await
+            .map_err(Refused::from)??;
+        let removed: Vec<String> = match add {
+            true => Vec::new(),
+            false => removed
+                .into_iter()
+                .filter(|u| !group.members.contains(u))
+                .collect(),
+        };
+        if !removed.is_empty() {
+            let leaving: Vec<u64> = {
+                let channels = self.lock();
+                channels
+                    .get(&group.channel)
+                    .into_iter()
+                    .flatten()
+                    .filter(|o| removed.iter().any(|r| **r == *o.user))
+                    .map(|o| o.connection)
+                    .collect()
+            };
+            for connection in leaving {
+                self.unsubscribe(Some(&group.channel), connection);
+            }
+        }
+        self.tell_members(&group, &removed);
+        Ok(group)
+    }
+
+    /// The groups `user` is a member of.
+    pub async fn groups_of(&self, user: &str) -> Result<Vec<Group>, DomainError> {
+        let (event, user) = (self.0.event_id.clone(), user.to_string());
+        self.0
+            .store
+            .read(move |conn| {
+                let ids: Vec<String> = conn
+                    .prepare_cached(
+                        "SELECT DISTINCT g.group_id FROM group_members m
+                         JOIN chat_groups g ON g.group_id = m.group_id
+                         WHERE m.user_id = ?1 AND g.event_id = ?2 ORDER BY g.group_id",
+                    )?
+                    .query_map(rusqlite::params![user, event], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                ids.iter().map(|id| load_group(conn, id)).collect()
+            })
+            .await
+    }
+
+    /// After a group op from another appliance: members get `group.updated`, and connections
+    /// of attendees no longer members leave the channel.
+    pub(crate) async fn group_changed(&self, group_id: &str) {
+        let id = group_id.to_string();
+        let Ok(group) = self.0.store.read(move |conn| load_group(conn, &id)).await else {
+            return;
+        };
+        let channel = group.channel.clone();
+        let outsiders: Vec<u64> = {
+            let channels = self.lock();
+            channels
+                .get(&channel)
+                .into_iter()
+                .flatten()
+                .filter(|o| !group.members.iter().any(|m| **m == *o.user))
+                .map(|o| o.connection)
+                .collect()
+        };
+        for connection in outsiders {
+            self.unsubscribe(Some(&channel), connection);
+        }
+        self.tell_members(&group, &[]);
+    }
+
+    /// `group.updated` to every member and to those just removed: one frame for all.
+    fn tell_members(&self, group: &Group, removed: &[String]) {
+        let bytes = frame(
+            "group.updated",
+            serde_json::to_value(group).unwrap_or_default(),
+        );
+        for user in group.members.iter().chain(removed) {
+            self.to_user(user, Class::Essential, bytes.clone());
+        }
+    }
+}
+
+fn in_event(conn: &rusqlite::Connection, event: &str, group_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM chat_groups WHERE group_id = ?1 AND event_id = ?2")?
+        .query_row([group_id, event], |_| Ok(()))
+        .map(|()| true)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(false),
+            e => Err(e),
+        })
+}
+
+fn load_group(conn: &rusqlite::Connection, group_id: &str) -> Result<Group, DomainError> {
+    let (name, created_by): (String, String) = conn
+        .prepare_cached("SELECT name, created_by FROM chat_groups WHERE group_id = ?1")?
+        .query_row([group_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(Group {
+        group_id: group_id.to_string(),
+        channel: format!("group:{group_id}"),
+        name,
+        created_by,
+        members: group::members(conn, group_id)?,
+    })
+}
