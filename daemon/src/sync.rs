@@ -259,7 +259,7 @@ impl SyncStore for StoreSync {
             .await?;
         // Committed: now other appliances' messages reach this venue's phones.
         for m in &messages {
-            self.hub.deliver(m);
+            self.hub.deliver(m).await;
         }
         for (m, body) in &changes {
             self.hub.fan_out_change(m, body);

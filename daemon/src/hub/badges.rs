@@ -83,26 +83,26 @@ impl Hub {
 
     /// After a message in `channel` mentioning `mentioned`: each connected attendee who may
     /// read the channel gets a fresh badge (a mention in a conversation one is not part of
-    /// tells them nothing).
-    pub(crate) fn badges_for_mentions(&self, channel: &str, sender: &str, mentioned: Vec<String>) {
-        let hub = self.clone();
-        let channel = channel.to_string();
-        let sender = sender.to_string();
-        tokio::spawn(async move {
-            for user in mentioned {
-                if user == sender || hub.connections_of(&user).is_empty() {
-                    continue;
-                }
-                let readable = match Channel::parse(&channel) {
-                    Some(Channel::Direct(a, b)) => user == a || user == b,
-                    Some(Channel::Group(id)) => hub.is_member(id, &user).await.unwrap_or(false),
-                    Some(_) => true,
-                    None => false,
-                };
-                if readable {
-                    hub.refresh_badge(&user, &channel).await;
-                }
+    /// tells them nothing). Awaited before the sender's ack, so the badge is queued first.
+    pub(crate) async fn badges_for_mentions(
+        &self,
+        channel: &str,
+        sender: &str,
+        mentioned: Vec<String>,
+    ) {
+        for user in mentioned {
+            if user == sender || self.connections_of(&user).is_empty() {
+                continue;
             }
-        });
+            let readable = match Channel::parse(channel) {
+                Some(Channel::Direct(a, b)) => user == a || user == b,
+                Some(Channel::Group(id)) => self.is_member(id, &user).await.unwrap_or(false),
+                Some(_) => true,
+                None => false,
+            };
+            if readable {
+                self.refresh_badge(&user, channel).await;
+            }
+        }
     }
 }

@@ -575,7 +575,8 @@ impl Hub {
             self.fan_out(&message);
             let mentioned = crate::oplog::message::mentions(&message.content);
             if !mentioned.is_empty() {
-                self.badges_for_mentions(&message.channel, &message.sender, mentioned);
+                self.badges_for_mentions(&message.channel, &message.sender, mentioned)
+                    .await;
             }
             // The bridge's `out` entries; what came in from MQTT never goes back out.
             if let (Origin::Client, Some((mqtt, outs))) = (origin, self.0.mqtt.get()) {
@@ -599,11 +600,12 @@ impl Hub {
     /// Delivers a committed message that came from another appliance (through sync) exactly as
     /// a local one: same frame, same waiters woken. Never bridged out to MQTT: the appliance it
     /// was posted on did that.
-    pub(crate) fn deliver(&self, message: &Message) {
+    pub(crate) async fn deliver(&self, message: &Message) {
         self.fan_out(message);
         let mentioned = crate::oplog::message::mentions(&message.content);
         if !mentioned.is_empty() {
-            self.badges_for_mentions(&message.channel, &message.sender, mentioned);
+            self.badges_for_mentions(&message.channel, &message.sender, mentioned)
+                .await;
         }
     }
 

@@ -24,6 +24,12 @@ use crate::http::AppState;
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Initial read buffer of a connection.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Most frames written together when a connection has a backlog.
+const WRITE_BATCH_FRAMES: usize = 64;
+/// Frames are gathered up to this many bytes before a write (the buffer grows only when used).
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// How long a close frame may wait for a reader that is not reading.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Server pings this often.
 pub const HEARTBEAT_SECS: u64 = 30;
 /// A connection silent this long is closed.
@@ -61,7 +67,7 @@ pub(crate) async fn upgrade(
     // tungstenite preallocates a 128 KiB read buffer per connection by default, which is
     // most of a connection's memory; frames are small and the buffer grows when one is not.
     ws.read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| connection(hub, claims, socket))
@@ -142,8 +148,21 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
         let expires = expiry(&conn.claims);
         tokio::select! {
             out = queue.pop() => {
-                if sink.send(WsMessage::Text(out)).await.is_err() {
-                    break None;
+                // Frames waiting behind this one go out in the same write (one syscall for a
+                // burst); a write blocked by a reader that stopped reading still gives way to
+                // the slow-consumer close.
+                let write = async {
+                    sink.feed(WsMessage::Text(out)).await?;
+                    for _ in 1..WRITE_BATCH_FRAMES {
+                        let Some(more) = queue.try_pop() else { break };
+                        sink.feed(WsMessage::Text(more)).await?;
+                    }
+                    sink.flush().await
+                };
+                tokio::select! {
+                    written = write => if written.is_err() { break None },
+                    () = kill.notified() => break Some(("slow_consumer", CLOSE_POLICY)),
+                    () = evict.notified() => break Some(("too_many_connections", CLOSE_POLICY)),
                 }
             }
             incoming = stream.next() => {
@@ -178,12 +197,12 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
     conn.hub.unsubscribe(None, conn.id);
     conn.hub.close_session(&conn.claims.sub, conn.id);
     if let Some((reason, code)) = close {
-        let _ = sink
-            .send(WsMessage::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            })))
-            .await;
+        // A reader that stopped reading may never take the close frame either.
+        let close = sink.send(WsMessage::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })));
+        let _ = tokio::time::timeout(CLOSE_WAIT, close).await;
     }
 }
 
@@ -252,7 +271,7 @@ impl Connection {
                 match inbound.payload["status"].as_str().and_then(super::online::Status::parse) {
                     Some(status) => {
                         self.hub.choose_status(&self.claims.sub, status);
-                        self.ack(&id, Ok(json!({"status": status})));
+                        self.ack(&id, Ok(json!({"presence": status})));
                     }
                     None => self.ack(&id, Err(("invalid".into(), "`status` must be online, away, dnd or offline".into()))),
                 }

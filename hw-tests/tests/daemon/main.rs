@@ -11,6 +11,8 @@ mod bluez;
 mod crash;
 mod defaults;
 mod hub;
+mod hub_limits;
+mod hub_social;
 mod idempotency;
 mod journal;
 mod mqtt;
