@@ -18,6 +18,7 @@
 //! - `replica-lag`: writes at a fixed rate with the S3 replica on (moto); commit → in the bucket.
 //! - `replica-restore`: restore of a large database by `venued restore` and `litestream restore`.
 
+mod hub;
 mod replica;
 mod sync;
 
@@ -135,6 +136,41 @@ enum Mode {
         #[arg(long, default_value_t = 1024)]
         mib: u64,
     },
+    /// Many WebSocket connections (over several processes) subscribed to 3 channels each and
+    /// held with heartbeats; then one announcement to all.
+    WsHold {
+        /// Connections in all.
+        #[arg(long, default_value_t = 19_000)]
+        connections: usize,
+        /// Worker processes sharing them (one process may hold only its file limit).
+        #[arg(long, default_value_t = 4)]
+        processes: usize,
+        /// How long they are held.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Announcements at a fixed rate to many subscribers over several processes: delivery
+    /// latency, delivered frames/s, losses; optionally beside subscribers that never read.
+    WsSpread {
+        /// Subscribed connections.
+        #[arg(long, default_value_t = 2000)]
+        connections: usize,
+        /// Worker processes sharing them.
+        #[arg(long, default_value_t = 2)]
+        processes: usize,
+        /// Announcements per second (spread over staff senders under the rate limit).
+        #[arg(long, default_value_t = 50)]
+        rate: u64,
+        /// Length of the run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Subscribers that never read.
+        #[arg(long, default_value_t = 0)]
+        stalled: usize,
+    },
+    /// One worker of ws-hold / ws-spread (started by them).
+    #[command(hide = true)]
+    WsWorker(hub::WorkerArgs),
     /// Fan-out of announcements to many WebSocket subscribers.
     WsFanout {
         /// Subscribed connections.
@@ -176,6 +212,19 @@ async fn main() -> anyhow::Result<()> {
             messages,
         } => ws_fanout(connections, messages).await,
         Mode::SyncDrain { ops, database } => sync::drain(ops, &database).await,
+        Mode::WsHold {
+            connections,
+            processes,
+            seconds,
+        } => hub::hold(connections, processes, seconds).await,
+        Mode::WsSpread {
+            connections,
+            processes,
+            rate,
+            seconds,
+            stalled,
+        } => hub::spread(connections, processes, rate, seconds, stalled).await,
+        Mode::WsWorker(args) => hub::worker(args).await,
         Mode::ReplicaLag { rate, seconds } => replica::lag(rate, seconds).await,
         Mode::ReplicaRestore { mib } => replica::restore(mib).await,
         Mode::SyncFanout {
