@@ -12,6 +12,7 @@
 pub mod badges;
 pub mod changes;
 pub mod channels;
+pub mod frames;
 pub mod groups;
 pub mod http;
 pub mod online;
@@ -72,16 +73,16 @@ pub struct Message {
     pub edited_at: Option<String>,
     /// Deleted (the content is then empty).
     pub deleted: bool,
-    /// Reactions: emoji → how many attendees.
+    /// Reactions: emoji → how many attendees (none once deleted).
     pub reactions: std::collections::BTreeMap<String, u32>,
 }
 
 /// The columns [`row`] reads, from `messages m`.
 const MESSAGE_COLUMNS: &str = "m.channel, m.seq, m.message_id, m.sender, m.content, m.reply_to,
     m.created_ms, m.edited_ms, m.deleted,
-    (SELECT json_group_object(emoji, n) FROM
+    CASE WHEN m.deleted = 0 THEN (SELECT json_group_object(emoji, n) FROM
         (SELECT emoji, count(DISTINCT user_id) AS n FROM reactions r
-         WHERE r.message_id = m.message_id GROUP BY emoji))";
+         WHERE r.message_id = m.message_id GROUP BY emoji)) END";
 
 /// The answer to a post.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]

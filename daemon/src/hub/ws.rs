@@ -14,10 +14,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use super::changes::Request;
 use super::channels::Channel;
+use super::frames::{self, ClientFrame};
 use super::queue::{Class, SendQueue};
 use super::tokens::Claims;
-use super::{Hub, MAX_RESUME, Origin, Outlet, SEND_QUEUE_FRAMES, frame};
+use super::{Hub, MAX_RESUME, Origin, Outlet, SEND_QUEUE_FRAMES, frame as frame_bytes};
 use crate::http::AppState;
 
 /// Largest client frame.
@@ -73,17 +75,6 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| connection(hub, claims, socket))
 }
 
-/// A client frame `{type, id, ts?, payload}`.
-#[derive(Deserialize)]
-struct Inbound {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    payload: Value,
-}
-
 struct Connection {
     hub: Hub,
     claims: Claims,
@@ -130,7 +121,7 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
     let evict = Arc::new(Notify::new());
     conn.hub
         .open_session(&conn.claims.sub, &conn.outlet, evict.clone());
-    let welcome = frame(
+    let welcome = frame_bytes(
         "welcome",
         json!({
             "connection_id": conn.id.to_string(),
@@ -144,10 +135,24 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
     let mut ping = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
+    let mut timer_exp = conn.claims.exp;
+    let token_timer = tokio::time::sleep_until(expiry(&conn.claims));
+    // These futures live across loop turns (the closes fire once; the pop is renewed after
+    // each frame): registering fresh waiters on every turn would cost a lock each per frame.
+    let killed = kill.notified();
+    let evicted = evict.notified();
+    let popped = queue.pop();
+    tokio::pin!(token_timer, killed, evicted, popped);
     let close = loop {
-        let expires = expiry(&conn.claims);
+        // One timer for the token's expiry, moved only when `auth.refresh` changed it: a new
+        // timer on every loop turn would cost a timer-wheel insert per frame written.
+        if conn.claims.exp != timer_exp {
+            timer_exp = conn.claims.exp;
+            token_timer.as_mut().reset(expiry(&conn.claims));
+        }
         tokio::select! {
-            out = queue.pop() => {
+            out = &mut popped => {
+                popped.set(queue.pop());
                 // Frames waiting behind this one go out in the same write (one syscall for a
                 // burst); a write blocked by a reader that stopped reading still gives way to
                 // the slow-consumer close.
@@ -161,8 +166,8 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
                 };
                 tokio::select! {
                     written = write => if written.is_err() { break None },
-                    () = kill.notified() => break Some(("slow_consumer", CLOSE_POLICY)),
-                    () = evict.notified() => break Some(("too_many_connections", CLOSE_POLICY)),
+                    () = &mut killed => break Some(("slow_consumer", CLOSE_POLICY)),
+                    () = &mut evicted => break Some(("too_many_connections", CLOSE_POLICY)),
                 }
             }
             incoming = stream.next() => {
@@ -180,9 +185,9 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
                     }
                 }
             }
-            () = kill.notified() => break Some(("slow_consumer", CLOSE_POLICY)),
-            () = evict.notified() => break Some(("too_many_connections", CLOSE_POLICY)),
-            () = tokio::time::sleep_until(expires) => break Some(("token_expired", CLOSE_POLICY)),
+            () = &mut killed => break Some(("slow_consumer", CLOSE_POLICY)),
+            () = &mut evicted => break Some(("too_many_connections", CLOSE_POLICY)),
+            () = &mut token_timer => break Some(("token_expired", CLOSE_POLICY)),
             _ = ping.tick() => {
                 if last_heard.elapsed() > Duration::from_secs(SILENCE_SECS) {
                     break Some(("silent", CLOSE_POLICY));
@@ -219,7 +224,7 @@ impl Connection {
     }
 
     fn error(&self, code: &str, message: &str, ref_id: Option<&str>) {
-        self.send(frame(
+        self.send(frame_bytes(
             "error",
             json!({"code": code, "message": message, "ref_id": ref_id}),
         ));
@@ -238,143 +243,218 @@ impl Connection {
                 "ref_id": ref_id, "status": "error", "error": {"code": code, "message": message},
             }),
         };
-        self.send(frame("ack", payload));
+        self.send(frame_bytes("ack", payload));
     }
 
     async fn handle(&mut self, text: &str) {
-        let inbound: Inbound = match serde_json::from_str(text) {
-            Ok(f) => f,
-            Err(e) => {
-                return self.error(
-                    "malformed",
-                    &format!("not a frame {{type, id, payload}}: {e}"),
-                    None,
-                );
-            }
+        let (id, frame) = match frames::decode(text) {
+            Ok(decoded) => decoded,
+            Err(e) => return self.error(e.code, &e.message, e.ref_id.as_deref()),
         };
-        let id = inbound.id.unwrap_or_default();
-        match inbound.kind.as_str() {
-            "ping" => self.send(frame("pong", json!({"ref_id": id}))),
-            "subscribe" => self.subscribe(&id, &inbound.payload).await,
-            "unsubscribe" => {
-                for name in channel_names(&inbound.payload) {
+        let id = id.unwrap_or_default();
+        match frame {
+            ClientFrame::Ping => self.send(frame_bytes("pong", json!({"ref_id": id}))),
+            ClientFrame::Subscribe {
+                channels,
+                resume,
+                epoch,
+            } => self.subscribe(&id, channels, resume, epoch).await,
+            ClientFrame::Unsubscribe { channels } => {
+                for name in channels {
                     self.hub.unsubscribe(Some(&name), self.id);
                     self.channels.remove(&name);
                 }
                 self.ack(&id, Ok(json!({})));
             }
-            "message.send" => self.message_send(&id, &inbound.payload).await,
-            "message.edit" | "message.delete" | "message.react" => {
-                self.message_change(&inbound.kind, &id, &inbound.payload).await;
+            ClientFrame::MessageSend {
+                channel,
+                content,
+                reply_to,
+            } => self.message_send(&id, &channel, &content, reply_to).await,
+            ClientFrame::MessageEdit {
+                channel,
+                message_id,
+                content,
+            } => {
+                self.message_change(&id, &channel, &message_id, Request::Edit(content))
+                    .await;
             }
-            "presence.update" => {
-                match inbound.payload["status"].as_str().and_then(super::online::Status::parse) {
-                    Some(status) => {
-                        self.hub.choose_status(&self.claims.sub, status);
-                        self.ack(&id, Ok(json!({"presence": status})));
-                    }
-                    None => self.ack(&id, Err(("invalid".into(), "`status` must be online, away, dnd or offline".into()))),
-                }
+            ClientFrame::MessageDelete {
+                channel,
+                message_id,
+            } => {
+                self.message_change(&id, &channel, &message_id, Request::Delete)
+                    .await;
             }
-            "group.create" | "group.add" | "group.remove" => {
-                self.group_change(&inbound.kind, &id, &inbound.payload).await;
+            ClientFrame::MessageReact {
+                channel,
+                message_id,
+                emoji,
+                add,
+            } => {
+                self.message_change(&id, &channel, &message_id, Request::React { emoji, add })
+                    .await;
             }
-            "read.mark" => {
-                let channel = inbound.payload["channel"].as_str().unwrap_or_default().to_string();
-                let Some(seq) = inbound.payload["seq"].as_i64() else {
-                    return self.ack(&id, Err(("invalid".into(), "`seq` must be a number".into())));
-                };
-                if !self.channels.contains(&channel) {
-                    return self.ack(&id, Err(("not_subscribed".into(), format!("subscribe to `{channel}` first"))));
-                }
-                match self.hub.mark_read(&channel, &self.claims.sub, seq).await {
-                    Ok(watermark) => {
-                        self.ack(&id, Ok(json!({"seq": watermark})));
-                        // Every phone of this attendee clears its badge.
-                        self.hub.refresh_badge(&self.claims.sub, &channel).await;
-                        let now = tokio::time::Instant::now();
-                        if self.receipts.get(&channel).is_none_or(|at| now.duration_since(*at) >= RECEIPT_INTERVAL) {
-                            self.receipts.insert(channel.clone(), now);
-                            let payload = json!({"channel": channel, "user_id": self.claims.sub, "seq": watermark});
-                            self.hub.ephemeral_except(&channel, "read.receipt", payload, Some(self.id));
-                        }
-                    }
-                    Err(e) => self.ack(&id, Err(("unavailable".into(), e.to_string()))),
-                }
+            ClientFrame::ReadMark { channel, seq } => self.read_mark(&id, channel, seq).await,
+            ClientFrame::Typing { channel, typing } => self.typing(&id, channel, typing),
+            ClientFrame::PresenceUpdate { status } => {
+                self.hub.choose_status(&self.claims.sub, status);
+                self.ack(&id, Ok(json!({"presence": status})));
             }
-            "typing.start" | "typing.stop" => {
-                let channel = inbound.payload["channel"].as_str().unwrap_or_default().to_string();
-                if !self.channels.contains(&channel) {
-                    return self.error("not_subscribed", &format!("subscribe to `{channel}` before typing in it"), Some(&id));
-                }
-                let typing = inbound.kind == "typing.start";
-                let now = tokio::time::Instant::now();
-                // Starts are thinned to one a second; a stop always goes through.
-                if typing && self.typed.get(&channel).is_some_and(|at| now.duration_since(*at) < TYPING_INTERVAL) {
-                    return;
-                }
-                self.typed.insert(channel.clone(), now);
-                let payload = json!({
-                    "channel": channel,
-                    "user_id": self.claims.sub,
-                    "typing": typing,
-                    "expires_in_ms": if typing { TYPING_EXPIRES_MS } else { 0 },
-                });
-                self.hub.ephemeral_except(&channel, "typing.indicator", payload, Some(self.id));
+            ClientFrame::PresenceFollow { user_ids, follow } => {
+                self.presence_follow(&id, user_ids, follow).await;
             }
-            "presence.subscribe" | "presence.unsubscribe" => {
-                let users: Vec<String> = inbound.payload["user_ids"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).take(100).collect())
-                    .unwrap_or_default();
-                if users.iter().any(|u| crate::domain::entities::validate_id(u).is_err()) {
-                    return self.ack(&id, Err(("invalid".into(), "`user_ids` must be attendee ids".into())));
-                }
-                for user in &users {
-                    let key = super::presence_channel(user);
-                    match inbound.kind.as_str() {
-                        "presence.subscribe" => {
-                            self.hub.subscribe(&key, &self.outlet);
-                        }
-                        _ => self.hub.unsubscribe(Some(&key), self.id),
-                    }
-                }
-                self.ack(&id, Ok(json!({"user_ids": users})));
-                if inbound.kind == "presence.subscribe" {
-                    // Where each one is now, as far as their privacy allows.
-                    for user in users {
-                        if self.hub.may_show(&user).await {
-                            let status = self.hub.status_of(&user);
-                            self.send(frame("presence.changed", json!({"user_id": user, "status": status})));
-                        }
-                    }
-                }
-            }
-            "sync.request" => {
-                let channel = inbound.payload["channel"].as_str().unwrap_or_default().to_string();
-                let after = inbound.payload["last_seq"].as_i64().unwrap_or(0);
-                let limit = inbound.payload["limit"].as_u64().unwrap_or(100).clamp(1, MAX_RESUME as u64) as usize;
+            ClientFrame::SyncRequest {
+                channel,
+                last_seq,
+                limit,
+            } => {
+                let limit = limit.clamp(1, MAX_RESUME as u64) as usize;
                 match self.readable(&channel).await {
-                    Ok(()) => self.sync(&channel, after, limit).await,
+                    Ok(()) => self.sync(&channel, last_seq, limit).await,
                     Err((code, message)) => self.error(&code, &message, Some(&id)),
                 }
             }
-            "auth.refresh" => {
-                let token = inbound.payload["token"].as_str().unwrap_or_default();
-                match self.hub.verifier().verify(token, self.hub.event_id()) {
+            ClientFrame::GroupCreate { name, members } => {
+                if let Err(retry) = self.hub.take_token(&self.claims.sub) {
+                    return self.rate_limited(&id, retry);
+                }
+                let result = self
+                    .hub
+                    .create_group(&self.claims.sub, &name, members)
+                    .await;
+                self.group_ack(&id, result);
+            }
+            ClientFrame::GroupMembers {
+                group_id,
+                user_ids,
+                add,
+            } => {
+                if let Err(retry) = self.hub.take_token(&self.claims.sub) {
+                    return self.rate_limited(&id, retry);
+                }
+                let result = self
+                    .hub
+                    .change_members(&group_id, &self.claims.sub, add, user_ids)
+                    .await;
+                self.group_ack(&id, result);
+            }
+            ClientFrame::AuthRefresh { token } => {
+                match self.hub.verifier().verify(&token, self.hub.event_id()) {
                     Ok(claims) if claims.sub == self.claims.sub => {
                         self.claims = claims;
                         self.ack(&id, Ok(json!({})));
                     }
-                    Ok(_) => self.ack(&id, Err(("forbidden".into(), "the new token is for another attendee".into()))),
+                    Ok(_) => self.ack(
+                        &id,
+                        Err((
+                            "forbidden".into(),
+                            "the new token is for another attendee".into(),
+                        )),
+                    ),
                     Err(e) => self.ack(&id, Err(("unauthorized".into(), e.to_string()))),
                 }
             }
-            other => self.error(
-                "unsupported_type",
-                &format!("`{other}` is not supported by this hub; supported: subscribe, unsubscribe, message.send, message.edit, message.delete, message.react, read.mark, typing.start, typing.stop, presence.update, presence.subscribe, presence.unsubscribe, sync.request, group.create, group.add, group.remove, auth.refresh, ping"),
-                Some(&id),
-            ),
+        }
+    }
+
+    async fn read_mark(&mut self, id: &str, channel: String, seq: i64) {
+        if !self.channels.contains(&channel) {
+            return self.ack(
+                id,
+                Err((
+                    "not_subscribed".into(),
+                    format!("subscribe to `{channel}` first"),
+                )),
+            );
+        }
+        match self.hub.mark_read(&channel, &self.claims.sub, seq).await {
+            Ok(watermark) => {
+                self.ack(id, Ok(json!({"seq": watermark})));
+                // Every phone of this attendee clears its badge.
+                self.hub.refresh_badge(&self.claims.sub, &channel).await;
+                let now = tokio::time::Instant::now();
+                if self
+                    .receipts
+                    .get(&channel)
+                    .is_none_or(|at| now.duration_since(*at) >= RECEIPT_INTERVAL)
+                {
+                    self.receipts.insert(channel.clone(), now);
+                    let payload =
+                        json!({"channel": channel, "user_id": self.claims.sub, "seq": watermark});
+                    self.hub
+                        .ephemeral_except(&channel, "read.receipt", payload, Some(self.id));
+                }
+            }
+            Err(e) => self.ack(id, Err(("unavailable".into(), e.to_string()))),
+        }
+    }
+
+    fn typing(&mut self, id: &str, channel: String, typing: bool) {
+        if !self.channels.contains(&channel) {
+            return self.error(
+                "not_subscribed",
+                &format!("subscribe to `{channel}` before typing in it"),
+                Some(id),
+            );
+        }
+        let now = tokio::time::Instant::now();
+        // Starts are thinned to one a second; a stop always goes through.
+        if typing
+            && self
+                .typed
+                .get(&channel)
+                .is_some_and(|at| now.duration_since(*at) < TYPING_INTERVAL)
+        {
+            return;
+        }
+        self.typed.insert(channel.clone(), now);
+        let payload = json!({
+            "channel": channel,
+            "user_id": self.claims.sub,
+            "typing": typing,
+            "expires_in_ms": if typing { TYPING_EXPIRES_MS } else { 0 },
+        });
+        self.hub
+            .ephemeral_except(&channel, "typing.indicator", payload, Some(self.id));
+    }
+
+    async fn presence_follow(&self, id: &str, users: Vec<String>, follow: bool) {
+        if users
+            .iter()
+            .any(|u| crate::domain::entities::validate_id(u).is_err())
+        {
+            return self.ack(
+                id,
+                Err(("invalid".into(), "`user_ids` must be attendee ids".into())),
+            );
+        }
+        for user in &users {
+            let key = super::presence_channel(user);
+            match follow {
+                true => self.hub.subscribe(&key, &self.outlet),
+                false => self.hub.unsubscribe(Some(&key), self.id),
+            }
+        }
+        self.ack(id, Ok(json!({"user_ids": users})));
+        if follow {
+            // Where each one is now, as far as their privacy allows.
+            for user in users {
+                if self.hub.may_show(&user).await {
+                    let status = self.hub.status_of(&user);
+                    self.send(frame_bytes(
+                        "presence.changed",
+                        json!({"user_id": user, "status": status}),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn group_ack(&self, id: &str, result: Result<super::groups::Group, super::Refused>) {
+        match result {
+            Ok(group) => self.ack(id, Ok(serde_json::to_value(group).unwrap_or_default())),
+            Err(refused) => self.ack(id, Err((refused.code.into(), refused.message))),
         }
     }
 
@@ -400,8 +480,13 @@ impl Connection {
         }
     }
 
-    async fn subscribe(&mut self, id: &str, payload: &Value) {
-        let names = channel_names(payload);
+    async fn subscribe(
+        &mut self,
+        id: &str,
+        names: Vec<String>,
+        resume: HashMap<String, i64>,
+        epoch: Option<String>,
+    ) {
         if names.is_empty() {
             return self.ack(
                 id,
@@ -412,13 +497,9 @@ impl Connection {
             );
         }
         // Resume positions count only against this hub's epoch; another epoch starts fresh.
-        let same_epoch = payload["epoch"].as_str() == Some(self.hub.epoch());
-        let resume: HashMap<String, i64> = match (same_epoch, payload["resume"].as_object()) {
-            (true, Some(map)) => map
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_i64()?)))
-                .collect(),
-            _ => HashMap::new(),
+        let resume = match epoch.as_deref() == Some(self.hub.epoch()) {
+            true => resume,
+            false => HashMap::new(),
         };
         let mut refused = Vec::new();
         let mut subscribed = Vec::new();
@@ -453,43 +534,10 @@ impl Connection {
         }
     }
 
-    async fn message_change(&self, kind: &str, id: &str, payload: &Value) {
-        let channel = payload["channel"].as_str().unwrap_or_default();
-        let Some(message_id) = payload["message_id"].as_str() else {
-            return self.ack(
-                id,
-                Err(("invalid".into(), "`message_id` must be a string".into())),
-            );
-        };
+    async fn message_change(&self, id: &str, channel: &str, message_id: &str, request: Request) {
         if let Err(e) = self.readable(channel).await {
             return self.ack(id, Err(e));
         }
-        let request = match kind {
-            "message.edit" => match payload["content"].as_str() {
-                Some(content) => super::changes::Request::Edit(content.to_string()),
-                None => {
-                    return self.ack(
-                        id,
-                        Err(("invalid".into(), "`content` must be a string".into())),
-                    );
-                }
-            },
-            "message.delete" => super::changes::Request::Delete,
-            _ => {
-                let add = match payload["action"].as_str() {
-                    Some("add") => true,
-                    Some("remove") => false,
-                    _ => {
-                        return self.ack(
-                            id,
-                            Err(("invalid".into(), "`action` must be add or remove".into())),
-                        );
-                    }
-                };
-                let emoji = payload["emoji"].as_str().unwrap_or_default().to_string();
-                super::changes::Request::React { emoji, add }
-            }
-        };
         // Changes count against the same budget as posts.
         if let Err(retry) = self.hub.take_token(&self.claims.sub) {
             return self.rate_limited(id, retry);
@@ -508,43 +556,9 @@ impl Connection {
         }
     }
 
-    async fn group_change(&self, kind: &str, id: &str, payload: &Value) {
-        let users: Vec<String> = payload[if kind == "group.create" {
-            "members"
-        } else {
-            "user_ids"
-        }]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-        if let Err(retry) = self.hub.take_token(&self.claims.sub) {
-            return self.rate_limited(id, retry);
-        }
-        let result = match kind {
-            "group.create" => {
-                let name = payload["name"].as_str().unwrap_or_default();
-                self.hub.create_group(&self.claims.sub, name, users).await
-            }
-            _ => {
-                let group_id = payload["group_id"].as_str().unwrap_or_default();
-                self.hub
-                    .change_members(group_id, &self.claims.sub, kind == "group.add", users)
-                    .await
-            }
-        };
-        match result {
-            Ok(group) => self.ack(id, Ok(serde_json::to_value(group).unwrap_or_default())),
-            Err(refused) => self.ack(id, Err((refused.code.into(), refused.message))),
-        }
-    }
-
     fn rate_limited(&self, id: &str, retry: Duration) {
         let retry_ms = retry.as_millis() as u64;
-        self.send(frame(
+        self.send(frame_bytes(
             "error",
             json!({
                 "code": "rate_limited",
@@ -560,7 +574,7 @@ impl Connection {
             Ok((messages, more)) => {
                 let too_large = more && limit == MAX_RESUME;
                 let messages = if too_large { Vec::new() } else { messages };
-                self.send(frame(
+                self.send(frame_bytes(
                     "sync.response",
                     json!({"channel": channel, "messages": messages, "has_more": more, "too_large": too_large}),
                 ));
@@ -569,7 +583,7 @@ impl Connection {
         }
     }
 
-    async fn message_send(&self, id: &str, payload: &Value) {
+    async fn message_send(&self, id: &str, name: &str, content: &str, reply_to: Option<String>) {
         if id.is_empty() {
             return self.error(
                 "invalid",
@@ -577,13 +591,6 @@ impl Connection {
                 None,
             );
         }
-        let name = payload["channel"].as_str().unwrap_or_default();
-        let Some(content) = payload["content"].as_str() else {
-            return self.ack(
-                id,
-                Err(("invalid".into(), "`content` must be a string".into())),
-            );
-        };
         if let Err(e) = self.readable(name).await {
             return self.ack(id, Err(e));
         }
@@ -596,7 +603,6 @@ impl Connection {
         if let Err(retry) = self.hub.take_token(&self.claims.sub) {
             return self.rate_limited(id, retry);
         }
-        let reply_to = payload["reply_to"].as_str().map(str::to_string);
         let key = (format!("user:{}", self.claims.sub), format!("{name}:{id}"));
         let result = self
             .hub
@@ -624,16 +630,4 @@ impl Connection {
             }
         }
     }
-}
-
-fn channel_names(payload: &Value) -> Vec<String> {
-    payload["channels"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .take(100)
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -11,6 +11,7 @@ mod bluez;
 mod crash;
 mod defaults;
 mod hub;
+mod hub_frames;
 mod hub_limits;
 mod hub_social;
 mod idempotency;

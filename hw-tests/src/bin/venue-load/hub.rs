@@ -122,7 +122,12 @@ async fn open(args: &WorkerArgs, token: &str) -> anyhow::Result<Socket> {
     let stream = tcp.connect(args.addr).await?;
     stream.set_nodelay(true)?;
     let url = format!("ws://{}/ws?token={token}", args.addr);
-    let (mut socket, _) = tokio_tungstenite::client_async(url, stream).await?;
+    // tungstenite's default 128 KiB read buffer is zeroed per read: at thousands of sockets
+    // per process that memset, not the frames, would dominate the client's time.
+    let config =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let (mut socket, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
     let frame = json!({"type": "subscribe", "id": "s", "payload": {"channels": args.channels.split(',').collect::<Vec<_>>()}});
     socket.send(Message::text(frame.to_string())).await?;
     // Welcome, then the subscribe ack.
@@ -228,18 +233,28 @@ pub(crate) async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
                         }
                     }
                     Ok(Message::Close(frame)) => {
-                        let reason = frame.map_or("no reason".to_string(), |f| f.reason.to_string());
-                        stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closed(reason);
+                        let reason =
+                            frame.map_or("no reason".to_string(), |f| f.reason.to_string());
+                        stats
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .closed(reason);
                         return;
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closed(e.to_string());
+                        stats
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .closed(e.to_string());
                         return;
                     }
                 }
             }
-            stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closed("ended".into());
+            stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .closed("ended".into());
         });
     }
     // Until the parent closes stdin; meanwhile say when every connection has what it expects.
@@ -256,7 +271,9 @@ pub(crate) async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         }
     }
     readers.abort_all();
-    let stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let stats = stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     print(&json!({
         "summary": true,
         "connect_ms": connect.to_json(),
@@ -406,6 +423,8 @@ pub(crate) async fn hold(connections: usize, processes: usize, seconds: u64) -> 
         .spawn()
         .await?;
     let pid = venued.pid();
+    // Opened first: at the ceiling there would be no place for it later.
+    let mut staff = staff_socket(&venued, "staff-hold").await?;
     let rss_start = rss_kib(pid)?;
     let mut workers = Workers::start(
         &venued,
@@ -426,9 +445,11 @@ pub(crate) async fn hold(connections: usize, processes: usize, seconds: u64) -> 
         sampler.sample();
     }
     let rss_held = rss_kib(pid)?;
-    let open = super::metric_sum(&venued, "venued_hub_websockets_open").await?;
+    // At the ceiling /metrics itself may be refused; it is read again after the run.
+    let open = super::metric_sum(&venued, "venued_hub_websockets_open")
+        .await
+        .unwrap_or(f64::NAN);
     // Then one announcement to everyone: the connections are alive, not just counted.
-    let mut staff = staff_socket(&venued, "staff-hold").await?;
     super::ws_send(
         &mut staff,
         json!({"type": "message.send", "id": "hold-1",
@@ -438,6 +459,18 @@ pub(crate) async fn hold(connections: usize, processes: usize, seconds: u64) -> 
     let done = workers.next_lines(Duration::from_secs(120)).await;
     let mut summary = sampler.finish()?;
     let merged = workers.finish().await?;
+    summary["refused_by_the_ceiling"] =
+        super::metric_sum(&venued, "venued_http_connections_refused_total")
+            .await?
+            .into();
+    summary["refusal_log_lines"] = venued
+        .log()
+        .lines()
+        .filter(|l| l.contains("refusing new connections"))
+        .take(3)
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+        .into();
     summary["mode"] = "ws-hold".into();
     summary["connections"] = connections.into();
     summary["processes"] = processes.into();
@@ -464,6 +497,7 @@ pub(crate) async fn spread(
     rate: u64,
     seconds: u64,
     stalled: usize,
+    pad: usize,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let venued = VenuedBuilder::new(&dir.path().join("data"))
@@ -479,8 +513,16 @@ pub(crate) async fn spread(
     let mut stalled_sockets = Vec::new();
     for i in 0..stalled {
         let token = super::mint(&venued, &format!("stalled-{i}"), &["attendee"]).await?;
-        let mut socket = super::ws_connect(&venued, &token).await?;
-        super::ws_send(&mut socket, json!({"type": "subscribe", "id": "s", "payload": {"channels": ["announcements"]}})).await?;
+        // A small receive window, as on a phone at the edge of the WiFi: the kernel buffers
+        // little, so the daemon's own queue is what fills.
+        let tcp = tokio::net::TcpSocket::new_v4()?;
+        tcp.set_recv_buffer_size(4096)?;
+        let stream = tcp.connect(venued.addr).await?;
+        let url = format!("ws://{}/ws?token={token}", venued.addr);
+        let (mut socket, _) = tokio_tungstenite::client_async(url, stream).await?;
+        let frame =
+            json!({"type": "subscribe", "id": "s", "payload": {"channels": ["announcements"]}});
+        socket.send(Message::text(frame.to_string())).await?;
         stalled_sockets.push(socket);
     }
     let rss_connected = rss_kib(pid)?;
@@ -489,7 +531,9 @@ pub(crate) async fn spread(
     let senders = rate.div_ceil(8).max(1);
     let mut sending = tokio::task::JoinSet::new();
     let sent = Arc::new(AtomicU64::new(0));
+    let padding: Arc<str> = Arc::from("x".repeat(pad).as_str());
     for s in 0..senders {
+        let padding = padding.clone();
         let mut socket = staff_socket(&venued, &format!("staff-{s}")).await?;
         let per_sender = messages / senders + u64::from(s < messages % senders);
         let period = Duration::from_secs_f64(senders as f64 / rate as f64);
@@ -500,7 +544,7 @@ pub(crate) async fn spread(
             for m in 0..per_sender {
                 every.tick().await;
                 let frame = json!({"type": "message.send", "id": format!("{s}-{m}"),
-                    "payload": {"channel": "announcements", "content": format!("{:.6} announcement", unix_secs())}});
+                    "payload": {"channel": "announcements", "content": format!("{:.6} announcement {padding}", unix_secs())}});
                 if super::ws_send(&mut socket, frame).await.is_ok() {
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
@@ -524,12 +568,13 @@ pub(crate) async fn spread(
     let done = workers.next_lines(Duration::from_secs(60)).await;
     let mut summary = sampler.finish()?;
     let merged = workers.finish().await?;
-    let slow = super::metric_sum(&venued, "venued_hub_slow_consumers_closed").await?;
+    let slow = super::metric_sum(&venued, "venued_hub_slow_consumers_closed_total").await?;
     let expected = connected * sent.load(Ordering::Relaxed);
     summary["mode"] = "ws-spread".into();
     summary["connections"] = connections.into();
     summary["processes"] = processes.into();
     summary["stalled"] = stalled.into();
+    summary["content_padding_bytes"] = pad.into();
     summary["stalled_closed_as_slow_consumers"] = slow.into();
     summary["rate"] = rate.into();
     summary["messages"] = sent.load(Ordering::Relaxed).into();

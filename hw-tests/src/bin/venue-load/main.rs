@@ -167,6 +167,9 @@ enum Mode {
         /// Subscribers that never read.
         #[arg(long, default_value_t = 0)]
         stalled: usize,
+        /// Bytes of padding in each announcement (to fill a stalled reader's buffers sooner).
+        #[arg(long, default_value_t = 0)]
+        pad: usize,
     },
     /// One worker of ws-hold / ws-spread (started by them).
     #[command(hide = true)]
@@ -223,7 +226,8 @@ async fn main() -> anyhow::Result<()> {
             rate,
             seconds,
             stalled,
-        } => hub::spread(connections, processes, rate, seconds, stalled).await,
+            pad,
+        } => hub::spread(connections, processes, rate, seconds, stalled, pad).await,
         Mode::WsWorker(args) => hub::worker(args).await,
         Mode::ReplicaLag { rate, seconds } => replica::lag(rate, seconds).await,
         Mode::ReplicaRestore { mib } => replica::restore(mib).await,
