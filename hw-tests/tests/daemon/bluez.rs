@@ -152,7 +152,8 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
                 phone.next().await
             {
                 let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
-                if frame["type"] == "presence.changed" {
+                // Location frames (`kind`); the followed person's online status comes too.
+                if frame["type"] == "presence.changed" && frame["payload"].get("kind").is_some() {
                     return frame["payload"].clone();
                 }
             }

@@ -324,14 +324,20 @@ async fn presence_status_reaches_followers_unless_the_attendee_is_hidden() {
         next(&mut viewer, "presence.changed").await["status"],
         "away"
     );
-    let bad = request(
+    // A frame that does not decode gets an error frame naming the field.
+    send(
         &mut open,
         "presence.update",
         "u2",
         json!({"status": "busy"}),
     )
     .await;
-    assert_eq!(bad["error"]["code"], "invalid");
+    let bad = next(&mut open, "error").await;
+    assert_eq!(
+        (bad["code"].clone(), bad["ref_id"].clone()),
+        (json!("invalid"), json!("u2"))
+    );
+    assert!(bad["message"].as_str().unwrap().contains("busy"), "{bad}");
 
     // A hidden attendee comes online and changes status: nothing reaches the viewer.
     let mut hidden = attendee(&venued, "p-hidden", &["attendee"]).await;
