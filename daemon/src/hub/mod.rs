@@ -17,6 +17,7 @@ pub mod groups;
 pub mod http;
 pub mod online;
 pub mod queue;
+pub mod rate;
 pub mod tokens;
 pub mod ws;
 
@@ -38,14 +39,9 @@ use crate::store::Store;
 use channels::Channel;
 use queue::{Class, Pushed, SendQueue};
 
-/// Messages a user may send per second, sustained...
-pub const RATE_PER_SEC: f64 = 10.0;
-/// ...and in a burst.
-pub const RATE_BURST: f64 = 20.0;
+pub use rate::{RATE_BURST, RATE_PER_SEC};
 /// Connections one user may hold; a newer one closes the oldest.
 pub const MAX_CONNECTIONS_PER_USER: usize = 5;
-/// Users whose buckets are tracked before full (idle) ones are forgotten.
-const MAX_BUCKETS: usize = 50_000;
 
 /// Frames a connection may have queued before it counts as a slow consumer and is closed.
 pub const SEND_QUEUE_FRAMES: usize = 1000;
@@ -186,7 +182,7 @@ struct Inner {
     /// Online presence.
     board: Mutex<online::Board>,
     /// Per-user token buckets for posting: (tokens, last refill).
-    buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
+    buckets: Mutex<rate::Buckets>,
     next_connection: AtomicU64,
     mqtt: OnceLock<(MqttHandle, Vec<(String, String)>)>,
     /// Token verification keys.
@@ -222,7 +218,7 @@ impl Hub {
             channels: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             waiting: AtomicU64::new(0),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(rate::Buckets::default()),
             sessions: Mutex::new(HashMap::new()),
             board: Mutex::new(online::Board::default()),
             next_connection: AtomicU64::new(1),
@@ -400,28 +396,11 @@ impl Hub {
     /// Takes one post from `user`'s bucket (10/s, burst 20); `Err(retry_after)` when empty.
     /// Shared by every transport, so a client cannot go around it.
     pub fn take_token(&self, user: &str) -> Result<(), std::time::Duration> {
-        let now = std::time::Instant::now();
-        let mut buckets = self
-            .0
+        self.0
             .buckets
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(user) {
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + at.elapsed().as_secs_f64() * RATE_PER_SEC < RATE_BURST
-            });
-        }
-        let (tokens, at) = buckets.entry(user.to_string()).or_insert((RATE_BURST, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(std::time::Duration::from_secs_f64(
-                (1.0 - *tokens) / RATE_PER_SEC,
-            ))
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(user, std::time::Instant::now())
     }
 
     /// Long-polls waiting for a message now.

@@ -38,6 +38,8 @@ pub const HEARTBEAT_SECS: u64 = 30;
 const SILENCE_SECS: u64 = 90;
 /// Close code for policy violations (RFC 6455), used with a reason.
 const CLOSE_POLICY: u16 = 1008;
+/// Close code for a text frame that is not UTF-8 (RFC 6455).
+const CLOSE_INVALID_DATA: u16 = 1007;
 /// Close code for a frame over the size limit (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -179,9 +181,13 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
                     Some(Ok(WsMessage::Close(_))) | None => break None,
                     Some(Err(e)) => {
-                        // The one read error worth answering: a frame over the limit (1009).
-                        let too_big = e.to_string().contains("too long");
-                        break too_big.then_some(("frame_too_large", CLOSE_TOO_BIG));
+                        // Read errors worth answering (RFC 6455): a frame over the limit (1009)
+                        // and a text frame that is not UTF-8 (1007). Others are a broken peer.
+                        break match e.to_string() {
+                            e if e.contains("too long") => Some(("frame_too_large", CLOSE_TOO_BIG)),
+                            e if e.contains("UTF-8") || e.contains("utf-8") => Some(("invalid_utf8", CLOSE_INVALID_DATA)),
+                            _ => None,
+                        };
                     }
                 }
             }

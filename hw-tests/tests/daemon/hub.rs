@@ -385,6 +385,30 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
         200
     );
 
+    // A text frame that is not UTF-8 closes with 1007 (a raw frame: the client's `Message`
+    // type would not carry one).
+    let (mut socket, _) = connect(&venued, &attendee).await;
+    let raw = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        vec![b'{', 0xff, 0xfe, b'}'],
+        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    );
+    socket.send(Message::Frame(raw)).await.unwrap();
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(1007));
+
     // A sixth connection of one attendee closes the oldest, with the reason.
     let (mut oldest, _) = connect(&venued, &attendee).await;
     let mut others = Vec::new();
