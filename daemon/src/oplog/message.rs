@@ -21,15 +21,18 @@ pub(super) struct Body {
     reply_to: Option<String>,
 }
 
+/// The string `field` of the op's body, 1 to `max` bytes.
+fn text(op: &Op, field: &str, max: usize) -> Result<String, String> {
+    match op.body.get(field) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= max => Ok(s.clone()),
+        other => Err(format!(
+            "`{field}` must be a string of 1-{max} bytes, found {other:?}"
+        )),
+    }
+}
+
 pub(super) fn parse(op: &Op) -> Result<Body, String> {
-    let text = |field: &str, max: usize| -> Result<String, String> {
-        match op.body.get(field) {
-            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= max => Ok(s.clone()),
-            other => Err(format!(
-                "`{field}` must be a string of 1-{max} bytes, found {other:?}"
-            )),
-        }
-    };
+    let text = |field: &str, max: usize| text(op, field, max);
     Ok(Body {
         channel: text("channel", 200)?,
         sender: text("sender", 128)?,
@@ -109,14 +112,7 @@ pub(super) enum Change {
 }
 
 pub(super) fn parse_change(op: &Op) -> Result<Change, String> {
-    let text = |field: &str, max: usize| -> Result<String, String> {
-        match op.body.get(field) {
-            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= max => Ok(s.clone()),
-            other => Err(format!(
-                "`{field}` must be a string of 1-{max} bytes, found {other:?}"
-            )),
-        }
-    };
+    let text = |field: &str, max: usize| text(op, field, max);
     match op.kind.as_str() {
         EDIT => Ok(Change::Edit {
             content: text("content", MAX_CONTENT_BYTES)?,

@@ -71,6 +71,21 @@ pub(crate) async fn next(socket: &mut Socket, kind: &str) -> Value {
     }
 }
 
+/// The close code the server ends the connection with (frames before it are skipped).
+async fn close_code(socket: &mut Socket) -> Option<u16> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
 pub(crate) async fn send(socket: &mut Socket, kind: &str, id: &str, payload: Value) {
     let frame = json!({"type": kind, "id": id, "payload": payload});
     socket.send(Message::text(frame.to_string())).await.unwrap();
@@ -368,17 +383,7 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
         .send(Message::text("x".repeat(70 * 1024)))
         .await
         .unwrap();
-    let closed = tokio::time::timeout(WAIT, async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let closed = close_code(&mut socket).await;
     assert_eq!(closed, Some(1009));
     assert_eq!(
         reqwest::get(venued.url("/readyz")).await.unwrap().status(),
@@ -396,17 +401,7 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
         true,
     );
     socket.send(Message::Frame(raw)).await.unwrap();
-    let closed = tokio::time::timeout(WAIT, async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let closed = close_code(&mut socket).await;
     assert_eq!(closed, Some(1007));
 
     // A sixth connection of one attendee closes the oldest, with the reason.

@@ -21,6 +21,19 @@ async fn request(socket: &mut Socket, kind: &str, id: &str, payload: Value) -> V
     }
 }
 
+/// A channel's messages over the HTTP history, as `token`'s holder sees them.
+async fn fetch_history(venued: &Venued, token: &str, channel: &str) -> Value {
+    reqwest::Client::new()
+        .get(venued.url(&format!("/api/v1/channels/{channel}/messages")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn edits_deletes_and_reactions_reach_the_channel_and_stay_in_history() {
     let (_dir, venued) = demo().await;
@@ -84,17 +97,8 @@ async fn edits_deletes_and_reactions_reach_the_channel_and_stay_in_history() {
         ),
         (json!("🎉"), json!("a2"), json!(1))
     );
-    let client = reqwest::Client::new();
     let reader_token = token(&venued, "a2", &["attendee"]).await;
-    let history: Value = client
-        .get(venued.url("/api/v1/channels/zone:hall-a/messages"))
-        .bearer_auth(&reader_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = fetch_history(&venued, &reader_token, "zone:hall-a").await;
     let stored = &history["messages"][0];
     assert_eq!(stored["content"], "talk at 11");
     assert_eq!(stored["reactions"], json!({"🎉": 1}));
@@ -127,15 +131,7 @@ async fn edits_deletes_and_reactions_reach_the_channel_and_stay_in_history() {
     assert_eq!(deleted["status"], "ok", "{deleted}");
     let gone = next(&mut reader, "message.deleted").await;
     assert_eq!(gone["message_id"], json!(message_id));
-    let history: Value = client
-        .get(venued.url("/api/v1/channels/zone:hall-a/messages"))
-        .bearer_auth(&reader_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = fetch_history(&venued, &reader_token, "zone:hall-a").await;
     assert_eq!(
         (
             history["messages"][0]["deleted"].clone(),

@@ -415,13 +415,19 @@ async fn staff_socket(venued: &hw_tests::Venued, who: &str) -> anyhow::Result<su
     super::ws_connect(venued, &token).await
 }
 
-/// `ws-hold`: N connections subscribed to 3 channels each, held with heartbeats.
-pub(crate) async fn hold(connections: usize, processes: usize, seconds: u64) -> anyhow::Result<()> {
+/// A venued with the demo event (and its token signing key) in a temporary directory.
+async fn demo_venued() -> anyhow::Result<(tempfile::TempDir, hw_tests::Venued)> {
     let dir = tempfile::tempdir()?;
     let venued = VenuedBuilder::new(&dir.path().join("data"))
         .arg("--demo")
         .spawn()
         .await?;
+    Ok((dir, venued))
+}
+
+/// `ws-hold`: N connections subscribed to 3 channels each, held with heartbeats.
+pub(crate) async fn hold(connections: usize, processes: usize, seconds: u64) -> anyhow::Result<()> {
+    let (_dir, venued) = demo_venued().await?;
     let pid = venued.pid();
     // Opened first: at the ceiling there would be no place for it later.
     let mut staff = staff_socket(&venued, "staff-hold").await?;
@@ -499,11 +505,7 @@ pub(crate) async fn spread(
     stalled: usize,
     pad: usize,
 ) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let venued = VenuedBuilder::new(&dir.path().join("data"))
-        .arg("--demo")
-        .spawn()
-        .await?;
+    let (_dir, venued) = demo_venued().await?;
     let pid = venued.pid();
     let messages = rate * seconds;
     let mut workers = Workers::start(&venued, connections, processes, "announcements", messages)?;
