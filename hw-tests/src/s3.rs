@@ -6,6 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+/// Runs `sql` on `db` with Debian's `sqlite3` shell (another process, as an operator would);
+/// its output.
+pub fn sqlite3(db: &Path, sql: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sqlite3 {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 /// A tool from the test venv, else from PATH.
 pub fn tool(name: &str) -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -19,20 +19,6 @@ use sync_agent::replica::plan::Target;
 use sync_agent::replica::restore::{RestoreError, restore, snapshot_of_file};
 use sync_agent::replica::store::{DirStore, ReplicaStore, S3Location, S3Store};
 
-fn sqlite(db: &Path, sql: &str) -> String {
-    let out = std::process::Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sqlite3 {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Table contents, in order, and the integrity check.
 fn contents(db: &Path) -> (String, String) {
     (
@@ -218,4 +204,8 @@ async fn an_s3_replica_round_trips_through_litestream() {
     let ours = dir.path().join("by-venued.db");
     restore(&store, Target::Latest, &ours).await.unwrap();
     assert_eq!(contents(&ours), contents(&source));
+}
+
+fn sqlite(db: &Path, sql: &str) -> String {
+    hw_tests::s3::sqlite3(db, sql).unwrap()
 }

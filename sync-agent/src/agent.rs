@@ -253,7 +253,8 @@ pub fn spawn<S: SyncStore>(
     Ok((AgentHandle { status, wake }, task))
 }
 
-struct AbortOnDrop(tokio::task::AbortHandle);
+/// Aborts a spawned task when dropped, so a task ends with the future that owns it.
+pub struct AbortOnDrop(pub tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -120,7 +120,7 @@ impl Replica {
         let me = self.clone();
         tokio::spawn(async move {
             let uploader = tokio::spawn(me.clone().upload_loop(s3, retention_ms, store.clone()));
-            let _guard = AbortOnDrop(uploader.abort_handle());
+            let _guard = sync_agent::agent::AbortOnDrop(uploader.abort_handle());
             // The first commit runs the hook: a full copy on first start.
             let _ = store.ping().await;
             let mut tick = tokio::time::interval(interval);
@@ -266,14 +266,6 @@ impl Replica {
             tracing::warn!(%error, "replica upload failed; retrying with backoff");
         }
         s.last_error = Some(error.to_string());
-    }
-}
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

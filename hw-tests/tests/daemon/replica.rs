@@ -35,20 +35,6 @@ async fn start(data: &Path, moto: &Moto) -> Venued {
         .unwrap()
 }
 
-fn sqlite(db: &Path, sql: &str) -> String {
-    let out = std::process::Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sqlite3 {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// What must be equal: every attendee, every op id, and the size in pages. Read through a
 /// read-only connection: a read-write one (the sqlite3 shell) may checkpoint the live WAL when it
 /// closes, which the replica then has to answer with a full copy.
@@ -378,4 +364,8 @@ async fn venued_restores_litestreams_own_s3_replica_and_names_damaged_files() {
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert!(files.iter().any(|f| stderr.contains(&f.key)), "{stderr}");
     assert!(!out.exists(), "a damaged replica left a database behind");
+}
+
+fn sqlite(db: &Path, sql: &str) -> String {
+    hw_tests::s3::sqlite3(db, sql).unwrap()
 }

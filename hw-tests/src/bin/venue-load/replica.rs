@@ -113,19 +113,6 @@ pub(crate) async fn lag(rate: u64, seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sqlite(db: &Path, sql: &str) -> anyhow::Result<String> {
-    let out = std::process::Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "sqlite3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
-
 /// `replica-restore`.
 pub(crate) async fn restore(mib: u64) -> anyhow::Result<()> {
     let moto = Moto::start("venue").await?;
@@ -133,7 +120,7 @@ pub(crate) async fn restore(mib: u64) -> anyhow::Result<()> {
     let source = dir.path().join("source.db");
     // Rows of hex text: compressible like real records, unlike raw random bytes.
     let rows = mib * 1024 * 1024 / 1100;
-    sqlite(
+    hw_tests::s3::sqlite3(
         &source,
         &format!(
             "PRAGMA page_size = 4096; CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT);
