@@ -18,6 +18,7 @@ pub mod http;
 pub mod online;
 pub mod queue;
 pub mod rate;
+pub mod throttle;
 pub mod tokens;
 pub mod ws;
 
@@ -183,6 +184,8 @@ struct Inner {
     board: Mutex<online::Board>,
     /// Per-user token buckets for posting: (tokens, last refill).
     buckets: Mutex<rate::Buckets>,
+    /// Typing indicators and read receipts: at most once a second per attendee and channel.
+    throttle: Mutex<throttle::Throttle>,
     next_connection: AtomicU64,
     mqtt: OnceLock<(MqttHandle, Vec<(String, String)>)>,
     /// Token verification keys.
@@ -219,6 +222,7 @@ impl Hub {
             waiters: Mutex::new(HashMap::new()),
             waiting: AtomicU64::new(0),
             buckets: Mutex::new(rate::Buckets::default()),
+            throttle: Mutex::new(throttle::Throttle::default()),
             sessions: Mutex::new(HashMap::new()),
             board: Mutex::new(online::Board::default()),
             next_connection: AtomicU64::new(1),
@@ -401,6 +405,29 @@ impl Hub {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take(user, std::time::Instant::now())
+    }
+
+    /// Whether `user`'s `what` (typing, a receipt) in `channel` may go out now: at most once
+    /// per `interval` across all of the user's connections; `forced` always passes and counts.
+    pub fn throttle(
+        &self,
+        user: &str,
+        what: &str,
+        channel: &str,
+        interval: std::time::Duration,
+        forced: bool,
+    ) -> bool {
+        self.0
+            .throttle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pass(
+                user,
+                &format!("{what} {channel}"),
+                std::time::Instant::now(),
+                interval,
+                forced,
+            )
     }
 
     /// Long-polls waiting for a message now.

@@ -84,10 +84,6 @@ struct Connection {
     outlet: Outlet,
     /// The channels this connection subscribed to.
     channels: std::collections::HashSet<String>,
-    /// When this connection last sent a typing indicator, per channel.
-    typed: HashMap<String, tokio::time::Instant>,
-    /// When a read receipt was last broadcast, per channel.
-    receipts: HashMap<String, tokio::time::Instant>,
 }
 
 /// Read receipts are broadcast at most this often per user and channel (the watermark itself is
@@ -117,8 +113,6 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
         hub,
         claims,
         channels: Default::default(),
-        typed: HashMap::new(),
-        receipts: HashMap::new(),
     };
     let evict = Arc::new(Notify::new());
     conn.hub
@@ -379,13 +373,13 @@ impl Connection {
                 self.ack(id, Ok(json!({"seq": watermark})));
                 // Every phone of this attendee clears its badge.
                 self.hub.refresh_badge(&self.claims.sub, &channel).await;
-                let now = tokio::time::Instant::now();
-                if self
-                    .receipts
-                    .get(&channel)
-                    .is_none_or(|at| now.duration_since(*at) >= RECEIPT_INTERVAL)
-                {
-                    self.receipts.insert(channel.clone(), now);
+                if self.hub.throttle(
+                    &self.claims.sub,
+                    "receipt",
+                    &channel,
+                    RECEIPT_INTERVAL,
+                    false,
+                ) {
                     let payload =
                         json!({"channel": channel, "user_id": self.claims.sub, "seq": watermark});
                     self.hub
@@ -404,17 +398,17 @@ impl Connection {
                 Some(id),
             );
         }
-        let now = tokio::time::Instant::now();
-        // Starts are thinned to one a second; a stop always goes through.
-        if typing
-            && self
-                .typed
-                .get(&channel)
-                .is_some_and(|at| now.duration_since(*at) < TYPING_INTERVAL)
-        {
+        // Starts are thinned to one a second per attendee and channel, across all of their
+        // connections; a stop always goes through.
+        if !self.hub.throttle(
+            &self.claims.sub,
+            "typing",
+            &channel,
+            TYPING_INTERVAL,
+            !typing,
+        ) {
             return;
         }
-        self.typed.insert(channel.clone(), now);
         let payload = json!({
             "channel": channel,
             "user_id": self.claims.sub,
