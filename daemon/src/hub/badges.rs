@@ -91,7 +91,7 @@ impl Hub {
         mentioned: Vec<String>,
     ) {
         for user in mentioned {
-            if user == sender || self.connections_of(&user).is_empty() {
+            if user == sender || !self.is_connected(&user) {
                 continue;
             }
             let readable = match Channel::parse(channel) {

@@ -5,8 +5,7 @@
 use rusqlite::params;
 use serde_json::{Value, json};
 
-use super::queue::Class;
-use super::{Hub, Message, Refused, frame, load};
+use super::{Hub, Message, Refused, load};
 use crate::domain::DomainError;
 use crate::oplog::message::{DELETE, EDIT, MAX_CONTENT_BYTES, MAX_EMOJI_BYTES, REACT};
 
@@ -134,15 +133,9 @@ impl Hub {
     /// Fans out the frame for an applied edit, delete or reaction (`body` is the op's), local
     /// or from another appliance.
     pub(crate) fn fan_out_change(&self, message: &Message, body: &Value) {
-        if let Some(waiting) = self.waiters().get(&message.channel) {
-            waiting.notify_waiters();
-        }
+        self.wake_long_polls(&message.channel);
         let (kind, payload) = change_frame(message, body);
-        let bytes = frame(kind, payload);
-        let channels = self.lock();
-        for s in channels.get(&message.channel).into_iter().flatten() {
-            self.push(s, Class::Essential, bytes.clone());
-        }
+        self.ephemeral_except(&message.channel, kind, payload, None);
     }
 }
 

@@ -165,19 +165,7 @@ impl Hub {
                 .collect(),
         };
         if !removed.is_empty() {
-            let leaving: Vec<u64> = {
-                let channels = self.lock();
-                channels
-                    .get(&group.channel)
-                    .into_iter()
-                    .flatten()
-                    .filter(|o| removed.iter().any(|r| **r == *o.user))
-                    .map(|o| o.connection)
-                    .collect()
-            };
-            for connection in leaving {
-                self.unsubscribe(Some(&group.channel), connection);
-            }
+            self.unsubscribe_outsiders(&group);
         }
         self.tell_members(&group, &removed);
         Ok(group)
@@ -209,11 +197,16 @@ impl Hub {
         let Ok(group) = self.0.store.read(move |conn| load_group(conn, &id)).await else {
             return;
         };
-        let channel = group.channel.clone();
+        self.unsubscribe_outsiders(&group);
+        self.tell_members(&group, &[]);
+    }
+
+    /// Ends the group-channel subscriptions of connections whose attendee is not a member.
+    fn unsubscribe_outsiders(&self, group: &Group) {
         let outsiders: Vec<u64> = {
             let channels = self.lock();
             channels
-                .get(&channel)
+                .get(&group.channel)
                 .into_iter()
                 .flatten()
                 .filter(|o| !group.members.iter().any(|m| **m == *o.user))
@@ -221,9 +214,8 @@ impl Hub {
                 .collect()
         };
         for connection in outsiders {
-            self.unsubscribe(Some(&channel), connection);
+            self.unsubscribe(Some(&group.channel), connection);
         }
-        self.tell_members(&group, &[]);
     }
 
     /// `group.updated` to every member and to those just removed: one frame for all.
@@ -240,12 +232,7 @@ impl Hub {
 
 fn in_event(conn: &rusqlite::Connection, event: &str, group_id: &str) -> rusqlite::Result<bool> {
     conn.prepare_cached("SELECT 1 FROM chat_groups WHERE group_id = ?1 AND event_id = ?2")?
-        .query_row([group_id, event], |_| Ok(()))
-        .map(|()| true)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(false),
-            e => Err(e),
-        })
+        .exists([group_id, event])
 }
 
 fn load_group(conn: &rusqlite::Connection, group_id: &str) -> Result<Group, DomainError> {

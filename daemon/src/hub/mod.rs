@@ -315,12 +315,9 @@ impl Hub {
         }
     }
 
-    /// The connection ids `user` has open.
-    pub fn connections_of(&self, user: &str) -> Vec<u64> {
-        self.sessions()
-            .get(user)
-            .map(|open| open.iter().map(|(o, _)| o.connection).collect())
-            .unwrap_or_default()
+    /// Whether `user` has a connection open.
+    pub fn is_connected(&self, user: &str) -> bool {
+        self.sessions().contains_key(user)
     }
 
     /// Something came from `user` (any frame, or a pong).
@@ -620,25 +617,26 @@ impl Hub {
     /// shared. A subscriber whose queue is full is closed as a slow consumer (it resumes with
     /// gap-fill); the others are not held up.
     fn fan_out(&self, message: &Message) {
-        if let Some(waiting) = self.waiters().get(&message.channel) {
-            waiting.notify_waiters();
-        }
-        let bytes = frame(
+        self.wake_long_polls(&message.channel);
+        self.ephemeral_except(
+            &message.channel,
             "message.new",
             serde_json::to_value(message).unwrap_or_default(),
+            None,
         );
-        let channels = self.lock();
-        let Some(subscribers) = channels.get(&message.channel) else {
-            return;
-        };
-        for s in subscribers {
-            self.push(s, Class::Essential, bytes.clone());
+    }
+
+    /// Wakes the long-polls waiting on `channel`.
+    fn wake_long_polls(&self, channel: &str) {
+        if let Some(waiting) = self.waiters().get(channel) {
+            waiting.notify_waiters();
         }
     }
 
     /// Sends an ephemeral frame (occupancy, typing, presence, receipts) to a channel's
     /// subscribers: serialised once, never stored, and dropped for a connection whose queue
     /// is full rather than closing it (see [`queue`]); only messages are worth a gap-fill.
+    /// (Durable frames take the same path; their [`Class`] is never dropped.)
     pub fn ephemeral(&self, channel: &str, kind: &str, payload: Value) {
         self.ephemeral_except(channel, kind, payload, None);
     }

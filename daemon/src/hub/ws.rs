@@ -80,7 +80,7 @@ pub(crate) async fn upgrade(
 struct Connection {
     hub: Hub,
     claims: Claims,
-    id: u64,
+    /// Its place in fan-outs; `outlet.connection` is the connection id.
     outlet: Outlet,
     /// The channels this connection subscribed to.
     channels: std::collections::HashSet<String>,
@@ -103,7 +103,6 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
     let id = hub.connection_id();
     let queue = SendQueue::new(SEND_QUEUE_FRAMES);
     let mut conn = Connection {
-        id,
         outlet: Outlet {
             connection: id,
             user: Arc::from(claims.sub.as_str()),
@@ -120,7 +119,7 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
     let welcome = frame_bytes(
         "welcome",
         json!({
-            "connection_id": conn.id.to_string(),
+            "connection_id": conn.outlet.connection.to_string(),
             "user_id": conn.claims.sub,
             "epoch": conn.hub.epoch(),
             "heartbeat_secs": HEARTBEAT_SECS,
@@ -199,8 +198,9 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
         }
     };
     conn.hub.metrics().websockets.dec();
-    conn.hub.unsubscribe(None, conn.id);
-    conn.hub.close_session(&conn.claims.sub, conn.id);
+    conn.hub.unsubscribe(None, conn.outlet.connection);
+    conn.hub
+        .close_session(&conn.claims.sub, conn.outlet.connection);
     if let Some((reason, code)) = close {
         // A reader that stopped reading may never take the close frame either.
         let close = sink.send(WsMessage::Close(Some(CloseFrame {
@@ -261,7 +261,7 @@ impl Connection {
             } => self.subscribe(&id, channels, resume, epoch).await,
             ClientFrame::Unsubscribe { channels } => {
                 for name in channels {
-                    self.hub.unsubscribe(Some(&name), self.id);
+                    self.hub.unsubscribe(Some(&name), self.outlet.connection);
                     self.channels.remove(&name);
                 }
                 self.ack(&id, Ok(json!({})));
@@ -382,8 +382,12 @@ impl Connection {
                 ) {
                     let payload =
                         json!({"channel": channel, "user_id": self.claims.sub, "seq": watermark});
-                    self.hub
-                        .ephemeral_except(&channel, "read.receipt", payload, Some(self.id));
+                    self.hub.ephemeral_except(
+                        &channel,
+                        "read.receipt",
+                        payload,
+                        Some(self.outlet.connection),
+                    );
                 }
             }
             Err(e) => self.ack(id, Err(("unavailable".into(), e.to_string()))),
@@ -415,8 +419,12 @@ impl Connection {
             "typing": typing,
             "expires_in_ms": if typing { TYPING_EXPIRES_MS } else { 0 },
         });
-        self.hub
-            .ephemeral_except(&channel, "typing.indicator", payload, Some(self.id));
+        self.hub.ephemeral_except(
+            &channel,
+            "typing.indicator",
+            payload,
+            Some(self.outlet.connection),
+        );
     }
 
     async fn presence_follow(&self, id: &str, users: Vec<String>, follow: bool) {
@@ -433,7 +441,7 @@ impl Connection {
             let key = super::presence_channel(user);
             match follow {
                 true => self.hub.subscribe(&key, &self.outlet),
-                false => self.hub.unsubscribe(Some(&key), self.id),
+                false => self.hub.unsubscribe(Some(&key), self.outlet.connection),
             }
         }
         self.ack(id, Ok(json!({"user_ids": users})));

@@ -130,11 +130,6 @@ pub fn members(conn: &Connection, group: &str) -> rusqlite::Result<Vec<String>> 
 
 /// Whether `user` is a member of `group`.
 pub fn is_member(conn: &Connection, group: &str, user: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM group_members WHERE group_id = ?1 AND user_id = ?2 LIMIT 1")?
-        .query_row(params![group, user], |_| Ok(()))
-        .map(|()| true)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(false),
-            e => Err(e),
-        })
+    conn.prepare_cached("SELECT 1 FROM group_members WHERE group_id = ?1 AND user_id = ?2")?
+        .exists(params![group, user])
 }
