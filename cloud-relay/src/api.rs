@@ -22,7 +22,7 @@ use sync_agent::wire::{
 
 use crate::auth::{FailureLimiter, hash_token};
 use crate::metrics::Metrics;
-use crate::store::{Appliance, Principal, RelayStore, StoreError};
+use crate::store::{Appliance, NodeBinding, Principal, RelayStore, StoreError};
 
 /// Long-polls one appliance may hold open at once.
 const MAX_POLLS_PER_APPLIANCE: u32 = 4;
@@ -290,12 +290,23 @@ async fn push_batch<S: RelayStore>(
             ),
         ));
     }
+    let node = bind_node(state, &appliance, &request).await?;
+    let now = crate::store::now_ms();
     let mut good = Vec::with_capacity(request.ops.len());
     let mut rejected = Vec::new();
     for op in request.ops {
-        match wire::check_envelope(&op) {
+        let checked = wire::check_envelope(&op)
+            .and_then(|()| match &node {
+                Some(node) => wire::check_origin(&op, node),
+                None => Ok(()),
+            })
+            .and_then(|()| wire::check_clock(&op, now));
+        match checked {
             Ok(()) => good.push(op),
-            Err(r) => rejected.push((op, r)),
+            Err(r) => {
+                state.metrics.refused_op(&r.code);
+                rejected.push((op, r));
+            }
         }
     }
     let id = appliance.id.clone();
@@ -309,6 +320,50 @@ async fn push_batch<S: RelayStore>(
         tracing::warn!(appliance = %id, rejected = response.rejected.len(), "ops refused and parked");
     }
     Ok(response)
+}
+
+/// The node the pushing appliance is bound to: the bound one, or (on its first push) the node
+/// its report names, else its first op's origin. `None` only for a push with nothing to bind.
+async fn bind_node<S: RelayStore>(
+    state: &AppState<S>,
+    appliance: &Appliance,
+    request: &PushRequest,
+) -> Result<Option<String>, ApiError> {
+    if let Some(node) = &appliance.node {
+        return Ok(Some(node.clone()));
+    }
+    let claimed = request
+        .report
+        .as_ref()
+        .map(|r| r.node_id.clone())
+        .filter(|n| !n.is_empty())
+        .or_else(|| request.ops.first().map(|op| op.origin.clone()));
+    let Some(claimed) = claimed.filter(|n| !n.is_empty() && n.len() <= 128) else {
+        return Ok(None);
+    };
+    match state
+        .store
+        .bind_node(appliance.id.clone(), claimed.clone())
+        .await?
+    {
+        NodeBinding::Bound(node) => {
+            if node == claimed {
+                tracing::info!(appliance = %appliance.id, %node, "appliance bound to its node id");
+            }
+            Ok(Some(node))
+        }
+        NodeBinding::Taken => {
+            state.metrics.refused_op("node_taken");
+            tracing::warn!(appliance = %appliance.id, node = %claimed, "push claims a node id bound to another appliance; refused");
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "node_taken",
+                format!(
+                    "node `{claimed}` belongs to another appliance; each appliance database needs its own token (`venue-relay appliance add`); nothing was stored"
+                ),
+            ))
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -184,6 +184,7 @@ async fn command<S: RelayStore>(command: Command, store: S) -> anyhow::Result<()
                         org,
                         events,
                         name,
+                        node: None,
                     },
                     token_hash,
                 })

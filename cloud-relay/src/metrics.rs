@@ -14,6 +14,7 @@ use sync_agent::wire::PushResponse;
 pub struct Metrics {
     registry: Registry,
     ops: Family<Vec<(String, String)>, Counter>,
+    refused: Family<Vec<(String, String)>, Counter>,
     pushes: Family<Vec<(String, String)>, Counter>,
     push_seconds: Histogram,
     /// Pull requests.
@@ -36,6 +37,12 @@ impl Default for Metrics {
             "ops",
             "Pushed ops by result (accepted, duplicate, rejected)",
             ops.clone(),
+        );
+        let refused = Family::default();
+        registry.register(
+            "refused_ops",
+            "Pushed ops refused (parked), by reason code (invalid_kind, clock_ahead, origin_forbidden, ...)",
+            refused.clone(),
         );
         let pushes = Family::default();
         registry.register(
@@ -75,6 +82,7 @@ impl Default for Metrics {
         Self {
             registry,
             ops,
+            refused,
             pushes,
             push_seconds,
             pulls,
@@ -98,6 +106,13 @@ impl Metrics {
                 .get_or_create(&vec![("result".into(), result.into())])
                 .inc_by(n as u64);
         }
+    }
+
+    /// Counts one refused op (or refused push, for `node_taken`) by its reason code.
+    pub fn refused_op(&self, code: &str) {
+        self.refused
+            .get_or_create(&vec![("code".into(), code.into())])
+            .inc();
     }
 
     /// Counts a push request.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cloud_relay::store::postgres::PgStore;
 use cloud_relay::store::sqlite::SqliteStore;
-use cloud_relay::store::{Appliance, NewAppliance, Principal, RelayStore};
+use cloud_relay::store::{Appliance, NewAppliance, NodeBinding, Principal, RelayStore};
 use sync_agent::wire::{ConflictReport, Op, Rejection, Report, TokenKey};
 use sync_agent::{Hlc, OP_SCHEMA_VERSION};
 use uuid::Uuid;
@@ -36,6 +36,7 @@ fn appliance(id: &str, org: &str, events: &[&str]) -> Appliance {
         org: org.into(),
         events: events.iter().map(|e| e.to_string()).collect(),
         name: id.into(),
+        node: None,
     }
 }
 
@@ -291,6 +292,40 @@ async fn conformance<S: RelayStore + Clone>(store: S) {
     let unique: HashSet<Uuid> = got.iter().copied().collect();
     assert_eq!(unique.len(), got.len(), "no op served twice");
     assert_eq!(unique, expected, "every op served");
+
+    node_binding(&store).await;
+}
+
+/// An appliance is bound to the first node it claims; the binding stands, and no other
+/// appliance can claim that node.
+async fn node_binding<S: RelayStore>(store: &S) {
+    let a = appliance("ap-bind-a", "org", &["ev"]);
+    let b = appliance("ap-bind-b", "org", &["ev"]);
+    add(store, &a).await;
+    add(store, &b).await;
+    let bind = |who: &Appliance, node: &str| store.bind_node(who.id.clone(), node.into());
+    assert_eq!(
+        bind(&a, "node-a").await.expect("bind"),
+        NodeBinding::Bound("node-a".into())
+    );
+    assert_eq!(
+        bind(&a, "node-other").await.expect("bind again"),
+        NodeBinding::Bound("node-a".into()),
+        "the first binding stands"
+    );
+    assert_eq!(
+        bind(&b, "node-a").await.expect("bind b"),
+        NodeBinding::Taken,
+        "another appliance's node cannot be claimed"
+    );
+    match store
+        .authenticate(format!("hash-{}", a.id))
+        .await
+        .expect("auth")
+    {
+        Some(Principal::Appliance(got)) => assert_eq!(got.node.as_deref(), Some("node-a")),
+        other => panic!("expected the appliance, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

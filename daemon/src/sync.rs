@@ -205,7 +205,7 @@ impl SyncStore for StoreSync {
                 let mut groups = Vec::new();
                 for op in &ops {
                     ctx.conn().execute_batch("SAVEPOINT remote_op")?;
-                    match ctx.apply(op) {
+                    match ctx.apply_remote(op) {
                         Ok(oplog::Applied::New) => {
                             ctx.conn().execute_batch("RELEASE remote_op")?;
                             done.applied += 1;

@@ -8,6 +8,47 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+/// How far ahead of a receiver's own wall clock a stamp from another node may be. A stamp further
+/// ahead is refused (parked), never observed: observing it would drag every later local stamp
+/// past it, and one node with a wrong clock (or a hostile one) would move every node's clock of
+/// the event into the future for good. Five minutes covers the drift of an appliance that booted
+/// without NTP; a larger step is an operator's problem to fix at the source.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 5 * 60 * 1000;
+
+/// The largest `wall_ms` any node stores: SQLite's and PostgreSQL's integers are signed 64-bit.
+pub const MAX_WALL_MS: u64 = i64::MAX as u64;
+
+/// A remote stamp that may not be observed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "hlc.wall_ms {wall_ms} is {ahead_ms} ms ahead of this node's clock ({now_ms}); at most {MAX_CLOCK_AHEAD_MS} ms is accepted: fix the clock of node `{node}`"
+)]
+pub struct ClockAhead {
+    /// The refused stamp's wall time.
+    pub wall_ms: u64,
+    /// The receiver's wall time.
+    pub now_ms: u64,
+    /// How far ahead it was.
+    pub ahead_ms: u64,
+    /// The node that issued it.
+    pub node: String,
+}
+
+/// Whether a stamp from another node may be observed by a node whose wall clock reads `now_ms`:
+/// at most [`MAX_CLOCK_AHEAD_MS`] ahead of it (which also keeps it below [`MAX_WALL_MS`]).
+pub fn check_remote(stamp: &Hlc, now_ms: u64) -> Result<(), ClockAhead> {
+    let limit = now_ms.saturating_add(MAX_CLOCK_AHEAD_MS).min(MAX_WALL_MS);
+    match stamp.wall_ms <= limit {
+        true => Ok(()),
+        false => Err(ClockAhead {
+            wall_ms: stamp.wall_ms,
+            now_ms,
+            ahead_ms: stamp.wall_ms.saturating_sub(now_ms),
+            node: stamp.node.chars().take(128).collect(),
+        }),
+    }
+}
+
 /// One timestamp of the hybrid logical clock. Ordered by `wall_ms`, then `counter`, then `node`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Hlc {
@@ -156,6 +197,33 @@ mod tests {
             ..a.clone()
         };
         assert!(a < b);
+    }
+
+    #[test]
+    fn a_stamp_within_the_bound_is_accepted_and_one_past_it_is_refused() {
+        let now = 1_700_000_000_000;
+        let at = |wall_ms| Hlc {
+            wall_ms,
+            counter: 0,
+            node: "b".into(),
+        };
+        assert!(check_remote(&at(now + MAX_CLOCK_AHEAD_MS), now).is_ok());
+        assert!(check_remote(&at(0), now).is_ok(), "the past is always fine");
+        let refused = check_remote(&at(now + MAX_CLOCK_AHEAD_MS + 1), now).unwrap_err();
+        assert_eq!(refused.ahead_ms, MAX_CLOCK_AHEAD_MS + 1);
+        assert!(refused.to_string().contains("fix the clock of node `b`"));
+    }
+
+    #[test]
+    fn regression_a_wall_time_past_i64_max_is_refused_whatever_the_local_clock() {
+        // The probe's poison: 9223372036854775813 turned negative when stored as i64.
+        let poison = Hlc {
+            wall_ms: 9_223_372_036_854_775_813,
+            counter: 0,
+            node: "b".into(),
+        };
+        assert!(check_remote(&poison, 1_700_000_000_000).is_err());
+        assert!(check_remote(&poison, u64::MAX).is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod hlc;
 pub mod replica;
 pub mod wire;
 
-pub use hlc::{Hlc, HlcClock};
+pub use hlc::{ClockAhead, Hlc, HlcClock, MAX_CLOCK_AHEAD_MS};
 pub use wire::{OP_SCHEMA_VERSION, Op};
 
 /// An error and all its sources, `: `-separated: SDK and HTTP errors put the useful part (refused,

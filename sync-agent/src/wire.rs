@@ -215,6 +215,15 @@ pub fn check_envelope(op: &Op) -> Result<(), Rejection> {
             "origin and hlc.node must be 1-128 bytes".into(),
         ));
     }
+    if op.hlc.wall_ms > crate::hlc::MAX_WALL_MS {
+        return Err(reject(
+            "invalid_hlc",
+            format!(
+                "hlc.wall_ms {} does not fit a signed 64-bit integer",
+                op.hlc.wall_ms
+            ),
+        ));
+    }
     if op.entity_id.is_empty() || op.entity_id.len() > 128 {
         return Err(reject(
             "invalid_entity",
@@ -231,6 +240,34 @@ pub fn check_envelope(op: &Op) -> Result<(), Rejection> {
         ));
     }
     Ok(())
+}
+
+/// Checks an op's stamp against the receiver's clock (`now_ms`): see [`crate::hlc::check_remote`].
+/// The relay runs it on every pushed op, so one appliance with a wrong clock cannot move the
+/// clocks of the others.
+pub fn check_clock(op: &Op, now_ms: u64) -> Result<(), Rejection> {
+    crate::hlc::check_remote(&op.hlc, now_ms).map_err(|e| Rejection {
+        id: op.id,
+        code: "clock_ahead".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Checks that an op was made by the node that pushes it: `origin` and `hlc.node` both name
+/// `node`. An appliance may push only its own ops, so it cannot pass its writes off as another's.
+pub fn check_origin(op: &Op, node: &str) -> Result<(), Rejection> {
+    match op.origin == node && op.hlc.node == node {
+        true => Ok(()),
+        false => Err(Rejection {
+            id: op.id,
+            code: "origin_forbidden".into(),
+            reason: format!(
+                "op names origin `{}` and hlc.node `{}`, but the pushing appliance is node `{node}`; an appliance pushes only its own ops",
+                op.origin.chars().take(128).collect::<String>(),
+                op.hlc.node.chars().take(128).collect::<String>()
+            ),
+        }),
+    }
 }
 
 /// `family.action[.more]`: lowercase ASCII letters, digits and `_`, at most 64 bytes.

@@ -29,6 +29,20 @@ pub struct Appliance {
     pub events: Vec<String>,
     /// A name for operators.
     pub name: String,
+    /// The node id of the appliance's database, bound on its first push (`None` before). Ops it
+    /// pushes must name this node as origin: a token cannot pass its writes off as another
+    /// appliance's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// What [`RelayStore::bind_node`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeBinding {
+    /// The appliance is bound to this node (now, or since an earlier push).
+    Bound(String),
+    /// Another appliance is bound to the node asked for.
+    Taken,
 }
 
 /// Who a bearer token belongs to.
@@ -148,6 +162,14 @@ pub trait RelayStore: Send + Sync + 'static {
         &self,
         token_hash: String,
     ) -> impl Future<Output = Result<Option<Principal>, StoreError>> + Send;
+
+    /// Binds appliance `id` to `node` unless it is bound already (then the earlier node stands);
+    /// [`NodeBinding::Taken`] when another appliance holds `node`.
+    fn bind_node(
+        &self,
+        id: String,
+        node: String,
+    ) -> impl Future<Output = Result<NodeBinding, StoreError>> + Send;
 
     /// Stores `ops` (deduplicated by op id), parks `rejected`, and records `report`, in one
     /// transaction. Every op of the batch ends up in exactly one list of the answer.

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{
-    Appliance, ApplianceInfo, ConflictRecord, NewAppliance, ParkedOp, Principal, RelayStore,
-    StoreError, now_ms, split_repeats,
+    Appliance, ApplianceInfo, ConflictRecord, NewAppliance, NodeBinding, ParkedOp, Principal,
+    RelayStore, StoreError, now_ms, split_repeats,
 };
 
 const CHANNEL: &str = "venue_relay_log";
@@ -88,6 +88,9 @@ CREATE TABLE IF NOT EXISTS keys (
     added_ms    BIGINT NOT NULL,
     PRIMARY KEY (event, kid)
 );
+-- Added with node binding; relays made before it gain the column in place.
+ALTER TABLE appliances ADD COLUMN IF NOT EXISTS node_id TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS appliances_node ON appliances (node_id);
 "#;
 
 /// The PostgreSQL backend.
@@ -235,7 +238,7 @@ impl RelayStore for PgStore {
             .client()
             .await?
             .query(
-                "SELECT id, org, name, events, created_ms, revoked_ms, last_seen_ms, report
+                "SELECT id, org, name, events, created_ms, revoked_ms, last_seen_ms, report, node_id
                  FROM appliances WHERE $1::text IS NULL OR org = $1 ORDER BY org, id",
                 &[&org],
             )
@@ -249,6 +252,7 @@ impl RelayStore for PgStore {
                     org: r.get(1),
                     name: r.get(2),
                     events: r.get(3),
+                    node: r.get(8),
                 },
                 created_ms: r.get::<_, i64>(4) as u64,
                 revoked_ms: r.get::<_, Option<i64>>(5).map(|v| v as u64),
@@ -294,7 +298,7 @@ impl RelayStore for PgStore {
         let client = self.client().await?;
         if let Some(r) = client
             .query_opt(
-                "SELECT id, org, name, events FROM appliances
+                "SELECT id, org, name, events, node_id FROM appliances
                  WHERE token_hash = $1 AND revoked_ms IS NULL",
                 &[&token_hash],
             )
@@ -306,6 +310,7 @@ impl RelayStore for PgStore {
                 org: r.get(1),
                 name: r.get(2),
                 events: r.get(3),
+                node: r.get(4),
             })));
         }
         Ok(client
@@ -316,6 +321,40 @@ impl RelayStore for PgStore {
             .await
             .map_err(pg)?
             .map(|r| Principal::Operator { org: r.get(0) }))
+    }
+
+    async fn bind_node(&self, id: String, node: String) -> Result<NodeBinding, StoreError> {
+        let client = self.client().await?;
+        let taken = client
+            .query_opt(
+                "SELECT 1 FROM appliances WHERE node_id = $1 AND id != $2",
+                &[&node, &id],
+            )
+            .await
+            .map_err(pg)?
+            .is_some();
+        if taken {
+            return Ok(NodeBinding::Taken);
+        }
+        // Two instances binding the same node at once: the unique index refuses the second.
+        let updated = client
+            .execute(
+                "UPDATE appliances SET node_id = $2 WHERE id = $1 AND node_id IS NULL",
+                &[&id, &node],
+            )
+            .await;
+        if let Err(e) = updated {
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                return Ok(NodeBinding::Taken);
+            }
+            return Err(pg(e));
+        }
+        let bound: Option<String> = client
+            .query_one("SELECT node_id FROM appliances WHERE id = $1", &[&id])
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(bound.map_or(NodeBinding::Taken, NodeBinding::Bound))
     }
 
     async fn push(

@@ -12,8 +12,8 @@ use sync_agent::wire::{
 use tokio::sync::watch;
 
 use super::{
-    Appliance, ApplianceInfo, ConflictRecord, NewAppliance, ParkedOp, Principal, RelayStore,
-    StoreError, now_ms, split_repeats,
+    Appliance, ApplianceInfo, ConflictRecord, NewAppliance, NodeBinding, ParkedOp, Principal,
+    RelayStore, StoreError, now_ms, split_repeats,
 };
 
 const SCHEMA: &str = r#"
@@ -97,6 +97,7 @@ impl SqliteStore {
         writer.execute_batch("PRAGMA synchronous = FULL;")?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
         writer.execute_batch(SCHEMA)?;
+        add_node_column(&writer)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
@@ -149,6 +150,21 @@ impl SqliteStore {
     }
 }
 
+/// Relays made before node binding lack the column; it is added in place (the index keeps one
+/// node to one appliance).
+fn add_node_column(conn: &Connection) -> Result<(), StoreError> {
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('appliances') WHERE name = 'node_id'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch("ALTER TABLE appliances ADD COLUMN node_id TEXT")?;
+    }
+    conn.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS appliances_node ON appliances (node_id)",
+    )?;
+    Ok(())
+}
+
 fn parse_events(text: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("appliance events: {e}")))
 }
@@ -192,7 +208,7 @@ impl RelayStore for SqliteStore {
     async fn list_appliances(&self, org: Option<String>) -> Result<Vec<ApplianceInfo>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare(
-                "SELECT id, org, name, events, created_ms, revoked_ms, last_seen_ms, report
+                "SELECT id, org, name, events, created_ms, revoked_ms, last_seen_ms, report, node_id
                  FROM appliances WHERE ?1 IS NULL OR org = ?1 ORDER BY org, id",
             )?;
             let rows = stmt.query_map(params![org], |r| {
@@ -205,17 +221,19 @@ impl RelayStore for SqliteStore {
                     r.get::<_, Option<i64>>(5)?,
                     r.get::<_, Option<i64>>(6)?,
                     r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, org, name, events, created, revoked, seen, report) = row?;
+                let (id, org, name, events, created, revoked, seen, report, node) = row?;
                 out.push(ApplianceInfo {
                     appliance: Appliance {
                         id,
                         org,
                         name,
                         events: parse_events(&events)?,
+                        node,
                     },
                     created_ms: created as u64,
                     revoked_ms: revoked.map(|v| v as u64),
@@ -259,7 +277,7 @@ impl RelayStore for SqliteStore {
         self.read(move |conn| {
             let appliance = conn
                 .query_row(
-                    "SELECT id, org, name, events FROM appliances
+                    "SELECT id, org, name, events, node_id FROM appliances
                      WHERE token_hash = ?1 AND revoked_ms IS NULL",
                     params![token_hash],
                     |r| {
@@ -268,16 +286,18 @@ impl RelayStore for SqliteStore {
                             r.get::<_, String>(1)?,
                             r.get::<_, String>(2)?,
                             r.get::<_, String>(3)?,
+                            r.get::<_, Option<String>>(4)?,
                         ))
                     },
                 )
                 .optional()?;
-            if let Some((id, org, name, events)) = appliance {
+            if let Some((id, org, name, events, node)) = appliance {
                 return Ok(Some(Principal::Appliance(Appliance {
                     id,
                     org,
                     name,
                     events: parse_events(&events)?,
+                    node,
                 })));
             }
             let operator = conn
@@ -288,6 +308,28 @@ impl RelayStore for SqliteStore {
                 )
                 .optional()?;
             Ok(operator.map(|org| Principal::Operator { org }))
+        })
+        .await
+    }
+
+    async fn bind_node(&self, id: String, node: String) -> Result<NodeBinding, StoreError> {
+        self.write(move |conn| {
+            let taken = conn
+                .prepare_cached("SELECT 1 FROM appliances WHERE node_id = ?1 AND id != ?2")?
+                .exists(params![node, id])?;
+            if taken {
+                return Ok(NodeBinding::Taken);
+            }
+            conn.execute(
+                "UPDATE appliances SET node_id = ?2 WHERE id = ?1 AND node_id IS NULL",
+                params![id, node],
+            )?;
+            let bound: Option<String> = conn.query_row(
+                "SELECT node_id FROM appliances WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )?;
+            Ok(bound.map_or(NodeBinding::Taken, NodeBinding::Bound))
         })
         .await
     }

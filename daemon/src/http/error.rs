@@ -105,6 +105,9 @@ impl From<DomainError> for ApiError {
     }
 }
 
+/// Seconds a client is asked to wait before retrying a write the store could not take.
+const STORE_RETRY_AFTER_SECS: u64 = 5;
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -113,7 +116,23 @@ impl From<StoreError> for ApiError {
                 "shutting_down",
                 "the daemon is shutting down; retry with the same idempotency key",
             ),
-            other => Self::internal(&other),
+            // Bugs, not conditions that pass: a retry would fail the same way.
+            e @ (StoreError::JobPanicked
+            | StoreError::NewerSchema { .. }
+            | StoreError::Migration { .. }) => Self::internal(&e),
+            // A full disk, an I/O error, a busy file: nothing was written, and the same request
+            // may succeed later. The same answer as MQTT's and the WebSocket's `unavailable`.
+            other => {
+                tracing::error!(error = %other, "write refused: the store could not commit");
+                Self {
+                    retry_after_secs: Some(STORE_RETRY_AFTER_SECS),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the appliance could not store this (disk full or failing?); nothing was written: retry with the same idempotency key",
+                    )
+                }
+            }
         }
     }
 }

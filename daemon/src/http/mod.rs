@@ -19,7 +19,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -128,11 +127,28 @@ pub fn router(state: AppState) -> Router {
         count_requests,
     ))
     .layer(DefaultBodyLimit::max(http.max_body_bytes))
-    .layer(TimeoutLayer::with_status_code(
-        axum::http::StatusCode::REQUEST_TIMEOUT,
-        Duration::from_secs(http.request_timeout_secs),
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        time_limit,
     ))
     .with_state(state)
+}
+
+/// Answers 408 in the API's error shape when a request (its body included) is not done within
+/// `http.request_timeout_secs`. Streams (WebSocket, SSE) are past this once their headers are out.
+async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let secs = state.config.http.request_timeout_secs;
+    match tokio::time::timeout(Duration::from_secs(secs), next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error::ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request was not complete within {secs} s (a body sent too slowly?); send it again, with the same idempotency key"
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Counts every request by matched route (never the raw path, so cardinality stays bounded).

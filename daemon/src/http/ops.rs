@@ -15,14 +15,17 @@ use crate::outbox;
 
 /// How long `/readyz` waits for the store's writer before calling it failed.
 const READY_STORE_TIMEOUT_SECS: u64 = 2;
+/// Free space on the data directory's file system below which the store is reported degraded:
+/// writes still work, but venue IT should make room before they stop.
+const LOW_FREE_SPACE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// `GET /healthz`: the process answers.
 pub(super) async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when the store is writable and no subsystem has failed; else 503 naming
-/// what failed.
+/// `GET /readyz`: 200 when the store takes a real write and no subsystem has failed; else 503
+/// naming what failed. Low free space shows as `store` degraded, still ready.
 pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let mut checks = serde_json::Map::new();
     let mut failing = Vec::new();
@@ -32,7 +35,13 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
     .await;
     let store = match ping {
-        Ok(Ok(())) => SubsystemState::Ok,
+        Ok(Ok(())) => match state.store.free_bytes() {
+            Ok(free) if free < LOW_FREE_SPACE_BYTES => SubsystemState::Degraded(format!(
+                "only {} MiB free on the data directory's file system; writes stop when it is full: make room",
+                free / (1024 * 1024)
+            )),
+            _ => SubsystemState::Ok,
+        },
         Ok(Err(e)) => SubsystemState::Failed(format!("store not writable: {e}")),
         Err(_) => SubsystemState::Failed(format!(
             "store writer did not answer within {READY_STORE_TIMEOUT_SECS} s"

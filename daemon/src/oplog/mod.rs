@@ -66,6 +66,9 @@ pub enum ApplyError {
         /// The event the op named.
         scope: String,
     },
+    /// The op's stamp is too far ahead of this node's clock to be observed.
+    #[error(transparent)]
+    ClockAhead(#[from] sync_agent::ClockAhead),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -87,6 +90,13 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
     };
     if op.entity_id.is_empty() || op.entity_id.len() > 128 {
         return Err(invalid("entity id must be 1-128 bytes".into()));
+    }
+    if op.hlc.wall_ms > sync_agent::hlc::MAX_WALL_MS {
+        // Stored as SQLite's signed integer: a larger value would turn negative and sort first.
+        return Err(invalid(format!(
+            "hlc.wall_ms {} does not fit a signed 64-bit integer",
+            op.hlc.wall_ms
+        )));
     }
     if !crate::config::is_valid_id(&op.scope) {
         return Err(invalid(format!(

@@ -71,6 +71,12 @@ pub enum StoreError {
     /// The group this write was part of failed to commit; nothing of it was written.
     #[error("commit failed, nothing was written: {0}")]
     Commit(String),
+    /// SQLite rolled back the group's whole transaction by itself (it does on a full disk or an
+    /// I/O error in the middle of a statement); nothing of the group was written.
+    #[error(
+        "the database rolled the transaction back (disk full or I/O error?); nothing was written"
+    )]
+    RolledBack,
     /// A write job panicked; its savepoint was rolled back.
     #[error("internal error while writing; the write was rolled back")]
     JobPanicked,
@@ -85,6 +91,7 @@ impl StoreError {
         match self {
             Self::Commit(msg) => Self::Commit(msg.clone()),
             Self::Closed => Self::Closed,
+            Self::RolledBack => Self::RolledBack,
             other => Self::Commit(other.to_string()),
         }
     }
@@ -244,14 +251,29 @@ impl Store {
         self.inner.appended_ops.notified().await;
     }
 
-    /// Proves the writer is alive and the database writable: an empty transaction round trip.
+    /// Proves the writer is alive and the database writable: a real write (a row changed to a
+    /// new value, committed with fsync). An update to the same value writes nothing, and would
+    /// pass on a full disk.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.write(|ctx| {
-            ctx.conn()
-                .execute("UPDATE meta SET value = value WHERE key = 'node_id'", [])?;
+            ctx.conn().execute(
+                "INSERT INTO meta (key, value) VALUES ('ping', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![ctx.now_ms().to_string()],
+            )?;
             Ok(())
         })
         .await
+    }
+
+    /// Bytes free for this store's files on their file system (for an unprivileged process).
+    pub fn free_bytes(&self) -> Result<u64, StoreError> {
+        let dir = self.inner.path.parent().unwrap_or(Path::new("."));
+        let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| StoreError::Io {
+            path: dir.to_path_buf(),
+            source: e.into(),
+        })?;
+        Ok(stat.blocks_available().saturating_mul(stat.fragment_size()))
     }
 
     /// Waits for queued writes to commit and stops the writer thread. Other clones of the handle
@@ -299,6 +321,11 @@ fn load_or_create_node_id(conn: &Connection) -> Result<String, StoreError> {
 
 /// The highest HLC issued or seen: the persisted mark, or the newest op if it is higher (the
 /// mark is written in the same transaction as ops, so this only guards against older files).
+///
+/// Releases before the clock bound let one remote op stamped past `i64::MAX` drag the clock
+/// there; those stamps were stored negative. Such a mark, and the negative stamps, are ignored
+/// here, so the clock resumes after the newest sane stamp (docs/operations.md, "A poisoned
+/// clock").
 fn load_hlc_high_water(conn: &Connection) -> Result<(u64, u32), StoreError> {
     let saved: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = 'hlc'", [], |r| r.get(0))
@@ -309,15 +336,34 @@ fn load_hlc_high_water(conn: &Connection) -> Result<(u64, u32), StoreError> {
             Some((w.parse().ok()?, c.parse().ok()?))
         })
         .unwrap_or((0, 0));
+    let saved = match saved.0 > sync_agent::hlc::MAX_WALL_MS {
+        true => {
+            tracing::warn!(
+                wall_ms = saved.0,
+                "the persisted clock was past i64::MAX (poisoned by a remote op before this release); resuming after the newest valid stamp"
+            );
+            (0, 0)
+        }
+        false => saved,
+    };
     let newest: Option<(i64, i64)> = conn
         .query_row(
-            "SELECT hlc_wall, hlc_counter FROM ops ORDER BY hlc_wall DESC, hlc_counter DESC LIMIT 1",
+            "SELECT hlc_wall, hlc_counter FROM ops WHERE hlc_wall >= 0
+             ORDER BY hlc_wall DESC, hlc_counter DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
     let newest = newest.map(|(w, c)| (w as u64, c as u32)).unwrap_or((0, 0));
-    Ok(saved.max(newest))
+    let mark = saved.max(newest);
+    let ahead = mark.0.saturating_sub(now_ms());
+    if ahead > sync_agent::MAX_CLOCK_AHEAD_MS {
+        tracing::error!(
+            ahead_ms = ahead,
+            "this appliance's clock is ahead of the wall clock by more than the sync bound; ops stamped in the future reached it before this release (docs/operations.md, \"A poisoned clock\")"
+        );
+    }
+    Ok(mark)
 }
 
 fn save_hlc_high_water(conn: &Connection, mark: (u64, u32)) -> Result<(), StoreError> {

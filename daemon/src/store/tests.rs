@@ -134,3 +134,172 @@ async fn local_ops_are_applied_once_and_logged_in_order() {
     assert_eq!(second, Applied::Duplicate);
     assert_eq!(op.origin, store.node_id());
 }
+
+/// The outside probe's poison: one remote op stamped past i64::MAX (or far in the future) used
+/// to move the clock, after which no local edit of an existing record won again.
+#[tokio::test]
+async fn regression_a_remote_op_from_the_far_future_is_refused_and_leaves_the_clock_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let first = store
+        .write(|ctx| {
+            let op = ctx.new_op("ev", "zone.upsert", "z1", json!({"name": "Before"}));
+            ctx.apply(&op)?;
+            Ok::<_, crate::oplog::ApplyError>(op.hlc)
+        })
+        .await
+        .expect("local write");
+    for wall_ms in [
+        9_223_372_036_854_775_813,
+        now_ms() + sync_agent::MAX_CLOCK_AHEAD_MS + 60_000,
+    ] {
+        let poison = sync_agent::Op {
+            id: uuid::Uuid::now_v7(),
+            v: 1,
+            hlc: sync_agent::Hlc {
+                wall_ms,
+                counter: 0,
+                node: "hostile".into(),
+            },
+            origin: "hostile".into(),
+            scope: "ev".into(),
+            kind: "zone.upsert".into(),
+            entity_id: "z1".into(),
+            body: json!({"name": "Poisoned"}),
+            extra: serde_json::Map::new(),
+        };
+        let refused = store
+            .write(move |ctx| ctx.apply_remote(&poison))
+            .await
+            .expect_err("a stamp past the bound is refused");
+        assert!(
+            matches!(refused, crate::oplog::ApplyError::ClockAhead(_)),
+            "{refused}"
+        );
+    }
+    let (name, later) = store
+        .write(|ctx| {
+            let op = ctx.new_op("ev", "zone.upsert", "z1", json!({"name": "After"}));
+            ctx.apply(&op)?;
+            let name: String =
+                ctx.conn()
+                    .query_row("SELECT name FROM zones WHERE id = 'z1'", [], |r| r.get(0))?;
+            Ok::<_, crate::oplog::ApplyError>((name, op.hlc))
+        })
+        .await
+        .expect("local edit");
+    assert_eq!(name, "After", "a later local edit still wins");
+    assert!(
+        later.wall_ms < first.wall_ms + sync_agent::MAX_CLOCK_AHEAD_MS,
+        "the clock was not dragged forward: {first:?} then {later:?}"
+    );
+}
+
+/// The outside probe's full disk: SQLite rolls the whole transaction back on SQLITE_FULL in the
+/// middle of a statement. The writer then ran the group's later jobs in autocommit, so they
+/// committed while their callers were told they failed. Here a job ends the transaction the way
+/// SQLite does (a raw ROLLBACK: a real full disk cannot be timed to land inside one group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_transaction_rolled_back_by_sqlite_fails_the_whole_group_and_commits_nothing()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    // Hold the writer (until `release`) so the next jobs queue up and run as one group.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (running, started) = tokio::sync::oneshot::channel::<()>();
+    let blocker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write(move |_| {
+                    let _ = running.send(());
+                    let _ = held.recv();
+                    Ok::<_, StoreError>(())
+                })
+                .await
+        })
+    };
+    started.await.expect("the writer runs the blocker");
+    let zone = |id: &'static str, lose_transaction: bool| {
+        store.write(move |ctx| {
+            let op = ctx.new_op("ev", "zone.upsert", id, json!({"name": id}));
+            ctx.apply(&op)?;
+            if lose_transaction {
+                ctx.conn().execute_batch("ROLLBACK")?;
+                return Err(crate::oplog::ApplyError::Store(StoreError::RolledBack));
+            }
+            Ok(())
+        })
+    };
+    // join! polls in order: each write is queued by its first poll, then the writer is released.
+    let (before, culprit, after, ()) = tokio::join!(
+        zone("before", false),
+        zone("culprit", true),
+        zone("after", false),
+        async { release.send(()).expect("release the writer") }
+    );
+    blocker.await.expect("task").expect("blocker");
+    for (name, result) in [("before", before), ("culprit", culprit), ("after", after)] {
+        assert!(
+            result.is_err(),
+            "`{name}` was in the lost group and must be told it failed"
+        );
+    }
+    let zones: i64 = store
+        .read(|c| {
+            c.query_row("SELECT count(*) FROM zones", [], |r| r.get(0))
+                .map_err(StoreError::from)
+        })
+        .await
+        .expect("read");
+    assert_eq!(zones, 0, "nothing of the lost group is in the file");
+    store.ping().await.expect("the writer goes on");
+}
+
+/// A database poisoned before the clock bound: the mark and the ops minted after the poison
+/// carry stamps past `i64::MAX`, stored negative. Reopened, the clock resumes after the newest
+/// valid stamp and local edits of existing records win again.
+#[tokio::test]
+async fn regression_a_clock_poisoned_past_i64_max_resumes_after_the_newest_valid_stamp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let sane = store
+        .write(|ctx| {
+            let op = ctx.new_op("ev", "zone.upsert", "z1", json!({"name": "Before"}));
+            ctx.apply(&op)?;
+            Ok::<_, crate::oplog::ApplyError>(op.hlc)
+        })
+        .await
+        .expect("write");
+    store
+        .write(|ctx| {
+            save_hlc_high_water(ctx.conn(), (9_223_372_036_854_775_813, 3))?;
+            // What the old `as i64` stored for an op stamped past i64::MAX.
+            ctx.conn().execute(
+                "UPDATE field_versions SET hlc_wall = -9223372036854775803",
+                [],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .expect("poison");
+    store.close().await;
+
+    let store = open(dir.path());
+    let (name, stamp) = store
+        .write(|ctx| {
+            let op = ctx.new_op("ev", "zone.upsert", "z1", json!({"name": "After"}));
+            ctx.apply(&op)?;
+            let name: String =
+                ctx.conn()
+                    .query_row("SELECT name FROM zones WHERE id = 'z1'", [], |r| r.get(0))?;
+            Ok::<_, crate::oplog::ApplyError>((name, op.hlc))
+        })
+        .await
+        .expect("a local edit is accepted");
+    assert_eq!(name, "After");
+    assert!(
+        stamp > sane && stamp.wall_ms < now_ms() + 60_000,
+        "{stamp:?}"
+    );
+}

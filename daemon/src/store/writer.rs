@@ -119,14 +119,23 @@ impl WriteCtx<'_> {
     }
 
     /// Applies an op to the domain tables and appends it to the op log, in this transaction.
-    /// Idempotent by op id. Local and remote ops take this same path.
+    /// Idempotent by op id. Local and remote ops take this same path; the clock observes the
+    /// op's stamp only once the op is applied, so a refused op leaves no trace on it either.
     pub fn apply(&mut self, op: &Op) -> Result<Applied, ApplyError> {
-        self.clock.observe(&op.hlc);
         let applied = oplog::apply(self.conn, op, self.now_ms)?;
+        self.clock.observe(&op.hlc);
         if applied == Applied::New {
             self.appended += 1;
         }
         Ok(applied)
+    }
+
+    /// [`apply`](Self::apply) for an op made by another node: refused (nothing written, the
+    /// clock unmoved) when its stamp is more than [`sync_agent::MAX_CLOCK_AHEAD_MS`] ahead of
+    /// this node's clock, so one node's wrong clock cannot drag this one's into the future.
+    pub fn apply_remote(&mut self, op: &Op) -> Result<Applied, ApplyError> {
+        sync_agent::hlc::check_remote(&op.hlc, self.now_ms)?;
+        self.apply(op)
     }
 }
 
@@ -186,11 +195,25 @@ fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<
         appended: 0,
     };
     let mut completions = Vec::with_capacity(jobs.len());
+    // Set once SQLite has rolled the whole transaction back on its own (SQLITE_FULL, SQLITE_IOERR
+    // and a few others do that mid-statement): from then on no job may run, or its savepoint
+    // would open a transaction of its own and commit outside the group.
+    let mut lost: Option<StoreError> = None;
     for job in jobs.drain(..) {
+        if let Some(error) = &lost {
+            job.abort(error.for_caller());
+            continue;
+        }
         let outcome = execute_cached(ctx.conn, "SAVEPOINT job");
         let completion = match outcome {
             Ok(()) => {
                 let (failed, completion) = job.run(&mut ctx);
+                if ctx.conn.is_autocommit() {
+                    // The savepoint went with the transaction; see `lost` above.
+                    lost = Some(StoreError::RolledBack);
+                    completions.push(completion);
+                    continue;
+                }
                 let end = match failed {
                     true => execute_cached(ctx.conn, "ROLLBACK TO job")
                         .and_then(|()| execute_cached(ctx.conn, "RELEASE job")),
@@ -210,8 +233,11 @@ fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<
     }
     let appended = ctx.appended;
     let high_water = ctx.clock.high_water();
-    let mut result = Ok(());
-    if high_water != high_water_before {
+    let mut result = match lost {
+        Some(error) => Err(error),
+        None => Ok(()),
+    };
+    if result.is_ok() && high_water != high_water_before {
         result = super::save_hlc_high_water(conn, high_water);
     }
     if result.is_ok() {
@@ -225,9 +251,14 @@ fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<
             appended
         }
         Err(e) => {
-            let error = StoreError::Commit(e.to_string());
+            let error = match e {
+                StoreError::RolledBack => e,
+                other => StoreError::Commit(other.to_string()),
+            };
             tracing::error!(%error, "store group commit failed; every write in it was refused");
-            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
             for completion in completions {
                 completion(Some(&error));
             }

@@ -10,6 +10,7 @@ mod bad_input;
 mod bluez;
 mod crash;
 mod defaults;
+mod full_disk;
 mod hub;
 mod hub_frames;
 mod hub_limits;

@@ -11,11 +11,16 @@ use serde_json::{Value, json};
 use sync_agent::codec::{self, Encoding};
 
 fn op(scope: &str, kind: &str, entity: &str, body: Value) -> Value {
+    op_from("test-node", 1_700_000_000_000, scope, kind, entity, body)
+}
+
+/// An op as node `node` would make it, stamped `wall_ms`.
+fn op_from(node: &str, wall_ms: u64, scope: &str, kind: &str, entity: &str, body: Value) -> Value {
     json!({
         "id": uuid::Uuid::now_v7(),
         "v": 1,
-        "hlc": {"wall_ms": 1_700_000_000_000u64, "counter": 0, "node": "test-node"},
-        "origin": "test-node",
+        "hlc": {"wall_ms": wall_ms, "counter": 0, "node": node},
+        "origin": node,
         "scope": scope,
         "kind": kind,
         "entity_id": entity,
@@ -265,4 +270,171 @@ async fn an_unknown_op_kind_is_parked_by_the_appliance_and_the_rest_applied() {
         .await
         .unwrap();
     assert_eq!(status, 404, "nothing of the refused op was applied");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The outside probe's two relay findings: one op stamped past i64::MAX poisoned the clock of
+/// every appliance of the event, and an appliance could push ops under another's node id. The
+/// relay now parks both, and the appliance that pulls never sees them: its later edits win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_poisoned_clock_or_a_forged_origin_is_parked_by_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = relay::sqlite_database(dir.path());
+    let (_, a_token) = relay::add_appliance(&db, "org1", &["ev1"]).await.unwrap();
+    let (_, b_token) = relay::add_appliance(&db, "org1", &["ev1"]).await.unwrap();
+    let (_, c_token) = relay::add_appliance(&db, "org1", &["ev1"]).await.unwrap();
+    let relay = Relay::start(
+        &db,
+        relay::free_port().unwrap(),
+        &dir.path().join("relay.log"),
+    )
+    .await
+    .unwrap();
+    let a = VenuedBuilder::new(&dir.path().join("a"))
+        .env("VENUED_EVENT_ID", "ev1")
+        .env("VENUED_MQTT_ENABLED", "false")
+        .env("VENUED_SYNC_RELAY_URL", &relay.url(""))
+        .env("VENUED_SYNC_TOKEN", &a_token)
+        .spawn()
+        .await
+        .unwrap();
+    let admin = Admin::new(&a);
+    let (status, _) = admin
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/admin/attendees",
+            Some(json!({"id": "a1", "name": "Ada", "ticket_code": "T-1"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    // A's node id, as its own pushes bind it at the relay.
+    let (_, status_a) = get_json(&a.url("/api/v1/status")).await;
+    let a_node = status_a["node_id"].as_str().unwrap().to_string();
+    hw_tests::wait_for_json(
+        &a.url("/api/v1/status"),
+        None,
+        "A's first op pushed",
+        Duration::from_secs(30),
+        |s| s["outbox"]["ops"] == 0 && s["sync"]["agent"]["pushed_ops"].as_u64() > Some(0),
+    )
+    .await
+    .unwrap();
+
+    // B binds itself with one honest op, then tries the poisons.
+    let now = now_ms();
+    let honest = op_from(
+        "node-b",
+        now,
+        "ev1",
+        "attendee.upsert",
+        "b1",
+        json!({"name": "Bo"}),
+    );
+    let (status, body) = push(&relay, &b_token, zstd(&json!({"ops": [honest]})), "zstd").await;
+    assert_eq!(status, 200, "{body}");
+    let overflow = op_from(
+        "node-b",
+        9_223_372_036_854_775_813,
+        "ev1",
+        "attendee.upsert",
+        "a1",
+        json!({"name": "Poison"}),
+    );
+    let year_2100 = op_from(
+        "node-b",
+        4_102_444_800_000,
+        "ev1",
+        "attendee.upsert",
+        "a1",
+        json!({"name": "Poison 2100"}),
+    );
+    let forged = op_from(
+        &a_node,
+        now,
+        "ev1",
+        "checkin.record",
+        "a1",
+        json!({"device_id": "kiosk-1"}),
+    );
+    let (status, body) = push(
+        &relay,
+        &b_token,
+        zstd(&json!({"ops": [overflow, year_2100, forged]})),
+        "zstd",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let codes: Vec<&str> = body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["code"].as_str())
+        .collect();
+    assert_eq!(
+        codes,
+        ["invalid_hlc", "clock_ahead", "origin_forbidden"],
+        "{body}"
+    );
+    assert_eq!(body["accepted"], json!([]));
+    // C's first push claims A's node: refused whole.
+    let forged = op_from(
+        &a_node,
+        now,
+        "ev1",
+        "attendee.upsert",
+        "a1",
+        json!({"name": "Eve"}),
+    );
+    let (status, body) = push(&relay, &c_token, zstd(&json!({"ops": [forged]})), "zstd").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("node_taken"))
+    );
+
+    // A pulls B's honest op and nothing else; its own later edit of a1 wins.
+    hw_tests::wait_for_json(
+        &a.url("/api/v1/status"),
+        None,
+        "B's honest op pulled",
+        Duration::from_secs(30),
+        |s| s["sync"]["agent"]["applied_ops"] == 1,
+    )
+    .await
+    .unwrap();
+    let (status, _) = admin
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/admin/attendees/a1",
+            Some(json!({"name": "Ada Lovelace", "ticket_code": "T-1"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (_, a1) = admin
+        .call(reqwest::Method::GET, "/api/v1/admin/attendees/a1", None)
+        .await
+        .unwrap();
+    assert_eq!(a1["name"], "Ada Lovelace", "{a1}");
+    let metrics = reqwest::get(relay.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("venue_relay_refused_ops_total{code=\"clock_ahead\"} 1"),
+        "{metrics}"
+    );
+}
+
+async fn get_json(url: &str) -> (StatusCode, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
 }
