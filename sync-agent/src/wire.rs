@@ -282,17 +282,35 @@ fn is_kind(kind: &str) -> bool {
         })
 }
 
-/// The id rule of events (and the daemon's other ids): 1-64 of `[A-Za-z0-9._-]`.
+/// The id rule of events (and the daemon's other ids): 1-64 of `[A-Za-z0-9._-]`, not starting
+/// with `.` and without `..`. Ids end up in file names, topics and URLs, so nothing path-like
+/// (`.`, `..`, a hidden name) is an id.
 pub fn is_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
+        && !is_path_like(id)
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// `.`, `..`, anything with `..` in it, or a name starting with `.`.
+pub fn is_path_like(id: &str) -> bool {
+    id.starts_with('.') || id.contains("..")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn regression_path_like_strings_are_not_ids() {
+        for bad in [".", "..", "../etc", "a..b", ".hidden", "a/b", ""] {
+            assert!(!is_id(bad), "`{bad}` was accepted as an id");
+        }
+        for good in ["event-2026", "hall_a", "v1.2", "a.b.c", "-x"] {
+            assert!(is_id(good), "`{good}` was refused");
+        }
+    }
+
     use super::*;
 
     fn op(kind: &str) -> Op {

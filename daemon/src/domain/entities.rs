@@ -19,6 +19,7 @@ pub fn by_collection(collection: &str) -> Option<&'static Entity> {
 /// MQTT topics; beacon ids such as `ibeacon:<uuid>:1:2` fit.
 pub fn validate_id(id: &str) -> Result<(), DomainError> {
     let ok = (1..=128).contains(&id.len())
+        && !sync_agent::wire::is_path_like(id)
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@'));
@@ -26,7 +27,7 @@ pub fn validate_id(id: &str) -> Result<(), DomainError> {
         Ok(())
     } else {
         Err(DomainError::Invalid(format!(
-            "id `{}` must be 1-128 characters of A-Z, a-z, 0-9, `.`, `_`, `-`, `:` or `@`",
+            "id `{}` must be 1-128 characters of A-Z, a-z, 0-9, `.`, `_`, `-`, `:` or `@`, not starting with `.` and without `..`",
             id.chars().take(140).collect::<String>()
         )))
     }

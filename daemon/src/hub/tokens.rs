@@ -59,6 +59,9 @@ pub enum TokenError {
     /// Expired.
     #[error("the token has expired; get a new one (or send auth.refresh)")]
     Expired,
+    /// Its `nbf` (not before) is still ahead.
+    #[error("the token is not valid yet (its `nbf` is in the future); check this device's clock")]
+    NotYetValid,
     /// For another event.
     #[error("the token is for event `{0}`, not this one")]
     WrongEvent(String),
@@ -191,11 +194,14 @@ impl Verifier {
         let (alg, key) = keys.get(&kid).ok_or(TokenError::UnknownKey(kid.clone()))?;
         let mut validation = Validation::new(*alg);
         validation.leeway = LEEWAY_SECS;
+        // A token issued for later (a ticket valid from the event's first day) is not yet valid.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
             .kind()
         {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::NotYetValid,
             _ => TokenError::Invalid(e.to_string()),
         })?;
         let claims = data.claims;
@@ -312,4 +318,38 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The outside probe: a token whose `nbf` lies in the future was accepted.
+    #[tokio::test]
+    async fn regression_a_token_not_yet_valid_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path(),
+            &crate::store::StoreOptions::default(),
+            crate::metrics::StoreMetrics::detached(),
+        )
+        .expect("store");
+        let verifier = Verifier::default();
+        let signer = Signer::ensure(&store, dir.path(), &verifier)
+            .await
+            .expect("signer");
+        let now = crate::store::now_ms() / 1000;
+        let sign = |nbf: u64| {
+            let claims = serde_json::json!({
+                "sub": "a1", "event": "ev", "exp": now + 3600, "roles": [], "nbf": nbf,
+            });
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(LOCAL_KID.into());
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&signer.pkcs8))
+                .expect("sign")
+        };
+        assert!(verifier.verify(&sign(now - 10), "ev").is_ok());
+        let early = verifier.verify(&sign(now + 3600), "ev");
+        assert!(matches!(early, Err(TokenError::NotYetValid)), "{early:?}");
+    }
 }

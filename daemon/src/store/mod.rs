@@ -157,11 +157,8 @@ impl Store {
         metrics: StoreMetrics,
         after_commit: Option<AfterCommit>,
     ) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
         let path = data_dir.join(DB_FILE);
+        make_private(data_dir, &path)?;
         let mut conn = Connection::open(&path)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -299,6 +296,35 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Creates the data directory (0700) and the database file (0600) so that only venued's user can
+/// read them: they hold attendees' names, tickets and messages. SQLite gives the WAL and shared
+/// memory files the database file's mode. An existing directory or file is narrowed to the same
+/// modes; where that is not allowed (someone else's directory), a warning says so.
+fn make_private(data_dir: &Path, db: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(io(data_dir))?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(db)
+        .map_err(io(db))?;
+    for (path, mode) in [(data_dir, 0o700), (db, 0o600)] {
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot make this private to venued's user (mode {mode:o}); other users may read attendees' data");
+        }
+    }
+    Ok(())
 }
 
 fn load_or_create_node_id(conn: &Connection) -> Result<String, StoreError> {

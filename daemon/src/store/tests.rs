@@ -303,3 +303,20 @@ async fn regression_a_clock_poisoned_past_i64_max_resumes_after_the_newest_valid
         "{stamp:?}"
     );
 }
+
+/// The outside probe found the data directory 0755 and the database 0644: every local user could
+/// read attendees' names, tickets and messages.
+#[tokio::test]
+async fn regression_the_data_directory_and_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let store = open(&data);
+    store.ping().await.expect("write");
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for file in [DB_FILE, "venued.db-wal", "venued.db-shm"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    store.close().await;
+}
