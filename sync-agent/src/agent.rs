@@ -215,6 +215,36 @@ struct Inner<S> {
     http: reqwest::Client,
     status: Arc<Mutex<AgentStatus>>,
     wake: Arc<Notify>,
+    errors: Mutex<Errors>,
+}
+
+/// The agent's kinds of call, each with its own last error: push, pull and the key fetch fail
+/// and recover independently, so one's success must not make another's known error new again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    Push = 0,
+    Pull = 1,
+    Keys = 2,
+}
+
+/// The last error of each kind of call. Pure state: it decides what is logged.
+#[derive(Debug, Default)]
+struct Errors([Option<String>; 3]);
+
+impl Errors {
+    /// Records a failure; whether it is new for this call (and so worth a log line).
+    fn fail(&mut self, call: Call, message: &str) -> bool {
+        let slot = &mut self.0[call as usize];
+        let new = slot.as_deref() != Some(message);
+        *slot = Some(message.to_string());
+        new
+    }
+
+    /// Records a success of `call`; whether no call is failing any more.
+    fn succeed(&mut self, call: Call) -> bool {
+        self.0[call as usize] = None;
+        self.0.iter().all(Option::is_none)
+    }
 }
 
 /// Starts the agent on the current runtime; it runs until the returned task is aborted.
@@ -239,6 +269,7 @@ pub fn spawn<S: SyncStore>(
         http,
         status: status.clone(),
         wake: wake.clone(),
+        errors: Mutex::default(),
     });
     let task = tokio::spawn(async move {
         let push = tokio::spawn(push_loop(inner.clone()));
@@ -277,7 +308,12 @@ impl<S: SyncStore> Inner<S> {
             .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 
-    fn succeeded(&self) {
+    fn succeeded(&self, call: Call) {
+        let all_clear = self
+            .errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .succeed(call);
         let was_down = {
             let mut s = self
                 .status
@@ -285,7 +321,9 @@ impl<S: SyncStore> Inner<S> {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let was = !s.connected;
             s.connected = true;
-            s.last_error = None;
+            if all_clear {
+                s.last_error = None;
+            }
             was
         };
         if was_down {
@@ -295,18 +333,21 @@ impl<S: SyncStore> Inner<S> {
         }
     }
 
-    fn failed(&self, error: &CallError, what: &str) {
+    fn failed(&self, call: Call, error: &CallError, what: &str) {
         let message = format!("{what}: {error}");
-        let changed = {
+        let changed = self
+            .errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .fail(call, &message);
+        {
             let mut s = self
                 .status
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             s.connected = !matches!(error, CallError::Transport(_));
-            let changed = s.last_error.as_deref() != Some(message.as_str());
             s.last_error = Some(message.clone());
-            changed
-        };
+        }
         // Once per distinct error, not once per retry: a day offline is one line, not 10,000.
         if changed {
             match error {
@@ -418,7 +459,11 @@ async fn push_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
         let pending = match inner.store.pending(batch_limit).await {
             Ok(p) => p,
             Err(e) => {
-                inner.failed(&CallError::Store(e.to_string()), "reading the outbox");
+                inner.failed(
+                    Call::Push,
+                    &CallError::Store(e.to_string()),
+                    "reading the outbox",
+                );
                 inner.back_off(&mut backoff).await;
                 continue;
             }
@@ -456,6 +501,7 @@ async fn push_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
                 }
                 if let Err(e) = inner.store.acknowledge(ack).await {
                     inner.failed(
+                        Call::Push,
                         &CallError::Store(e.to_string()),
                         "recording the relay's ack",
                     );
@@ -470,7 +516,7 @@ async fn push_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
                     s.last_push_ok_ms = Some(now_ms());
                     s.push_failures = 0;
                 });
-                inner.succeeded();
+                inner.succeeded(Call::Push);
             }
             Err(e) if e.is_request_refused() && ops.len() > 1 => {
                 batch_limit = (ops.len() / 2).max(1);
@@ -486,7 +532,11 @@ async fn push_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
                 };
                 tracing::warn!(seq, op_id = %op.id, error = %e, "relay refuses this op; parked");
                 if let Err(e) = inner.store.acknowledge(ack).await {
-                    inner.failed(&CallError::Store(e.to_string()), "parking a refused op");
+                    inner.failed(
+                        Call::Push,
+                        &CallError::Store(e.to_string()),
+                        "parking a refused op",
+                    );
                     inner.back_off(&mut backoff).await;
                     continue;
                 }
@@ -494,7 +544,7 @@ async fn push_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
                 batch_limit = MAX_BATCH_OPS;
             }
             Err(e) => {
-                inner.failed(&e, "push");
+                inner.failed(Call::Push, &e, "push");
                 inner.update(|s| s.push_failures = backoff.failures() + 1);
                 inner.back_off(&mut backoff).await;
             }
@@ -537,9 +587,12 @@ async fn pull_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
     loop {
         if tokio::time::Instant::now() >= keys_due {
             match fetch_keys(&inner).await {
-                Ok(()) => keys_due = tokio::time::Instant::now() + inner.config.keys_interval,
+                Ok(()) => {
+                    inner.succeeded(Call::Keys);
+                    keys_due = tokio::time::Instant::now() + inner.config.keys_interval;
+                }
                 Err(e) => {
-                    inner.failed(&e, "fetching token keys");
+                    inner.failed(Call::Keys, &e, "fetching token keys");
                     keys_due = tokio::time::Instant::now() + Duration::from_secs(30);
                 }
             }
@@ -547,7 +600,11 @@ async fn pull_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
         let cursor = match inner.store.pull_cursor().await {
             Ok(c) => c,
             Err(e) => {
-                inner.failed(&CallError::Store(e.to_string()), "reading the pull cursor");
+                inner.failed(
+                    Call::Pull,
+                    &CallError::Store(e.to_string()),
+                    "reading the pull cursor",
+                );
                 inner.back_off(&mut backoff).await;
                 continue;
             }
@@ -590,16 +647,20 @@ async fn pull_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
                                 "pulled ops this build cannot apply were parked"
                             );
                         }
-                        inner.succeeded();
+                        inner.succeeded(Call::Pull);
                     }
                     Err(e) => {
-                        inner.failed(&CallError::Store(e.to_string()), "applying pulled ops");
+                        inner.failed(
+                            Call::Pull,
+                            &CallError::Store(e.to_string()),
+                            "applying pulled ops",
+                        );
                         inner.back_off(&mut backoff).await;
                     }
                 }
             }
             Err(e) => {
-                inner.failed(&e, "pull");
+                inner.failed(Call::Pull, &e, "pull");
                 inner.update(|s| s.pull_failures = backoff.failures() + 1);
                 inner.back_off(&mut backoff).await;
             }
@@ -635,6 +696,36 @@ impl<S> Inner<S> {
 
 #[cfg(test)]
 mod tests {
+    use super::{Call, Errors};
+
+    /// The outside probe saw 15 warnings for 3 distinct errors in a 40 s outage: push, pull and
+    /// the key fetch shared one last error, so each success or failure made the others' new.
+    #[test]
+    fn regression_each_call_logs_its_error_once_whatever_the_others_do() {
+        let mut errors = Errors::default();
+        let mut logged = 0;
+        for _ in 0..5 {
+            logged += usize::from(errors.fail(Call::Push, "push: connection refused"));
+            logged += usize::from(errors.fail(Call::Pull, "pull: connection refused"));
+            logged += usize::from(errors.fail(Call::Keys, "fetching token keys: timed out"));
+            assert!(!errors.succeed(Call::Keys), "push and pull still fail");
+        }
+        assert_eq!(
+            logged,
+            1 + 1 + 5,
+            "push and pull once each; the keys once per new failure"
+        );
+        assert!(!errors.succeed(Call::Push));
+        assert!(
+            errors.succeed(Call::Pull),
+            "all clear once every call succeeded"
+        );
+        assert!(
+            errors.fail(Call::Push, "push: connection refused"),
+            "a new outage logs again"
+        );
+    }
+
     use super::*;
     use crate::hlc::Hlc;
     use crate::wire::Rejection;
