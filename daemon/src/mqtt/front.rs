@@ -579,7 +579,10 @@ fn check(
         }
         Kind::Subscribe => {
             for filter in packet::parse_subscribe(packet, level).map_err(Refused::Malformed)? {
-                front.tree.may_subscribe(filter).map_err(Refused::Denied)?;
+                front
+                    .tree
+                    .may_subscribe(who, filter)
+                    .map_err(Refused::Denied)?;
             }
         }
         Kind::Connect => return Err(Refused::Malformed(PacketError::NotConnect)),

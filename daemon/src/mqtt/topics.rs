@@ -86,6 +86,8 @@ pub enum Denied {
     Qos2,
     /// A filter outside the event's tree.
     FilterOutsideTree,
+    /// A filter that reaches another device's private topics (check-ins, raw adverts).
+    NotOwnFilter,
 }
 
 impl Denied {
@@ -98,6 +100,7 @@ impl Denied {
             Self::Anonymous => "anonymous",
             Self::Qos2 => "qos2",
             Self::FilterOutsideTree => "filter_outside_tree",
+            Self::NotOwnFilter => "not_own_filter",
         }
     }
 }
@@ -201,12 +204,82 @@ impl Tree {
         }
     }
 
-    /// May a connection subscribe to `filter`? Only filters inside the event's tree: one
-    /// appliance's broker never carries another event's traffic, and `$` topics do not exist.
-    pub fn may_subscribe(&self, filter: &str) -> Result<(), Denied> {
-        match filter.strip_prefix(self.prefix.as_str()) {
-            Some(rest) if !rest.is_empty() => Ok(()),
-            _ => Err(Denied::FilterOutsideTree),
+    /// May a device (`None`: an anonymous demo connection) subscribe to `filter`? Only filters
+    /// inside the event's tree (one appliance's broker never carries another event's traffic,
+    /// and `$` topics do not exist), and none that reaches another device's private topics
+    /// ([`PRIVATE`]): a kiosk reads its own check-in results, a gateway its own adverts, and
+    /// nobody else reads either, not even through a wildcard.
+    pub fn may_subscribe(
+        &self,
+        device: Option<(DeviceKind, &str)>,
+        filter: &str,
+    ) -> Result<(), Denied> {
+        let rest = match filter.strip_prefix(self.prefix.as_str()) {
+            Some(rest) if !rest.is_empty() => rest,
+            _ => return Err(Denied::FilterOutsideTree),
+        };
+        let levels: Vec<&str> = rest.split('/').collect();
+        for private in PRIVATE {
+            if !intersects(&levels, private.levels) {
+                continue;
+            }
+            // Private topics are readable only through the owner's own id, written out.
+            let own = device.is_some_and(|(kind, id)| {
+                kind == private.owner && levels.get(private.id_level) == Some(&id)
+            });
+            if !own {
+                return Err(Denied::NotOwnFilter);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A family of topics only one device may read: `levels` (under the tree) with `+` at
+/// `id_level`, the owner's id.
+struct Private {
+    levels: &'static [&'static str],
+    id_level: usize,
+    owner: DeviceKind,
+}
+
+/// What carries personal data: check-ins (names, companies, ticket codes) and raw adverts
+/// (badge identifiers, so where a person is). Everything else of the tree (statuses, signage
+/// content, occupancy, alerts, the daemon's status, bridged hub channels) is readable by every
+/// connection; docs/protocol/mqtt-topics.md has the table.
+const PRIVATE: &[Private] = &[
+    Private {
+        levels: &["kiosk", "+", "checkin"],
+        id_level: 1,
+        owner: DeviceKind::Kiosk,
+    },
+    Private {
+        levels: &["kiosk", "+", "checkin", "result"],
+        id_level: 1,
+        owner: DeviceKind::Kiosk,
+    },
+    Private {
+        levels: &["gateway", "+", "BTtoMQTT", "+"],
+        id_level: 1,
+        owner: DeviceKind::Gateway,
+    },
+    Private {
+        levels: &["gateway", "+", "espresense", "+"],
+        id_level: 1,
+        owner: DeviceKind::Gateway,
+    },
+];
+
+/// Whether some topic matches both the subscription filter `filter` (with `+` and `#`) and the
+/// pattern `pattern` (with `+`).
+fn intersects(filter: &[&str], pattern: &[&str]) -> bool {
+    match (filter.split_first(), pattern.split_first()) {
+        // `#` matches the rest, however long (also nothing more).
+        (Some((&"#", _)), _) => true,
+        (None, None) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some((f, f_rest)), Some((p, p_rest))) => {
+            (*f == "+" || *p == "+" || f == p) && intersects(f_rest, p_rest)
         }
     }
 }
@@ -319,11 +392,57 @@ mod tests {
         );
     }
 
+    /// The outside probe: any kiosk could read every other kiosk's check-ins (names, companies,
+    /// ticket codes), and anonymous demo clients could subscribe to `#`.
+    #[test]
+    fn regression_a_device_reads_only_its_own_private_topics() {
+        let t = tree();
+        let kiosk = Some((DeviceKind::Kiosk, "k1"));
+        let display = Some((DeviceKind::Signage, "lobby"));
+        let gateway = Some((DeviceKind::Gateway, "gw1"));
+        let check = |who, filter: &str| t.may_subscribe(who, &format!("venue/conf26/{filter}"));
+        // Own private topics, and everything shared.
+        for (who, filter) in [
+            (kiosk, "kiosk/k1/checkin/result"),
+            (kiosk, "kiosk/k1/#"),
+            (gateway, "gateway/gw1/BTtoMQTT/+"),
+            (display, "presence/+"),
+            (display, "signage/lobby/content"),
+            (display, "kiosk/+/status"),
+            (display, "alert/#"),
+            (None, "presence/hall"),
+            (None, "daemon/status"),
+            (None, "+/+/status"),
+        ] {
+            assert_eq!(check(who, filter), Ok(()), "{who:?} {filter}");
+        }
+        // Someone else's, directly or through a wildcard.
+        for (who, filter) in [
+            (kiosk, "kiosk/k2/checkin/result"),
+            (kiosk, "kiosk/+/checkin/result"),
+            (kiosk, "kiosk/+/#"),
+            (kiosk, "#"),
+            (display, "kiosk/k1/checkin/result"),
+            (gateway, "gateway/+/BTtoMQTT/+"),
+            (kiosk, "gateway/gw1/BTtoMQTT/+"),
+            (None, "#"),
+            (None, "kiosk/k1/checkin/result"),
+            (None, "gateway/gw1/espresense/x"),
+        ] {
+            assert_eq!(
+                check(who, filter),
+                Err(Denied::NotOwnFilter),
+                "{who:?} {filter}"
+            );
+        }
+    }
+
     #[test]
     fn subscriptions_stay_inside_the_event() {
         let t = tree();
-        assert!(t.may_subscribe("venue/conf26/presence/hall").is_ok());
-        assert!(t.may_subscribe("venue/conf26/#").is_ok());
+        let t = |filter: &str| t.may_subscribe(Some((DeviceKind::Signage, "lobby")), filter);
+        assert!(t("venue/conf26/presence/hall").is_ok());
+        assert!(t("venue/conf26/signage/#").is_ok());
         for bad in [
             "#",
             "+/conf26/#",
@@ -331,11 +450,7 @@ mod tests {
             "venue/conf26/",
             "$SYS/#",
         ] {
-            assert_eq!(
-                t.may_subscribe(bad),
-                Err(Denied::FilterOutsideTree),
-                "{bad}"
-            );
+            assert_eq!(t(bad), Err(Denied::FilterOutsideTree), "{bad}");
         }
     }
 }

@@ -806,3 +806,89 @@ async fn gateway_adverts_over_mqtt_become_presence_and_alerts_on_mqtt() {
         "{metrics}"
     );
 }
+
+/// The outside probe: any kiosk, display or gateway could subscribe to another kiosk's
+/// `checkin/result` and read every check-in's name, company and ticket code, and anonymous demo
+/// clients could subscribe to `#`. Each now reads only its own private topics.
+#[tokio::test]
+async fn regression_no_device_or_anonymous_client_reads_another_kiosks_checkins() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    register(&venued, "kiosk-1", "kiosk").await;
+    register(&venued, "kiosk-2", "kiosk").await;
+    register(&venued, "lobby", "signage").await;
+    let addr = venued.mqtt_addr("tcp").await.unwrap();
+
+    // The owner reads its own results.
+    let mut kiosk = device(&venued, "kiosk-1").await.unwrap();
+    kiosk
+        .client
+        .subscribe(
+            "venue/default/kiosk/kiosk-1/checkin/result",
+            QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    Admin::new(&venued).import_attendees(2).await.unwrap();
+    let result = check_in(&mut kiosk, "c-own", json!({"attendee_id": "a1"})).await;
+    assert_eq!(result["status"], 201, "{result}");
+
+    // Anyone else, directly or by wildcard, is cut off.
+    for (who, filter) in [
+        ("kiosk-2", "venue/default/kiosk/kiosk-1/checkin/result"),
+        ("kiosk-2", "venue/default/kiosk/+/checkin/result"),
+        ("kiosk-2", "venue/default/#"),
+        ("lobby", "venue/default/kiosk/kiosk-1/#"),
+    ] {
+        let mut snoop = device(&venued, who).await.unwrap();
+        snoop
+            .client
+            .subscribe(filter, QoS::AtMostOnce)
+            .await
+            .unwrap();
+        assert!(
+            snoop.closed(WAIT).await.is_some(),
+            "{who} subscribed to {filter}"
+        );
+    }
+    let anonymous = |id| Options {
+        id,
+        credentials: None,
+        will: None,
+    };
+    let mut stranger = mqtt::connect(addr, anonymous("stranger")).await.unwrap();
+    stranger
+        .client
+        .subscribe("venue/default/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    assert!(
+        stranger.closed(WAIT).await.is_some(),
+        "an anonymous demo client subscribed to the whole tree"
+    );
+    // What is shared stays readable, anonymously too: the daemon's status is retained.
+    let mut viewer = mqtt::connect(addr, anonymous("viewer")).await.unwrap();
+    viewer
+        .client
+        .subscribe("venue/default/daemon/status", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    viewer
+        .message_on("venue/default/daemon/status", WAIT)
+        .await
+        .unwrap();
+    let metrics = venued.metrics().await.unwrap();
+    assert!(
+        metrics.contains("reason=\"not_own_filter\"} 5"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("not_own_filter"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
