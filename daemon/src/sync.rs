@@ -196,13 +196,14 @@ impl SyncStore for StoreSync {
     }
 
     async fn apply_remote(&self, ops: Vec<Op>, cursor: u64) -> Result<RemoteApplied, DomainError> {
-        let (done, messages, changes, groups) = self
+        let (done, messages, changes, groups, attendees) = self
             .store
             .write(move |ctx| {
                 let mut done = RemoteApplied::default();
                 let mut messages = Vec::new();
                 let mut changes = Vec::new();
                 let mut groups = Vec::new();
+                let mut attendees = Vec::new();
                 for op in &ops {
                     ctx.conn().execute_batch("SAVEPOINT remote_op")?;
                     match ctx.apply_remote(op) {
@@ -221,6 +222,8 @@ impl SyncStore for StoreSync {
                                 }
                             } else if op.kind.starts_with("group.") {
                                 groups.push(op.entity_id.clone());
+                            } else if op.kind == "attendee.upsert" && op.body.get("deleted").is_some() {
+                                attendees.push(op.entity_id.clone());
                             }
                         }
                         Ok(oplog::Applied::Duplicate) => {
@@ -254,7 +257,7 @@ impl SyncStore for StoreSync {
                 if cursor as i64 > meta_i64(ctx.conn(), PULL_CURSOR)? {
                     set_meta(ctx.conn(), PULL_CURSOR, cursor as i64)?;
                 }
-                Ok::<_, DomainError>((done, messages, changes, groups))
+                Ok::<_, DomainError>((done, messages, changes, groups, attendees))
             })
             .await?;
         // Committed: now other appliances' messages reach this venue's phones.
@@ -266,6 +269,9 @@ impl SyncStore for StoreSync {
         }
         for group in groups {
             self.hub.group_changed(&group).await;
+        }
+        for attendee in attendees {
+            self.hub.attendee_changed(&attendee).await;
         }
         Ok(done)
     }

@@ -283,6 +283,32 @@ impl Admin {
         self.import_csv(csv).await
     }
 
+    /// Makes `id` an attendee (named after its id) unless it is one already: attendee tokens
+    /// open nothing for anyone else.
+    pub async fn ensure_attendee(&self, id: &str) -> anyhow::Result<()> {
+        let (status, _) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/admin/attendees/{id}"),
+                None,
+            )
+            .await?;
+        if status == 200 {
+            return Ok(());
+        }
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/admin/attendees",
+                Some(serde_json::json!({"id": id, "name": id})),
+            )
+            .await?;
+        if !(200..300).contains(&status) {
+            bail!("cannot add attendee {id}: {status} {body}");
+        }
+        Ok(())
+    }
+
     /// Imports attendees from CSV text (header row first).
     pub async fn import_csv(&self, csv: String) -> anyhow::Result<()> {
         let response = self

@@ -69,9 +69,10 @@ pub(super) async fn upsert(
         Some(Json_::String(id)) => id,
         _ => return Err(ApiError::invalid("`id` (a string) is required")),
     };
-    Ok(Json(
-        entities::upsert(&state.store, state.event_id(), entity, id, fields).await?,
-    ))
+    let stored =
+        entities::upsert(&state.store, state.event_id(), entity, id.clone(), fields).await?;
+    attendee_changed(&state, entity, &id).await;
+    Ok(Json(stored))
 }
 
 /// `PUT /api/v1/admin/{collection}/{id}` with the fields to set.
@@ -87,9 +88,10 @@ pub(super) async fn put_one(
             "the id is in the path; leave `id` out of the body",
         ));
     }
-    Ok(Json(
-        entities::upsert(&state.store, state.event_id(), entity, id, fields).await?,
-    ))
+    let stored =
+        entities::upsert(&state.store, state.event_id(), entity, id.clone(), fields).await?;
+    attendee_changed(&state, entity, &id).await;
+    Ok(Json(stored))
 }
 
 /// `GET /api/v1/admin/{collection}/{id}`.
@@ -111,8 +113,16 @@ pub(super) async fn delete_one(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let entity = collection(&name)?;
-    entities::delete(&state.store, state.event_id(), entity, id).await?;
+    entities::delete(&state.store, state.event_id(), entity, id.clone()).await?;
+    attendee_changed(&state, entity, &id).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Committed: a removed attendee's open connections close now, not when their token expires.
+async fn attendee_changed(state: &AppState, entity: &crate::oplog::Entity, id: &str) {
+    if entity.name == "attendee" {
+        state.hub.attendee_changed(id).await;
+    }
 }
 
 /// `POST /api/v1/admin/attendees/import`: a JSON array or a CSV file; all or nothing.

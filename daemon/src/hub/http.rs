@@ -24,7 +24,7 @@ pub const MAX_WAIT_SECS: u64 = 25;
 
 /// The attendee token of a request: `Authorization: Bearer`, else `query_token` (for clients
 /// that cannot set headers: browsers' WebSocket and `EventSource`), verified; 401 otherwise.
-pub(crate) fn attendee_claims(
+pub(crate) async fn attendee_claims(
     state: &AppState,
     source: std::net::IpAddr,
     headers: &HeaderMap,
@@ -39,12 +39,24 @@ pub(crate) fn attendee_claims(
         .and_then(|v| v.strip_prefix("Bearer "))
         .or(query_token)
         .ok_or(TokenError::Missing);
-    token
+    let claims = token
         .and_then(|t| state.hub.verifier().verify(t.trim(), state.hub.event_id()))
         .map_err(|e| {
             crate::http::extract::failed(state, source);
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
-        })
+        })?;
+    if !state.hub.is_attendee(&claims.sub).await {
+        crate::http::extract::failed(state, source);
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!(
+                "the token's attendee `{}` is not registered for this event (removed, or not imported yet)",
+                claims.sub
+            ),
+        ));
+    }
+    Ok(claims)
 }
 
 async fn channel<'a>(state: &AppState, name: &'a str, user: &str) -> Result<Channel<'a>, ApiError> {
@@ -83,7 +95,7 @@ pub(crate) async fn poll(
     Path(name): Path<String>,
     Query(poll): Query<Poll>,
 ) -> Result<Response, ApiError> {
-    let claims = attendee_claims(&state, source, &headers, None)?;
+    let claims = attendee_claims(&state, source, &headers, None).await?;
     let channel = channel(&state, &name, &claims.sub).await?;
     if !channel.may_read(&claims) {
         return Err(ApiError::new(
@@ -118,7 +130,7 @@ pub(crate) async fn post(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<NewMessage>,
 ) -> Result<Response, ApiError> {
-    let claims = attendee_claims(&state, source, &headers, None)?;
+    let claims = attendee_claims(&state, source, &headers, None).await?;
     let channel = channel(&state, &name, &claims.sub).await?;
     if !channel.may_post(&claims) {
         return Err(ApiError::new(
@@ -202,7 +214,7 @@ pub(crate) async fn stream(
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let claims = attendee_claims(&state, source, &headers, query.token.as_deref())?;
+    let claims = attendee_claims(&state, source, &headers, query.token.as_deref()).await?;
     let names: Vec<String> = query
         .channels
         .split(',')

@@ -168,7 +168,37 @@ pub struct Outlet {
 }
 
 /// One user's open connections, oldest first: each with its eviction signal.
-type OpenConnections = std::collections::VecDeque<(Outlet, Arc<Notify>)>;
+type OpenConnections = std::collections::VecDeque<(Outlet, Arc<Eviction>)>;
+
+/// Ends one WebSocket connection from outside its loop, saying why.
+#[derive(Default)]
+pub struct Eviction {
+    notify: Notify,
+    removed: std::sync::atomic::AtomicBool,
+}
+
+impl Eviction {
+    /// Resolves once the connection is to be closed.
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The close reason: the attendee was removed, or a newer connection took the slot.
+    pub fn reason(&self) -> &'static str {
+        match self.removed.load(Ordering::Relaxed) {
+            true => "attendee_removed",
+            false => "too_many_connections",
+        }
+    }
+
+    fn evict(&self, removed: bool) {
+        if removed {
+            self.removed.store(true, Ordering::Relaxed);
+        }
+        // A stored permit: an eviction before the loop waits is not lost.
+        self.notify.notify_one();
+    }
+}
 
 struct Inner {
     store: Store,
@@ -272,14 +302,14 @@ impl Hub {
 
     /// Registers a connection of `user`; past [`MAX_CONNECTIONS_PER_USER`] the oldest is told
     /// to close (through its `evict`). The user is online from now.
-    pub fn open_session(&self, user: &str, outlet: &Outlet, evict: Arc<Notify>) {
+    pub fn open_session(&self, user: &str, outlet: &Outlet, evict: Arc<Eviction>) {
         {
             let mut sessions = self.sessions();
             let open = sessions.entry(user.to_string()).or_default();
             open.push_back((outlet.clone(), evict));
             while open.len() > MAX_CONNECTIONS_PER_USER {
                 if let Some((_, oldest)) = open.pop_front() {
-                    oldest.notify_one();
+                    oldest.evict(false);
                 }
             }
         }
@@ -360,8 +390,61 @@ impl Hub {
         });
     }
 
-    /// Whether `user`'s privacy lets others see their presence (anything but `hidden`; an
-    /// attendee not in the registry has the default, `venue`).
+    /// Closes every connection of `user` (WebSockets with `attendee_removed`; SSE streams end),
+    /// after the attendee was deleted: their token no longer opens anything either.
+    pub fn remove_user(&self, user: &str) {
+        let removed = self.sessions().remove(user).unwrap_or_default();
+        for (_, eviction) in &removed {
+            eviction.evict(true);
+        }
+        let streams: Vec<Arc<Notify>> = self
+            .lock()
+            .values()
+            .flatten()
+            .filter(|o| &*o.user == user)
+            .map(|o| o.kill.clone())
+            .collect();
+        for kill in streams {
+            kill.notify_one();
+        }
+        if !removed.is_empty() {
+            tracing::info!(
+                attendee = user,
+                connections = removed.len(),
+                "closed the connections of a removed attendee"
+            );
+        }
+    }
+
+    /// After a committed change to attendee `user` (local or synced): if they are no longer a
+    /// current attendee, their connections close.
+    pub async fn attendee_changed(&self, user: &str) {
+        if !self.is_attendee(user).await {
+            self.remove_user(user);
+        }
+    }
+
+    /// Whether `user` is a current (not deleted) attendee of this event: what every attendee
+    /// token must name. A failed read counts as no: access fails closed.
+    pub async fn is_attendee(&self, user: &str) -> bool {
+        let (event, user) = (self.0.event_id.clone(), user.to_string());
+        self.0
+            .store
+            .read(move |conn| {
+                Ok::<_, DomainError>(
+                    conn.prepare_cached(
+                        "SELECT 1 FROM attendees WHERE id = ?1 AND event_id = ?2 AND deleted = 0",
+                    )?
+                    .exists(params![user, event])?,
+                )
+            })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Whether `user`'s privacy lets others see their presence: a current attendee whose setting
+    /// is anything but `hidden`. A missing row, an unknown setting or a failed read shows
+    /// nothing: privacy fails closed.
     pub async fn may_show(&self, user: &str) -> bool {
         let (event, user) = (self.0.event_id.clone(), user.to_string());
         let privacy = self
@@ -377,7 +460,10 @@ impl Hub {
                 )
             })
             .await;
-        !matches!(privacy.as_ref().map(Option::as_deref), Ok(Some("hidden")))
+        matches!(
+            privacy.as_ref().map(Option::as_deref),
+            Ok(Some(p)) if p != "hidden" && crate::oplog::PRIVACY_LEVELS.contains(&p)
+        )
     }
 
     /// Forgets a closed connection.

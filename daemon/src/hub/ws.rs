@@ -58,11 +58,17 @@ pub(crate) async fn upgrade(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let hub = state.hub.clone();
-    let claims =
-        match super::http::attendee_claims(&state, source, &headers, query.token.as_deref()) {
-            Ok(c) => c,
-            Err(e) => return e.into_response(),
-        };
+    let claims = match super::http::attendee_claims(
+        &state,
+        source,
+        &headers,
+        query.token.as_deref(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     // The token is checked first, so a bad token is a 401 whatever else is wrong.
     let ws = match ws {
         Ok(ws) => ws,
@@ -113,7 +119,7 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
         claims,
         channels: Default::default(),
     };
-    let evict = Arc::new(Notify::new());
+    let evict = Arc::new(super::Eviction::default());
     conn.hub
         .open_session(&conn.claims.sub, &conn.outlet, evict.clone());
     let welcome = frame_bytes(
@@ -135,7 +141,7 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
     // These futures live across loop turns (the closes fire once; the pop is renewed after
     // each frame): registering fresh waiters on every turn would cost a lock each per frame.
     let killed = kill.notified();
-    let evicted = evict.notified();
+    let evicted = evict.wait();
     let popped = queue.pop();
     tokio::pin!(token_timer, killed, evicted, popped);
     let close = loop {
@@ -162,7 +168,7 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
                 tokio::select! {
                     written = write => if written.is_err() { break None },
                     () = &mut killed => break Some(("slow_consumer", CLOSE_POLICY)),
-                    () = &mut evicted => break Some(("too_many_connections", CLOSE_POLICY)),
+                    () = &mut evicted => break Some((evict.reason(), CLOSE_POLICY)),
                 }
             }
             incoming = stream.next() => {
@@ -185,7 +191,7 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
                 }
             }
             () = &mut killed => break Some(("slow_consumer", CLOSE_POLICY)),
-            () = &mut evicted => break Some(("too_many_connections", CLOSE_POLICY)),
+            () = &mut evicted => break Some((evict.reason(), CLOSE_POLICY)),
             () = &mut token_timer => break Some(("token_expired", CLOSE_POLICY)),
             _ = ping.tick() => {
                 if last_heard.elapsed() > Duration::from_secs(SILENCE_SECS) {

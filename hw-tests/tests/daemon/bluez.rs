@@ -92,6 +92,7 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
         .subscribe("venue/default/presence/hall", rumqttc::QoS::AtLeastOnce)
         .await
         .unwrap();
+    Admin::new(&venued).ensure_attendee("viewer").await.unwrap();
     let (_, minted) = Admin::new(&venued)
         .call(
             reqwest::Method::POST,

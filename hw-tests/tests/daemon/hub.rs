@@ -34,7 +34,10 @@ pub(crate) async fn subscribe(socket: &mut Socket, payload: Value) -> Value {
     next(socket, "ack").await
 }
 
+/// A token for `attendee`, who is made an attendee first if need be (tokens of anyone else
+/// open nothing).
 pub(crate) async fn token(venued: &Venued, attendee: &str, roles: &[&str]) -> String {
+    Admin::new(venued).ensure_attendee(attendee).await.unwrap();
     let (status, body) = Admin::new(venued)
         .call(
             Method::POST,
@@ -345,6 +348,7 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
 #[tokio::test]
 async fn bad_frames_get_errors_and_the_connection_stays() {
     let (_dir, venued) = demo().await;
+    Admin::new(&venued).ensure_attendee("a1").await.unwrap();
     // The token from the command line, as a newcomer would get one.
     let minted = std::process::Command::new(hw_tests::binary("venued"))
         .arg("--data-dir")
@@ -870,4 +874,78 @@ async fn direct_messages_reach_only_the_two_people() {
     )
     .await;
     assert_eq!(next(&mut c, "ack").await["error"]["code"], "forbidden");
+}
+
+/// The outside probe: tokens of deleted or unknown attendees kept working (WebSocket 101,
+/// posts 201). Now a token opens nothing unless it names a current attendee, and deleting an
+/// attendee closes their open connections at once.
+#[tokio::test]
+async fn regression_tokens_of_deleted_or_unknown_attendees_open_nothing() {
+    let (_dir, venued) = demo().await;
+    let admin = Admin::new(&venued);
+    // A token minted for someone who is not in the registry (a typo, or a test account).
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/api/v1/admin/tokens",
+            Some(json!({"attendee_id": "nobody", "roles": ["attendee"]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let stranger = body["token"].as_str().unwrap().to_string();
+    let refused = reqwest::Client::new()
+        .post(venued.url("/api/v1/channels/announcements/messages"))
+        .bearer_auth(&stranger)
+        .header("Idempotency-Key", "from-nobody")
+        .json(&json!({"content": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let refused: Value = refused.json().await.unwrap();
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not registered for this event"),
+        "{refused}"
+    );
+    let upgrade =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?token={stranger}", venued.addr)).await;
+    assert!(format!("{:?}", upgrade.err()).contains("401"));
+
+    // A current attendee connects; deleting them closes the socket and voids the token.
+    let leaving = token(&venued, "leaving", &["attendee"]).await;
+    let (mut socket, _) = connect(&venued, &leaving).await;
+    let (status, _) = admin
+        .call(Method::DELETE, "/api/v1/admin/attendees/leaving", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let close = tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("the connection ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the removed attendee's connection is closed at once")
+    .expect("with a close frame");
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1008, "attendee_removed")
+    );
+    let posted = reqwest::Client::new()
+        .post(venued.url("/api/v1/channels/announcements/messages"))
+        .bearer_auth(&leaving)
+        .header("Idempotency-Key", "after-removal")
+        .json(&json!({"content": "still here?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 401);
 }

@@ -311,6 +311,23 @@ impl Stats {
     }
 }
 
+/// Makes the attendees the workers will sign tokens for (worker k's connection i is attendee
+/// `w{k}-{i}`), in one import: tokens of anyone else open nothing.
+async fn register_workers(
+    venued: &hw_tests::Venued,
+    connections: usize,
+    processes: usize,
+) -> anyhow::Result<()> {
+    let mut csv = String::from("id,name\n");
+    for k in 0..processes {
+        let count = connections / processes + usize::from(k < connections % processes);
+        for i in 0..count {
+            csv.push_str(&format!("w{k}-{i},Worker {k} attendee {i}\n"));
+        }
+    }
+    hw_tests::Admin::new(venued).import_csv(csv).await
+}
+
 /// The worker processes of one run.
 struct Workers {
     children: Vec<tokio::process::Child>,
@@ -428,6 +445,7 @@ async fn demo_venued() -> anyhow::Result<(tempfile::TempDir, hw_tests::Venued)> 
 /// `ws-hold`: N connections subscribed to 3 channels each, held with heartbeats.
 pub(crate) async fn hold(connections: usize, processes: usize, seconds: u64) -> anyhow::Result<()> {
     let (_dir, venued) = demo_venued().await?;
+    register_workers(&venued, connections, processes).await?;
     let pid = venued.pid();
     // Opened first: at the ceiling there would be no place for it later.
     let mut staff = staff_socket(&venued, "staff-hold").await?;
@@ -506,6 +524,7 @@ pub(crate) async fn spread(
     pad: usize,
 ) -> anyhow::Result<()> {
     let (_dir, venued) = demo_venued().await?;
+    register_workers(&venued, connections, processes).await?;
     let pid = venued.pid();
     let messages = rate * seconds;
     let mut workers = Workers::start(&venued, connections, processes, "announcements", messages)?;

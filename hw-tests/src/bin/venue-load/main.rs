@@ -655,6 +655,9 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn mint(venued: &hw_tests::Venued, attendee: &str, roles: &[&str]) -> anyhow::Result<String> {
+    hw_tests::Admin::new(venued)
+        .ensure_attendee(attendee)
+        .await?;
     let (status, body) = hw_tests::Admin::new(venued)
         .call(
             reqwest::Method::POST,
