@@ -35,8 +35,6 @@ use crate::store::Store;
 
 /// Adverts that may wait for the engine; a source that outruns it drops the newest, counted.
 pub const ADVERT_QUEUE: usize = 16_384;
-/// How often the badge → attendee map is reloaded from the registry.
-const REGISTRY_REFRESH_SECS: u64 = 30;
 /// How often expired transitions are purged.
 const PURGE_INTERVAL_SECS: u64 = 600;
 
@@ -180,7 +178,6 @@ impl PresenceTask {
         let mut registry = Registry::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut refresh = tokio::time::interval(Duration::from_secs(REGISTRY_REFRESH_SECS));
         let mut purge = tokio::time::interval(Duration::from_secs(PURGE_INTERVAL_SECS));
         let mut pending: Vec<PresenceEvent> = Vec::new();
         let mut outputs = self.mqtt.clone().map(outputs::MqttOutputs::new);
@@ -214,13 +211,8 @@ impl PresenceTask {
                         self.health.set(health.snapshot());
                     }
                     if !pending.is_empty() {
+                        registry.refresh(&self.store).await;
                         self.record(&registry, std::mem::take(&mut pending)).await;
-                    }
-                }
-                _ = refresh.tick() => {
-                    match Registry::load(&self.store).await {
-                        Ok(fresh) => registry = fresh,
-                        Err(e) => tracing::warn!(error = %e, "cannot reload the badge registry; keeping the old one"),
                     }
                 }
                 _ = purge.tick() => self.purge().await,
@@ -228,6 +220,7 @@ impl PresenceTask {
         }
         // Transitions decided before the stop are still written.
         if !pending.is_empty() {
+            registry.refresh(&self.store).await;
             self.record(&registry, pending).await;
         }
     }
@@ -385,9 +378,37 @@ impl PresenceTask {
 #[derive(Default)]
 struct Registry {
     badges: HashMap<String, (String, Privacy)>,
+    /// The store's attendee generation this map was loaded at; `None` before the first load.
+    loaded: Option<u64>,
 }
 
 impl Registry {
+    /// Reloads the map when an attendee changed since it was loaded: a new privacy setting, a
+    /// badge handed to someone else or a deleted attendee applies to the very next transition,
+    /// not after a timed reload. (Read first, so a change during the load reloads again.)
+    async fn refresh(&mut self, store: &Store) {
+        let generation = store.attendees_generation();
+        if self.loaded == Some(generation) {
+            return;
+        }
+        match Registry::load(store).await {
+            Ok(fresh) => {
+                *self = Registry {
+                    loaded: Some(generation),
+                    ..fresh
+                }
+            }
+            Err(e) => {
+                // Privacy fails closed: with settings that may be stale, no badge is anyone's
+                // (their transitions are counted as unknown, never stored or sent) until a load
+                // succeeds, tried again before the next transitions.
+                tracing::warn!(error = %e, "cannot reload the badge registry; badges count as unknown until it loads");
+                self.badges.clear();
+                self.loaded = None;
+            }
+        }
+    }
+
     async fn load(store: &Store) -> Result<Self, DomainError> {
         store
             .read(|conn| {
@@ -404,7 +425,10 @@ impl Registry {
                         ))
                     })?
                     .collect::<Result<HashMap<_, _>, _>>()?;
-                Ok(Registry { badges })
+                Ok(Registry {
+                    badges,
+                    loaded: None,
+                })
             })
             .await
     }

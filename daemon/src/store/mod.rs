@@ -134,6 +134,7 @@ struct Inner {
     path: PathBuf,
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     appended_ops: Arc<tokio::sync::Notify>,
+    attendees: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -184,9 +185,17 @@ impl Store {
         let max_group = options.max_group_writes;
         let appended_ops = Arc::new(tokio::sync::Notify::new());
         let notify = appended_ops.clone();
+        let attendees = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let generation = attendees.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, rx, clock, max_group, metrics, notify, after_commit))
+            .spawn(move || {
+                let signals = writer::Signals {
+                    appended_ops: notify,
+                    attendees: generation,
+                };
+                writer::run(conn, rx, clock, max_group, metrics, signals, after_commit)
+            })
             .map_err(|source| StoreError::Io {
                 path: path.clone(),
                 source,
@@ -199,6 +208,7 @@ impl Store {
                 path,
                 writer_thread: std::sync::Mutex::new(Some(handle)),
                 appended_ops,
+                attendees,
             }),
         })
     }
@@ -240,6 +250,15 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         self.inner.readers.read(query).await
+    }
+
+    /// Moves on every commit that changed an attendee (a badge, a privacy setting, a deletion),
+    /// local or synced, before the writer answers that commit's callers. Whoever keeps a view of
+    /// attendees compares it before use and reloads when it moved.
+    pub fn attendees_generation(&self) -> u64 {
+        self.inner
+            .attendees
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Resolves once a commit has appended ops since the previous call returned. Meant for one

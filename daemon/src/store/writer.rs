@@ -8,6 +8,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rusqlite::Connection;
@@ -73,6 +74,8 @@ pub struct WriteCtx<'a> {
     clock: &'a mut HlcClock,
     now_ms: u64,
     appended: u64,
+    /// An attendee changed in this group (their badge, privacy or existence).
+    attendees_changed: bool,
 }
 
 impl WriteCtx<'_> {
@@ -126,6 +129,7 @@ impl WriteCtx<'_> {
         self.clock.observe(&op.hlc);
         if applied == Applied::New {
             self.appended += 1;
+            self.attendees_changed |= op.kind == ATTENDEE_UPSERT;
         }
         Ok(applied)
     }
@@ -139,6 +143,17 @@ impl WriteCtx<'_> {
     }
 }
 
+/// What the writer tells the rest of the daemon after a commit.
+pub(crate) struct Signals {
+    /// Woken when a commit appended ops (one waiter: the sync agent).
+    pub(crate) appended_ops: Arc<tokio::sync::Notify>,
+    /// Moved when a commit changed an attendee ([`super::Store::attendees_generation`]).
+    pub(crate) attendees: Arc<AtomicU64>,
+}
+
+/// The op kind whose commits move [`super::Store::attendees_generation`].
+const ATTENDEE_UPSERT: &str = "attendee.upsert";
+
 /// Runs the writer until every sender is dropped, then returns (the connection closes with it).
 pub(crate) fn run(
     mut conn: Connection,
@@ -146,7 +161,7 @@ pub(crate) fn run(
     mut clock: HlcClock,
     max_group: usize,
     metrics: StoreMetrics,
-    appended_ops: Arc<tokio::sync::Notify>,
+    signals: Signals,
     after_commit: Option<super::AfterCommit>,
 ) {
     let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(max_group);
@@ -160,11 +175,11 @@ pub(crate) fn run(
         }
         let started = Instant::now();
         let size = jobs.len();
-        let appended = commit_group(&mut conn, &mut clock, &mut jobs);
+        let appended = commit_group(&mut conn, &mut clock, &signals.attendees, &mut jobs);
         metrics.observe_group(size, appended, started.elapsed());
         if appended > 0 {
             // One waiter (the sync agent); a stored permit covers a commit between its checks.
-            appended_ops.notify_one();
+            signals.appended_ops.notify_one();
         }
         if let Some(hook) = &after_commit {
             // Outside any transaction, before the next group: nothing commits while it runs.
@@ -178,7 +193,12 @@ pub(crate) fn run(
 
 /// Runs and commits one group; every job's caller is answered before this returns. Returns the
 /// number of ops appended, or 0 when the group did not commit.
-fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<dyn Job>>) -> u64 {
+fn commit_group(
+    conn: &mut Connection,
+    clock: &mut HlcClock,
+    attendees: &AtomicU64,
+    jobs: &mut Vec<Box<dyn Job>>,
+) -> u64 {
     if let Err(e) = execute_cached(conn, "BEGIN IMMEDIATE") {
         let error = StoreError::Commit(e.to_string());
         tracing::error!(%error, "store writer could not begin a transaction");
@@ -193,6 +213,7 @@ fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<
         clock,
         now_ms: now_ms(),
         appended: 0,
+        attendees_changed: false,
     };
     let mut completions = Vec::with_capacity(jobs.len());
     // Set once SQLite has rolled the whole transaction back on its own (SQLITE_FULL, SQLITE_IOERR
@@ -232,6 +253,7 @@ fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<
         completions.push(completion);
     }
     let appended = ctx.appended;
+    let attendees_changed = ctx.attendees_changed;
     let high_water = ctx.clock.high_water();
     let mut result = match lost {
         Some(error) => Err(error),
@@ -245,6 +267,11 @@ fn commit_group(conn: &mut Connection, clock: &mut HlcClock, jobs: &mut Vec<Box<
     }
     match result {
         Ok(()) => {
+            // Before any caller hears of the commit: whoever then reads the generation (presence,
+            // before it applies anyone's privacy) sees the change.
+            if attendees_changed {
+                attendees.fetch_add(1, Ordering::Release);
+            }
             for completion in completions {
                 completion(None);
             }

@@ -892,3 +892,122 @@ async fn regression_no_device_or_anonymous_client_reads_another_kiosks_checkins(
             .join("\n")
     );
 }
+
+/// Zone transitions of `attendee` stored so far, oldest first: `(kind, zone)`.
+fn transitions(data: &std::path::Path, attendee: &str) -> Vec<(String, Option<String>)> {
+    let db = hw_tests::open_db(data).unwrap();
+    db.prepare("SELECT kind, zone_id FROM zone_transitions WHERE attendee_id = ?1 ORDER BY at_ms")
+        .unwrap()
+        .query_map([attendee], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The outside probe: after switching to `hidden`, transitions were stored and sent for 23.5 s
+/// (the presence registry reloaded every 30 s). A change of privacy now applies to the very next
+/// transition: here two badges walk from zone A to zone B together, and the one whose owner
+/// turned `hidden` on the way leaves no trace of the move, while the other's move is stored.
+#[tokio::test]
+async fn regression_a_privacy_change_applies_to_the_next_transition() {
+    const UUID: &str = "f7826da6-4fa2-4e98-8024-bc5b71e0893e";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
+    let csv = format!(
+        "id,name,badge_beacon_id,privacy\np1,Pia,ibeacon:{UUID}:7:1,zone\np2,Pål,ibeacon:{UUID}:7:2,zone\n"
+    );
+    Admin::new(&venued).import_csv(csv).await.unwrap();
+    register(&venued, "gw-a", "gateway").await;
+    register(&venued, "gw-b", "gateway").await;
+    venued.terminate(WAIT).await.unwrap();
+    let config = dir.path().join("venued.toml");
+    std::fs::write(
+        &config,
+        "[ble]\nsource = \"gateways\"\nswitch_dwell_secs = 1\n\
+         [[ble.scanners]]\nid = \"gw-a\"\nzone = \"zone-a\"\n\
+         [[ble.scanners]]\nid = \"gw-b\"\nzone = \"zone-b\"\n",
+    )
+    .unwrap();
+    let venued = VenuedBuilder::new(&data)
+        .arg("--config")
+        .arg(config.to_str().unwrap())
+        .spawn()
+        .await
+        .unwrap();
+    let gateways = [
+        device(&venued, "gw-a").await.unwrap(),
+        device(&venued, "gw-b").await.unwrap(),
+    ];
+    let ibeacon = |minor: u16| format!("4c000215{}0007{minor:04x}c5", UUID.replace('-', ""));
+    // One round of adverts of both badges, heard at `rssi` by gw-a and gw-b (`None`: not heard).
+    let round = |rssi: [Option<i32>; 2]| {
+        let gateways = &gateways;
+        async move {
+            for (g, gateway) in gateways.iter().enumerate() {
+                let Some(rssi) = rssi[g] else { continue };
+                for minor in 1..=2u16 {
+                    let raw = json!({"id": format!("C0:00:00:00:00:0{minor}"), "rssi": rssi,
+                                     "manufacturerdata": ibeacon(minor)});
+                    gateway
+                        .client
+                        .publish(
+                            format!(
+                                "venue/default/gateway/gw-{}/BTtoMQTT/C0000000000{minor}",
+                                ["a", "b"][g]
+                            ),
+                            QoS::AtMostOnce,
+                            false,
+                            raw.to_string(),
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    };
+    // Both badges enter zone A.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    while transitions(&data, "p1").is_empty() || transitions(&data, "p2").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no entry into zone A"
+        );
+        round([Some(-55), None]).await;
+        every.tick().await;
+    }
+    assert_eq!(
+        transitions(&data, "p1"),
+        [("entered".into(), Some("zone-a".into()))]
+    );
+
+    // Pia turns hidden; then both walk to zone B.
+    let (status, body) = Admin::new(&venued)
+        .call(
+            Method::PUT,
+            "/api/v1/admin/attendees/p1",
+            Some(json!({"privacy": "hidden"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while transitions(&data, "p2").len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "p2 never moved to zone B"
+        );
+        round([Some(-90), Some(-50)]).await;
+        every.tick().await;
+    }
+    assert_eq!(
+        transitions(&data, "p2")[1],
+        ("moved".into(), Some("zone-b".into()))
+    );
+    assert_eq!(
+        transitions(&data, "p1"),
+        [("entered".into(), Some("zone-a".into()))],
+        "nothing of Pia's move was stored after she turned hidden"
+    );
+}
