@@ -76,14 +76,42 @@ fn peer(parts: &Parts) -> IpAddr {
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
-/// The peer's address, for handlers that authenticate in their own way (attendee tokens).
-pub(crate) struct Source(pub IpAddr);
+/// The connection a request came on (none when the app runs in-process).
+fn connection(parts: &Parts) -> Option<std::sync::Arc<super::listener::Conn>> {
+    parts
+        .extensions
+        .get::<ConnectInfo<super::listener::Peer>>()
+        .map(|c| c.0.1.clone())
+}
+
+/// Marks the request's connection as authenticated (see [`super::listener::Conn::prove`]).
+fn prove(parts: &Parts) {
+    if let Some(conn) = connection(parts) {
+        conn.prove();
+    }
+}
+
+/// The peer's address, for handlers that authenticate in their own way (attendee tokens), and
+/// the connection to [`Source::prove`] once they have.
+pub(crate) struct Source(
+    pub IpAddr,
+    pub Option<std::sync::Arc<super::listener::Conn>>,
+);
+
+impl Source {
+    /// The request passed authentication: its connection is no longer unproven.
+    pub(crate) fn prove(&self) {
+        if let Some(conn) = &self.1 {
+            conn.prove();
+        }
+    }
+}
 
 impl FromRequestParts<AppState> for Source {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Source(peer(parts)))
+        Ok(Source(peer(parts), connection(parts)))
     }
 }
 
@@ -112,7 +140,10 @@ impl FromRequestParts<AppState> for Admin {
         check_budget(state, source)?;
         let token = authorization(parts).and_then(|v| v.strip_prefix("Bearer "));
         match token {
-            Some(t) if state.auth.is_admin(t) => Ok(Admin),
+            Some(t) if state.auth.is_admin(t) => {
+                prove(parts);
+                Ok(Admin)
+            }
             Some(_) => {
                 failed(state, source);
                 tracing::warn!(path = %parts.uri.path(), "admin request with a wrong token");
@@ -152,7 +183,10 @@ impl FromRequestParts<AppState> for Device {
             ));
         };
         match state.auth.device(&state.store, &id, &password).await {
-            Ok(kind) => Ok(Device { id, kind }),
+            Ok(kind) => {
+                prove(parts);
+                Ok(Device { id, kind })
+            }
             Err(e) => {
                 failed(state, source);
                 tracing::warn!(device = %id.chars().take(64).collect::<String>(), "device authentication failed");

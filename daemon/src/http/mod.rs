@@ -131,7 +131,20 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         time_limit,
     ))
+    .layer(axum::middleware::from_fn(in_flight))
     .with_state(state)
+}
+
+/// Marks the request in flight on its connection (`listener::Conn`) until its response is
+/// ready: an unauthenticated connection is never timed out or evicted mid-request.
+async fn in_flight(request: Request, next: Next) -> Response {
+    let guard = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<listener::Peer>>()
+        .map(|peer| peer.0.1.request());
+    let response = next.run(request).await;
+    drop(guard);
+    response
 }
 
 /// Answers 408 in the API's error shape when a request (its body included) is not done within

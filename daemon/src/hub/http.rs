@@ -26,10 +26,11 @@ pub const MAX_WAIT_SECS: u64 = 25;
 /// that cannot set headers: browsers' WebSocket and `EventSource`), verified; 401 otherwise.
 pub(crate) async fn attendee_claims(
     state: &AppState,
-    source: std::net::IpAddr,
+    from: &Source,
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Claims, ApiError> {
+    let source = from.0;
     // The same per-address budget as admin and device logins: forged tokens cost a signature
     // check each, and a source that keeps failing is refused before that work.
     crate::http::extract::check_budget(state, source)?;
@@ -56,6 +57,7 @@ pub(crate) async fn attendee_claims(
             ),
         ));
     }
+    from.prove();
     Ok(claims)
 }
 
@@ -90,12 +92,12 @@ pub struct Poll {
 /// `GET /api/v1/channels/{channel}/messages?after=SEQ&wait=SECS&limit=N`.
 pub(crate) async fn poll(
     State(state): State<AppState>,
-    Source(source): Source,
+    source: Source,
     headers: HeaderMap,
     Path(name): Path<String>,
     Query(poll): Query<Poll>,
 ) -> Result<Response, ApiError> {
-    let claims = attendee_claims(&state, source, &headers, None).await?;
+    let claims = attendee_claims(&state, &source, &headers, None).await?;
     let channel = channel(&state, &name, &claims.sub).await?;
     if !channel.may_read(&claims) {
         return Err(ApiError::new(
@@ -125,12 +127,12 @@ pub struct NewMessage {
 /// `POST /api/v1/channels/{channel}/messages` with `Idempotency-Key`: 201 new, 200 replayed.
 pub(crate) async fn post(
     State(state): State<AppState>,
-    Source(source): Source,
+    source: Source,
     headers: HeaderMap,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<NewMessage>,
 ) -> Result<Response, ApiError> {
-    let claims = attendee_claims(&state, source, &headers, None).await?;
+    let claims = attendee_claims(&state, &source, &headers, None).await?;
     let channel = channel(&state, &name, &claims.sub).await?;
     if !channel.may_post(&claims) {
         return Err(ApiError::new(
@@ -209,12 +211,12 @@ pub struct StreamQuery {
 /// WebSocket.
 pub(crate) async fn stream(
     State(state): State<AppState>,
-    Source(source): Source,
+    source: Source,
     headers: HeaderMap,
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let claims = attendee_claims(&state, source, &headers, query.token.as_deref()).await?;
+    let claims = attendee_claims(&state, &source, &headers, query.token.as_deref()).await?;
     let names: Vec<String> = query
         .channels
         .split(',')

@@ -52,23 +52,18 @@ pub struct TokenQuery {
 /// `GET /ws`: verifies the token, then upgrades.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
-    crate::http::extract::Source(source): crate::http::extract::Source,
+    source: crate::http::extract::Source,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let hub = state.hub.clone();
-    let claims = match super::http::attendee_claims(
-        &state,
-        source,
-        &headers,
-        query.token.as_deref(),
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
+    let claims =
+        match super::http::attendee_claims(&state, &source, &headers, query.token.as_deref()).await
+        {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        };
     // The token is checked first, so a bad token is a 401 whatever else is wrong.
     let ws = match ws {
         Ok(ws) => ws,

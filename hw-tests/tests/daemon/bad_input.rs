@@ -391,3 +391,63 @@ async fn repeated_wrong_credentials_are_refused_per_source_address() {
         .status();
     assert_eq!(status, 200);
 }
+
+/// The outside probe: with the ceiling at 100, kiosks were refused while 100 bare sockets were
+/// held, and a header dribbled a byte every 5 s kept its connection for 150 s. Now bare sockets
+/// fill only their share and give way to newcomers, a kiosk checks in through the flood, and
+/// every socket that never sends a whole request is closed within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_flood_of_bare_sockets_neither_holds_the_box_nor_locks_out_kiosks() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .env("VENUED_HTTP_MAX_CONNECTIONS", "100")
+        .env("VENUED_MQTT_ENABLED", "false")
+        .spawn()
+        .await
+        .unwrap();
+    let admin = Admin::new(&venued);
+    admin.import_attendees(1).await.unwrap();
+    let kiosk = admin.kiosk("kiosk-1").await.unwrap();
+    let mut flood = Vec::new();
+    for _ in 0..150 {
+        flood.push(tokio::net::TcpStream::connect(venued.addr).await.unwrap());
+    }
+    let mut dribbler = tokio::net::TcpStream::connect(venued.addr).await.unwrap();
+    dribbler.write_all(b"G").await.unwrap();
+
+    // A kiosk's fresh connection gets through (a reqwest client of its own, so no pooled
+    // connection from before the flood helps it).
+    let r = reqwest::Client::new()
+        .post(venued.url("/api/v1/checkins"))
+        .header("authorization", &kiosk)
+        .header("idempotency-key", "through-the-flood")
+        .json(&serde_json::json!({"attendee_id": "a0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Every bare socket and the dribbler are closed by the server, none later than the
+    // unproven idle time (10 s) and a margin.
+    let closed = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    };
+    let all = futures::future::join_all(flood.into_iter().chain([dribbler]).map(closed));
+    tokio::time::timeout(Duration::from_secs(20), all)
+        .await
+        .expect("every bare socket closed by the server");
+    let metrics = venued.metrics().await.unwrap();
+    for reason in ["unproven_idle", "unproven_evicted"] {
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "{reason} not counted"
+        );
+    }
+}
