@@ -103,6 +103,8 @@ impl SyncStore for StoreSync {
                     }
                 }
                 let backlog = match cached {
+                    // Nothing pending is an exact count, whatever the cache says.
+                    _ if seqs.is_empty() => 0,
                     Some(n) => n,
                     None => conn.query_row(
                         "SELECT count(*) FROM ops WHERE origin = ?1 AND seq > ?2",

@@ -455,6 +455,10 @@ async fn push_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
     // Halved when the relay refuses a batch as a whole, so one bad op is isolated and parked.
     let mut batch_limit = MAX_BATCH_OPS;
     let mut last_sent = tokio::time::Instant::now();
+    // The relay's operators see the backlog of the last report, which counted the batch it came
+    // with. After a push that moved ops, a report of what is left goes out at once, not with
+    // the next heartbeat.
+    let mut report_due = false;
     loop {
         let pending = match inner.store.pending(batch_limit).await {
             Ok(p) => p,
@@ -470,6 +474,7 @@ async fn push_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
         };
         if pending.ops.is_empty()
             && pending.report.conflicts.is_empty()
+            && !report_due
             && last_sent.elapsed() < inner.config.heartbeat
         {
             tokio::select! {
@@ -510,6 +515,7 @@ async fn push_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
                 }
                 backoff.reset();
                 batch_limit = MAX_BATCH_OPS;
+                report_due = settled > 0;
                 inner.update(|s| {
                     s.pushed_ops += settled;
                     s.parked_ops += parked;

@@ -326,6 +326,23 @@ async fn regression_a_poisoned_clock_or_a_forged_origin_is_parked_by_the_relay()
     )
     .await
     .unwrap();
+    // Found on the way: the relay's operators saw the drained backlog only at the next 30 s
+    // heartbeat. The report of what is left follows the push at once.
+    let operator = relay::cli(&db, &["operator", "add"]).await.unwrap();
+    hw_tests::wait_for_json(
+        &relay.url("/v1/admin/appliances"),
+        Some(operator.trim()),
+        "A's report of an empty backlog at the relay",
+        Duration::from_secs(10),
+        |list| {
+            list["appliances"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|a| a["node"] == a_node.as_str() && a["report"]["backlog_ops"] == 0)
+            })
+        },
+    )
+    .await
+    .unwrap();
 
     // B binds itself with one honest op, then tries the poisons.
     let now = now_ms();
