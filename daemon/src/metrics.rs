@@ -198,6 +198,8 @@ pub struct MqttMetrics {
     pub dropped: Counter,
     /// Times the broker paused the daemon's link for a full buffer (then woken).
     pub link_unscheduled: Counter,
+    /// Clients closed for silence past 1.5 × their keep-alive (stalls of venued taken out).
+    pub keep_alive_expired: Counter,
     /// Check-ins applied over MQTT, by `result` (reason label).
     pub checkins: Family<WhyLabel, Counter>,
     /// Messages carried by the MQTT ↔ hub bridge, by direction and kind.
@@ -216,6 +218,7 @@ impl MqttMetrics {
             invalid: Family::default(),
             dropped: Counter::default(),
             link_unscheduled: Counter::default(),
+            keep_alive_expired: Counter::default(),
             checkins: Family::default(),
             bridged: Family::default(),
         };
@@ -249,6 +252,11 @@ impl MqttMetrics {
             "venued_mqtt_invalid_messages",
             "Messages to the daemon that changed nothing because they were invalid, by reason",
             m.invalid.clone(),
+        );
+        registry.register(
+            "venued_mqtt_keep_alive_expired",
+            "MQTT clients closed for silence past 1.5 x their keep-alive, time venued was not running taken out",
+            m.keep_alive_expired.clone(),
         );
         registry.register(
             "venued_mqtt_dropped",

@@ -33,12 +33,14 @@ pub struct Options<'a> {
     pub credentials: Option<(&'a str, &'a str)>,
     /// The last will: topic and payload (retained, QoS 1).
     pub will: Option<(String, String)>,
+    /// The keep-alive it announces and pings at (15 s when `None`).
+    pub keep_alive: Option<Duration>,
 }
 
 /// Connects to `addr` and waits for the CONNACK; an error names a refusal code.
 pub async fn connect(addr: SocketAddr, options: Options<'_>) -> anyhow::Result<Client> {
     let mut mqtt = MqttOptions::new(options.id, addr.ip().to_string(), addr.port());
-    mqtt.set_keep_alive(Duration::from_secs(15));
+    mqtt.set_keep_alive(options.keep_alive.unwrap_or(Duration::from_secs(15)));
     mqtt.set_max_packet_size(1024 * 1024, 1024 * 1024);
     if let Some((user, pass)) = options.credentials {
         mqtt.set_credentials(user, pass);

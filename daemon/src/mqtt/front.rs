@@ -72,6 +72,28 @@ pub struct Front {
     pub stop: watch::Receiver<bool>,
     sessions: Arc<Sessions>,
     last_log_ms: AtomicU64,
+    /// The time this process was not running (see [`super::keepalive`]).
+    stall: Arc<std::sync::Mutex<super::keepalive::StallClock>>,
+}
+
+/// A stall clock and the task that ticks it (ending with the last front holding the clock).
+fn start_stall_clock() -> Arc<std::sync::Mutex<super::keepalive::StallClock>> {
+    let clock = Arc::new(std::sync::Mutex::new(super::keepalive::StallClock::new(
+        std::time::Instant::now(),
+    )));
+    let weak = Arc::downgrade(&clock);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(super::keepalive::TICK);
+        loop {
+            every.tick().await;
+            let Some(clock) = weak.upgrade() else { return };
+            clock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .tick(std::time::Instant::now());
+        }
+    });
+    clock
 }
 
 /// The open device connections, so a revoked device can be cut off at once.
@@ -146,7 +168,16 @@ impl Front {
             stop,
             sessions,
             last_log_ms: AtomicU64::new(0),
+            stall: start_stall_clock(),
         }
+    }
+
+    /// The time this process was not running, up to now.
+    fn stalled(&self) -> Duration {
+        self.stall
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .stalled(std::time::Instant::now())
     }
 
     /// Logs a refusal unless one was logged in the last second (they are all counted).
@@ -388,6 +419,13 @@ where
         }
     }
     let client_id = connect.client_id.to_string();
+    let keep_alive = connect.keep_alive;
+    // The front times clients out itself, with stalls of this process taken out; rumqttd is told
+    // a keep-alive it never reaches.
+    if packet::set_keep_alive(&mut buf[..len], super::keepalive::BROKER_KEEP_ALIVE_SECS).is_err() {
+        front.refused("malformed");
+        return;
+    }
     let broker_addr = match level {
         packet::LEVEL_V5 => front.broker_v5.unwrap_or(front.broker_v4),
         _ => front.broker_v4,
@@ -405,7 +443,10 @@ where
     buf.drain(..len);
     front.metrics.connections.inc();
     let kill = front.sessions.open(&client_id);
-    let reason = pump(&front, client, broker, buf, level, identity, &kill).await;
+    let reason = pump(
+        &front, client, broker, buf, level, identity, keep_alive, &kill,
+    )
+    .await;
     front.sessions.closed(&client_id, &kill);
     front.metrics.connections.dec();
     if let Some(refused) = reason {
@@ -473,6 +514,7 @@ async fn authenticate(
 
 /// Relays until either side closes, a packet is refused, or shutdown. Returns why it stopped
 /// when a packet was refused.
+#[allow(clippy::too_many_arguments)]
 async fn pump<S>(
     front: &Front,
     client: S,
@@ -480,6 +522,7 @@ async fn pump<S>(
     mut buf: Vec<u8>,
     level: u8,
     identity: Option<(DeviceKind, String)>,
+    keep_alive_secs: u16,
     kill: &Notify,
 ) -> Option<Refused>
 where
@@ -527,6 +570,11 @@ where
         }
     };
     let upstream = async {
+        let mut keep_alive = super::keepalive::KeepAlive::new(
+            keep_alive_secs,
+            std::time::Instant::now(),
+            front.stalled(),
+        );
         loop {
             // Forward every whole packet in the buffer, checked, in one write.
             let mut checked = 0;
@@ -543,9 +591,18 @@ where
                 buf.drain(..checked);
             }
             buf.reserve(READ_CHUNK);
-            match client_rx.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return Ok(()),
-                Ok(_) => {}
+            let deadline = keep_alive.deadline(front.stalled());
+            // `read_buf` is cancel-safe: a read the deadline cuts short has taken nothing.
+            match tokio::time::timeout_at(deadline.into(), client_rx.read_buf(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return Ok(()),
+                Ok(Ok(_)) => keep_alive.heard(std::time::Instant::now(), front.stalled()),
+                // Past the deadline as it was: look again with the stall time known now.
+                Err(_) if keep_alive.deadline(front.stalled()) > std::time::Instant::now() => {}
+                Err(_) => {
+                    // Gone: closing the broker side makes rumqttd publish the client's will.
+                    front.metrics.keep_alive_expired.inc();
+                    return Ok(());
+                }
             }
         }
     };

@@ -10,6 +10,7 @@ pub mod bridge;
 mod broker;
 pub mod front;
 mod ingest;
+pub mod keepalive;
 pub mod packet;
 pub mod topics;
 

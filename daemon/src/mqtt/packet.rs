@@ -116,6 +116,19 @@ pub struct Publish<'a> {
     pub topic_alias: bool,
 }
 
+/// Replaces the keep-alive of a CONNECT packet (one [`parse_connect`] accepted) with `secs`, in
+/// place: the field has a fixed size, so nothing else moves.
+pub fn set_keep_alive(packet: &mut [u8], secs: u16) -> Result<(), PacketError> {
+    let mut r = Reader::after_fixed_header(packet);
+    r.string("protocol name")?;
+    r.u8("protocol level")?;
+    r.u8("connect flags")?;
+    let at = r.at;
+    r.u16("keep alive")?;
+    packet[at..at + 2].copy_from_slice(&secs.to_be_bytes());
+    Ok(())
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
@@ -384,6 +397,26 @@ mod tests {
             body.extend(string(p));
         }
         frame(0x10, &body)
+    }
+
+    #[test]
+    fn the_keep_alive_is_rewritten_in_place_and_nothing_else_changes() {
+        for level in [LEVEL_V4, LEVEL_V5] {
+            let before = connect(
+                level,
+                "kiosk-1",
+                Some("v/e/k/status"),
+                Some(("kiosk-1", "pw")),
+            );
+            let mut after = before.clone();
+            set_keep_alive(&mut after, 600).expect("rewrites");
+            let c = parse_connect(&after).expect("still parses");
+            assert_eq!(c.keep_alive, 600);
+            assert_eq!(c.client_id, "kiosk-1");
+            assert_eq!(c.password, Some(&b"pw"[..]));
+            let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+            assert!(changed <= 2 && before.len() == after.len());
+        }
     }
 
     #[test]

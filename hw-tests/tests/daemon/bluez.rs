@@ -84,6 +84,7 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
             id: "wall",
             credentials: Some(("wall", &wall_pw)),
             will: None,
+            keep_alive: None,
         },
     )
     .await

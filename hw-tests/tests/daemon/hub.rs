@@ -156,6 +156,7 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
             id: "wall",
             credentials: Some(("wall", &wall_pw)),
             will: None,
+            keep_alive: None,
         },
     )
     .await
@@ -170,6 +171,7 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
             id: "kiosk-1",
             credentials: Some(("kiosk-1", &kiosk_pw)),
             will: None,
+            keep_alive: None,
         },
     )
     .await
@@ -271,6 +273,7 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
             id: "kiosk-1",
             credentials: Some(("kiosk-1", &kiosk_pw)),
             will: None,
+            keep_alive: None,
         },
     )
     .await
@@ -577,6 +580,7 @@ async fn viewers_see_location_changes_only_as_far_as_each_persons_privacy_allows
             id: "gw-a",
             credentials: Some(("gw-a", &gw_pw)),
             will: None,
+            keep_alive: None,
         },
     )
     .await

@@ -19,6 +19,7 @@ async fn device(venued: &Venued, id: &str) -> anyhow::Result<mqtt::Client> {
             id,
             credentials: Some((id, password.trim())),
             will: None,
+            keep_alive: None,
         },
     )
     .await
@@ -248,6 +249,7 @@ async fn devices_publish_only_on_their_own_topics_and_bad_logins_are_refused() {
             id: "kiosk-1",
             credentials: Some(("kiosk-1", "nope")),
             will: None,
+            keep_alive: None,
         },
     )
     .await;
@@ -409,6 +411,7 @@ async fn retained_state_is_there_right_after_a_restart_and_lost_devices_show() {
                 "venue/default/signage/lobby/status".into(),
                 r#"{"v":1,"state":"lost"}"#.into(),
             )),
+            keep_alive: None,
         },
     )
     .await
@@ -859,6 +862,7 @@ async fn regression_no_device_or_anonymous_client_reads_another_kiosks_checkins(
         id,
         credentials: None,
         will: None,
+        keep_alive: None,
     };
     let mut stranger = mqtt::connect(addr, anonymous("stranger")).await.unwrap();
     stranger
@@ -1009,5 +1013,115 @@ async fn regression_a_privacy_change_applies_to_the_next_transition() {
         transitions(&data, "p1"),
         [("entered".into(), Some("zone-a".into()))],
         "nothing of Pia's move was stored after she turned hidden"
+    );
+}
+
+/// A CONNECT (MQTT 3.1.1) with credentials, a retained QoS 1 will and `keep_alive` seconds.
+fn raw_connect(id: &str, password: &str, will: (&str, &str), keep_alive: u16) -> Vec<u8> {
+    let string = |s: &str| {
+        let mut out = (s.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(s.as_bytes());
+        out
+    };
+    let mut body = string("MQTT");
+    body.push(4);
+    body.push(0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02); // user, password, will retain, QoS 1, will, clean
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    body.extend(string(id));
+    body.extend(string(will.0));
+    body.extend(string(will.1));
+    body.extend(string(id));
+    body.extend(string(password));
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+/// The outside probe: a 5 s SIGSTOP of venued published `lost` wills for kiosks with short
+/// keep-alives, although they pinged all along (their pings waited in the socket buffer). Here a
+/// patient kiosk pings every second with a 2 s keep-alive through a 5 s stop: it stays
+/// connected and no will goes out. Once it really falls silent, its will still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_stopped_daemon_does_not_declare_pinging_kiosks_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .spawn()
+        .await
+        .unwrap();
+    let password = register(&venued, "kiosk-1", "kiosk").await;
+    register(&venued, "wall", "signage").await;
+    let addr = venued.mqtt_addr("tcp").await.unwrap();
+    let mut wall = device(&venued, "wall").await.unwrap();
+    wall.client
+        .subscribe("venue/default/kiosk/kiosk-1/status", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+
+    let mut kiosk = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let status = "venue/default/kiosk/kiosk-1/status";
+    kiosk
+        .write_all(&raw_connect(
+            "kiosk-1",
+            &password,
+            (status, r#"{"v":1,"state":"lost"}"#),
+            2,
+        ))
+        .await
+        .unwrap();
+    let mut connack = [0u8; 4];
+    kiosk.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "accepted");
+    let (mut from_broker, mut to_broker) = kiosk.into_split();
+    // Everything the broker sends the kiosk is read (PINGRESPs); the socket's end is noted.
+    let ended = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        loop {
+            if matches!(from_broker.read(&mut buf).await, Ok(0) | Err(_)) {
+                return;
+            }
+        }
+    });
+
+    // Pinging every second: 2 s before the stop, 5 s stopped, 6 s after.
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    for second in 0..13 {
+        every.tick().await;
+        let pinged = to_broker.write_all(&[0xC0, 0x00]).await;
+        assert!(pinged.is_ok(), "the kiosk's socket broke");
+        if second == 2 {
+            venued.signal(nix::sys::signal::Signal::SIGSTOP).unwrap();
+        } else if second == 7 {
+            venued.signal(nix::sys::signal::Signal::SIGCONT).unwrap();
+        }
+    }
+    assert!(!ended.is_finished(), "the kiosk was disconnected");
+    let metrics = venued.metrics().await.unwrap();
+    assert!(
+        metrics.contains("venued_mqtt_keep_alive_expired_total 0"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("keep_alive"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // Silence for real: gone after 1.5 × 2 s, and the will reaches the wall.
+    let (lost, _) = wall
+        .message_on(status, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(lost["state"], "lost");
+    tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("the silent kiosk's connection closed")
+        .unwrap();
+    assert!(
+        venued
+            .metrics()
+            .await
+            .unwrap()
+            .contains("venued_mqtt_keep_alive_expired_total 1")
     );
 }

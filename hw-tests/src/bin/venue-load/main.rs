@@ -381,6 +381,7 @@ async fn connect_all(
                     id: &id,
                     credentials: Some((&id, password)),
                     will: None,
+                    keep_alive: None,
                 },
             )
             .await
