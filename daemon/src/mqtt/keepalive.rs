@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// client out (about 18 hours).
 pub const BROKER_KEEP_ALIVE_SECS: u16 = u16::MAX;
 /// How often the stall clock ticks.
-pub const TICK: Duration = Duration::from_millis(100);
+pub const TICK: Duration = Duration::from_millis(250);
 /// A gap between ticks longer than the tick by this much counts as time not running.
 pub const STALL_MIN: Duration = Duration::from_millis(500);
 

@@ -21,5 +21,6 @@ mod mqtt;
 mod presence;
 mod relay_api;
 mod replica;
+mod soak;
 mod sync;
 mod systemd;

@@ -681,27 +681,17 @@ async fn mqtt5_kiosks_websocket_displays_and_tls_clients_work() {
 async fn gateway_adverts_over_mqtt_become_presence_and_alerts_on_mqtt() {
     const UUID: &str = "f7826da6-4fa2-4e98-8024-bc5b71e0893e";
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
     let csv = format!(
         "id,name,badge_beacon_id,privacy\np1,Pia,ibeacon:{UUID}:7:1,zone\np2,Pål,ibeacon:{UUID}:7:2,hidden\n"
     );
-    Admin::new(&venued).import_csv(csv).await.unwrap();
-    register(&venued, "gw-a", "gateway").await;
-    register(&venued, "wall", "signage").await;
-    venued.terminate(WAIT).await.unwrap();
-    let config = dir.path().join("venued.toml");
-    std::fs::write(
-        &config,
-        "[ble]\nsource = \"gateways\"\n[[ble.scanners]]\nid = \"gw-a\"\nzone = \"zone-a\"\n",
+    let venued = gateway_venued(
+        dir.path(),
+        csv,
+        &[("gw-a", "zone-a")],
+        &[("wall", "signage")],
+        "",
     )
-    .unwrap();
-    let venued = VenuedBuilder::new(&data)
-        .arg("--config")
-        .arg(config.to_str().unwrap())
-        .spawn()
-        .await
-        .unwrap();
+    .await;
     let mut wall = device(&venued, "wall").await.unwrap();
     wall.client
         .subscribe("venue/default/presence/zone-a", QoS::AtLeastOnce)
@@ -897,6 +887,42 @@ async fn regression_no_device_or_anonymous_client_reads_another_kiosks_checkins(
     );
 }
 
+/// A venued on `dir/data` whose presence is fed by BLE gateways over MQTT: `csv` imported, the
+/// `gateways` (id, zone) and other `devices` (id, kind) registered, then restarted with
+/// `[ble] source = "gateways"` (plus the `ble` lines given) and one scanner per gateway.
+async fn gateway_venued(
+    dir: &std::path::Path,
+    csv: String,
+    gateways: &[(&str, &str)],
+    devices: &[(&str, &str)],
+    ble: &str,
+) -> Venued {
+    let data = dir.join("data");
+    let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
+    Admin::new(&venued).import_csv(csv).await.unwrap();
+    for (id, _) in gateways {
+        register(&venued, id, "gateway").await;
+    }
+    for (id, kind) in devices {
+        register(&venued, id, kind).await;
+    }
+    venued.terminate(WAIT).await.unwrap();
+    let mut config = format!("[ble]\nsource = \"gateways\"\n{ble}");
+    for (id, zone) in gateways {
+        config.push_str(&format!(
+            "[[ble.scanners]]\nid = \"{id}\"\nzone = \"{zone}\"\n"
+        ));
+    }
+    let path = dir.join("venued.toml");
+    std::fs::write(&path, config).unwrap();
+    VenuedBuilder::new(&data)
+        .arg("--config")
+        .arg(path.to_str().unwrap())
+        .spawn()
+        .await
+        .unwrap()
+}
+
 /// Zone transitions of `attendee` stored so far, oldest first: `(kind, zone)`.
 fn transitions(data: &std::path::Path, attendee: &str) -> Vec<(String, Option<String>)> {
     let db = hw_tests::open_db(data).unwrap();
@@ -917,28 +943,11 @@ async fn regression_a_privacy_change_applies_to_the_next_transition() {
     const UUID: &str = "f7826da6-4fa2-4e98-8024-bc5b71e0893e";
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let venued = VenuedBuilder::new(&data).spawn().await.unwrap();
     let csv = format!(
         "id,name,badge_beacon_id,privacy\np1,Pia,ibeacon:{UUID}:7:1,zone\np2,Pål,ibeacon:{UUID}:7:2,zone\n"
     );
-    Admin::new(&venued).import_csv(csv).await.unwrap();
-    register(&venued, "gw-a", "gateway").await;
-    register(&venued, "gw-b", "gateway").await;
-    venued.terminate(WAIT).await.unwrap();
-    let config = dir.path().join("venued.toml");
-    std::fs::write(
-        &config,
-        "[ble]\nsource = \"gateways\"\nswitch_dwell_secs = 1\n\
-         [[ble.scanners]]\nid = \"gw-a\"\nzone = \"zone-a\"\n\
-         [[ble.scanners]]\nid = \"gw-b\"\nzone = \"zone-b\"\n",
-    )
-    .unwrap();
-    let venued = VenuedBuilder::new(&data)
-        .arg("--config")
-        .arg(config.to_str().unwrap())
-        .spawn()
-        .await
-        .unwrap();
+    let gateways = [("gw-a", "zone-a"), ("gw-b", "zone-b")];
+    let venued = gateway_venued(dir.path(), csv, &gateways, &[], "switch_dwell_secs = 1\n").await;
     let gateways = [
         device(&venued, "gw-a").await.unwrap(),
         device(&venued, "gw-b").await.unwrap(),

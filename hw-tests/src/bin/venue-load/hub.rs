@@ -151,7 +151,7 @@ async fn open(args: &WorkerArgs, token: &str) -> anyhow::Result<Socket> {
     }
 }
 
-fn sign(key: &[u8], event: &str, attendee: &str) -> anyhow::Result<String> {
+pub(crate) fn sign(key: &[u8], event: &str, attendee: &str) -> anyhow::Result<String> {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some("local".into());
     let claims = json!({"sub": attendee, "event": event, "exp": unix_secs() as u64 + 86_400, "roles": ["attendee"]});

@@ -17,9 +17,12 @@
 //! - `sync-fanout`: one appliance's N ops pulled by M other appliances through the relay.
 //! - `replica-lag`: writes at a fixed rate with the S3 replica on (moto); commit → in the bucket.
 //! - `replica-restore`: restore of a large database by `venued restore` and `litestream restore`.
+//! - `soak`: a venue day with faults (a flapping relay, `kill -9`, a full disk); checks that
+//!   nothing acknowledged was lost or doubled and that memory and files stay flat.
 
 mod hub;
 mod replica;
+mod soak;
 mod sync;
 
 use std::time::{Duration, Instant};
@@ -99,6 +102,10 @@ enum Mode {
         #[arg(long, default_value_t = 200)]
         senders: usize,
     },
+    /// A venue day, compressed: kiosks (HTTP and MQTT), phones, staff, moving badges, a
+    /// flapping relay, `kill -9`s and (optionally) a full disk; checks nothing acknowledged was
+    /// lost or doubled, both appliances converged, and RSS and open files stayed flat.
+    Soak(soak::SoakArgs),
     /// Drain of an offline backlog into the relay.
     SyncDrain {
         /// Ops in the backlog (attendee imports, one op each).
@@ -229,6 +236,7 @@ async fn main() -> anyhow::Result<()> {
             pad,
         } => hub::spread(connections, processes, rate, seconds, stalled, pad).await,
         Mode::WsWorker(args) => hub::worker(args).await,
+        Mode::Soak(args) => soak::soak(args).await,
         Mode::ReplicaLag { rate, seconds } => replica::lag(rate, seconds).await,
         Mode::ReplicaRestore { mib } => replica::restore(mib).await,
         Mode::SyncFanout {
