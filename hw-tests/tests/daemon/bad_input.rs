@@ -451,3 +451,35 @@ async fn regression_a_flood_of_bare_sockets_neither_holds_the_box_nor_locks_out_
         );
     }
 }
+
+/// The outside probe: a body sent too slowly got a bare 408 while every other error is the API's
+/// JSON. Now it is `{"error":{"code":"request_timeout",…}}` like the rest.
+#[tokio::test]
+async fn regression_a_body_sent_too_slowly_gets_a_json_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .env("VENUED_HTTP_REQUEST_TIMEOUT_SECS", "2")
+        .env("VENUED_MQTT_ENABLED", "false")
+        .spawn()
+        .await
+        .unwrap();
+    let kiosk = Admin::new(&venued).kiosk("kiosk-1").await.unwrap();
+    let mut socket = tokio::net::TcpStream::connect(venued.addr).await.unwrap();
+    // A kiosk's headers whole, the body promised and never finished.
+    let head = format!(
+        "POST /api/v1/checkins HTTP/1.1\r\nHost: venued\r\nAuthorization: {kiosk}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"attendee"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed within the request timeout")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+}
