@@ -9,6 +9,7 @@
 //! `cargo build --workspace --bins`), or at `$VENUED_BIN`.
 
 pub mod bluez;
+pub mod disk;
 pub mod mqtt;
 pub mod relay;
 pub mod s3;

@@ -4,58 +4,15 @@
 //! freed the refused check-ins go through on retry with their idempotency keys.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hw_tests::disk::{Tmpfs, fill};
 use hw_tests::{Admin, VenuedBuilder, open_db};
 
 /// Size of the tmpfs the data directory lives on.
 const TMPFS_MIB: u64 = 48;
 const ATTENDEES: usize = 2_000;
 const CHECKERS: usize = 8;
-
-/// A tmpfs mounted at `path` for the life of the value (unmounted on drop, also on a failure).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path) -> Self {
-        std::fs::create_dir_all(path).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_MIB}m,mode=0700")])
-            .arg("tmpfs")
-            .arg(path)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "cannot mount a tmpfs (this test needs root, as CI has)"
-        );
-        Self(path.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
-/// Writes `path` until the file system is full; returns the bytes written.
-fn fill(path: &Path) -> u64 {
-    let mut file = std::fs::File::create(path).unwrap();
-    let chunk = vec![0x5a_u8; 64 * 1024];
-    let mut written = 0;
-    while file.write_all(&chunk).is_ok() {
-        written += chunk.len() as u64;
-    }
-    // The last partial chunk may have landed; what matters is that the disk is full now.
-    let _ = file.sync_all();
-    written
-}
 
 async fn check_in(
     client: &reqwest::Client,
@@ -95,7 +52,7 @@ async fn regression_a_full_disk_refuses_writes_with_503_and_loses_or_doubles_not
     let dir = tempfile::tempdir().unwrap();
     // The data directory is the mount point; the daemon's log (data.log beside it) stays off it.
     let data = dir.path().join("data");
-    let _tmpfs = Tmpfs::mount(&data);
+    let _tmpfs = Tmpfs::mount(&data, TMPFS_MIB).unwrap();
     let venued = VenuedBuilder::new(&data)
         .env("VENUED_MQTT_ENABLED", "false")
         .spawn()
@@ -111,7 +68,7 @@ async fn regression_a_full_disk_refuses_writes_with_503_and_loses_or_doubles_not
 
     // Fill the disk, then race check-ins (8 at a time) against a 25k-row import.
     let ballast = data.join("ballast");
-    let filled = fill(&ballast);
+    let filled = fill(&ballast).unwrap();
     assert!(filled > 0);
     let mut big = String::from("id,name,company,ticket_code\n");
     for i in 0..25_000 {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
+use hw_tests::disk::{Tmpfs, fill};
 use hw_tests::relay::{self, Relay};
 use hw_tests::{Venued, VenuedBuilder};
 use rand::Rng;
@@ -141,7 +142,7 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
 
     let disk = dir.path().join("a");
     let _tmpfs = match args.disk_fill {
-        true => Some(Tmpfs::mount(&disk)?),
+        true => Some(Tmpfs::mount(&disk, TMPFS_MIB)?),
         false => None,
     };
     let a = Arc::new(Appliance {
@@ -256,7 +257,7 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
             match &ballast {
                 None if now >= next_fill => {
                     let path = disk.join("ballast");
-                    fill(&path);
+                    fill(&path)?;
                     ballast = Some((path, now));
                 }
                 Some((path, since))
@@ -822,43 +823,4 @@ fn median(v: &[f64]) -> f64 {
     let mut sorted = v.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
-}
-
-/// Fills the file system `path` is on.
-fn fill(path: &Path) {
-    use std::io::Write;
-    let Ok(mut file) = std::fs::File::create(path) else {
-        return;
-    };
-    let chunk = vec![0x5a_u8; 64 * 1024];
-    while file.write_all(&chunk).is_ok() {}
-}
-
-/// A tmpfs at a path for the life of the value.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(path)?;
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_MIB}m,mode=0700")])
-            .arg("tmpfs")
-            .arg(path)
-            .status()?;
-        anyhow::ensure!(
-            status.success(),
-            "cannot mount a tmpfs at {} (--disk-fill needs root)",
-            path.display()
-        );
-        Ok(Self(path.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
