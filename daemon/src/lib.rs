@@ -11,6 +11,7 @@
 //! - [`domain`]: check-ins, attendees, the entity registry, devices, idempotency keys.
 //! - [`auth`]: the admin token and device credentials.
 //! - [`http`]: the axum app.
+//! - [`bridge`]: MQTT ↔ hub, above both.
 //! - [`health`]: subsystem states for readiness and status.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`presence`]: BLE adverts → presence engine → privacy → occupancy and zone transitions.
@@ -18,6 +19,7 @@
 //! - [`server`]: start-up and graceful shutdown of the whole daemon.
 
 pub mod auth;
+pub mod bridge;
 pub mod config;
 pub mod demo;
 pub mod domain;

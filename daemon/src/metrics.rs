@@ -19,6 +19,14 @@ pub struct StoreMetrics {
     commit_seconds: Histogram,
     group_size: Histogram,
     ops_appended: Counter,
+    stream_resyncs: Family<SubscriberLabel, Counter>,
+}
+
+/// A `subscriber` label (of the committed-op stream).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriberLabel {
+    /// Who subscribed.
+    pub subscriber: &'static str,
 }
 
 impl StoreMetrics {
@@ -42,10 +50,17 @@ impl StoreMetrics {
             "Ops appended to the op log",
             ops_appended.clone(),
         );
+        let stream_resyncs = Family::<SubscriberLabel, Counter>::default();
+        registry.register(
+            "venued_op_stream_resyncs",
+            "Times a subscriber of the committed-op stream fell behind (or met a group too large to carry) and read the missed ops back from the store",
+            stream_resyncs.clone(),
+        );
         Self {
             commit_seconds,
             group_size,
             ops_appended,
+            stream_resyncs,
         }
     }
 
@@ -58,6 +73,12 @@ impl StoreMetrics {
         self.commit_seconds.observe(took.as_secs_f64());
         self.group_size.observe(size as f64);
         self.ops_appended.inc_by(appended);
+    }
+
+    pub(crate) fn resynced(&self, subscriber: &'static str) {
+        self.stream_resyncs
+            .get_or_create(&SubscriberLabel { subscriber })
+            .inc();
     }
 }
 

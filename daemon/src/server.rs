@@ -65,6 +65,8 @@ pub struct Daemon {
     demo: Option<DemoInfo>,
     ble: Option<BlePlan>,
     mqtt: Option<Mqtt>,
+    /// The bridge's subscription to the committed-op stream, taken at start.
+    bridge_stream: Option<crate::store::Subscription>,
     sync_task: Option<tokio::task::JoinHandle<()>>,
     replica_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -144,7 +146,6 @@ impl Daemon {
                 )
                 .await?;
                 tracing::info!(listeners = ?mqtt.bound(), "MQTT broker ready");
-                hub.bridge_to(mqtt.handle(), mqtt.bridge_out());
                 Some(mqtt)
             }
             false => {
@@ -173,6 +174,8 @@ impl Daemon {
                 None
             }
         };
+        // Subscribed now, so messages posted before `serve` are bridged out too.
+        let bridge_stream = mqtt.as_ref().map(|_| store.subscribe("bridge"));
         let state = AppState {
             store,
             sync,
@@ -195,6 +198,7 @@ impl Daemon {
             demo,
             ble,
             mqtt,
+            bridge_stream,
             sync_task,
             replica_task,
         })
@@ -244,6 +248,7 @@ impl Daemon {
             listener,
             ble,
             mqtt,
+            bridge_stream,
             sync_task,
             replica_task,
             ..
@@ -253,10 +258,21 @@ impl Daemon {
         let mut background = tokio::task::JoinSet::new();
         let adverts = ble.map(|plan| start_ble(&state, plan, &mut background, stop_rx.clone()));
         let mqtt_stop = mqtt.map(|mqtt| {
+            let inbox = bridge_stream.map(|stream| {
+                crate::bridge::start(
+                    &state.config.mqtt.bridge,
+                    &state.hub,
+                    &mqtt.handle(),
+                    stream,
+                    state.store.node_id(),
+                    &mut background,
+                    stop_rx.clone(),
+                )
+            });
             mqtt.serve(
                 state.config.event.id.clone(),
                 adverts,
-                Some(state.hub.clone()),
+                inbox,
                 &mut background,
             )
         });
@@ -416,7 +432,6 @@ fn start_ble(
         subsystems: state.subsystems.clone(),
         health: state.beacon_health.clone(),
         mqtt: state.mqtt.clone(),
-        hub: Some(state.hub.clone()),
 
         low_battery_mv: ble.low_battery_mv,
         recorder: match ble.record_file.as_str() {

@@ -16,7 +16,7 @@ use sync_agent::wire::{ConflictReport, Report, TokenKey};
 use crate::config::Config;
 use crate::domain::DomainError;
 use crate::hub::Hub;
-use crate::oplog::{self, message};
+use crate::oplog;
 use crate::store::Store;
 
 const ACKED: &str = "outbox_acked_seq";
@@ -59,7 +59,7 @@ pub struct StoreSync {
 }
 
 impl StoreSync {
-    /// Over `store`; remote messages fan out through `hub`.
+    /// Over `store`; relay keys are installed in `hub`'s verifier.
     pub fn new(store: Store, hub: Hub, event_id: &str) -> Self {
         Self {
             store,
@@ -198,35 +198,17 @@ impl SyncStore for StoreSync {
     }
 
     async fn apply_remote(&self, ops: Vec<Op>, cursor: u64) -> Result<RemoteApplied, DomainError> {
-        let (done, messages, changes, groups, attendees) = self
-            .store
+        // Whatever the ops cause beyond the store (fan-out, badges, groups, the badge registry)
+        // follows from the committed-op stream, exactly as for the same ops made here.
+        self.store
             .write(move |ctx| {
                 let mut done = RemoteApplied::default();
-                let mut messages = Vec::new();
-                let mut changes = Vec::new();
-                let mut groups = Vec::new();
-                let mut attendees = Vec::new();
                 for op in &ops {
                     ctx.conn().execute_batch("SAVEPOINT remote_op")?;
                     match ctx.apply_remote(op) {
-                        Ok(oplog::Applied::New) => {
+                        Ok(oplog::Applied::New(_)) => {
                             ctx.conn().execute_batch("RELEASE remote_op")?;
                             done.applied += 1;
-                            if op.kind == message::POST {
-                                if let Some(m) = crate::hub::load(ctx.conn(), &op.entity_id)? {
-                                    messages.push(m);
-                                }
-                            } else if [message::EDIT, message::DELETE, message::REACT]
-                                .contains(&op.kind.as_str())
-                            {
-                                if let Some(m) = crate::hub::load(ctx.conn(), &op.entity_id)? {
-                                    changes.push((m, op.body.clone()));
-                                }
-                            } else if op.kind.starts_with("group.") {
-                                groups.push(op.entity_id.clone());
-                            } else if op.kind == "attendee.upsert" && op.body.get("deleted").is_some() {
-                                attendees.push(op.entity_id.clone());
-                            }
                         }
                         Ok(oplog::Applied::Duplicate) => {
                             ctx.conn().execute_batch("RELEASE remote_op")?;
@@ -259,23 +241,9 @@ impl SyncStore for StoreSync {
                 if cursor as i64 > meta_i64(ctx.conn(), PULL_CURSOR)? {
                     set_meta(ctx.conn(), PULL_CURSOR, cursor as i64)?;
                 }
-                Ok::<_, DomainError>((done, messages, changes, groups, attendees))
+                Ok::<_, DomainError>(done)
             })
-            .await?;
-        // Committed: now other appliances' messages reach this venue's phones.
-        for m in &messages {
-            self.hub.deliver(m).await;
-        }
-        for (m, body) in &changes {
-            self.hub.fan_out_change(m, body);
-        }
-        for group in groups {
-            self.hub.group_changed(&group).await;
-        }
-        for attendee in attendees {
-            self.hub.attendee_changed(&attendee).await;
-        }
-        Ok(done)
+            .await
     }
 
     async fn install_keys(&self, keys: Vec<TokenKey>) -> Result<(), DomainError> {

@@ -69,9 +69,7 @@ pub(super) async fn upsert(
         Some(Json_::String(id)) => id,
         _ => return Err(ApiError::invalid("`id` (a string) is required")),
     };
-    let stored =
-        entities::upsert(&state.store, state.event_id(), entity, id.clone(), fields).await?;
-    attendee_changed(&state, entity, &id).await;
+    let stored = entities::upsert(&state.store, state.event_id(), entity, id, fields).await?;
     Ok(Json(stored))
 }
 
@@ -88,9 +86,7 @@ pub(super) async fn put_one(
             "the id is in the path; leave `id` out of the body",
         ));
     }
-    let stored =
-        entities::upsert(&state.store, state.event_id(), entity, id.clone(), fields).await?;
-    attendee_changed(&state, entity, &id).await;
+    let stored = entities::upsert(&state.store, state.event_id(), entity, id, fields).await?;
     Ok(Json(stored))
 }
 
@@ -113,16 +109,8 @@ pub(super) async fn delete_one(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let entity = collection(&name)?;
-    entities::delete(&state.store, state.event_id(), entity, id.clone()).await?;
-    attendee_changed(&state, entity, &id).await;
+    entities::delete(&state.store, state.event_id(), entity, id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Committed: a removed attendee's open connections close now, not when their token expires.
-async fn attendee_changed(state: &AppState, entity: &crate::oplog::Entity, id: &str) {
-    if entity.name == "attendee" {
-        state.hub.attendee_changed(id).await;
-    }
 }
 
 /// `POST /api/v1/admin/attendees/import`: a JSON array or a CSV file; all or nothing.

@@ -83,8 +83,8 @@ impl Hub {
 
     /// After a message in `channel` mentioning `mentioned`: each connected attendee who may
     /// read the channel gets a fresh badge (a mention in a conversation one is not part of
-    /// tells them nothing). Awaited before the sender's ack, so the badge is queued first.
-    pub(crate) async fn badges_for_mentions(
+    /// tells them nothing). Called for every committed message (`effects`).
+    pub(super) async fn badges_for_mentions(
         &self,
         channel: &str,
         sender: &str,

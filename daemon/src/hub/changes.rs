@@ -27,7 +27,8 @@ pub enum Request {
 
 impl Hub {
     /// Applies `request` by `user` (`staff` when the token has the role) to `message_id` in
-    /// `channel`; the message as it is now. Fanned out after the commit.
+    /// `channel`; the message as it is now. Fanned out after the commit, from the committed-op
+    /// stream.
     pub async fn change(
         &self,
         channel: &str,
@@ -106,7 +107,7 @@ impl Hub {
                             .query_map(params![message_id, emoji, user], |r| r.get(0))?
                             .collect::<Result<_, _>>()?;
                         if tags.is_empty() {
-                            return Ok(Ok((message, None)));
+                            return Ok(Ok((message, 0)));
                         }
                         (
                             REACT,
@@ -116,23 +117,22 @@ impl Hub {
                     }
                 };
                 let op = ctx.new_op(&event, kind, &message_id, body);
-                ctx.apply(&op)?;
+                let seq = ctx.apply(&op)?.seq();
                 let message = load(ctx.conn(), &message_id)?
                     .ok_or_else(|| DomainError::NotFound("the message just changed".into()))?;
-                Ok::<_, DomainError>(Ok((message, Some(op.body))))
+                Ok::<_, DomainError>(Ok((message, seq)))
             })
             .await
             .map_err(Refused::from)??;
-        let (message, applied) = outcome;
-        if let Some(body) = applied {
-            self.fan_out_change(&message, &body);
-        }
+        // The frame follows from the committed-op stream (`effects`); answered once it is queued.
+        let (message, seq) = outcome;
+        self.settled(seq).await;
         Ok(message)
     }
 
     /// Fans out the frame for an applied edit, delete or reaction (`body` is the op's), local
     /// or from another appliance.
-    pub(crate) fn fan_out_change(&self, message: &Message, body: &Value) {
+    pub(super) fn fan_out_change(&self, message: &Message, body: &Value) {
         self.wake_long_polls(&message.channel);
         let (kind, payload) = change_frame(message, body);
         self.ephemeral_except(&message.channel, kind, payload, None);

@@ -89,11 +89,13 @@ impl Hub {
                 let group_id = uuid::Uuid::now_v7().to_string();
                 let body = json!({"name": name, "created_by": creator, "members": members});
                 let op = ctx.new_op(&event, CREATE, &group_id, body);
-                ctx.apply(&op)?;
-                load_group(ctx.conn(), &group_id)
+                let seq = ctx.apply(&op)?.seq();
+                Ok::<_, DomainError>((load_group(ctx.conn(), &group_id)?, seq))
             })
             .await?;
-        self.tell_members(&group, &[]);
+        // Members hear of it from the committed-op stream (`effects`), before the answer.
+        let (group, seq) = group;
+        self.settled(seq).await;
         Ok(group)
     }
 
@@ -112,7 +114,6 @@ impl Hub {
             group_id.to_string(),
             by.to_string(),
         );
-        let removed = users.clone();
         let group = self
             .0
             .store
@@ -147,27 +148,20 @@ impl Hub {
                     // The remove names the adds it has seen (observed-remove).
                     let tags = group::member_tags(conn, &group_id, &users)?;
                     if tags.is_empty() {
-                        return Ok(Ok(current));
+                        return Ok(Ok((current, 0)));
                     }
                     json!({"action": "remove", "tags": tags, "by": by})
                 };
                 let op = ctx.new_op(&event, MEMBERS, &group_id, body);
-                ctx.apply(&op)?;
-                Ok::<_, DomainError>(Ok(load_group(ctx.conn(), &group_id)?))
+                let seq = ctx.apply(&op)?.seq();
+                Ok::<_, DomainError>(Ok((load_group(ctx.conn(), &group_id)?, seq)))
             })
             .await
             .map_err(Refused::from)??;
-        let removed: Vec<String> = match add {
-            true => Vec::new(),
-            false => removed
-                .into_iter()
-                .filter(|u| !group.members.contains(u))
-                .collect(),
-        };
-        if !removed.is_empty() {
-            self.unsubscribe_outsiders(&group);
-        }
-        self.tell_members(&group, &removed);
+        // Subscriptions end and members hear of it from the committed-op stream (`effects`),
+        // before the answer: a removal takes effect at once.
+        let (group, seq) = group;
+        self.settled(seq).await;
         Ok(group)
     }
 
@@ -190,15 +184,20 @@ impl Hub {
             .await
     }
 
-    /// After a group op from another appliance: members get `group.updated`, and connections
-    /// of attendees no longer members leave the channel.
-    pub(crate) async fn group_changed(&self, group_id: &str) {
+    /// After a committed group op (local or pulled): connections of attendees no longer members
+    /// leave the channel, and members and those `removed` get `group.updated`.
+    pub(super) async fn group_changed(&self, group_id: &str, removed: &[String]) {
         let id = group_id.to_string();
         let Ok(group) = self.0.store.read(move |conn| load_group(conn, &id)).await else {
             return;
         };
+        let removed: Vec<String> = removed
+            .iter()
+            .filter(|u| !group.members.contains(u))
+            .cloned()
+            .collect();
         self.unsubscribe_outsiders(&group);
-        self.tell_members(&group, &[]);
+        self.tell_members(&group, &removed);
     }
 
     /// Ends the group-channel subscriptions of connections whose attendee is not a member.

@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::MAX_RESUME;
 use super::channels::Channel;
 use super::tokens::{Claims, TokenError};
-use super::{MAX_RESUME, Origin};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, Source};
@@ -172,14 +172,7 @@ pub(crate) async fn post(
     let key = (format!("user:{}", claims.sub), format!("{name}:{key}"));
     let (posted, replayed) = state
         .hub
-        .post(
-            &name,
-            &claims.sub,
-            &body.content,
-            body.reply_to,
-            Some(key),
-            Origin::Client,
-        )
+        .post(&name, &claims.sub, &body.content, body.reply_to, Some(key))
         .await?;
     let status = if replayed {
         StatusCode::OK

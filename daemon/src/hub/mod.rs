@@ -12,6 +12,7 @@
 pub mod badges;
 pub mod changes;
 pub mod channels;
+mod effects;
 pub mod frames;
 pub mod groups;
 pub mod http;
@@ -24,7 +25,7 @@ pub mod ws;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use rusqlite::{OptionalExtension, params};
@@ -34,7 +35,6 @@ use tokio::sync::Notify;
 
 use crate::domain::idempotency::{self, Stored};
 use crate::domain::{DomainError, rfc3339};
-use crate::mqtt::MqttHandle;
 use crate::oplog::message::{MAX_CONTENT_BYTES, POST};
 use crate::store::Store;
 use channels::Channel;
@@ -43,6 +43,9 @@ use queue::{Class, Pushed, SendQueue};
 pub use rate::{RATE_BURST, RATE_PER_SEC};
 /// Connections one user may hold; a newer one closes the oldest.
 pub const MAX_CONNECTIONS_PER_USER: usize = 5;
+
+/// Longest an answer waits for the hub to fan its op out (see [`Hub::settled`]).
+pub const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Frames a connection may have queued before it counts as a slow consumer and is closed.
 pub const SEND_QUEUE_FRAMES: usize = 1000;
@@ -127,15 +130,6 @@ impl From<DomainError> for Refused {
     }
 }
 
-/// Where a post came from; decides the bridging, so nothing is bridged back where it came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// A WebSocket or HTTP client.
-    Client,
-    /// The MQTT bridge.
-    Mqtt,
-}
-
 /// The internal fan-out key of viewers following one attendee's location (never a channel a
 /// client can name: `Channel::parse` refuses it).
 pub fn presence_channel(attendee: &str) -> String {
@@ -217,7 +211,8 @@ struct Inner {
     /// Typing indicators and read receipts: at most once a second per attendee and channel.
     throttle: Mutex<throttle::Throttle>,
     next_connection: AtomicU64,
-    mqtt: OnceLock<(MqttHandle, Vec<(String, String)>)>,
+    /// The highest op seq whose effects the hub has applied (`effects`).
+    settled: tokio::sync::watch::Sender<i64>,
     /// Token verification keys.
     verifier: tokens::Verifier,
     /// The local signing key, in demo mode.
@@ -256,11 +251,13 @@ impl Hub {
             sessions: Mutex::new(HashMap::new()),
             board: Mutex::new(online::Board::default()),
             next_connection: AtomicU64::new(1),
-            mqtt: OnceLock::new(),
+            settled: tokio::sync::watch::Sender::new(0),
             verifier,
             signer,
             metrics,
         }));
+        // Subscribed before anything else can write, so no commit's effects are missed.
+        tokio::spawn(effects::run(Arc::downgrade(&hub.0), store.subscribe("hub")));
         // Offline after the silence: swept every few seconds. The task holds only a weak
         // reference, so it ends with the hub.
         let weak = Arc::downgrade(&hub.0);
@@ -277,12 +274,6 @@ impl Hub {
             }
         });
         Ok(hub)
-    }
-
-    /// Connects the MQTT bridge (set once, after MQTT starts): `outs` are the channels
-    /// published to MQTT, with their topic paths.
-    pub fn bridge_to(&self, mqtt: MqttHandle, outs: Vec<(String, String)>) {
-        let _ = self.0.mqtt.set((mqtt, outs));
     }
 
     /// This hub database's epoch: a client holding another epoch starts fresh.
@@ -607,8 +598,9 @@ impl Hub {
     }
 
     /// Posts a message: committed (op, row, and the idempotency record when a key is given)
-    /// in one transaction, then fanned out and bridged. A repeated key returns the first
-    /// answer and changes nothing.
+    /// in one transaction. Its fan-out, badges and bridging follow from the committed-op
+    /// stream. A repeated key returns the first answer and changes nothing. `sender` is an
+    /// attendee, or `mqtt:<topic>` for what the MQTT bridge carries in (never bridged back).
     pub async fn post(
         &self,
         channel: &str,
@@ -616,7 +608,6 @@ impl Hub {
         content: &str,
         reply_to: Option<String>,
         key: Option<(String, String)>,
-        origin: Origin,
     ) -> Result<(Posted, bool), DomainError> {
         if content.is_empty() || content.len() > MAX_CONTENT_BYTES {
             return Err(DomainError::Invalid(format!(
@@ -627,7 +618,7 @@ impl Hub {
             json!({"channel": channel, "sender": sender, "content": content, "reply_to": reply_to});
         let hash = idempotency::request_hash(&body);
         let event = self.0.event_id.clone();
-        let (posted, replayed, message) = self
+        let (posted, replayed, message, seq) = self
             .0
             .store
             .write(move |ctx| {
@@ -638,12 +629,12 @@ impl Hub {
                         }
                         let posted: Posted = serde_json::from_value(stored.response)
                             .map_err(|e| DomainError::Invalid(e.to_string()))?;
-                        return Ok((posted, true, None));
+                        return Ok((posted, true, None, 0));
                     }
                 }
                 let message_id = uuid::Uuid::now_v7().to_string();
                 let op = ctx.new_op(&event, POST, &message_id, body);
-                ctx.apply(&op)?;
+                let seq = ctx.apply(&op)?.seq();
                 let message = load(ctx.conn(), &message_id)?
                     .ok_or_else(|| DomainError::NotFound("the message just written".into()))?;
                 let posted = Posted {
@@ -658,44 +649,28 @@ impl Hub {
                     };
                     idempotency::put(ctx.conn(), principal, key, &stored, ctx.now_ms())?;
                 }
-                Ok((posted, false, Some(message)))
+                Ok((posted, false, Some(message), seq))
             })
             .await?;
-        if let Some(message) = message {
-            self.fan_out(&message);
-            let mentioned = crate::oplog::message::mentions(&message.content);
-            if !mentioned.is_empty() {
-                self.badges_for_mentions(&message.channel, &message.sender, mentioned)
-                    .await;
-            }
-            // The bridge's `out` entries; what came in from MQTT never goes back out.
-            if let (Origin::Client, Some((mqtt, outs))) = (origin, self.0.mqtt.get()) {
-                for (_, path) in outs.iter().filter(|(c, _)| *c == message.channel) {
-                    let payload = crate::mqtt::envelope(json!({
-                        "channel": message.channel,
-                        "seq": message.seq,
-                        "message_id": message.message_id,
-                        "sender": message.sender,
-                        "content": message.content,
-                        crate::mqtt::bridge::BRIDGED_FROM: message.channel,
-                    }));
-                    mqtt.publish(path, payload).await;
-                    mqtt.count_bridged_out();
-                }
-            }
+        if message.is_some() {
+            // The fan-out and badges follow from the committed-op stream (`effects`), as for a
+            // message pulled from the relay; the ack waits for them, so the sender's other
+            // phones and the people mentioned have their frames queued first.
+            self.settled(seq).await;
         }
         Ok((posted, replayed))
     }
 
-    /// Delivers a committed message that came from another appliance (through sync) exactly as
-    /// a local one: same frame, same waiters woken. Never bridged out to MQTT: the appliance it
-    /// was posted on did that.
-    pub(crate) async fn deliver(&self, message: &Message) {
-        self.fan_out(message);
-        let mentioned = crate::oplog::message::mentions(&message.content);
-        if !mentioned.is_empty() {
-            self.badges_for_mentions(&message.channel, &message.sender, mentioned)
-                .await;
+    /// Waits until the hub has applied the effects of the op at `seq` (its fan-out is queued),
+    /// at most [`SETTLE_WAIT`]: an answer never hangs on the fan-out, which runs regardless.
+    pub(crate) async fn settled(&self, seq: i64) {
+        if seq <= 0 {
+            return;
+        }
+        let mut settled = self.0.settled.subscribe();
+        let waited = tokio::time::timeout(SETTLE_WAIT, settled.wait_for(|s| *s >= seq)).await;
+        if waited.is_err() {
+            tracing::debug!(seq, "answered before the hub's fan-out caught up");
         }
     }
 
@@ -771,6 +746,12 @@ impl Hub {
                 )?)
             })
             .await
+    }
+
+    /// One message as it is now.
+    pub async fn message(&self, message_id: &str) -> Result<Option<Message>, DomainError> {
+        let id = message_id.to_string();
+        self.0.store.read(move |conn| load(conn, &id)).await
     }
 
     /// Messages of `channel` after `after_seq`, oldest first, at most `limit`; and whether

@@ -19,7 +19,7 @@ use super::channels::Channel;
 use super::frames::{self, ClientFrame};
 use super::queue::{Class, SendQueue};
 use super::tokens::Claims;
-use super::{Hub, MAX_RESUME, Origin, Outlet, SEND_QUEUE_FRAMES, frame as frame_bytes};
+use super::{Hub, MAX_RESUME, Outlet, SEND_QUEUE_FRAMES, frame as frame_bytes};
 use crate::http::AppState;
 
 /// Largest client frame.
@@ -615,14 +615,7 @@ impl Connection {
         let key = (format!("user:{}", self.claims.sub), format!("{name}:{id}"));
         let result = self
             .hub
-            .post(
-                name,
-                &self.claims.sub,
-                content,
-                reply_to,
-                Some(key),
-                Origin::Client,
-            )
+            .post(name, &self.claims.sub, content, reply_to, Some(key))
             .await;
         match result {
             Ok((posted, replayed)) => self.ack(

@@ -41,8 +41,7 @@ pub(super) struct Ingest {
     metrics: MqttMetrics,
     adverts: Option<mpsc::Sender<Advertisement>>,
     checkins: Arc<Semaphore>,
-    hub: Option<crate::hub::Hub>,
-    bridges: Vec<super::bridge::Inbound>,
+    inbox: Option<super::Inbox>,
 }
 
 impl Ingest {
@@ -51,8 +50,7 @@ impl Ingest {
         event_id: String,
         metrics: MqttMetrics,
         adverts: Option<mpsc::Sender<Advertisement>>,
-        hub: Option<crate::hub::Hub>,
-        bridges: Vec<super::bridge::Inbound>,
+        inbox: Option<super::Inbox>,
     ) -> Self {
         Self {
             handle,
@@ -60,8 +58,7 @@ impl Ingest {
             metrics,
             adverts,
             checkins: Arc::new(Semaphore::new(CHECKIN_CONCURRENCY)),
-            hub,
-            bridges,
+            inbox,
         }
     }
 
@@ -77,9 +74,9 @@ impl Ingest {
 /// link (`Unschedule`) until it is woken, and drops what its segments no longer hold.
 pub(super) async fn run(mut rx: LinkRx, ingest: Arc<Ingest>, mut stop: watch::Receiver<bool>) {
     let mut paths: Vec<String> = SUBSCRIPTIONS.iter().map(|p| p.to_string()).collect();
-    for bridge in &ingest.bridges {
-        if !paths.contains(&bridge.filter()) {
-            paths.push(bridge.filter());
+    for filter in ingest.inbox.iter().flat_map(|inbox| &inbox.filters) {
+        if !paths.contains(filter) {
+            paths.push(filter.clone());
         }
     }
     for path in &paths {
@@ -135,19 +132,26 @@ async fn subscribe(handle: &MqttHandle, filter: String) -> Result<(), String> {
 }
 
 fn dispatch(ingest: &Arc<Ingest>, topic: &str, payload: Vec<u8>) {
-    let bridged = match (&ingest.hub, topic.strip_prefix(ingest.handle.tree.prefix())) {
-        (Some(_), Some(path)) => ingest.bridges.iter().any(|b| b.channel_for(path).is_some()),
-        _ => false,
+    let inbox = match (
+        &ingest.inbox,
+        topic.strip_prefix(ingest.handle.tree.prefix()),
+    ) {
+        (Some(inbox), Some(path)) if (inbox.takes)(path) => Some((inbox, path)),
+        _ => None,
     };
-    if bridged {
-        let (ingest, topic, payload) = (ingest.clone(), topic.to_string(), payload.clone());
-        tokio::spawn(async move {
-            let path = topic.trim_start_matches(ingest.handle.tree.prefix());
-            if let Some(hub) = &ingest.hub {
-                super::bridge::carry_in(&ingest.bridges, hub, &ingest.metrics, path, &payload)
-                    .await;
-            }
-        });
+    let bridged = inbox.is_some();
+    if let Some((inbox, path)) = inbox {
+        if inbox
+            .tx
+            .try_send((path.to_string(), payload.clone()))
+            .is_err()
+        {
+            ingest.metrics.dropped.inc();
+            tracing::warn!(
+                topic,
+                "the bridge is behind; an MQTT message for the hub was dropped"
+            );
+        }
     }
     let Some(parsed) = ingest.handle.tree.parse(topic) else {
         if !bridged {

@@ -6,7 +6,6 @@
 //! written to `mqtt_retained` first and re-published before the listeners accept anyone.
 //! docs/protocol/mqtt-topics.md is the device-facing reference.
 
-pub mod bridge;
 mod broker;
 pub mod front;
 mod ingest;
@@ -205,12 +204,9 @@ impl MqttHandle {
         Ok(())
     }
 
-    /// Counts a message the bridge published.
-    pub fn count_bridged_out(&self) {
-        self.metrics
-            .bridged
-            .get_or_create(&crate::metrics::WhyLabel { reason: "out" })
-            .inc();
+    /// MQTT's counters (the bridge counts what it carries here).
+    pub fn metrics(&self) -> &MqttMetrics {
+        &self.metrics
     }
 
     /// Closes the MQTT connections of device `id` (after it was revoked or its password reset).
@@ -259,7 +255,19 @@ pub struct Mqtt {
     listeners: Vec<Listener>,
     broker_tasks: Vec<tokio::task::JoinHandle<()>>,
     bound: Bound,
-    bridges: Vec<crate::config::BridgeEntry>,
+}
+
+/// Where the daemon's link hands messages on topics that something above MQTT (the bridge to
+/// the hub) asked for: MQTT itself knows nothing of what receives them.
+pub struct Inbox {
+    /// Topic filters under the tree the link subscribes to for it.
+    pub filters: Vec<String>,
+    /// Whether a topic path under the tree is one it takes.
+    pub takes: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Where (topic path, payload) go. Bounded: when it is full the message is dropped and
+    /// counted (`venued_mqtt_dropped_total`), never waited for, because
+    /// the link must keep draining.
+    pub tx: mpsc::Sender<(String, Vec<u8>)>,
 }
 
 enum Listener {
@@ -358,7 +366,6 @@ impl Mqtt {
             listeners,
             broker_tasks: embedded.listeners,
             bound,
-            bridges: mqtt.bridge.clone(),
         })
     }
 
@@ -367,33 +374,26 @@ impl Mqtt {
         self.handle.clone()
     }
 
-    /// The `out` bridge entries: (hub channel, topic path).
-    pub fn bridge_out(&self) -> Vec<(String, String)> {
-        bridge::split(&self.bridges).1
-    }
-
     /// Where MQTT listens.
     pub fn bound(&self) -> Bound {
         self.bound
     }
 
     /// Starts taking in messages for the daemon and accepting clients. Gateway adverts go to
-    /// `adverts` when BLE presence runs. Returns the handle that stops it all.
+    /// `adverts` when BLE presence runs, and messages on the `inbox`'s filters to it. Returns the handle that stops it all.
     pub fn serve(
         self,
         event_id: String,
         adverts: Option<mpsc::Sender<Advertisement>>,
-        hub: Option<crate::hub::Hub>,
+        inbox: Option<Inbox>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> MqttStop {
-        let (ins, _) = bridge::split(&self.bridges);
         let ingest = Arc::new(ingest::Ingest::new(
             self.handle.clone(),
             event_id,
             self.front.metrics.clone(),
             adverts,
-            hub,
-            ins,
+            inbox,
         ));
         tasks.spawn(ingest::run(self.rx, ingest, self.front.stop.clone()));
         for listener in self.listeners {

@@ -27,16 +27,29 @@ use sync_agent::Op;
 
 pub use lww::{ENTITIES, Entity, FieldType, PRIVACY_LEVELS, check_field};
 
+/// Op kind: an attendee created, changed (badge, privacy, ...) or deleted.
+pub const ATTENDEE_UPSERT: &str = "attendee.upsert";
+
 /// Op kind: a check-in at a kiosk (append-only fact).
 pub const CHECKIN_RECORD: &str = "checkin.record";
 
 /// What [`apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
-    /// The op was new and is now applied and logged.
-    New,
+    /// The op was new and is now applied and logged at this local sequence number.
+    New(i64),
     /// The op id was already in the log; nothing changed.
     Duplicate,
+}
+
+impl Applied {
+    /// The op's local sequence number, when it was new (0 for a duplicate: nothing to wait for).
+    pub fn seq(self) -> i64 {
+        match self {
+            Self::New(seq) => seq,
+            Self::Duplicate => 0,
+        }
+    }
 }
 
 /// Why an op was refused. Nothing of a refused op is written.
@@ -150,6 +163,8 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
     if inserted == 0 {
         return Ok(Applied::Duplicate);
     }
+    // Read before the rule inserts rows of its own.
+    let seq = conn.last_insert_rowid();
     match rule {
         Rule::Lww(entity, fields) => lww::apply(conn, entity, op, &fields)?,
         Rule::Checkin(body) => checkin::apply(conn, op, &body, now_ms)?,
@@ -159,7 +174,7 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
         Rule::MessageChange(change) => message::apply_change(conn, op, &change)?,
         Rule::Group(body) => group::apply(conn, op, &body)?,
     }
-    Ok(Applied::New)
+    Ok(Applied::New(seq))
 }
 
 /// Logged ops with a local sequence above `after_seq`, oldest first, at most `limit`: what the

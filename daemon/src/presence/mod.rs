@@ -158,9 +158,6 @@ pub struct PresenceTask {
     pub recorder: Option<record::Recorder>,
     /// Where occupancy and alerts are published, when MQTT runs.
     pub mqtt: Option<crate::mqtt::MqttHandle>,
-    /// The hub: `presence.changed` to viewers who subscribed to a person, with exactly what
-    /// that person's privacy let through [`transition_for`].
-    pub hub: Option<crate::hub::Hub>,
 }
 
 impl PresenceTask {
@@ -175,7 +172,7 @@ impl PresenceTask {
     ) {
         let mut engine = PresenceEngine::new(self.engine.clone());
         let mut health = health::Tracker::new(self.low_battery_mv);
-        let mut registry = Registry::default();
+        let mut registry = Registry::new(&self.store);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(Duration::from_secs(PURGE_INTERVAL_SECS));
@@ -211,7 +208,7 @@ impl PresenceTask {
                         self.health.set(health.snapshot());
                     }
                     if !pending.is_empty() {
-                        registry.refresh(&self.store).await;
+                        registry.refresh().await;
                         self.record(&registry, std::mem::take(&mut pending)).await;
                     }
                 }
@@ -220,7 +217,7 @@ impl PresenceTask {
         }
         // Transitions decided before the stop are still written.
         if !pending.is_empty() {
-            registry.refresh(&self.store).await;
+            registry.refresh().await;
             self.record(&registry, pending).await;
         }
     }
@@ -323,8 +320,7 @@ impl PresenceTask {
         }
         let count = ops.len() as u64;
         let event_id = self.event_id.clone();
-        // Told to viewers only after the store has it (local first).
-        let changed = ops.clone();
+        // Followers hear of each transition from the committed-op stream, after the commit.
         let result = self
             .store
             .write(move |ctx| {
@@ -338,20 +334,6 @@ impl PresenceTask {
         match result {
             Ok(()) => {
                 self.metrics.transitions.inc_by(count);
-                if let Some(hub) = &self.hub {
-                    for (attendee, body) in changed {
-                        hub.ephemeral(
-                            &crate::hub::presence_channel(&attendee),
-                            "presence.changed",
-                            json!({
-                                "user_id": attendee,
-                                "kind": body["kind"],
-                                "zone": body["zone_id"],
-                                "at": crate::domain::rfc3339(body["at_ms"].as_i64().unwrap_or(0)),
-                            }),
-                        );
-                    }
-                }
             }
             Err(e) => tracing::error!(error = %e, count, "zone transitions could not be written"),
         }
@@ -375,28 +357,41 @@ impl PresenceTask {
 }
 
 /// Badge id → (attendee id, privacy), from the attendee registry.
-#[derive(Default)]
 struct Registry {
     badges: HashMap<String, (String, Privacy)>,
-    /// The store's attendee generation this map was loaded at; `None` before the first load.
-    loaded: Option<u64>,
+    /// Whether `badges` matches the store as of the last stream poll.
+    loaded: bool,
+    store: Store,
+    /// The committed-op stream: an `attendee.upsert` (local or synced) means reload.
+    changes: crate::store::Subscription,
 }
 
 impl Registry {
+    fn new(store: &Store) -> Self {
+        Self {
+            badges: HashMap::new(),
+            loaded: false,
+            store: store.clone(),
+            changes: store.subscribe("presence_registry"),
+        }
+    }
+
     /// Reloads the map when an attendee changed since it was loaded: a new privacy setting, a
     /// badge handed to someone else or a deleted attendee applies to the very next transition,
-    /// not after a timed reload. (Read first, so a change during the load reloads again.)
-    async fn refresh(&mut self, store: &Store) {
-        let generation = store.attendees_generation();
-        if self.loaded == Some(generation) {
+    /// not after a timed reload. The writer publishes a commit's ops before it answers anyone,
+    /// so a change the admin API has confirmed is always seen here. (Polled first, so a change
+    /// during the load reloads again.)
+    async fn refresh(&mut self) {
+        let polled = self
+            .changes
+            .poll(|op| op.kind == crate::oplog::ATTENDEE_UPSERT);
+        if self.loaded && !polled.matched && !polled.missed {
             return;
         }
-        match Registry::load(store).await {
-            Ok(fresh) => {
-                *self = Registry {
-                    loaded: Some(generation),
-                    ..fresh
-                }
+        match Registry::load(&self.store).await {
+            Ok(badges) => {
+                self.badges = badges;
+                self.loaded = true;
             }
             Err(e) => {
                 // Privacy fails closed: with settings that may be stale, no badge is anyone's
@@ -404,12 +399,12 @@ impl Registry {
                 // succeeds, tried again before the next transitions.
                 tracing::warn!(error = %e, "cannot reload the badge registry; badges count as unknown until it loads");
                 self.badges.clear();
-                self.loaded = None;
+                self.loaded = false;
             }
         }
     }
 
-    async fn load(store: &Store) -> Result<Self, DomainError> {
+    async fn load(store: &Store) -> Result<HashMap<String, (String, Privacy)>, DomainError> {
         store
             .read(|conn| {
                 let mut stmt = conn.prepare(
@@ -425,10 +420,7 @@ impl Registry {
                         ))
                     })?
                     .collect::<Result<HashMap<_, _>, _>>()?;
-                Ok(Registry {
-                    badges,
-                    loaded: None,
-                })
+                Ok(badges)
             })
             .await
     }

@@ -4,6 +4,7 @@
 //! Invariants (DESIGN §3): `journal_mode=WAL` and `synchronous=FULL`, so a write whose future
 //! resolves `Ok` is on disk; one thread owns the read-write connection; readers cannot write.
 
+pub mod committed;
 mod migrations;
 mod readers;
 mod writer;
@@ -16,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sync_agent::HlcClock;
 use tokio::sync::{mpsc, oneshot};
 
+pub use committed::{Committed, Polled, Subscription};
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use writer::WriteCtx;
 
@@ -80,6 +82,9 @@ pub enum StoreError {
     /// A write job panicked; its savepoint was rolled back.
     #[error("internal error while writing; the write was rolled back")]
     JobPanicked,
+    /// The op log holds a row this build cannot read back.
+    #[error("unreadable op in the log: {0}")]
+    Unreadable(String),
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
@@ -134,7 +139,8 @@ struct Inner {
     path: PathBuf,
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     appended_ops: Arc<tokio::sync::Notify>,
-    attendees: Arc<std::sync::atomic::AtomicU64>,
+    committed: Arc<committed::Publisher>,
+    metrics: StoreMetrics,
 }
 
 impl Store {
@@ -181,20 +187,29 @@ impl Store {
         let clock = HlcClock::new(node_id.clone(), load_hlc_high_water(&conn)?);
         let readers = Readers::open(&path, options.readers)?;
 
+        let last_seq: i64 =
+            conn.query_row("SELECT coalesce(max(seq), 0) FROM ops", [], |r| r.get(0))?;
         let (tx, rx) = mpsc::channel(options.write_queue_depth);
         let max_group = options.max_group_writes;
         let appended_ops = Arc::new(tokio::sync::Notify::new());
-        let notify = appended_ops.clone();
-        let attendees = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let generation = attendees.clone();
+        let committed = Arc::new(committed::Publisher::new(last_seq));
+        let signals = writer::Signals {
+            appended_ops: appended_ops.clone(),
+            committed: committed.clone(),
+        };
+        let writer_metrics = metrics.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                let signals = writer::Signals {
-                    appended_ops: notify,
-                    attendees: generation,
-                };
-                writer::run(conn, rx, clock, max_group, metrics, signals, after_commit)
+                writer::run(
+                    conn,
+                    rx,
+                    clock,
+                    max_group,
+                    writer_metrics,
+                    signals,
+                    after_commit,
+                )
             })
             .map_err(|source| StoreError::Io {
                 path: path.clone(),
@@ -208,7 +223,8 @@ impl Store {
                 path,
                 writer_thread: std::sync::Mutex::new(Some(handle)),
                 appended_ops,
-                attendees,
+                committed,
+                metrics,
             }),
         })
     }
@@ -250,15 +266,6 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         self.inner.readers.read(query).await
-    }
-
-    /// Moves on every commit that changed an attendee (a badge, a privacy setting, a deletion),
-    /// local or synced, before the writer answers that commit's callers. Whoever keeps a view of
-    /// attendees compares it before use and reloads when it moved.
-    pub fn attendees_generation(&self) -> u64 {
-        self.inner
-            .attendees
-            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Resolves once a commit has appended ops since the previous call returned. Meant for one

@@ -8,13 +8,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rusqlite::Connection;
 use sync_agent::{Hlc, HlcClock, Op};
 use tokio::sync::{mpsc, oneshot};
 
+use super::committed::{Committed, MAX_BATCH_OPS, Publisher};
 use super::{StoreError, now_ms};
 use crate::metrics::StoreMetrics;
 use crate::oplog::{self, Applied, ApplyError};
@@ -74,8 +74,10 @@ pub struct WriteCtx<'a> {
     clock: &'a mut HlcClock,
     now_ms: u64,
     appended: u64,
-    /// An attendee changed in this group (their badge, privacy or existence).
-    attendees_changed: bool,
+    /// The ops this group appended, for the committed-op stream (at most `MAX_BATCH_OPS`).
+    committed: Vec<Arc<Committed>>,
+    /// More than `MAX_BATCH_OPS` were appended: the stream announces a gap instead.
+    overflowed: bool,
 }
 
 impl WriteCtx<'_> {
@@ -127,9 +129,15 @@ impl WriteCtx<'_> {
     pub fn apply(&mut self, op: &Op) -> Result<Applied, ApplyError> {
         let applied = oplog::apply(self.conn, op, self.now_ms)?;
         self.clock.observe(&op.hlc);
-        if applied == Applied::New {
+        if let Applied::New(seq) = applied {
             self.appended += 1;
-            self.attendees_changed |= op.kind == ATTENDEE_UPSERT;
+            match self.committed.len() < MAX_BATCH_OPS {
+                true => self.committed.push(Arc::new(Committed {
+                    seq,
+                    op: op.clone(),
+                })),
+                false => self.overflowed = true,
+            }
         }
         Ok(applied)
     }
@@ -147,12 +155,9 @@ impl WriteCtx<'_> {
 pub(crate) struct Signals {
     /// Woken when a commit appended ops (one waiter: the sync agent).
     pub(crate) appended_ops: Arc<tokio::sync::Notify>,
-    /// Moved when a commit changed an attendee ([`super::Store::attendees_generation`]).
-    pub(crate) attendees: Arc<AtomicU64>,
+    /// The committed-op stream.
+    pub(crate) committed: Arc<Publisher>,
 }
-
-/// The op kind whose commits move [`super::Store::attendees_generation`].
-const ATTENDEE_UPSERT: &str = "attendee.upsert";
 
 /// Runs the writer until every sender is dropped, then returns (the connection closes with it).
 pub(crate) fn run(
@@ -175,7 +180,7 @@ pub(crate) fn run(
         }
         let started = Instant::now();
         let size = jobs.len();
-        let appended = commit_group(&mut conn, &mut clock, &signals.attendees, &mut jobs);
+        let appended = commit_group(&mut conn, &mut clock, &signals.committed, &mut jobs);
         metrics.observe_group(size, appended, started.elapsed());
         if appended > 0 {
             // One waiter (the sync agent); a stored permit covers a commit between its checks.
@@ -196,7 +201,7 @@ pub(crate) fn run(
 fn commit_group(
     conn: &mut Connection,
     clock: &mut HlcClock,
-    attendees: &AtomicU64,
+    stream: &Publisher,
     jobs: &mut Vec<Box<dyn Job>>,
 ) -> u64 {
     if let Err(e) = execute_cached(conn, "BEGIN IMMEDIATE") {
@@ -213,7 +218,8 @@ fn commit_group(
         clock,
         now_ms: now_ms(),
         appended: 0,
-        attendees_changed: false,
+        committed: Vec::new(),
+        overflowed: false,
     };
     let mut completions = Vec::with_capacity(jobs.len());
     // Set once SQLite has rolled the whole transaction back on its own (SQLITE_FULL, SQLITE_IOERR
@@ -228,7 +234,13 @@ fn commit_group(
         let outcome = execute_cached(ctx.conn, "SAVEPOINT job");
         let completion = match outcome {
             Ok(()) => {
+                let (appended, streamed) = (ctx.appended, ctx.committed.len());
                 let (failed, completion) = job.run(&mut ctx);
+                if failed {
+                    // Rolled back below: what it appended never happened.
+                    ctx.appended = appended;
+                    ctx.committed.truncate(streamed);
+                }
                 if ctx.conn.is_autocommit() {
                     // The savepoint went with the transaction; see `lost` above.
                     lost = Some(StoreError::RolledBack);
@@ -253,7 +265,7 @@ fn commit_group(
         completions.push(completion);
     }
     let appended = ctx.appended;
-    let attendees_changed = ctx.attendees_changed;
+    let (committed, complete) = (std::mem::take(&mut ctx.committed), !ctx.overflowed);
     let high_water = ctx.clock.high_water();
     let mut result = match lost {
         Some(error) => Err(error),
@@ -267,11 +279,10 @@ fn commit_group(
     }
     match result {
         Ok(()) => {
-            // Before any caller hears of the commit: whoever then reads the generation (presence,
-            // before it applies anyone's privacy) sees the change.
-            if attendees_changed {
-                attendees.fetch_add(1, Ordering::Release);
-            }
+            // Before any caller hears of the commit: a subscriber that looks at the stream before
+            // it acts (presence, before it applies anyone's privacy) sees every change a caller
+            // was told of.
+            stream.publish(committed, complete);
             for completion in completions {
                 completion(None);
             }

@@ -1,19 +1,144 @@
-//! The MQTT ↔ hub bridge: `[[mqtt.bridge]]` entries matched against what the daemon's link
-//! receives (`in`), and hub channels published to MQTT (`out`).
+//! The MQTT ↔ hub bridge, above both: `[[mqtt.bridge]]` entries matched against what the
+//! daemon's link receives (`in`), and hub channels published to MQTT (`out`). Neither the hub
+//! nor MQTT knows of the other; this module holds both ends.
+//!
+//! - `in`: MQTT hands messages on the entries' filters to an [`Inbox`]; one task carries them
+//!   into the hub in arrival order.
+//! - `out`: a subscriber of the committed-op stream publishes each message committed on this
+//!   appliance to its channel's topic, after the commit and off the poster's path, so a stalled
+//!   broker never slows a chat ack.
 //!
 //! Loop-free by construction: what the bridge publishes carries `bridged_from`, and `in`
-//! entries skip such payloads; messages that came in from MQTT are posted with
-//! [`crate::hub::Origin::Mqtt`], which `out` never publishes.
+//! entries skip such payloads; messages that came in from MQTT have an `mqtt:` sender, which
+//! `out` never publishes, and messages pulled from another appliance were bridged there.
+
+use std::sync::Arc;
 
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::config::{BridgeDelivery, BridgeDirection, BridgeEntry};
+use crate::hub::Hub;
 use crate::hub::channels::Channel;
-use crate::hub::{Hub, Origin};
 use crate::metrics::{MqttMetrics, WhyLabel};
+use crate::mqtt::{Inbox, MqttHandle, envelope};
+use crate::oplog::message::POST;
+use crate::store::Subscription;
 
 /// The payload field that marks a message the bridge published.
 pub const BRIDGED_FROM: &str = "bridged_from";
+/// The sender prefix of messages the bridge carried in from MQTT.
+const MQTT_SENDER: &str = "mqtt:";
+/// MQTT messages waiting to be carried into the hub; past it they are dropped and counted.
+const INBOX_DEPTH: usize = 4096;
+
+/// Starts both directions for `entries`: the `out` subscriber of `stream`, and the `in` task;
+/// returns the inbox MQTT hands the `in` messages to. The tasks end when the store and MQTT do.
+pub fn start(
+    entries: &[BridgeEntry],
+    hub: &Hub,
+    mqtt: &MqttHandle,
+    stream: Subscription,
+    node_id: &str,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Inbox {
+    let (ins, outs) = split(entries);
+    if !outs.is_empty() {
+        tasks.spawn(carry_out(
+            outs,
+            hub.clone(),
+            mqtt.clone(),
+            stream,
+            node_id.to_string(),
+            stop.clone(),
+        ));
+    }
+    let (tx, mut rx) = mpsc::channel::<(String, Vec<u8>)>(INBOX_DEPTH);
+    let filters: Vec<String> = ins.iter().map(Inbound::filter).collect();
+    let ins = Arc::new(ins);
+    let matcher = ins.clone();
+    let (hub, metrics) = (hub.clone(), mqtt.metrics().clone());
+    let mut stopping = stop;
+    tasks.spawn(async move {
+        loop {
+            let (path, payload) = tokio::select! {
+                _ = stopping.changed() => return,
+                next = rx.recv() => match next {
+                    Some(next) => next,
+                    None => return,
+                },
+            };
+            carry_in(&ins, &hub, &metrics, &path, &payload).await;
+        }
+    });
+    Inbox {
+        filters,
+        takes: Arc::new(move |path| matcher.iter().any(|b| b.channel_for(path).is_some())),
+        tx,
+    }
+}
+
+/// Publishes every message committed on this appliance in an `out` channel to its topics.
+async fn carry_out(
+    outs: Vec<(String, String)>,
+    hub: Hub,
+    mqtt: MqttHandle,
+    mut stream: Subscription,
+    node_id: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        // MQTT has stopped by the time `stop` turns: nothing left to publish to.
+        let next = tokio::select! {
+            _ = stop.changed() => return,
+            next = stream.next() => match next {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        let Ok(ops) = next else {
+            // Read back on the next call; the messages stay in the hub's history either way.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            continue;
+        };
+        for committed in ops {
+            let op = &committed.op;
+            let channel = op.body["channel"].as_str().unwrap_or_default();
+            let sender = op.body["sender"].as_str().unwrap_or_default();
+            if op.kind != POST
+                || op.origin != node_id
+                || sender.starts_with(MQTT_SENDER)
+                || !outs.iter().any(|(c, _)| c == channel)
+            {
+                continue;
+            }
+            let message = match hub.message(&op.entity_id).await {
+                Ok(Some(message)) => message,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot load a message to bridge out");
+                    continue;
+                }
+            };
+            let payload = envelope(json!({
+                "channel": message.channel,
+                "seq": message.seq,
+                "message_id": message.message_id,
+                "sender": message.sender,
+                "content": message.content,
+                BRIDGED_FROM: message.channel,
+            }));
+            for (_, path) in outs.iter().filter(|(c, _)| *c == message.channel) {
+                mqtt.publish(path, payload.clone()).await;
+                mqtt.metrics()
+                    .bridged
+                    .get_or_create(&WhyLabel { reason: "out" })
+                    .inc();
+            }
+        }
+    }
+}
 
 /// An `in` entry, ready to match.
 #[derive(Debug, Clone)]
@@ -76,7 +201,7 @@ fn matches<'a>(filter: &[String], topic: &[&'a str]) -> Option<Vec<&'a str>> {
 }
 
 /// Carries one MQTT message into the hub along every `in` entry that matches. True if any did.
-pub async fn carry_in(
+async fn carry_in(
     entries: &[Inbound],
     hub: &Hub,
     metrics: &MqttMetrics,
@@ -165,11 +290,8 @@ pub async fn carry_in(
                 };
                 let content: String = content.chars().take(4096).collect();
                 let key = ("mqtt".to_string(), format!("{channel}:{id}"));
-                let sender = format!("mqtt:{path}");
-                match hub
-                    .post(&channel, &sender, &content, None, Some(key), Origin::Mqtt)
-                    .await
-                {
+                let sender = format!("{MQTT_SENDER}{path}");
+                match hub.post(&channel, &sender, &content, None, Some(key)).await {
                     Ok(_) => count("in_message"),
                     Err(e) => {
                         tracing::warn!(channel, error = %e, "cannot bridge an MQTT message into the hub")

@@ -1,0 +1,156 @@
+//! What the hub does after a commit, driven by the committed-op stream alone: a message, an
+//! edit, a delete, a reaction, a group change, a removed attendee or a zone transition causes
+//! the same frames whether it was made here (WebSocket, HTTP, the MQTT bridge, presence) or
+//! pulled from the relay. Whoever writes only commits; nobody calls the fan-out directly.
+//!
+//! One task follows the stream in log order, so the effects of two ops keep their commit order
+//! (a removal from a group unsubscribes before a later message of that group fans out).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Hub, Inner, Message, presence_channel};
+use crate::domain::DomainError;
+use crate::oplog::message::{DELETE, EDIT, POST, REACT, mentions};
+use crate::oplog::{ATTENDEE_UPSERT, group, presence};
+use crate::store::{Committed, Subscription};
+
+/// How long the task waits after the store failed to give it the ops it missed.
+const RETRY_AFTER_ERROR: Duration = Duration::from_millis(500);
+
+/// Follows `stream` until the store stops, applying each op's effects to the hub. Holds the hub
+/// only weakly, so it never keeps the daemon's state alive.
+pub(super) async fn run(hub: Weak<Inner>, mut stream: Subscription) {
+    while let Some(next) = stream.next().await {
+        let ops = match next {
+            Ok(ops) => ops,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read missed ops for the hub; retrying");
+                tokio::time::sleep(RETRY_AFTER_ERROR).await;
+                continue;
+            }
+        };
+        let Some(inner) = hub.upgrade() else { break };
+        let hub = Hub(inner);
+        hub.after_commit(&ops).await;
+        if let Some(last) = ops.last() {
+            hub.0.settled.send_replace(last.seq);
+        }
+    }
+}
+
+impl Hub {
+    /// The effects of one run of committed ops, in their order.
+    async fn after_commit(&self, ops: &[Arc<Committed>]) {
+        let messages = match self.messages_of(ops).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                // Clients resume with gap-fill; the messages are committed either way.
+                tracing::warn!(error = %e, "cannot load committed messages for fan-out");
+                HashMap::new()
+            }
+        };
+        for committed in ops {
+            let op = &committed.op;
+            match op.kind.as_str() {
+                POST => {
+                    if let Some(message) = messages.get(&op.entity_id) {
+                        self.fan_out(message);
+                        let mentioned = mentions(&message.content);
+                        if !mentioned.is_empty() {
+                            self.badges_for_mentions(&message.channel, &message.sender, mentioned)
+                                .await;
+                        }
+                    }
+                }
+                EDIT | DELETE | REACT => {
+                    if let Some(message) = messages.get(&op.entity_id) {
+                        self.fan_out_change(message, &op.body);
+                    }
+                }
+                group::CREATE | group::MEMBERS => {
+                    self.group_changed(&op.entity_id, &removed_by(&op.body))
+                        .await;
+                }
+                ATTENDEE_UPSERT if op.body.get("deleted").is_some() => {
+                    self.attendee_changed(&op.entity_id).await;
+                }
+                presence::TRANSITION => {
+                    // Already filtered by the person's privacy where it was decided
+                    // (`presence::transition_for`), on whichever appliance saw the badge.
+                    let at = op.body["at_ms"].as_i64().unwrap_or(0);
+                    self.ephemeral(
+                        &presence_channel(&op.entity_id),
+                        "presence.changed",
+                        json!({
+                            "user_id": op.entity_id,
+                            "kind": op.body["kind"],
+                            "zone": op.body["zone_id"],
+                            "at": crate::domain::rfc3339(at),
+                        }),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The messages the posts and changes among `ops` touched, as they are now: one read.
+    async fn messages_of(
+        &self,
+        ops: &[Arc<Committed>],
+    ) -> Result<HashMap<String, Message>, DomainError> {
+        let ids: Vec<String> = ops
+            .iter()
+            .filter(|c| [POST, EDIT, DELETE, REACT].contains(&c.op.kind.as_str()))
+            .map(|c| c.op.entity_id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.0
+            .store
+            .read(move |conn| {
+                let mut found = HashMap::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(message) = super::load(conn, &id)? {
+                        found.insert(id, message);
+                    }
+                }
+                Ok(found)
+            })
+            .await
+    }
+}
+
+/// The people a `group.members` remove took out: its tags are `{add op id}/{user}`.
+fn removed_by(body: &serde_json::Value) -> Vec<String> {
+    if body.get("action").and_then(|a| a.as_str()) != Some("remove") {
+        return Vec::new();
+    }
+    let mut users: Vec<String> = body["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str()?.split_once('/').map(|(_, u)| u.to_string()))
+        .collect();
+    users.sort();
+    users.dedup();
+    users
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remove_names_the_people_of_its_tags() {
+        let body = json!({"action": "remove", "tags": ["01a/a2", "01b/a2", "01c/a3"], "by": "a1"});
+        assert_eq!(removed_by(&body), ["a2", "a3"]);
+        assert!(removed_by(&json!({"action": "add", "user_ids": ["a2"]})).is_empty());
+        assert!(removed_by(&json!({"action": "remove", "tags": ["no-slash"]})).is_empty());
+    }
+}
