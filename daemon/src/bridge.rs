@@ -307,6 +307,60 @@ async fn carry_in(
 mod tests {
     use super::*;
 
+    /// A chat message's ack waited on the bridge's MQTT publish, so a stalled broker stalled
+    /// chat. The bridge now publishes from the committed-op stream: with the broker's queue full
+    /// and never drained, every post is still answered.
+    #[tokio::test]
+    async fn regression_a_stalled_broker_never_holds_up_a_post() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(
+            dir.path(),
+            &crate::store::StoreOptions::default(),
+            crate::metrics::StoreMetrics::detached(),
+        )
+        .expect("store");
+        let hub = Hub::start(&store, "ev", dir.path(), false, Default::default())
+            .await
+            .expect("hub");
+        let (mqtt, stalled) = MqttHandle::stalled(&store, 1);
+        let mut tasks = tokio::task::JoinSet::new();
+        let (_stop, stop) = tokio::sync::watch::channel(false);
+        let out = BridgeEntry {
+            filter: "hub/announcements".into(),
+            channel: "announcements".into(),
+            direction: BridgeDirection::Out,
+            deliver: BridgeDelivery::Message,
+        };
+        let _inbox = start(
+            &[out],
+            &hub,
+            &mqtt,
+            store.subscribe("bridge"),
+            store.node_id(),
+            &mut tasks,
+            stop,
+        );
+        for i in 0..20 {
+            let content = format!("notice {i}");
+            let post = hub.post("announcements", "s1", &content, None, None);
+            tokio::time::timeout(std::time::Duration::from_secs(10), post)
+                .await
+                .expect("answered although the broker takes nothing")
+                .expect("posted");
+        }
+        // The bridge did try: the broker's queue holds its first publish, and it waits there.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stalled.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the bridge never published"
+            );
+            // Polled: a full queue signals nothing to wait on.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(stalled.len(), 1);
+    }
+
     fn entry(filter: &str, channel: &str) -> Inbound {
         split(&[BridgeEntry {
             filter: filter.into(),

@@ -344,8 +344,8 @@ pub struct MqttConfig {
     /// Milliseconds a new connection has to send CONNECT. Default 10000.
     pub connect_timeout_ms: u64,
     /// The MQTT ↔ hub bridge, `[[mqtt.bridge]]`. Giving any entry replaces the defaults:
-    /// `alert/#` → `announcements` (messages), `presence/+` → `zone:{1}` (frames), and
-    /// `announcements` → `hub/announcements`.
+    /// `alert/#` → `announcements` (messages) and `announcements` → `hub/announcements`.
+    /// (Zone channels get occupancy from presence directly, MQTT or not.)
     pub bridge: Vec<BridgeEntry>,
 }
 
@@ -401,12 +401,6 @@ fn default_bridge() -> Vec<BridgeEntry> {
             "announcements",
             BridgeDirection::In,
             BridgeDelivery::Message,
-        ),
-        entry(
-            "presence/+",
-            "zone:{1}",
-            BridgeDirection::In,
-            BridgeDelivery::Frame,
         ),
         entry(
             "hub/announcements",
@@ -1453,6 +1447,6 @@ mod tests {
         );
         assert!(!text.contains("mqtt.bridge[0]"), "{text}");
         let defaults = Config::default();
-        assert_eq!(defaults.mqtt.bridge.len(), 3, "the default mapping");
+        assert_eq!(defaults.mqtt.bridge.len(), 2, "the default mapping");
     }
 }

@@ -257,6 +257,12 @@ impl Daemon {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut background = tokio::task::JoinSet::new();
         let adverts = ble.map(|plan| start_ble(&state, plan, &mut background, stop_rx.clone()));
+        background.spawn(
+            state
+                .hub
+                .clone()
+                .follow_occupancy(state.occupancy.follow(), stop_rx.clone()),
+        );
         let mqtt_stop = mqtt.map(|mqtt| {
             let inbox = bridge_stream.map(|stream| {
                 crate::bridge::start(

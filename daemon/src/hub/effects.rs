@@ -126,6 +126,52 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Follows zone occupancy from presence (with or without MQTT) until `stop`: each zone whose
+    /// count moved gets `zone.occupancy` on its channel (a zone that emptied gets 0).
+    pub async fn follow_occupancy(
+        self,
+        mut occupancy: tokio::sync::watch::Receiver<crate::presence::Occupancy>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let zones = occupancy.borrow_and_update().zones.clone();
+            let moved: Vec<(String, usize)> = {
+                let mut sent = self
+                    .0
+                    .occupancy
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut moved: Vec<(String, usize)> = zones
+                    .iter()
+                    .filter(|(zone, n)| sent.get(*zone) != Some(n))
+                    .map(|(zone, n)| (zone.clone(), *n))
+                    .collect();
+                moved.extend(
+                    sent.iter()
+                        .filter(|(zone, n)| **n > 0 && !zones.contains_key(*zone))
+                        .map(|(zone, _)| (zone.clone(), 0)),
+                );
+                for (zone, n) in &moved {
+                    sent.insert(zone.clone(), *n);
+                }
+                moved
+            };
+            for (zone, n) in moved {
+                self.ephemeral(
+                    &format!("zone:{zone}"),
+                    "zone.occupancy",
+                    super::occupancy_payload(&zone, n),
+                );
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                changed = occupancy.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
 /// The people a `group.members` remove took out: its tags are `{add op id}/{user}`.
 fn removed_by(body: &serde_json::Value) -> Vec<String> {
     if body.get("action").and_then(|a| a.as_str()) != Some("remove") {

@@ -136,6 +136,11 @@ pub fn presence_channel(attendee: &str) -> String {
     format!("presence:{attendee}")
 }
 
+/// The payload of a `zone.occupancy` frame.
+fn occupancy_payload(zone: &str, occupancy: usize) -> Value {
+    json!({"zone": zone, "occupancy": occupancy})
+}
+
 /// A server frame `{type, id, ts, payload}`, serialised once.
 pub fn frame(kind: &str, payload: Value) -> Utf8Bytes {
     let now = crate::store::now_ms();
@@ -211,6 +216,9 @@ struct Inner {
     /// Typing indicators and read receipts: at most once a second per attendee and channel.
     throttle: Mutex<throttle::Throttle>,
     next_connection: AtomicU64,
+    /// The last occupancy sent on each zone channel (`effects::follow_occupancy`), for
+    /// connections that subscribe later.
+    occupancy: Mutex<std::collections::BTreeMap<String, usize>>,
     /// The highest op seq whose effects the hub has applied (`effects`).
     settled: tokio::sync::watch::Sender<i64>,
     /// Token verification keys.
@@ -252,6 +260,7 @@ impl Hub {
             board: Mutex::new(online::Board::default()),
             next_connection: AtomicU64::new(1),
             settled: tokio::sync::watch::Sender::new(0),
+            occupancy: Mutex::new(Default::default()),
             verifier,
             signer,
             metrics,
@@ -548,15 +557,36 @@ impl Hub {
         self.0.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Adds a connection to a channel's fan-out.
+    /// Adds a connection to a channel's fan-out. A zone channel's subscriber gets the zone's
+    /// current occupancy at once, when presence has counted it.
     pub fn subscribe(&self, channel: &str, outlet: &Outlet) {
-        let mut channels = self.lock();
-        let subscribers = channels.entry(channel.to_string()).or_default();
-        if !subscribers
-            .iter()
-            .any(|s| s.connection == outlet.connection)
         {
+            let mut channels = self.lock();
+            let subscribers = channels.entry(channel.to_string()).or_default();
+            if subscribers
+                .iter()
+                .any(|s| s.connection == outlet.connection)
+            {
+                return;
+            }
             subscribers.push(outlet.clone());
+        }
+        if let Some(zone) = channel.strip_prefix("zone:") {
+            let known = self
+                .0
+                .occupancy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(zone)
+                .copied();
+            if let Some(n) = known {
+                let kind = "zone.occupancy";
+                self.push(
+                    outlet,
+                    Class::of(kind),
+                    frame(kind, occupancy_payload(zone, n)),
+                );
+            }
         }
     }
 

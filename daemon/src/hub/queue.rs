@@ -33,7 +33,7 @@ impl Class {
     pub fn of(kind: &str) -> Class {
         match kind {
             "typing.indicator" => Class::Typing,
-            "presence.changed" | "occupancy" | "mqtt.message" => Class::Presence,
+            "presence.changed" | "zone.occupancy" | "mqtt.message" => Class::Presence,
             "read.receipt" => Class::Receipt,
             _ => Class::Essential,
         }

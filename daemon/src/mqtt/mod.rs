@@ -67,7 +67,7 @@ pub enum MqttError {
     Store(#[from] DomainError),
 }
 
-enum Outgoing {
+pub(crate) enum Outgoing {
     Publish {
         topic: String,
         payload: Vec<u8>,
@@ -231,6 +231,26 @@ impl MqttHandle {
         if self.tx.send(message).await.is_ok() {
             self.metrics.publishes_out.inc();
         }
+    }
+}
+
+#[cfg(test)]
+impl MqttHandle {
+    /// A handle on a broker that never takes anything: its publish queue holds `capacity`
+    /// messages, and the receiver returned (kept, never read) is that queue.
+    pub(crate) fn stalled(
+        store: &Store,
+        capacity: usize,
+    ) -> (MqttHandle, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let handle = MqttHandle {
+            tx,
+            sessions: Arc::new(front::Sessions::default()),
+            tree: Arc::new(Tree::new("venue", "ev")),
+            store: store.clone(),
+            metrics: MqttMetrics::detached(),
+        };
+        (handle, rx)
     }
 }
 

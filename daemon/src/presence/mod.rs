@@ -15,7 +15,7 @@ pub mod source;
 pub use health::{BeaconHealth, HealthView};
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ble_scanner::presence::{
@@ -49,24 +49,34 @@ pub struct Occupancy {
     pub updated_ms: u64,
 }
 
-/// The shared occupancy snapshot.
-#[derive(Clone, Default)]
-pub struct OccupancyView(Arc<RwLock<Occupancy>>);
+/// The shared occupancy snapshot, and a signal for whoever follows it (the hub's zone
+/// channels), raised only when a zone's count or the tracked total changed.
+#[derive(Clone)]
+pub struct OccupancyView(Arc<watch::Sender<Occupancy>>);
+
+impl Default for OccupancyView {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(Occupancy::default())))
+    }
+}
 
 impl OccupancyView {
     /// A copy of the current snapshot.
     pub fn get(&self) -> Occupancy {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.0.borrow().clone()
+    }
+
+    /// Follows the snapshot: `changed()` resolves when the counts moved.
+    pub fn follow(&self) -> watch::Receiver<Occupancy> {
+        self.0.subscribe()
     }
 
     fn set(&self, occupancy: Occupancy) {
-        *self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = occupancy;
+        self.0.send_if_modified(|current| {
+            let moved = current.zones != occupancy.zones || current.tracked != occupancy.tracked;
+            *current = occupancy;
+            moved
+        });
     }
 }
 

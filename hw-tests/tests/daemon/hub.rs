@@ -137,10 +137,10 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
         subscribe(&mut reader, json!({"channels": ["zone:hall-a"]})).await["channels"],
         json!(["zone:hall-a"])
     );
-    // (the default bridge entry `presence/+` → `zone:{1}`, as frames).
-    let bridged = next(&mut reader, "mqtt.message").await;
-    assert_eq!(bridged["topic"], "presence/hall-a", "{bridged}");
-    assert!(bridged["payload"]["occupancy"].is_u64(), "{bridged}");
+    // (from presence directly, not through MQTT).
+    let occupancy = next(&mut reader, "zone.occupancy").await;
+    assert_eq!(occupancy["zone"], "hall-a", "{occupancy}");
+    assert!(occupancy["occupancy"].is_u64(), "{occupancy}");
     let (mut writer, _) = connect(&venued, &staff).await;
 
     // A display on MQTT sees announcements; a kiosk raises an alert.
@@ -952,4 +952,55 @@ async fn regression_tokens_of_deleted_or_unknown_attendees_open_nothing() {
         .await
         .unwrap();
     assert_eq!(posted.status(), 401);
+}
+
+/// Occupancy reached zone channels only through the MQTT broker (presence → retained publish →
+/// the daemon's link → the bridge), so with MQTT off a zone channel got nothing. It comes from
+/// presence directly now: with `[mqtt] enabled = false` a subscriber of `zone:hall-a` gets the
+/// zone's count, at once on subscribing and whenever it moves.
+#[tokio::test]
+async fn regression_zone_channels_get_occupancy_with_mqtt_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .arg("--demo")
+        .env("VENUED_MQTT_ENABLED", "false")
+        .spawn()
+        .await
+        .unwrap();
+    assert!(
+        venued.mqtt_addr("tcp").await.is_err(),
+        "MQTT is off in this test"
+    );
+    let attendee = token(&venued, "a1", &["attendee"]).await;
+    let (mut reader, _) = connect(&venued, &attendee).await;
+    subscribe(&mut reader, json!({"channels": ["zone:hall-a"]})).await;
+    // The demo's simulated badges walk into hall A.
+    let occupancy = next(&mut reader, "zone.occupancy").await;
+    assert_eq!(occupancy["zone"], "hall-a", "{occupancy}");
+    assert!(occupancy["occupancy"].is_u64(), "{occupancy}");
+    // A later subscriber is told the current count at once: before its subscribe is answered.
+    let (mut late, _) = connect(&venued, &attendee).await;
+    send(
+        &mut late,
+        "subscribe",
+        "s",
+        json!({"channels": ["zone:hall-a"]}),
+    )
+    .await;
+    let mut kinds = Vec::new();
+    while kinds.last().is_none_or(|k| k != "ack") {
+        let message = tokio::time::timeout(WAIT, late.next())
+            .await
+            .expect("an answer to subscribe")
+            .expect("socket open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            kinds.push(frame["type"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert!(
+        kinds.iter().any(|k| k == "zone.occupancy"),
+        "no occupancy before the ack: {kinds:?}"
+    );
 }

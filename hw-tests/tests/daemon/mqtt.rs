@@ -1025,6 +1025,60 @@ async fn regression_a_privacy_change_applies_to_the_next_transition() {
     );
 }
 
+/// A badge given to an attendee through the admin API was unknown to presence until a timed
+/// reload of the badge map (up to 30 s), so its first visit was dropped and then stored as a lone
+/// `left`. Presence now follows the committed-op stream: the badge's very first entry is stored.
+#[tokio::test]
+async fn regression_a_badge_registered_through_the_admin_api_is_attributed_at_once() {
+    const UUID: &str = "f7826da6-4fa2-4e98-8024-bc5b71e0893e";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Pia has no badge yet; Pål's is known from the start (his entry shows adverts flow).
+    let csv =
+        format!("id,name,badge_beacon_id,privacy\np1,Pia,,zone\np2,Pål,ibeacon:{UUID}:7:2,zone\n");
+    let gateways = [("gw-a", "zone-a")];
+    let venued = gateway_venued(dir.path(), csv, &gateways, &[], "").await;
+    let gateway = device(&venued, "gw-a").await.unwrap();
+    let (status, body) = Admin::new(&venued)
+        .call(
+            Method::PUT,
+            "/api/v1/admin/attendees/p1",
+            Some(json!({"badge_beacon_id": format!("ibeacon:{UUID}:7:1")})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // From the answer on, both badges are heard in zone A.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    while transitions(&data, "p1").is_empty() || transitions(&data, "p2").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no entry into zone A"
+        );
+        for minor in 1..=2u16 {
+            let raw = json!({"id": format!("C0:00:00:00:00:0{minor}"), "rssi": -55,
+                "manufacturerdata": format!("4c000215{}0007{minor:04x}c5", UUID.replace('-', ""))});
+            gateway
+                .client
+                .publish(
+                    format!("venue/default/gateway/gw-a/BTtoMQTT/C0000000000{minor}"),
+                    QoS::AtMostOnce,
+                    false,
+                    raw.to_string(),
+                )
+                .await
+                .unwrap();
+        }
+        every.tick().await;
+    }
+    assert_eq!(
+        transitions(&data, "p1"),
+        [("entered".into(), Some("zone-a".into()))],
+        "the new badge's first visit is its owner's"
+    );
+}
+
 /// A CONNECT (MQTT 3.1.1) with credentials, a retained QoS 1 will and `keep_alive` seconds.
 fn raw_connect(id: &str, password: &str, will: (&str, &str), keep_alive: u16) -> Vec<u8> {
     let string = |s: &str| {
