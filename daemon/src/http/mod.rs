@@ -7,9 +7,11 @@
 mod admin;
 pub mod error;
 pub(crate) mod extract;
+pub mod hub_fallbacks;
 mod kiosk;
 pub mod listener;
 mod ops;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,11 +98,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/sync/retry", post(admin::sync_retry))
         .route("/api/v1/admin/token-keys", post(admin::install_token_key))
         .route("/api/v1/admin/tokens", post(admin::mint_token))
-        .route("/ws", get(crate::hub::ws::upgrade))
-        .route("/api/v1/stream", get(crate::hub::http::stream))
+        .route("/ws", get(ws::upgrade))
+        .route("/api/v1/stream", get(hub_fallbacks::stream))
         .route(
             "/api/v1/channels/{channel}/messages",
-            get(crate::hub::http::poll).post(crate::hub::http::post),
+            get(hub_fallbacks::poll).post(hub_fallbacks::post),
         )
         .route(
             "/api/v1/admin/signage/{display}/content",

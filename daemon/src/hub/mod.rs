@@ -15,13 +15,11 @@ pub mod channels;
 mod effects;
 pub mod frames;
 pub mod groups;
-pub mod http;
 pub mod online;
 pub mod queue;
 pub mod rate;
 pub mod throttle;
 pub mod tokens;
-pub mod ws;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

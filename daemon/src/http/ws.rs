@@ -14,13 +14,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::changes::Request;
-use super::channels::Channel;
-use super::frames::{self, ClientFrame};
-use super::queue::{Class, SendQueue};
-use super::tokens::Claims;
-use super::{Hub, MAX_RESUME, Outlet, SEND_QUEUE_FRAMES, frame as frame_bytes};
-use crate::http::AppState;
+use super::AppState;
+use crate::hub::changes::Request;
+use crate::hub::channels::Channel;
+use crate::hub::frames::{self, ClientFrame};
+use crate::hub::queue::{Class, SendQueue};
+use crate::hub::tokens::Claims;
+use crate::hub::{Hub, MAX_RESUME, Outlet, SEND_QUEUE_FRAMES, frame as frame_bytes};
 
 /// Largest client frame.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -52,18 +52,23 @@ pub struct TokenQuery {
 /// `GET /ws`: verifies the token, then upgrades.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
-    source: crate::http::extract::Source,
+    source: super::extract::Source,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let hub = state.hub.clone();
-    let claims =
-        match super::http::attendee_claims(&state, &source, &headers, query.token.as_deref()).await
-        {
-            Ok(c) => c,
-            Err(e) => return e.into_response(),
-        };
+    let claims = match super::hub_fallbacks::attendee_claims(
+        &state,
+        &source,
+        &headers,
+        query.token.as_deref(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     // The token is checked first, so a bad token is a 401 whatever else is wrong.
     let ws = match ws {
         Ok(ws) => ws,
@@ -114,7 +119,7 @@ async fn connection(hub: Hub, claims: Claims, socket: WebSocket) {
         claims,
         channels: Default::default(),
     };
-    let evict = Arc::new(super::Eviction::default());
+    let evict = Arc::new(crate::hub::Eviction::default());
     conn.hub
         .open_session(&conn.claims.sub, &conn.outlet, evict.clone());
     let welcome = frame_bytes(
@@ -439,7 +444,7 @@ impl Connection {
             );
         }
         for user in &users {
-            let key = super::presence_channel(user);
+            let key = crate::hub::presence_channel(user);
             match follow {
                 true => self.hub.subscribe(&key, &self.outlet),
                 false => self.hub.unsubscribe(Some(&key), self.outlet.connection),
@@ -460,7 +465,7 @@ impl Connection {
         }
     }
 
-    fn group_ack(&self, id: &str, result: Result<super::groups::Group, super::Refused>) {
+    fn group_ack(&self, id: &str, result: Result<crate::hub::groups::Group, crate::hub::Refused>) {
         match result {
             Ok(group) => self.ack(id, Ok(serde_json::to_value(group).unwrap_or_default())),
             Err(refused) => self.ack(id, Err((refused.code.into(), refused.message))),
@@ -571,7 +576,7 @@ impl Connection {
             "error",
             json!({
                 "code": "rate_limited",
-                "message": format!("more than {} messages a second; retry in {retry_ms} ms", super::RATE_PER_SEC),
+                "message": format!("more than {} messages a second; retry in {retry_ms} ms", crate::hub::RATE_PER_SEC),
                 "ref_id": id,
                 "retry_after_ms": retry_ms,
             }),

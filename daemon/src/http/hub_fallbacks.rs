@@ -12,12 +12,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::MAX_RESUME;
-use super::channels::Channel;
-use super::tokens::{Claims, TokenError};
-use crate::http::AppState;
-use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, Source};
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, Source};
+use crate::hub::MAX_RESUME;
+use crate::hub::channels::Channel;
+use crate::hub::tokens::{Claims, TokenError};
 
 /// Longest a long-poll waits: under the default request timeout (30 s), which would cut it.
 pub const MAX_WAIT_SECS: u64 = 25;
@@ -33,7 +33,7 @@ pub(crate) async fn attendee_claims(
     let source = from.0;
     // The same per-address budget as admin and device logins: forged tokens cost a signature
     // check each, and a source that keeps failing is refused before that work.
-    crate::http::extract::check_budget(state, source)?;
+    super::extract::check_budget(state, source)?;
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -43,11 +43,11 @@ pub(crate) async fn attendee_claims(
     let claims = token
         .and_then(|t| state.hub.verifier().verify(t.trim(), state.hub.event_id()))
         .map_err(|e| {
-            crate::http::extract::failed(state, source);
+            super::extract::failed(state, source);
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
         })?;
     if !state.hub.is_attendee(&claims.sub).await {
-        crate::http::extract::failed(state, source);
+        super::extract::failed(state, source);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -159,7 +159,7 @@ pub(crate) async fn post(
             "rate_limited",
             format!(
                 "more than {} messages a second; retry in {secs} s",
-                super::RATE_PER_SEC
+                crate::hub::RATE_PER_SEC
             ),
         )
         .into_response();
@@ -245,10 +245,10 @@ pub(crate) async fn stream(
         })
         .unwrap_or_default();
     let hub = state.hub.clone();
-    let outlet = super::Outlet {
+    let outlet = crate::hub::Outlet {
         connection: hub.connection_id(),
         user: std::sync::Arc::from(claims.sub.as_str()),
-        queue: super::queue::SendQueue::new(super::SEND_QUEUE_FRAMES),
+        queue: crate::hub::queue::SendQueue::new(crate::hub::SEND_QUEUE_FRAMES),
         kill: std::sync::Arc::new(tokio::sync::Notify::new()),
     };
     let connection = outlet.connection;
@@ -260,20 +260,20 @@ pub(crate) async fn stream(
     for (name, after) in positions.clone() {
         let (messages, more) = hub.history(&name, after, MAX_RESUME).await?;
         if more {
-            backlog.push(super::frame(
+            backlog.push(crate::hub::frame(
                 "sync.response",
                 json!({"channel": name, "messages": [], "has_more": true, "too_large": true}),
             ));
         } else {
             for m in messages {
-                backlog.push(super::frame(
+                backlog.push(crate::hub::frame(
                     "message.new",
                     serde_json::to_value(m).unwrap_or_default(),
                 ));
             }
         }
     }
-    struct Guard(super::Hub, u64);
+    struct Guard(crate::hub::Hub, u64);
     impl Drop for Guard {
         fn drop(&mut self) {
             self.0.unsubscribe(None, self.1);
