@@ -9,13 +9,18 @@
 //! - [`agent`]: the push and pull loops, behind the [`agent::SyncStore`] trait.
 //! - [`replica`]: the Litestream-compatible replica: the LTX codec, the S3 layout, restore.
 //!
+//! Features: `agent` and `replica` (both default). The relay builds with neither: it needs the
+//! wire types, the clock and the codec, not an HTTP client or S3.
+//!
 //! Boundary: this crate knows nothing of axum, rumqttd, BLE or the appliance's SQLite schema. It
 //! reaches the store only through [`agent::SyncStore`], which the daemon implements.
 
+#[cfg(feature = "agent")]
 pub mod agent;
 pub mod backoff;
 pub mod codec;
 pub mod hlc;
+#[cfg(feature = "replica")]
 pub mod replica;
 pub mod wire;
 
@@ -24,6 +29,7 @@ pub use wire::{OP_SCHEMA_VERSION, Op};
 
 /// An error and all its sources, `: `-separated: SDK and HTTP errors put the useful part (refused,
 /// timed out, no such bucket) in a source, not in their own message.
+#[cfg(any(feature = "agent", feature = "replica"))]
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
