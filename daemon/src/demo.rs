@@ -5,12 +5,11 @@
 //! like real data. The demo kiosk gets a fresh password on every demo start, since only its
 //! hash is stored.
 
-use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 
 use crate::domain::DomainError;
 use crate::domain::devices::{self, DeviceKind};
-use crate::store::Store;
+use crate::store::{Store, meta};
 
 /// The demo kiosk's device id.
 pub const DEMO_KIOSK_ID: &str = "kiosk-demo";
@@ -86,30 +85,22 @@ pub struct DemoInfo {
     pub seeded_now: bool,
 }
 
+/// The `meta` key set once the sample data is in.
+const SEEDED: &str = "demo_seeded";
+
 /// Seeds the sample event (once) and (re)creates the demo kiosk.
 pub async fn seed(store: &Store, event_id: &str) -> Result<DemoInfo, DomainError> {
     let event = event_id.to_string();
     let seeded_now = store
         .write(move |ctx| {
-            let done: Option<String> = ctx
-                .conn()
-                .query_row(
-                    "SELECT value FROM meta WHERE key = 'demo_seeded'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if done.is_some() {
+            if meta::get(ctx.conn(), SEEDED)?.is_some() {
                 return Ok(false);
             }
             for (kind, id, body) in sample(&event) {
                 let op = ctx.new_op(&event, kind, &id, body);
                 ctx.apply(&op)?;
             }
-            ctx.conn().execute(
-                "INSERT INTO meta (key, value) VALUES ('demo_seeded', ?1)",
-                params![event],
-            )?;
+            meta::set(ctx.conn(), SEEDED, &event)?;
             Ok::<_, DomainError>(true)
         })
         .await?;

@@ -5,7 +5,6 @@
 //! - [`config`]: TOML configuration, environment overrides, validation.
 //! - [`store`]: SQLite with one group-committing writer thread and read-only readers.
 //! - [`oplog`]: applying ops (local or remote) with the DESIGN §5 merge rules.
-//! - [`outbox`]: the op log seen as the sync outbox (backlog, age).
 //! - [`sync`]: the sync agent's view of the store, and starting the agent.
 //! - [`replica`]: Litestream-compatible replication to S3, and restore.
 //! - [`domain`]: check-ins, attendees, the entity registry, devices, idempotency keys.
@@ -30,7 +29,6 @@ pub mod hub;
 pub mod metrics;
 pub mod mqtt;
 pub mod oplog;
-pub mod outbox;
 pub mod presence;
 pub mod replica;
 pub mod server;

@@ -387,20 +387,8 @@ async fn plan_ble(
         .map(|s| (s.id.clone(), s.zone.clone(), s.rssi_offset_db))
         .collect();
     let event_id = config.event.id.clone();
-    let (zones, badges): (Vec<String>, Vec<String>) = store
-        .read(move |conn| {
-            let zones = conn
-                .prepare("SELECT id FROM zones WHERE event_id = ?1 AND deleted = 0 ORDER BY id")?
-                .query_map([&event_id], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
-            let badges = conn
-                .prepare(
-                    "SELECT id FROM beacons WHERE event_id = ?1 AND kind = 'badge' AND deleted = 0",
-                )?
-                .query_map([&event_id], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
-            Ok::<_, DomainError>((zones, badges))
-        })
+    let (zones, badges) = store
+        .read(move |conn| crate::domain::entities::zones_and_badges(conn, &event_id))
         .await?;
     if scanners.is_empty() && source == BleSource::Simulated {
         scanners = zones

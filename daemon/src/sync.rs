@@ -8,46 +8,22 @@
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use sync_agent::Op;
 use sync_agent::agent::{self, Ack, AgentConfig, AgentHandle, Pending, RemoteApplied, SyncStore};
-use sync_agent::wire::{ConflictReport, Report, TokenKey};
+use sync_agent::wire::{Report, TokenKey};
 
 use crate::config::Config;
 use crate::domain::DomainError;
 use crate::hub::Hub;
-use crate::oplog;
-use crate::store::Store;
+use crate::oplog::{self, outbox};
+use crate::store::{Store, meta};
 
-const ACKED: &str = "outbox_acked_seq";
-const PULL_CURSOR: &str = "pull_cursor";
-const CONFLICTS_REPORTED: &str = "conflicts_reported_ms";
 /// Conflicts sent with one push at most.
 const CONFLICTS_PER_REPORT: u32 = 100;
 /// How stale the backlog count in a report may be. Counting is a scan of the backlog, and a
 /// million-op backlog drains in about a thousand pushes: counting on each would cost more than
 /// the pushes themselves.
 const BACKLOG_COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Reads an integer from `meta` (0 when absent).
-pub(crate) fn meta_i64(conn: &Connection, key: &str) -> Result<i64, rusqlite::Error> {
-    Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-            r.get::<_, String>(0)
-        })
-        .optional()?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
-}
-
-fn set_meta(conn: &Connection, key: &str, value: i64) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(params![key, value.to_string()])?;
-    Ok(())
-}
 
 /// The op log as the sync agent sees it.
 pub struct StoreSync {
@@ -85,13 +61,8 @@ impl SyncStore for StoreSync {
         let pending = self
             .store
             .read(move |conn| {
-                let acked = meta_i64(conn, ACKED)?;
-                let mut stmt = conn.prepare_cached(
-                    "SELECT seq FROM ops WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                )?;
-                let seqs = stmt
-                    .query_map(params![node, acked, max_ops as i64], |r| r.get::<_, i64>(0))?
-                    .collect::<Result<Vec<_>, _>>()?;
+                let acked = meta::get_i64(conn, outbox::ACKED)?;
+                let seqs = outbox::pending_seqs(conn, &node, acked, max_ops)?;
                 let mut ops = Vec::with_capacity(seqs.len());
                 if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
                     // One range read, then keep ours: remote ops interleave with local ones.
@@ -102,51 +73,21 @@ impl SyncStore for StoreSync {
                         }
                     }
                 }
-                let backlog = match cached {
+                let (backlog, oldest) = match cached {
                     // Nothing pending is an exact count, whatever the cache says.
-                    _ if seqs.is_empty() => 0,
-                    Some(n) => n,
-                    None => conn.query_row(
-                        "SELECT count(*) FROM ops WHERE origin = ?1 AND seq > ?2",
-                        params![node, acked],
-                        |r| r.get::<_, i64>(0),
-                    )? as u64,
+                    _ if seqs.is_empty() => (0, None),
+                    Some(n) => (n, outbox::oldest_pending_ms(conn, &node, acked)?),
+                    None => outbox::pending_count(conn, &node, acked)?,
                 };
-                // Seq order is arrival order: the first pending op is the oldest.
-                let oldest: Option<i64> = conn
-                    .query_row(
-                        "SELECT received_ms FROM ops WHERE origin = ?1 AND seq > ?2
-                         ORDER BY seq LIMIT 1",
-                        params![node, acked],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let parked: i64 =
-                    conn.query_row("SELECT count(*) FROM sync_parked", [], |r| r.get(0))?;
-                let reported = meta_i64(conn, CONFLICTS_REPORTED)?;
-                let conflicts = conn
-                    .prepare_cached(
-                        "SELECT op_id, kind, entity_id, winner_op_id, detail, recorded_ms
-                         FROM conflicts WHERE recorded_ms > ?1 ORDER BY recorded_ms LIMIT ?2",
-                    )?
-                    .query_map(params![reported, CONFLICTS_PER_REPORT], |r| {
-                        Ok(ConflictReport {
-                            op_id: r.get(0)?,
-                            kind: r.get(1)?,
-                            entity_id: r.get(2)?,
-                            winner_op_id: r.get(3)?,
-                            detail: r.get(4)?,
-                            recorded_ms: r.get::<_, i64>(5)? as u64,
-                        })
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
+                let reported = meta::get_i64(conn, outbox::CONFLICTS_REPORTED)?;
+                let conflicts = outbox::conflicts_since(conn, reported, CONFLICTS_PER_REPORT)?;
                 let now = crate::store::now_ms() as i64;
                 Ok::<_, DomainError>(Pending {
                     ops,
                     report: Report {
                         backlog_ops: backlog,
                         oldest_unsent_age_secs: oldest.map(|t| ((now - t).max(0) / 1000) as u64),
-                        parked_ops: parked as u64,
+                        parked_ops: outbox::parked_count(conn)?,
                         conflicts,
                         ..Report::default()
                     },
@@ -168,23 +109,14 @@ impl SyncStore for StoreSync {
             .write(move |ctx| {
                 let conn = ctx.conn();
                 // Never backwards: a late answer to an older batch must not re-send newer ops.
-                if ack.up_to_seq > meta_i64(conn, ACKED)? {
-                    set_meta(conn, ACKED, ack.up_to_seq)?;
+                if ack.up_to_seq > meta::get_i64(conn, outbox::ACKED)? {
+                    meta::set(conn, outbox::ACKED, &ack.up_to_seq.to_string())?;
                 }
                 for (_, id, reason) in &ack.parked {
-                    conn.prepare_cached(
-                        "INSERT INTO sync_parked (op_id, direction, kind, reason, op, parked_ms)
-                         SELECT id, 'push', kind, ?2, NULL, ?3 FROM ops WHERE id = ?1
-                         ON CONFLICT DO UPDATE SET reason = excluded.reason",
-                    )?
-                    .execute(params![
-                        id.to_string(),
-                        reason,
-                        ctx.now_ms() as i64
-                    ])?;
+                    outbox::park_pushed(conn, &id.to_string(), reason, ctx.now_ms())?;
                 }
                 if let Some(ms) = ack.conflicts_reported_until_ms {
-                    set_meta(conn, CONFLICTS_REPORTED, ms as i64)?;
+                    meta::set(conn, outbox::CONFLICTS_REPORTED, &ms.to_string())?;
                 }
                 Ok::<_, DomainError>(())
             })
@@ -193,7 +125,9 @@ impl SyncStore for StoreSync {
 
     async fn pull_cursor(&self) -> Result<u64, DomainError> {
         self.store
-            .read(|conn| Ok::<_, DomainError>(meta_i64(conn, PULL_CURSOR)?.max(0) as u64))
+            .read(|conn| {
+                Ok::<_, DomainError>(meta::get_i64(conn, outbox::PULL_CURSOR)?.max(0) as u64)
+            })
             .await
     }
 
@@ -204,42 +138,20 @@ impl SyncStore for StoreSync {
             .write(move |ctx| {
                 let mut done = RemoteApplied::default();
                 for op in &ops {
-                    ctx.conn().execute_batch("SAVEPOINT remote_op")?;
-                    match ctx.apply_remote(op) {
-                        Ok(oplog::Applied::New(_)) => {
-                            ctx.conn().execute_batch("RELEASE remote_op")?;
-                            done.applied += 1;
-                        }
-                        Ok(oplog::Applied::Duplicate) => {
-                            ctx.conn().execute_batch("RELEASE remote_op")?;
-                            done.duplicates += 1;
-                        }
-                        Err(oplog::ApplyError::Store(e)) => return Err(DomainError::from(e)),
+                    match ctx.try_apply_remote(op)? {
+                        Ok(oplog::Applied::New(_)) => done.applied += 1,
+                        Ok(oplog::Applied::Duplicate) => done.duplicates += 1,
                         Err(e) => {
                             // Nothing of the op stays; the op itself is kept here, whole, so
                             // an upgraded build (or an operator) can apply it later.
-                            ctx.conn()
-                                .execute_batch("ROLLBACK TO remote_op; RELEASE remote_op")?;
                             tracing::warn!(op_id = %op.id, kind = %op.kind, error = %e, "remote op cannot be applied here; parked");
-                            ctx.conn()
-                                .prepare_cached(
-                                    "INSERT INTO sync_parked (op_id, direction, kind, reason, op, parked_ms)
-                                     VALUES (?1, 'pull', ?2, ?3, ?4, ?5)
-                                     ON CONFLICT DO UPDATE SET reason = excluded.reason",
-                                )?
-                                .execute(params![
-                                    op.id.to_string(),
-                                    op.kind,
-                                    e.to_string(),
-                                    serde_json::to_string(op).unwrap_or_default(),
-                                    ctx.now_ms() as i64
-                                ])?;
+                            outbox::park_pulled(ctx.conn(), op, &e.to_string(), ctx.now_ms())?;
                             done.parked += 1;
                         }
                     }
                 }
-                if cursor as i64 > meta_i64(ctx.conn(), PULL_CURSOR)? {
-                    set_meta(ctx.conn(), PULL_CURSOR, cursor as i64)?;
+                if cursor as i64 > meta::get_i64(ctx.conn(), outbox::PULL_CURSOR)? {
+                    meta::set(ctx.conn(), outbox::PULL_CURSOR, &cursor.to_string())?;
                 }
                 Ok::<_, DomainError>(done)
             })
@@ -296,42 +208,12 @@ pub fn start(
     Ok(Some((handle, task)))
 }
 
-/// One parked op, for `GET /api/v1/admin/sync/parked`.
-#[derive(Debug, serde::Serialize)]
-pub struct ParkedView {
-    /// The op id.
-    pub op_id: String,
-    /// `push` (the relay refused it) or `pull` (this build cannot apply it).
-    pub direction: String,
-    /// The op kind.
-    pub kind: String,
-    /// Why.
-    pub reason: String,
-    /// When (RFC 3339).
-    pub parked_at: String,
-}
+pub use crate::oplog::outbox::ParkedView;
 
 /// The newest parked ops.
 pub async fn parked(store: &Store, limit: u32) -> Result<Vec<ParkedView>, DomainError> {
     store
-        .read(move |conn| {
-            let rows = conn
-                .prepare(
-                    "SELECT op_id, direction, kind, reason, parked_ms FROM sync_parked
-                     ORDER BY parked_ms DESC LIMIT ?1",
-                )?
-                .query_map([limit], |r| {
-                    Ok(ParkedView {
-                        op_id: r.get(0)?,
-                        direction: r.get(1)?,
-                        kind: r.get(2)?,
-                        reason: r.get(3)?,
-                        parked_at: crate::domain::rfc3339(r.get(4)?),
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        .read(move |conn| Ok(outbox::parked(conn, limit)?))
         .await
 }
 
@@ -375,14 +257,7 @@ mod tests {
     /// What the phone received once the hub has applied everything committed: each frame
     /// without its own id and time.
     async fn received(store: &Store, hub: &Hub, queue: &SendQueue) -> Vec<Value> {
-        let last: i64 = store
-            .read(|conn| {
-                conn.query_row("SELECT max(seq) FROM ops", [], |r| r.get(0))
-                    .map_err(crate::store::StoreError::from)
-            })
-            .await
-            .expect("read");
-        hub.settled(last).await;
+        hub.settled(store.last_seq()).await;
         let mut frames = Vec::new();
         while let Some(bytes) = queue.try_pop() {
             let mut frame: Value = serde_json::from_str(bytes.as_str()).expect("json");

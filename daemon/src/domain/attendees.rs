@@ -224,6 +224,46 @@ pub async fn import(store: &Store, event_id: &str, rows: ImportRows) -> Result<u
         .await
 }
 
+/// Whether `user` is a current (not deleted) attendee of `event`.
+pub fn is_current(
+    conn: &rusqlite::Connection,
+    event: &str,
+    user: &str,
+) -> Result<bool, DomainError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM attendees WHERE id = ?1 AND event_id = ?2 AND deleted = 0")?
+        .exists(rusqlite::params![user, event])?)
+}
+
+/// The privacy setting of current attendee `user` of `event`, as stored.
+pub fn privacy(
+    conn: &rusqlite::Connection,
+    event: &str,
+    user: &str,
+) -> Result<Option<String>, DomainError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached(
+            "SELECT privacy FROM attendees WHERE id = ?1 AND event_id = ?2 AND deleted = 0",
+        )?
+        .query_row(rusqlite::params![user, event], |r| r.get(0))
+        .optional()?)
+}
+
+/// Every current attendee's badge: badge beacon id → (attendee id, privacy as stored).
+pub fn badges(
+    conn: &rusqlite::Connection,
+) -> Result<std::collections::HashMap<String, (String, String)>, DomainError> {
+    let mut stmt = conn.prepare(
+        "SELECT badge_beacon_id, id, privacy FROM attendees
+         WHERE badge_beacon_id IS NOT NULL AND deleted = 0",
+    )?;
+    let badges = stmt
+        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+        .collect::<Result<_, _>>()?;
+    Ok(badges)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,3 +192,41 @@ fn row_json(entity: &Entity, row: &rusqlite::Row<'_>) -> Result<Json, DomainErro
     }
     Ok(Json::Object(out))
 }
+
+/// Whether a current (not deleted) record of `kind` (`session` or `zone`) with `id` exists in
+/// `event`.
+pub fn exists(
+    conn: &rusqlite::Connection,
+    kind: &str,
+    event: &str,
+    id: &str,
+) -> Result<bool, DomainError> {
+    let sql = match kind {
+        "session" => "SELECT 1 FROM sessions WHERE id = ?1 AND event_id = ?2 AND deleted = 0",
+        "zone" => "SELECT 1 FROM zones WHERE id = ?1 AND event_id = ?2 AND deleted = 0",
+        other => {
+            return Err(DomainError::Invalid(format!(
+                "`{other}` is not a channel's kind"
+            )));
+        }
+    };
+    Ok(conn
+        .prepare_cached(sql)?
+        .exists(rusqlite::params![id, event])?)
+}
+
+/// The ids of `event`'s current zones, and of its badge beacons.
+pub fn zones_and_badges(
+    conn: &rusqlite::Connection,
+    event: &str,
+) -> Result<(Vec<String>, Vec<String>), DomainError> {
+    let zones = conn
+        .prepare("SELECT id FROM zones WHERE event_id = ?1 AND deleted = 0 ORDER BY id")?
+        .query_map([event], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    let badges = conn
+        .prepare("SELECT id FROM beacons WHERE event_id = ?1 AND kind = 'badge' AND deleted = 0")?
+        .query_map([event], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok((zones, badges))
+}

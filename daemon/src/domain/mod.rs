@@ -6,7 +6,11 @@ pub mod attendees;
 pub mod checkins;
 pub mod devices;
 pub mod entities;
+pub mod groups;
 pub mod idempotency;
+pub mod messages;
+pub mod retained;
+pub mod token_keys;
 
 use crate::oplog::ApplyError;
 use crate::store::StoreError;

@@ -243,29 +243,25 @@ pub(super) async fn conflicts(
     State(state): State<AppState>,
     _: Admin,
 ) -> Result<impl IntoResponse, ApiError> {
-    let rows = state
+    let rows: Vec<Json_> = state
         .store
         .read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT op_id, kind, entity_id, winner_op_id, detail, recorded_ms FROM conflicts
-                 ORDER BY recorded_ms DESC LIMIT 500",
-            )?;
-            let rows = stmt
-                .query_map([], |r| {
-                    let detail: String = r.get(4)?;
-                    Ok(json!({
-                        "op_id": r.get::<_, String>(0)?,
-                        "kind": r.get::<_, String>(1)?,
-                        "entity_id": r.get::<_, String>(2)?,
-                        "winner_op_id": r.get::<_, String>(3)?,
-                        "detail": serde_json::from_str::<Json_>(&detail).unwrap_or(Json_::Null),
-                        "recorded_at": crate::domain::rfc3339(r.get(5)?),
-                    }))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, crate::store::StoreError>(rows)
+            crate::oplog::outbox::newest_conflicts(conn, 500)
+                .map_err(crate::store::StoreError::from)
         })
-        .await?;
+        .await?
+        .into_iter()
+        .map(|c| {
+            json!({
+                "op_id": c.op_id,
+                "kind": c.kind,
+                "entity_id": c.entity_id,
+                "winner_op_id": c.winner_op_id,
+                "detail": serde_json::from_str::<Json_>(&c.detail).unwrap_or(Json_::Null),
+                "recorded_at": crate::domain::rfc3339(c.recorded_ms as i64),
+            })
+        })
+        .collect();
     Ok(Json(json!({ "conflicts": rows })))
 }
 
@@ -431,7 +427,7 @@ pub(super) async fn mint_token(
     let roles = request.roles.unwrap_or_else(|| vec!["attendee".into()]);
     if let Some(bad) = roles
         .iter()
-        .find(|r| !crate::hub::tokens::ROLES.contains(&r.as_str()))
+        .find(|r| !crate::auth::tokens::ROLES.contains(&r.as_str()))
     {
         return Err(ApiError::invalid(format!(
             "unknown role `{bad}`; use attendee, staff or speaker"

@@ -15,9 +15,9 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Source};
+use crate::auth::tokens::{Claims, TokenError};
 use crate::hub::MAX_RESUME;
 use crate::hub::channels::Channel;
-use crate::hub::tokens::{Claims, TokenError};
 
 /// Longest a long-poll waits: under the default request timeout (30 s), which would cut it.
 pub const MAX_WAIT_SECS: u64 = 25;

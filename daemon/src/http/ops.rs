@@ -11,7 +11,7 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use crate::health::SubsystemState;
-use crate::outbox;
+use crate::oplog::outbox;
 
 /// How long `/readyz` waits for the store's writer before calling it failed.
 const READY_STORE_TIMEOUT_SECS: u64 = 2;

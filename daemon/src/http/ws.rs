@@ -15,11 +15,11 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::AppState;
+use crate::auth::tokens::Claims;
 use crate::hub::changes::Request;
 use crate::hub::channels::Channel;
 use crate::hub::frames::{self, ClientFrame};
 use crate::hub::queue::{Class, SendQueue};
-use crate::hub::tokens::Claims;
 use crate::hub::{Hub, MAX_RESUME, Outlet, SEND_QUEUE_FRAMES, frame as frame_bytes};
 
 /// Largest client frame.

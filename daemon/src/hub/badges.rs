@@ -7,7 +7,6 @@
 //! `message.new`, which the client counts itself: a badge per recipient per message would
 //! serialise once per recipient, which the fan-out never does.
 
-use rusqlite::params;
 use serde_json::json;
 
 use super::channels::Channel;
@@ -15,14 +14,7 @@ use super::queue::Class;
 use super::{Hub, frame};
 use crate::domain::DomainError;
 
-/// One badge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Badge {
-    /// Messages from others above the read watermark (deleted ones excluded).
-    pub unread: i64,
-    /// Of those, the ones mentioning the attendee.
-    pub mentions: i64,
-}
+pub use crate::domain::messages::Badge;
 
 impl Hub {
     /// `user`'s badge in `channel`.
@@ -34,29 +26,7 @@ impl Hub {
         );
         self.0
             .store
-            .read(move |conn| {
-                let mark: i64 = conn
-                    .prepare_cached(
-                        "SELECT coalesce(max(seq), 0) FROM read_marks
-                         WHERE event_id = ?1 AND channel = ?2 AND user_id = ?3",
-                    )?
-                    .query_row(params![event, channel, user], |r| r.get(0))?;
-                let unread: i64 = conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM messages WHERE event_id = ?1 AND channel = ?2
-                         AND seq > ?3 AND sender != ?4 AND deleted = 0",
-                    )?
-                    .query_row(params![event, channel, mark, user], |r| r.get(0))?;
-                let mentions: i64 = conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM mentions n JOIN messages m
-                           ON m.event_id = n.event_id AND m.channel = n.channel AND m.seq = n.seq
-                         WHERE n.event_id = ?1 AND n.user_id = ?2 AND n.channel = ?3
-                           AND n.seq > ?4 AND m.deleted = 0",
-                    )?
-                    .query_row(params![event, user, channel, mark], |r| r.get(0))?;
-                Ok::<_, DomainError>(Badge { unread, mentions })
-            })
+            .read(move |conn| crate::domain::messages::badge(conn, &event, &user, &channel))
             .await
     }
 

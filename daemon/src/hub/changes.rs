@@ -2,11 +2,11 @@
 //! the ack, then fanned out to the channel as `message.updated`, `message.deleted` or
 //! `message.reaction` (serialised once, never dropped from a send queue).
 
-use rusqlite::params;
 use serde_json::{Value, json};
 
-use super::{Hub, Message, Refused, load};
+use super::{Hub, Message, Refused};
 use crate::domain::DomainError;
+use crate::domain::messages::load;
 use crate::oplog::message::{DELETE, EDIT, MAX_CONTENT_BYTES, MAX_EMOJI_BYTES, REACT};
 
 /// What a client asks to change.
@@ -98,14 +98,12 @@ impl Hub {
                     ),
                     Request::React { emoji, add: false } => {
                         // The remove names the adds it has seen (observed-remove).
-                        let tags: Vec<String> = ctx
-                            .conn()
-                            .prepare_cached(
-                                "SELECT tag FROM reactions
-                                 WHERE message_id = ?1 AND emoji = ?2 AND user_id = ?3",
-                            )?
-                            .query_map(params![message_id, emoji, user], |r| r.get(0))?
-                            .collect::<Result<_, _>>()?;
+                        let tags = crate::domain::messages::reaction_tags(
+                            ctx.conn(),
+                            &message_id,
+                            emoji,
+                            &user,
+                        )?;
                         if tags.is_empty() {
                             return Ok(Ok((message, 0)));
                         }

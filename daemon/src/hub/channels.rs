@@ -9,7 +9,7 @@
 //!   (an observed-remove set of ops), so the hub checks it on every frame
 //!   ([`Hub::exists`](super::Hub::exists)); to anyone else the channel does not exist.
 
-use super::tokens::Claims;
+use crate::auth::tokens::Claims;
 
 /// The announcements channel.
 pub const ANNOUNCEMENTS: &str = "announcements";

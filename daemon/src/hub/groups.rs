@@ -6,27 +6,14 @@ use serde_json::json;
 
 use super::queue::Class;
 use super::{Hub, Refused, frame};
-use crate::domain::DomainError;
 use crate::domain::entities::validate_id;
+use crate::domain::{DomainError, groups};
 use crate::oplog::group::{self, CREATE, MAX_MEMBERS, MEMBERS};
 
 /// Longest group name, bytes.
 pub const MAX_NAME_BYTES: usize = 100;
 
-/// A group as members see it.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
-pub struct Group {
-    /// The group id.
-    pub group_id: String,
-    /// Its channel, `group:{id}`.
-    pub channel: String,
-    /// Its name.
-    pub name: String,
-    /// Who created it (and may remove others).
-    pub created_by: String,
-    /// Members now, sorted.
-    pub members: Vec<String>,
-}
+pub use crate::domain::groups::Group;
 
 fn check_users(users: &[String]) -> Result<(), Refused> {
     if users.is_empty() || users.len() > MAX_MEMBERS {
@@ -54,7 +41,8 @@ impl Hub {
             .store
             .read(move |conn| {
                 Ok::<_, DomainError>(
-                    in_event(conn, &event, &group_id)? && group::is_member(conn, &group_id, &user)?,
+                    groups::in_event(conn, &event, &group_id)?
+                        && group::is_member(conn, &group_id, &user)?,
                 )
             })
             .await
@@ -90,7 +78,7 @@ impl Hub {
                 let body = json!({"name": name, "created_by": creator, "members": members});
                 let op = ctx.new_op(&event, CREATE, &group_id, body);
                 let seq = ctx.apply(&op)?.seq();
-                Ok::<_, DomainError>((load_group(ctx.conn(), &group_id)?, seq))
+                Ok::<_, DomainError>((groups::load(ctx.conn(), &group_id)?, seq))
             })
             .await?;
         // Members hear of it from the committed-op stream (`effects`), before the answer.
@@ -120,13 +108,13 @@ impl Hub {
             .write(move |ctx| {
                 let (group_id, by) = (group_id_owned, by_owned);
                 let conn = ctx.conn();
-                if !in_event(conn, &event, &group_id)? || !group::is_member(conn, &group_id, &by)? {
+                if !groups::in_event(conn, &event, &group_id)? || !group::is_member(conn, &group_id, &by)? {
                     return Ok(Err(Refused::new(
                         "unknown_channel",
                         format!("no group `{group_id}` you are a member of"),
                     )));
                 }
-                let current = load_group(conn, &group_id)?;
+                let current = groups::load(conn, &group_id)?;
                 let body = if add {
                     let mut all = current.members.clone();
                     all.extend(users.iter().cloned());
@@ -154,7 +142,7 @@ impl Hub {
                 };
                 let op = ctx.new_op(&event, MEMBERS, &group_id, body);
                 let seq = ctx.apply(&op)?.seq();
-                Ok::<_, DomainError>(Ok((load_group(ctx.conn(), &group_id)?, seq)))
+                Ok::<_, DomainError>(Ok((groups::load(ctx.conn(), &group_id)?, seq)))
             })
             .await
             .map_err(Refused::from)??;
@@ -170,17 +158,7 @@ impl Hub {
         let (event, user) = (self.0.event_id.clone(), user.to_string());
         self.0
             .store
-            .read(move |conn| {
-                let ids: Vec<String> = conn
-                    .prepare_cached(
-                        "SELECT DISTINCT g.group_id FROM group_members m
-                         JOIN chat_groups g ON g.group_id = m.group_id
-                         WHERE m.user_id = ?1 AND g.event_id = ?2 ORDER BY g.group_id",
-                    )?
-                    .query_map(rusqlite::params![user, event], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                ids.iter().map(|id| load_group(conn, id)).collect()
-            })
+            .read(move |conn| groups::of_user(conn, &event, &user))
             .await
     }
 
@@ -188,7 +166,7 @@ impl Hub {
     /// leave the channel, and members and those `removed` get `group.updated`.
     pub(super) async fn group_changed(&self, group_id: &str, removed: &[String]) {
         let id = group_id.to_string();
-        let Ok(group) = self.0.store.read(move |conn| load_group(conn, &id)).await else {
+        let Ok(group) = self.0.store.read(move |conn| groups::load(conn, &id)).await else {
             return;
         };
         let removed: Vec<String> = removed
@@ -227,22 +205,4 @@ impl Hub {
             self.to_user(user, Class::Essential, bytes.clone());
         }
     }
-}
-
-fn in_event(conn: &rusqlite::Connection, event: &str, group_id: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM chat_groups WHERE group_id = ?1 AND event_id = ?2")?
-        .exists([group_id, event])
-}
-
-fn load_group(conn: &rusqlite::Connection, group_id: &str) -> Result<Group, DomainError> {
-    let (name, created_by): (String, String) = conn
-        .prepare_cached("SELECT name, created_by FROM chat_groups WHERE group_id = ?1")?
-        .query_row([group_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(Group {
-        group_id: group_id.to_string(),
-        channel: format!("group:{group_id}"),
-        name,
-        created_by,
-        members: group::members(conn, group_id)?,
-    })
 }

@@ -19,20 +19,20 @@ pub mod online;
 pub mod queue;
 pub mod rate;
 pub mod throttle;
-pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
-use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use crate::auth::tokens;
 use crate::domain::idempotency::{self, Stored};
-use crate::domain::{DomainError, rfc3339};
+pub use crate::domain::messages::Message;
+use crate::domain::messages::{self, load};
+use crate::domain::{DomainError, attendees, entities, rfc3339};
 use crate::oplog::message::{MAX_CONTENT_BYTES, POST};
 use crate::store::Store;
 use channels::Channel;
@@ -50,40 +50,8 @@ pub const SEND_QUEUE_FRAMES: usize = 1000;
 /// Most missed messages returned on resume; past it the client refetches (`too_large`).
 pub const MAX_RESUME: usize = 500;
 
-/// A stored message, as clients see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Message {
-    /// Channel name.
-    pub channel: String,
-    /// Position in the channel on this appliance.
-    pub seq: i64,
-    /// Global id.
-    pub message_id: String,
-    /// Sender: an attendee id, or `mqtt:<device>` for bridged alerts.
-    pub sender: String,
-    /// Text.
-    pub content: String,
-    /// The message it answers.
-    pub reply_to: Option<String>,
-    /// When it was written (RFC 3339).
-    pub created_at: String,
-    /// When it was last edited or deleted (RFC 3339), if it was.
-    pub edited_at: Option<String>,
-    /// Deleted (the content is then empty).
-    pub deleted: bool,
-    /// Reactions: emoji → how many attendees (none once deleted).
-    pub reactions: std::collections::BTreeMap<String, u32>,
-}
-
-/// The columns [`row`] reads, from `messages m`.
-const MESSAGE_COLUMNS: &str = "m.channel, m.seq, m.message_id, m.sender, m.content, m.reply_to,
-    m.created_ms, m.edited_ms, m.deleted,
-    CASE WHEN m.deleted = 0 THEN (SELECT json_group_object(emoji, n) FROM
-        (SELECT emoji, count(DISTINCT user_id) AS n FROM reactions r
-         WHERE r.message_id = m.message_id GROUP BY emoji)) END";
-
 /// The answer to a post.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Posted {
     /// Its sequence number.
     pub seq: i64,
@@ -428,14 +396,7 @@ impl Hub {
         let (event, user) = (self.0.event_id.clone(), user.to_string());
         self.0
             .store
-            .read(move |conn| {
-                Ok::<_, DomainError>(
-                    conn.prepare_cached(
-                        "SELECT 1 FROM attendees WHERE id = ?1 AND event_id = ?2 AND deleted = 0",
-                    )?
-                    .exists(params![user, event])?,
-                )
-            })
+            .read(move |conn| attendees::is_current(conn, &event, &user))
             .await
             .unwrap_or(false)
     }
@@ -448,15 +409,7 @@ impl Hub {
         let privacy = self
             .0
             .store
-            .read(move |conn| {
-                Ok::<_, DomainError>(
-                    conn.prepare_cached(
-                        "SELECT privacy FROM attendees WHERE id = ?1 AND event_id = ?2 AND deleted = 0",
-                    )?
-                    .query_row(params![user, event], |r| r.get::<_, String>(0))
-                    .optional()?,
-                )
-            })
+            .read(move |conn| attendees::privacy(conn, &event, &user))
             .await;
         matches!(
             privacy.as_ref().map(Option::as_deref),
@@ -525,10 +478,10 @@ impl Hub {
     /// `announcements`, a direct conversation, or a group `user` is a member of: to others a
     /// group does not exist).
     pub async fn exists(&self, channel: &Channel<'_>, user: &str) -> Result<bool, DomainError> {
-        let (table, id) = match channel {
+        let (kind, id) = match channel {
             Channel::Announcements => return Ok(true),
-            Channel::Session(id) => ("sessions", id.to_string()),
-            Channel::Zone(id) => ("zones", id.to_string()),
+            Channel::Session(id) => ("session", id.to_string()),
+            Channel::Zone(id) => ("zone", id.to_string()),
             // A conversation exists as soon as one of its two people opens it.
             Channel::Direct(..) => return Ok(true),
             Channel::Group(id) => return self.is_member(id, user).await,
@@ -536,17 +489,7 @@ impl Hub {
         let event = self.0.event_id.clone();
         self.0
             .store
-            .read(move |conn| {
-                // `table` is one of two literals above, never input.
-                let sql = format!(
-                    "SELECT 1 FROM {table} WHERE id = ?1 AND event_id = ?2 AND deleted = 0"
-                );
-                Ok::<_, DomainError>(
-                    conn.query_row(&sql, params![id, event], |_| Ok(()))
-                        .optional()?
-                        .is_some(),
-                )
-            })
+            .read(move |conn| entities::exists(conn, kind, &event, &id))
             .await
     }
 
@@ -754,24 +697,7 @@ impl Hub {
         self.0
             .store
             .write(move |ctx| {
-                let last: i64 = ctx.conn().query_row(
-                    "SELECT coalesce(max(seq), 0) FROM messages WHERE event_id = ?1 AND channel = ?2",
-                    params![event, channel],
-                    |r| r.get(0),
-                )?;
-                let seq = seq.clamp(0, last);
-                ctx.conn().execute(
-                    "INSERT INTO read_marks (event_id, channel, user_id, seq, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (event_id, channel, user_id)
-                     DO UPDATE SET seq = max(seq, ?4), updated_ms = ?5",
-                    params![event, channel, user, seq, ctx.now_ms() as i64],
-                )?;
-                Ok::<_, DomainError>(ctx.conn().query_row(
-                    "SELECT seq FROM read_marks WHERE event_id = ?1 AND channel = ?2 AND user_id = ?3",
-                    params![event, channel, user],
-                    |r| r.get(0),
-                )?)
+                messages::mark_read(ctx.conn(), &event, &channel, &user, seq, ctx.now_ms())
             })
             .await
     }
@@ -793,19 +719,7 @@ impl Hub {
         let (event, channel) = (self.0.event_id.clone(), channel.to_string());
         self.0
             .store
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages m
-                     WHERE m.event_id = ?1 AND m.channel = ?2 AND m.seq > ?3
-                     ORDER BY m.seq LIMIT ?4"
-                ))?;
-                let mut rows = stmt
-                    .query_map(params![event, channel, after_seq, limit as i64 + 1], row)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                let more = rows.len() > limit;
-                rows.truncate(limit);
-                Ok::<_, DomainError>((rows, more))
-            })
+            .read(move |conn| messages::history(conn, &event, &channel, after_seq, limit))
             .await
     }
 
@@ -855,49 +769,15 @@ impl Hub {
     }
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
-    Ok(Message {
-        channel: r.get(0)?,
-        seq: r.get(1)?,
-        message_id: r.get(2)?,
-        sender: r.get(3)?,
-        content: r.get(4)?,
-        reply_to: r.get(5)?,
-        created_at: rfc3339(r.get::<_, i64>(6)?),
-        edited_at: r.get::<_, Option<i64>>(7)?.map(rfc3339),
-        deleted: r.get::<_, i64>(8)? != 0,
-        reactions: r
-            .get::<_, Option<String>>(9)?
-            .and_then(|json| serde_json::from_str(&json).ok())
-            .unwrap_or_default(),
-    })
-}
-
-pub(crate) fn load(
-    conn: &rusqlite::Connection,
-    message_id: &str,
-) -> Result<Option<Message>, DomainError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.message_id = ?1"
-        ))?
-        .query_row([message_id], row)
-        .optional()?)
-}
-
 /// The hub epoch, made once per database.
 async fn ensure_epoch(store: &Store) -> Result<String, DomainError> {
     store
         .write(|ctx| {
             let fresh = uuid::Uuid::now_v7().to_string();
-            ctx.conn().execute(
-                "INSERT INTO meta (key, value) VALUES ('hub_epoch', ?1) ON CONFLICT (key) DO NOTHING",
-                [&fresh],
-            )?;
-            Ok::<_, DomainError>(ctx.conn().query_row(
-                "SELECT value FROM meta WHERE key = 'hub_epoch'",
-                [],
-                |r| r.get(0),
+            Ok::<_, DomainError>(crate::store::meta::set_once(
+                ctx.conn(),
+                "hub_epoch",
+                &fresh,
             )?)
         })
         .await

@@ -8,15 +8,14 @@ use ble_scanner::Advertisement;
 use ble_scanner::gateway;
 use rumqttd::Notification;
 use rumqttd::local::LinkRx;
-use rusqlite::params;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::topics::Topic;
 use super::{MqttHandle, envelope, publish_active_alerts};
-use crate::domain::DomainError;
 use crate::domain::checkins::{self, CheckinRequest};
+use crate::domain::{DomainError, retained};
 use crate::metrics::{MqttMetrics, WhyLabel};
 
 /// Check-ins being applied at once; more wait (the store's group commit batches them).
@@ -351,14 +350,9 @@ async fn alert(ingest: &Ingest, severity: &str, source: &str, payload: &[u8]) {
         .store
         .write(move |ctx| {
             let now = ctx.now_ms();
-            if cleared {
-                let n = ctx.conn().execute(
-                    "UPDATE alerts SET cleared_ms = ?2 WHERE id = ?1 AND cleared_ms IS NULL",
-                    params![id, now as i64],
-                )?;
-                Ok::<_, DomainError>(n > 0)
-            } else {
-                super::insert_alert(ctx.conn(), &id, &severity, &source, &text, now)
+            match cleared {
+                true => retained::clear_alert(ctx.conn(), &id, now),
+                false => retained::raise_alert(ctx.conn(), &id, &severity, &source, &text, now),
             }
         })
         .await;

@@ -18,14 +18,13 @@ use std::sync::Arc;
 
 use ble_scanner::Advertisement;
 use rumqttd::protocol::{Packet, Publish};
-use rusqlite::params;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::domain::{DomainError, rfc3339};
+use crate::domain::{DomainError, retained, rfc3339};
 use crate::health::Subsystems;
 use crate::metrics::MqttMetrics;
 use crate::store::Store;
@@ -119,14 +118,7 @@ impl MqttHandle {
     /// broker already retains, such as a device's own status).
     async fn store_retained(&self, topic: String, payload: Vec<u8>) -> Result<(), DomainError> {
         self.store
-            .write(move |ctx| {
-                ctx.conn().execute(
-                    "INSERT INTO mqtt_retained (topic, payload, updated_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (topic) DO UPDATE SET payload = ?2, updated_ms = ?3",
-                    params![topic, payload, ctx.now_ms() as i64],
-                )?;
-                Ok::<_, DomainError>(())
-            })
+            .write(move |ctx| retained::set(ctx.conn(), &topic, &payload, ctx.now_ms()))
             .await
     }
 
@@ -137,34 +129,19 @@ impl MqttHandle {
         let t = topic.clone();
         let deleted = self
             .store
-            .write(move |ctx| {
-                Ok::<_, DomainError>(
-                    ctx.conn()
-                        .execute("DELETE FROM mqtt_retained WHERE topic = ?1", [t])?,
-                )
-            })
+            .write(move |ctx| retained::delete(ctx.conn(), &t))
             .await?;
-        if deleted > 0 {
+        if deleted {
             self.send(topic, Vec::new(), true).await;
         }
-        Ok(deleted > 0)
+        Ok(deleted)
     }
 
     /// The retained payload stored for `path`, if any.
     pub async fn retained(&self, path: &str) -> Result<Option<Vec<u8>>, DomainError> {
         let topic = self.tree.topic(path);
         self.store
-            .read(move |conn| {
-                use rusqlite::OptionalExtension;
-                Ok::<_, DomainError>(
-                    conn.query_row(
-                        "SELECT payload FROM mqtt_retained WHERE topic = ?1",
-                        [topic],
-                        |r| r.get(0),
-                    )
-                    .optional()?,
-                )
-            })
+            .read(move |conn| retained::get(conn, &topic))
             .await
     }
 
@@ -187,7 +164,7 @@ impl MqttHandle {
             .store
             .write(move |ctx| {
                 let now = ctx.now_ms();
-                insert_alert(ctx.conn(), &id, &sev, &src, &text, now)
+                retained::raise_alert(ctx.conn(), &id, &sev, &src, &text, now)
             })
             .await?;
         if new {
@@ -464,16 +441,7 @@ impl MqttStop {
 
 /// Re-publishes the stored retained state, then the fresh `daemon/status` and alert list.
 async fn seed_retained(handle: &MqttHandle, subsystems: &Subsystems) -> Result<(), DomainError> {
-    let rows: Vec<(String, Vec<u8>)> = handle
-        .store
-        .read(|conn| {
-            let mut stmt = conn.prepare("SELECT topic, payload FROM mqtt_retained")?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, DomainError>(rows)
-        })
-        .await?;
+    let rows: Vec<(String, Vec<u8>)> = handle.store.read(retained::all).await?;
     for (topic, payload) in rows {
         match handle.tree.parse(&topic) {
             Some(topics::Topic::Status { .. }) => {
@@ -506,46 +474,11 @@ async fn seed_retained(handle: &MqttHandle, subsystems: &Subsystems) -> Result<(
     publish_active_alerts(handle).await
 }
 
-/// Records a raised alert once per alert id; whether it was new (a redelivery is not).
-fn insert_alert(
-    conn: &rusqlite::Connection,
-    id: &str,
-    severity: &str,
-    source: &str,
-    message: &str,
-    now_ms: u64,
-) -> Result<bool, DomainError> {
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO alerts (id, severity, source, message, raised_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
-        )?
-        .execute(params![id, severity, source, message, now_ms as i64])?;
-    Ok(n > 0)
-}
-
 /// Publishes the retained list of active alerts.
 pub(crate) async fn publish_active_alerts(handle: &MqttHandle) -> Result<(), DomainError> {
     let alerts: Vec<Value> = handle
         .store
-        .read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT id, severity, source, message, raised_ms FROM alerts
-                 WHERE cleared_ms IS NULL ORDER BY raised_ms DESC LIMIT ?1",
-            )?;
-            let rows = stmt
-                .query_map([MAX_ACTIVE_ALERTS as i64], |r| {
-                    Ok(json!({
-                        "id": r.get::<_, String>(0)?,
-                        "severity": r.get::<_, String>(1)?,
-                        "source": r.get::<_, String>(2)?,
-                        "message": r.get::<_, String>(3)?,
-                        "raised_at": rfc3339(r.get::<_, i64>(4)?),
-                    }))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, DomainError>(rows)
-        })
+        .read(|conn| retained::active_alerts(conn, MAX_ACTIVE_ALERTS))
         .await?;
     handle
         .set_retained("alerts/active", envelope(json!({ "alerts": alerts })))

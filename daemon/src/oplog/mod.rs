@@ -20,6 +20,7 @@ mod checkin;
 pub mod group;
 mod lww;
 pub mod message;
+pub mod outbox;
 pub mod presence;
 
 use rusqlite::{Connection, params};

@@ -415,24 +415,11 @@ impl Registry {
     }
 
     async fn load(store: &Store) -> Result<HashMap<String, (String, Privacy)>, DomainError> {
-        store
-            .read(|conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT badge_beacon_id, id, privacy FROM attendees
-                     WHERE badge_beacon_id IS NOT NULL AND deleted = 0",
-                )?;
-                let badges = stmt
-                    .query_map([], |r| {
-                        let privacy: String = r.get(2)?;
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            (r.get::<_, String>(1)?, Privacy::parse(&privacy)),
-                        ))
-                    })?
-                    .collect::<Result<HashMap<_, _>, _>>()?;
-                Ok(badges)
-            })
-            .await
+        let stored = store.read(crate::domain::attendees::badges).await?;
+        Ok(stored
+            .into_iter()
+            .map(|(badge, (attendee, privacy))| (badge, (attendee, Privacy::parse(&privacy))))
+            .collect())
     }
 }
 

@@ -334,11 +334,7 @@ impl Shipper {
             tracing::warn!(error = %e, "replica could not stage committed frames; retrying");
             return;
         }
-        let outcome: Result<(i64, i64, i64), _> =
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            });
-        match outcome {
+        match crate::store::checkpoint_truncate(conn) {
             Ok((0, _, _)) => {}
             Ok((_, log, done)) => {
                 // A reader holds an old snapshot, so the log was not truncated. If every frame

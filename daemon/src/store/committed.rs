@@ -80,6 +80,10 @@ impl Publisher {
         let _ = self.tx.send(Arc::new(Batch { ops, through }));
     }
 
+    fn last(&self) -> i64 {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn subscribe(&self) -> (broadcast::Receiver<Arc<Batch>>, i64) {
         let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         (self.tx.subscribe(), *last)
@@ -123,6 +127,13 @@ impl Store {
             behind: None,
             metrics: self.inner.metrics.clone(),
         }
+    }
+}
+
+impl Store {
+    /// The highest seq committed (and published on the stream) so far.
+    pub fn last_seq(&self) -> i64 {
+        self.inner.committed.last()
     }
 }
 

@@ -5,6 +5,7 @@
 //! resolves `Ok` is on disk; one thread owns the read-write connection; readers cannot write.
 
 pub mod committed;
+pub mod meta;
 mod migrations;
 mod readers;
 mod writer;
@@ -314,6 +315,15 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
     }
+}
+
+/// Checkpoints the WAL into the database and truncates it (`wal_checkpoint(TRUNCATE)`), on the
+/// writer's connection from the after-commit hook: (busy, frames in the log, frames
+/// checkpointed), as SQLite reports them.
+pub fn checkpoint_truncate(conn: &Connection) -> Result<(i64, i64, i64), rusqlite::Error> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).

@@ -151,6 +151,29 @@ impl WriteCtx<'_> {
     }
 }
 
+impl WriteCtx<'_> {
+    /// [`apply_remote`](Self::apply_remote) in a savepoint of its own: an op that is refused
+    /// leaves nothing behind, and the rest of the job goes on. The outer error is the store's
+    /// (the job must fail); the inner result is the op's.
+    pub fn try_apply_remote(&mut self, op: &Op) -> Result<Result<Applied, ApplyError>, StoreError> {
+        execute_cached(self.conn, "SAVEPOINT remote_op")?;
+        match self.apply_remote(op) {
+            Ok(applied) => {
+                execute_cached(self.conn, "RELEASE remote_op")?;
+                Ok(Ok(applied))
+            }
+            Err(ApplyError::Store(e)) => Err(e),
+            Err(refused) => {
+                let streamed = self.committed.len();
+                execute_cached(self.conn, "ROLLBACK TO remote_op")?;
+                execute_cached(self.conn, "RELEASE remote_op")?;
+                self.committed.truncate(streamed);
+                Ok(Err(refused))
+            }
+        }
+    }
+}
+
 /// What the writer tells the rest of the daemon after a commit.
 pub(crate) struct Signals {
     /// Woken when a commit appended ops (one waiter: the sync agent).

@@ -176,7 +176,7 @@ fn restore(
 
 /// `venued token`: prints a token on stdout, or why not on stderr (exit 1).
 fn mint_token(config: &Config, attendee: &str, ttl: u64, roles: Vec<String>) -> ExitCode {
-    use venued::hub::tokens::{ROLES, Signer};
+    use venued::auth::tokens::{ROLES, Signer};
     if let Err(e) = venued::domain::entities::validate_id(attendee) {
         eprintln!("venued: --attendee: {e}");
         return ExitCode::FAILURE;

@@ -8,7 +8,7 @@ use std::sync::RwLock;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::DomainError;
+use crate::domain::{DomainError, token_keys};
 use crate::store::Store;
 
 /// The `kid` of the appliance's own signing key (demo mode).
@@ -90,15 +90,7 @@ fn decoding_key(alg: &str, pem: &str) -> Result<(Algorithm, DecodingKey), String
 impl Verifier {
     /// Loads every installed key.
     pub async fn load(store: &Store) -> Result<Verifier, DomainError> {
-        let rows: Vec<(String, String, String)> = store
-            .read(|conn| {
-                let mut stmt = conn.prepare("SELECT kid, alg, public_pem FROM token_keys")?;
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok::<_, DomainError>(rows)
-            })
-            .await?;
+        let rows = store.read(token_keys::all).await?;
         let verifier = Verifier::default();
         for (kid, alg, pem) in rows {
             match decoding_key(&alg, &pem) {
@@ -127,15 +119,7 @@ impl Verifier {
         let key = decoding_key(&alg, &pem).map_err(DomainError::Invalid)?;
         let (k, a, p) = (kid.clone(), alg, pem);
         store
-            .write(move |ctx| {
-                ctx.conn().execute(
-                    "INSERT INTO token_keys (kid, alg, public_pem, added_ms) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (kid) DO UPDATE SET alg = ?2, public_pem = ?3, added_ms = ?4,
-                                                      source = 'local'",
-                    rusqlite::params![k, a, p, ctx.now_ms() as i64],
-                )?;
-                Ok::<_, DomainError>(())
-            })
+            .write(move |ctx| token_keys::install_local(ctx.conn(), &k, &a, &p, ctx.now_ms()))
             .await?;
         self.write().insert(kid, key);
         Ok(())
@@ -158,21 +142,10 @@ impl Verifier {
                 }
                 ok
             })
-            .collect();
+            .map(|k| (k.kid, k.alg, k.public_pem))
+            .collect::<Vec<_>>();
         store
-            .write(move |ctx| {
-                let conn = ctx.conn();
-                conn.execute("DELETE FROM token_keys WHERE source = 'relay'", [])?;
-                for k in &usable {
-                    // An admin-installed key of the same kid wins: it was put there on purpose.
-                    conn.execute(
-                        "INSERT INTO token_keys (kid, alg, public_pem, added_ms, source)
-                         VALUES (?1, ?2, ?3, ?4, 'relay') ON CONFLICT (kid) DO NOTHING",
-                        rusqlite::params![k.kid, k.alg, k.public_pem, ctx.now_ms() as i64],
-                    )?;
-                }
-                Ok::<_, DomainError>(())
-            })
+            .write(move |ctx| token_keys::replace_relay(ctx.conn(), &usable, ctx.now_ms()))
             .await?;
         let fresh = Verifier::load(store).await?;
         let keys = std::mem::take(&mut *fresh.write());

@@ -6,6 +6,8 @@
 //! (never the password), and at most [`ARGON2_VERIFY_SLOTS`] verifications run at once, which
 //! bounds what a flood of wrong passwords can cost.
 
+pub mod tokens;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
@@ -16,13 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::domain::DomainError;
 use crate::domain::devices::{self, DeviceKind};
-use crate::store::Store;
+use crate::store::{Store, meta};
 
 /// The admin token's file name in the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -52,20 +53,14 @@ pub struct AdminToken {
     pub written_to: Option<PathBuf>,
 }
 
+/// The `meta` key of the admin token's SHA-256.
+const ADMIN_TOKEN_KEY: &str = "admin_token_sha256";
+
 /// Loads the admin token's hash, or on first start generates a token, writes it to
 /// `<data_dir>/admin-token` with mode 0600, and stores its hash.
 pub async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<AdminToken, DomainError> {
-    let existing: Option<String> = store
-        .read(|conn| {
-            Ok::<_, DomainError>(
-                conn.query_row(
-                    "SELECT value FROM meta WHERE key = 'admin_token_sha256'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?,
-            )
-        })
+    let existing = store
+        .read(|conn| Ok::<_, DomainError>(meta::get(conn, ADMIN_TOKEN_KEY)?))
         .await?;
     if let Some(sha256) = existing {
         return Ok(AdminToken {
@@ -88,13 +83,7 @@ pub async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<AdminT
     let sha256 = sha256_hex(token.as_bytes());
     let stored = sha256.clone();
     store
-        .write(move |ctx| {
-            ctx.conn().execute(
-                "INSERT INTO meta (key, value) VALUES ('admin_token_sha256', ?1)",
-                params![stored],
-            )?;
-            Ok::<_, DomainError>(())
-        })
+        .write(move |ctx| Ok::<_, DomainError>(meta::set(ctx.conn(), ADMIN_TOKEN_KEY, &stored)?))
         .await?;
     Ok(AdminToken {
         sha256,
