@@ -1,4 +1,4 @@
-//! Subsystem states, as reported by `/readyz`, `/api/v1/status` and (later) `daemon/status`.
+//! Subsystem states, as reported by `/readyz`, `/api/v1/status` and the retained `daemon/status`.
 //!
 //! Each subsystem sets its own state; the daemon is ready while none has failed. A degraded
 //! subsystem (say, BLE with its adapter unplugged) is reported but does not make the appliance

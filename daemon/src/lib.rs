@@ -3,17 +3,22 @@
 //!
 //! # Layout
 //! - [`config`]: TOML configuration, environment overrides, validation.
-//! - [`store`]: SQLite with one group-committing writer thread and read-only readers.
-//! - [`oplog`]: applying ops (local or remote) with the DESIGN §5 merge rules.
+//! - [`store`]: SQLite with one group-committing writer thread, read-only readers, and the
+//!   committed-op stream every after-commit effect follows.
+//! - [`oplog`]: applying ops (local or remote) with the DESIGN §5 merge rules; the outbox.
 //! - [`sync`]: the sync agent's view of the store, and starting the agent.
 //! - [`replica`]: Litestream-compatible replication to S3, and restore.
-//! - [`domain`]: check-ins, attendees, the entity registry, devices, idempotency keys.
-//! - [`auth`]: the admin token and device credentials.
-//! - [`http`]: the axum app.
+//! - [`domain`]: check-ins, attendees, the entity registry, devices, idempotency keys, messages,
+//!   groups, token keys, retained MQTT state: with `store` and `oplog`, the only SQL.
+//! - [`auth`]: the admin token, device credentials and attendee tokens.
+//! - [`http`]: the axum app and the hub's transports (WebSocket, SSE, long-poll).
+//! - [`hub`]: the attendee hub's protocol state and its effects of committed ops.
+//! - [`mqtt`]: the embedded broker, its authenticating front, and what the daemon takes in.
 //! - [`bridge`]: MQTT ↔ hub, above both.
 //! - [`health`]: subsystem states for readiness and status.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`presence`]: BLE adverts → presence engine → privacy → occupancy and zone transitions.
+//! - [`hashing`]: the argon2 threads for device passwords.
 //! - [`demo`]: the sample event of `--demo`.
 //! - [`server`]: start-up and graceful shutdown of the whole daemon.
 

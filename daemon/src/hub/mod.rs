@@ -1,12 +1,10 @@
-//! The attendee hub: channels, durable messages with a per-channel sequence, fan-out to
-//! WebSocket connections, and the bridge to MQTT.
+//! The attendee hub: channels, durable messages with a per-channel sequence, fan-out to the
+//! connections of attendees' phones, online status, groups, badges and receipts.
 //!
-//! This is the first slice of issue #3. It has announcements, session channels and zone
-//! channels; durable, idempotent `message.send` with acks; resume by epoch and sequence; and
-//! the MQTT bridge. Direct messages, groups, edits, reactions, typing, presence, receipts,
-//! badges and the HTTP fallbacks are not built yet.
-//!
-//! A message is committed (op + row) before its ack and before any fan-out. Each frame is
+//! Protocol state only: the WebSocket and HTTP transports live in `crate::http` (`ws`,
+//! `hub_fallbacks`), and the bridge to MQTT in `crate::bridge`. A message is committed (op +
+//! row) before its ack and before any fan-out; the fan-out and every other after-commit effect
+//! come from the committed-op stream (`effects`), for local and pulled ops alike. Each frame is
 //! serialised once and its bytes shared by every recipient.
 
 pub mod badges;
