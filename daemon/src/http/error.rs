@@ -8,8 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::AuthError;
-use crate::domain::DomainError;
-use crate::oplog::ApplyError;
+use crate::domain::{Code, DomainError};
 use crate::store::StoreError;
 
 /// An error answer.
@@ -58,15 +57,6 @@ impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
     }
-
-    fn internal(cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "request failed with an internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; the daemon's log has the cause",
-        )
-    }
 }
 
 impl IntoResponse for ApiError {
@@ -90,50 +80,26 @@ impl IntoResponse for ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
-        match e {
-            DomainError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
-            DomainError::Invalid(m) => Self::invalid(m),
-            DomainError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
-            e @ DomainError::KeyReused(_) => Self::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_reused",
-                e.to_string(),
-            ),
-            DomainError::Apply(ApplyError::Store(s)) | DomainError::Store(s) => s.into(),
-            DomainError::Apply(a) => Self::invalid(a.to_string()),
+        let code = e.code();
+        match code {
+            Code::Internal => tracing::error!(error = %e, "request failed with an internal error"),
+            Code::Unavailable => {
+                tracing::error!(error = %e, "write refused: the store could not commit")
+            }
+            _ => {}
+        }
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self {
+            retry_after_secs: code.retry_after_secs(),
+            ..Self::new(status, code.as_str(), e.public_message())
         }
     }
 }
 
-/// Seconds a client is asked to wait before retrying a write the store could not take.
-const STORE_RETRY_AFTER_SECS: u64 = 5;
-
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Closed => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the daemon is shutting down; retry with the same idempotency key",
-            ),
-            // Bugs, not conditions that pass: a retry would fail the same way.
-            e @ (StoreError::JobPanicked
-            | StoreError::NewerSchema { .. }
-            | StoreError::Migration { .. }) => Self::internal(&e),
-            // A full disk, an I/O error, a busy file: nothing was written, and the same request
-            // may succeed later. The same answer as MQTT's and the WebSocket's `unavailable`.
-            other => {
-                tracing::error!(error = %other, "write refused: the store could not commit");
-                Self {
-                    retry_after_secs: Some(STORE_RETRY_AFTER_SECS),
-                    ..Self::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "the appliance could not store this (disk full or failing?); nothing was written: retry with the same idempotency key",
-                    )
-                }
-            }
-        }
+        DomainError::Store(e).into()
     }
 }
 

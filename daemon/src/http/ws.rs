@@ -396,7 +396,7 @@ impl Connection {
                     );
                 }
             }
-            Err(e) => self.ack(id, Err(("unavailable".into(), e.to_string()))),
+            Err(e) => self.ack(id, Err(refusal(e))),
         }
     }
 
@@ -490,7 +490,7 @@ impl Connection {
                 "unknown_channel".into(),
                 format!("no channel `{name}` in this event"),
             )),
-            Err(e) => Err(("unavailable".into(), e.to_string())),
+            Err(e) => Err(refusal(e)),
         }
     }
 
@@ -593,7 +593,10 @@ impl Connection {
                     json!({"channel": channel, "messages": messages, "has_more": more, "too_large": too_large}),
                 ));
             }
-            Err(e) => self.error("unavailable", &e.to_string(), None),
+            Err(e) => {
+                let (code, message) = refusal(e);
+                self.error(&code, &message, None)
+            }
         }
     }
 
@@ -628,13 +631,16 @@ impl Connection {
                 Ok(json!({"seq": posted.seq, "message_id": posted.message_id, "replayed": replayed})),
             ),
             Err(e) => {
-                let code = match &e {
-                    crate::domain::DomainError::Invalid(_) => "invalid",
-                    crate::domain::DomainError::KeyReused(_) => "id_reused",
-                    _ => "unavailable",
-                };
-                self.ack(id, Err((code.into(), e.to_string())));
+                let refused = crate::hub::Refused::from(e);
+                self.ack(id, Err((refused.code.into(), refused.message)));
             }
         }
     }
+}
+
+/// A domain error as an `ack`/`error` frame's code and message (the one vocabulary,
+/// `domain::Code`).
+fn refusal(e: crate::domain::DomainError) -> (String, String) {
+    let refused = crate::hub::Refused::from(e);
+    (refused.code.into(), refused.message)
 }

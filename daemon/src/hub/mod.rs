@@ -40,7 +40,7 @@ pub use rate::{RATE_BURST, RATE_PER_SEC};
 /// Connections one user may hold; a newer one closes the oldest.
 pub const MAX_CONNECTIONS_PER_USER: usize = 5;
 
-/// Longest an answer waits for the hub to fan its op out (see [`Hub::settled`]).
+/// Longest an answer waits for the hub to fan its op out (`Hub::settled`).
 pub const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Frames a connection may have queued before it counts as a slow consumer and is closed.
@@ -83,14 +83,14 @@ impl Refused {
 
 impl From<DomainError> for Refused {
     fn from(e: DomainError) -> Self {
-        let code = match &e {
-            DomainError::Invalid(_) => "invalid",
-            DomainError::NotFound(_) => "not_found",
-            DomainError::KeyReused(_) => "id_reused",
-            DomainError::Conflict(_) => "conflict",
-            _ => "unavailable",
-        };
-        Self::new(code, e.to_string())
+        let code = e.code();
+        if matches!(
+            code,
+            crate::domain::Code::Internal | crate::domain::Code::Unavailable
+        ) {
+            tracing::error!(error = %e, "a hub request failed in the store");
+        }
+        Self::new(code.as_str(), e.public_message())
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::topics::Topic;
 use super::{MqttHandle, envelope, publish_active_alerts};
 use crate::domain::checkins::{self, CheckinRequest};
-use crate::domain::{DomainError, retained};
+use crate::domain::retained;
 use crate::metrics::{MqttMetrics, WhyLabel};
 
 /// Check-ins being applied at once; more wait (the store's group commit batches them).
@@ -277,14 +277,8 @@ async fn check_in(ingest: &Ingest, kiosk: &str, payload: &[u8]) {
             }))
         }
         Err(e) => {
-            let (status, code) = match &e {
-                DomainError::NotFound(_) => (404, "not_found"),
-                DomainError::Invalid(_) => (422, "invalid"),
-                DomainError::KeyReused(_) => (409, "idempotency_key_reused"),
-                DomainError::Conflict(_) => (409, "conflict"),
-                _ => (503, "unavailable"),
-            };
-            if status == 503 {
+            let (status, code) = (e.code().http_status(), e.code().as_str());
+            if status >= 500 {
                 tracing::error!(error = %e, kiosk, "cannot record an MQTT check-in; the kiosk should retry");
             }
             ingest
@@ -295,7 +289,7 @@ async fn check_in(ingest: &Ingest, kiosk: &str, payload: &[u8]) {
             envelope(json!({
                 "ref": message.id,
                 "status": status,
-                "error": { "code": code, "message": e.to_string() },
+                "error": { "code": code, "message": e.public_message() },
             }))
         }
     };

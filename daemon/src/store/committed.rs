@@ -139,7 +139,7 @@ impl Store {
 
 impl Subscription {
     /// The next committed ops, in log order, each exactly once: a broadcast batch, or, after
-    /// the subscriber fell behind, up to [`RESYNC_CHUNK`] ops read back from the store. `None`
+    /// the subscriber fell behind, up to 1,000 ops read back from the store. `None`
     /// once the store has stopped.
     pub async fn next(&mut self) -> Option<Result<Vec<Arc<Committed>>, StoreError>> {
         loop {
