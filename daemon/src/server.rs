@@ -263,6 +263,7 @@ impl Daemon {
                 .clone()
                 .follow_occupancy(state.occupancy.follow(), stop_rx.clone()),
         );
+        background.spawn(state.hub.clone().run_sweep(stop_rx.clone()));
         let mqtt_stop = mqtt.map(|mqtt| {
             let inbox = bridge_stream.map(|stream| {
                 crate::bridge::start(
@@ -447,6 +448,13 @@ fn start_ble(
     };
     tracing::info!(source = ?plan.source, scanners = plan.scanners.len(), "BLE presence started");
     tasks.spawn(task.run(rx, gateway_rx, stop.clone()));
+    if let Some(mqtt) = &state.mqtt {
+        tasks.spawn(presence::outputs::publish_occupancy(
+            mqtt.clone(),
+            state.occupancy.follow(),
+            stop.clone(),
+        ));
+    }
     let scanners: Vec<(String, String)> = plan
         .scanners
         .into_iter()

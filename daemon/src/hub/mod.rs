@@ -231,22 +231,22 @@ impl Hub {
         }));
         // Subscribed before anything else can write, so no commit's effects are missed.
         tokio::spawn(effects::run(Arc::downgrade(&hub.0), store.subscribe("hub")));
-        // Offline after the silence: swept every few seconds. The task holds only a weak
-        // reference, so it ends with the hub.
-        let weak = Arc::downgrade(&hub.0);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                every.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                let hub = Hub(inner);
-                let changes = hub.board().sweep(std::time::Instant::now());
-                for change in changes {
-                    hub.announce_status(change);
-                }
-            }
-        });
         Ok(hub)
+    }
+
+    /// Marks attendees offline after their silence, sweeping every 5 s until `stop`.
+    pub async fn run_sweep(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = every.tick() => {}
+            }
+            let changes = self.board().sweep(std::time::Instant::now());
+            for change in changes {
+                self.announce_status(change);
+            }
+        }
     }
 
     /// This hub database's epoch: a client holding another epoch starts fresh.

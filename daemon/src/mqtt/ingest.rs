@@ -20,6 +20,10 @@ use crate::metrics::{MqttMetrics, WhyLabel};
 
 /// Check-ins being applied at once; more wait (the store's group commit batches them).
 const CHECKIN_CONCURRENCY: usize = 256;
+/// Check-ins, statuses and alerts being handled or waiting at once. Past it a message is dropped
+/// and counted (`venued_mqtt_dropped_total`), never queued without bound: the device retries
+/// under the same id, and the link must keep draining.
+const MAX_PENDING: usize = 4096;
 /// The subscriptions of the daemon's link, under the tree.
 const SUBSCRIPTIONS: &[&str] = &[
     "kiosk/+/checkin",
@@ -40,6 +44,7 @@ pub(super) struct Ingest {
     metrics: MqttMetrics,
     adverts: Option<mpsc::Sender<Advertisement>>,
     checkins: Arc<Semaphore>,
+    pending: Arc<Semaphore>,
     inbox: Option<super::Inbox>,
 }
 
@@ -57,7 +62,29 @@ impl Ingest {
             metrics,
             adverts,
             checkins: Arc::new(Semaphore::new(CHECKIN_CONCURRENCY)),
+            pending: Arc::new(Semaphore::new(MAX_PENDING)),
             inbox,
+        }
+    }
+
+    /// Runs `work` on its own task if fewer than [`MAX_PENDING`] are pending; otherwise drops
+    /// the message, counted and logged.
+    fn spawn(&self, topic: &str, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        match self.pending.clone().try_acquire_owned() {
+            Ok(slot) => {
+                tokio::spawn(async move {
+                    work.await;
+                    drop(slot);
+                });
+            }
+            Err(_) => {
+                self.metrics.dropped.inc();
+                tracing::warn!(
+                    topic,
+                    pending = MAX_PENDING,
+                    "too many device messages pending; dropped one (the device retries)"
+                );
+            }
         }
     }
 
@@ -160,26 +187,31 @@ fn dispatch(ingest: &Arc<Ingest>, topic: &str, payload: Vec<u8>) {
     };
     match parsed {
         Topic::Checkin { kiosk } => {
-            let (ingest, kiosk) = (ingest.clone(), kiosk.to_string());
-            tokio::spawn(async move {
-                let Ok(_permit) = ingest.checkins.clone().acquire_owned().await else {
+            let (task, kiosk) = (ingest.clone(), kiosk.to_string());
+            ingest.spawn(topic, async move {
+                let Ok(_permit) = task.checkins.clone().acquire_owned().await else {
                     return;
                 };
-                check_in(&ingest, &kiosk, &payload).await;
+                check_in(&task, &kiosk, &payload).await;
             });
         }
         Topic::Status { .. } => {
             if status_is_valid(&payload) {
-                let (ingest, topic) = (ingest.clone(), topic.to_string());
-                tokio::spawn(async move { store_status(&ingest, topic, payload).await });
+                let (task, owned) = (ingest.clone(), topic.to_string());
+                ingest.spawn(
+                    topic,
+                    async move { store_status(&task, owned, payload).await },
+                );
             } else {
                 ingest.invalid("bad_status");
             }
         }
         Topic::Alert { severity, source } => {
-            let (ingest, severity, source) =
+            let (task, severity, source) =
                 (ingest.clone(), severity.to_string(), source.to_string());
-            tokio::spawn(async move { alert(&ingest, &severity, &source, &payload).await });
+            ingest.spawn(topic, async move {
+                alert(&task, &severity, &source, &payload).await
+            });
         }
         Topic::GatewayRaw { gateway } => {
             let now = crate::store::now_ms();

@@ -8,7 +8,7 @@
 //! transitions do, and they are purged after `ble.transition_retention_hours`.
 
 mod health;
-mod outputs;
+pub mod outputs;
 pub mod record;
 pub mod source;
 
@@ -187,7 +187,7 @@ impl PresenceTask {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(Duration::from_secs(PURGE_INTERVAL_SECS));
         let mut pending: Vec<PresenceEvent> = Vec::new();
-        let mut outputs = self.mqtt.clone().map(outputs::MqttOutputs::new);
+        let outputs = self.mqtt.clone().map(outputs::MqttOutputs::new);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -210,10 +210,7 @@ impl PresenceTask {
                 _ = tick.tick() => {
                     let now = crate::store::now_ms();
                     pending.extend(engine.tick(now));
-                    let occupancy = self.publish(&engine);
-                    if let Some(outputs) = &mut outputs {
-                        outputs.occupancy(&occupancy.zones, occupancy.tracked);
-                    }
+                    self.publish(&engine);
                     if health.changed() {
                         self.health.set(health.snapshot());
                     }
@@ -290,7 +287,7 @@ impl PresenceTask {
         }
     }
 
-    fn publish(&self, engine: &PresenceEngine) -> Occupancy {
+    fn publish(&self, engine: &PresenceEngine) {
         let occupancy = Occupancy {
             zones: engine
                 .occupancy()
@@ -301,8 +298,7 @@ impl PresenceTask {
             updated_ms: crate::store::now_ms(),
         };
         self.metrics.tracked.set(occupancy.tracked as i64);
-        self.view.set(occupancy.clone());
-        occupancy
+        self.view.set(occupancy);
     }
 
     /// Writes the transitions of known attendees, each under their privacy setting, in one

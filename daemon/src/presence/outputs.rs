@@ -4,78 +4,79 @@
 //! here: no attendee, badge or address (invariant 7).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
+use tokio::sync::watch;
 
+use super::Occupancy;
 use crate::mqtt::{MqttHandle, envelope};
 
 /// How often the `beacon/{zone}` summaries go out.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 
-/// What was last published, so only changes are written and sent.
+/// Publishes zone occupancy from `view` until `stop`: the retained `presence/{zone}` of each
+/// zone whose count moved (a zone that emptied publishes 0), one at a time and in order, and
+/// the `beacon/{zone}` summaries every 10 s. It follows the view in its own task, so the
+/// engine never waits on a commit or the broker, and nothing piles up behind a slow one: a
+/// follower that was busy sees only the latest counts.
+pub async fn publish_occupancy(
+    handle: MqttHandle,
+    mut view: watch::Receiver<Occupancy>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut published: BTreeMap<String, usize> = BTreeMap::new();
+    let mut summary = tokio::time::interval(SUMMARY_INTERVAL);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            changed = view.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let zones = view.borrow_and_update().zones.clone();
+                let mut moved: Vec<(String, usize)> = zones
+                    .iter()
+                    .filter(|(zone, n)| published.get(*zone) != Some(n))
+                    .map(|(zone, n)| (zone.clone(), *n))
+                    .collect();
+                moved.extend(
+                    published
+                        .iter()
+                        .filter(|(zone, n)| **n > 0 && !zones.contains_key(*zone))
+                        .map(|(zone, _)| (zone.clone(), 0)),
+                );
+                for (zone, n) in moved {
+                    let payload = envelope(json!({ "zone": zone, "occupancy": n }));
+                    match handle.set_retained(&format!("presence/{zone}"), payload).await {
+                        Ok(()) => {
+                            published.insert(zone, n);
+                        }
+                        Err(e) => tracing::warn!(zone, error = %e, "cannot publish zone occupancy"),
+                    }
+                }
+            }
+            _ = summary.tick() => {
+                let tracked = view.borrow().tracked;
+                for (zone, n) in &published {
+                    let payload =
+                        envelope(json!({ "zone": zone, "present": n, "tracked_venue_wide": tracked }));
+                    handle.publish(&format!("beacon/{zone}"), payload).await;
+                }
+            }
+        }
+    }
+}
+
+/// Low-battery alerts on MQTT.
 pub(super) struct MqttOutputs {
     handle: MqttHandle,
-    published: BTreeMap<String, usize>,
-    last_summary: Option<Instant>,
 }
 
 impl MqttOutputs {
     pub(super) fn new(handle: MqttHandle) -> Self {
-        Self {
-            handle,
-            published: BTreeMap::new(),
-            last_summary: None,
-        }
-    }
-
-    /// Publishes the zones whose occupancy changed (a zone that emptied publishes 0), and the
-    /// summaries when they are due. Runs in its own task so the engine never waits on a commit.
-    pub(super) fn occupancy(&mut self, zones: &BTreeMap<String, usize>, tracked: usize) {
-        let mut changed: Vec<(String, usize)> = zones
-            .iter()
-            .filter(|(zone, n)| self.published.get(*zone) != Some(n))
-            .map(|(zone, n)| (zone.clone(), *n))
-            .collect();
-        changed.extend(
-            self.published
-                .iter()
-                .filter(|(zone, n)| **n > 0 && !zones.contains_key(*zone))
-                .map(|(zone, _)| (zone.clone(), 0)),
-        );
-        for (zone, n) in &changed {
-            self.published.insert(zone.clone(), *n);
-        }
-        let summary_due = self
-            .last_summary
-            .is_none_or(|at| at.elapsed() >= SUMMARY_INTERVAL);
-        let summaries = match summary_due {
-            true => {
-                self.last_summary = Some(Instant::now());
-                self.published.clone()
-            }
-            false => BTreeMap::new(),
-        };
-        if changed.is_empty() && summaries.is_empty() {
-            return;
-        }
-        let handle = self.handle.clone();
-        tokio::spawn(async move {
-            for (zone, n) in changed {
-                let payload = envelope(json!({ "zone": zone, "occupancy": n }));
-                if let Err(e) = handle
-                    .set_retained(&format!("presence/{zone}"), payload)
-                    .await
-                {
-                    tracing::warn!(zone, error = %e, "cannot publish zone occupancy");
-                }
-            }
-            for (zone, n) in summaries {
-                let payload =
-                    envelope(json!({ "zone": zone, "present": n, "tracked_venue_wide": tracked }));
-                handle.publish(&format!("beacon/{zone}"), payload).await;
-            }
-        });
+        Self { handle }
     }
 
     /// Raises the low-battery alert for a beacon (once per battery; the caller re-arms).
