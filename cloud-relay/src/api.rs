@@ -20,7 +20,7 @@ use sync_agent::wire::{
     MAX_WAIT_SECS, PROTOCOL_VERSION, PushRequest, VERSION_HEADER,
 };
 
-use crate::auth::{FailureLimiter, hash_token};
+use crate::auth::{FailureLimiter, failure_limiter, hash_token};
 use crate::metrics::Metrics;
 use crate::store::{Appliance, NodeBinding, Principal, RelayStore, StoreError};
 
@@ -96,7 +96,7 @@ pub fn router<S: RelayStore>(store: S, metrics: Arc<Metrics>) -> Router {
     let state = Arc::new(AppState {
         store,
         metrics,
-        failures: FailureLimiter::new(10),
+        failures: failure_limiter(10),
         polls: Mutex::new(HashMap::new()),
     });
     Router::new()
@@ -134,7 +134,7 @@ async fn principal<S: RelayStore>(
     peer: SocketAddr,
 ) -> Result<Principal, ApiError> {
     let ip = peer.ip();
-    if state.failures.blocked(ip) {
+    if state.failures.check(ip).is_err() {
         state.metrics.auth_failures.inc();
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -148,7 +148,7 @@ async fn principal<S: RelayStore>(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(token) = token.filter(|t| !t.is_empty() && t.len() <= 256) else {
-        state.failures.fail(ip);
+        state.failures.failed(ip);
         state.metrics.auth_failures.inc();
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -159,7 +159,7 @@ async fn principal<S: RelayStore>(
     match state.store.authenticate(hash_token(token)).await? {
         Some(p) => Ok(p),
         None => {
-            state.failures.fail(ip);
+            state.failures.failed(ip);
             state.metrics.auth_failures.inc();
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

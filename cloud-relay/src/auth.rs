@@ -2,10 +2,7 @@
 //! (unlike passwords): a 256-bit random token cannot be guessed from its hash, and a fast lookup
 //! keeps every request cheap. Failed attempts are still limited per source address.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use rand::RngCore;
@@ -38,57 +35,22 @@ pub fn new_appliance_id() -> String {
     format!("ap-{}", hex::encode(bytes))
 }
 
-/// Failed authentications per source address: more than `limit` in a minute gets 429 before any
-/// lookup.
-pub struct FailureLimiter {
-    limit: u32,
-    window: Duration,
-    seen: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
+/// Failed authentications per source address: more than its limit in a minute gets 429 before
+/// any lookup (the budget type both ends of the sync API share).
+pub use sync_agent::limit::FailureLimiter;
 
-/// Addresses tracked at most; older windows are dropped first when full.
-const MAX_TRACKED: usize = 10_000;
+/// Addresses whose failures are tracked at once.
+pub const MAX_TRACKED: usize = 10_000;
 
-impl FailureLimiter {
-    /// `limit` failures per minute per address.
-    pub fn new(limit: u32) -> Self {
-        Self {
-            limit,
-            window: Duration::from_secs(60),
-            seen: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Whether `ip` is over its budget.
-    pub fn blocked(&self, ip: IpAddr) -> bool {
-        let seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        matches!(seen.get(&ip), Some((n, start)) if *n >= self.limit && start.elapsed() < self.window)
-    }
-
-    /// Counts a failure of `ip`.
-    pub fn fail(&self, ip: IpAddr) {
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.len() >= MAX_TRACKED {
-            let window = self.window;
-            seen.retain(|_, (_, start)| start.elapsed() < window);
-        }
-        let entry = seen.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= self.window {
-            *entry = (0, Instant::now());
-        }
-        entry.0 = entry.0.saturating_add(1);
-    }
+/// The relay's budget: `limit` failures per minute per address.
+pub fn failure_limiter(limit: u32) -> FailureLimiter {
+    FailureLimiter::new(limit, Duration::from_secs(60), MAX_TRACKED)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     #[test]
     fn tokens_are_unique_and_hash_to_what_is_stored() {
@@ -103,14 +65,14 @@ mod tests {
 
     #[test]
     fn the_limiter_blocks_after_the_budget_and_only_that_address() {
-        let l = FailureLimiter::new(3);
+        let l = failure_limiter(3);
         let bad: IpAddr = [10, 0, 0, 1].into();
         let other: IpAddr = [10, 0, 0, 2].into();
         for _ in 0..3 {
-            assert!(!l.blocked(bad));
-            l.fail(bad);
+            assert!(l.check(bad).is_ok());
+            l.failed(bad);
         }
-        assert!(l.blocked(bad));
-        assert!(!l.blocked(other));
+        assert!(l.check(bad).is_err());
+        assert!(l.check(other).is_ok());
     }
 }

@@ -6,6 +6,7 @@
 //! - [`wire`]: the op and the request and answer bodies of the sync API.
 //! - [`codec`]: push body compression, bounded on decode.
 //! - [`backoff`]: full-jitter exponential backoff.
+//! - [`limit`]: the failed-authentication budget per address both ends of the sync API keep.
 //! - [`agent`]: the push and pull loops, behind the [`agent::SyncStore`] trait.
 //! - [`replica`]: the Litestream-compatible replica: the LTX codec, the S3 layout, restore.
 //!
@@ -20,6 +21,7 @@ pub mod agent;
 pub mod backoff;
 pub mod codec;
 pub mod hlc;
+pub mod limit;
 #[cfg(feature = "replica")]
 pub mod replica;
 pub mod wire;

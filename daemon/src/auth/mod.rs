@@ -10,7 +10,6 @@ pub mod tokens;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::IpAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -119,54 +118,21 @@ struct Cached {
 pub const MAX_AUTH_FAILURES_PER_WINDOW: u32 = 10;
 /// The failure-counting window, seconds.
 pub const AUTH_FAILURE_WINDOW_SECS: u64 = 60;
-/// Source addresses tracked at once; past it the table is reset (an attacker with more
-/// addresses than this is not slowed by a per-address limit anyway).
+/// Source addresses whose failures are tracked at once (least recently failed evicted first).
 const MAX_TRACKED_SOURCES: usize = 10_000;
 
 /// Counts failed authentications per source address: past the limit, the address is refused
-/// for the rest of the window, before any credential (or argon2) work is done.
-#[derive(Default)]
-pub struct FailureLimiter {
-    sources: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
+/// for the rest of the window, before any credential (or argon2) work is done. The same type the
+/// relay uses.
+pub use sync_agent::limit::FailureLimiter;
 
-impl FailureLimiter {
-    /// `Err(retry_after)` while `source` is over its failure budget.
-    pub fn check(&self, source: IpAddr) -> Result<(), Duration> {
-        let window = Duration::from_secs(AUTH_FAILURE_WINDOW_SECS);
-        let sources = self.lock();
-        match sources.get(&source) {
-            Some((start, failures))
-                if *failures >= MAX_AUTH_FAILURES_PER_WINDOW && start.elapsed() < window =>
-            {
-                Err(window.saturating_sub(start.elapsed()))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Records a failed authentication from `source`.
-    pub fn failed(&self, source: IpAddr) {
-        let window = Duration::from_secs(AUTH_FAILURE_WINDOW_SECS);
-        let mut sources = self.lock();
-        if sources.len() >= MAX_TRACKED_SOURCES && !sources.contains_key(&source) {
-            sources.retain(|_, (start, _)| start.elapsed() < window);
-            if sources.len() >= MAX_TRACKED_SOURCES {
-                sources.clear();
-            }
-        }
-        let entry = sources.entry(source).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= window {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 += 1;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (Instant, u32)>> {
-        self.sources
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+/// The appliance's budget: [`MAX_AUTH_FAILURES_PER_WINDOW`] per [`AUTH_FAILURE_WINDOW_SECS`].
+pub fn failure_limiter() -> FailureLimiter {
+    FailureLimiter::new(
+        MAX_AUTH_FAILURES_PER_WINDOW,
+        Duration::from_secs(AUTH_FAILURE_WINDOW_SECS),
+        MAX_TRACKED_SOURCES,
+    )
 }
 
 /// Checks credentials presented with requests.
@@ -189,7 +155,7 @@ impl Authenticator {
             devices: Mutex::new(HashMap::new()),
             verify_slots: Semaphore::new(ARGON2_VERIFY_SLOTS),
             generation: AtomicU64::new(0),
-            failures: FailureLimiter::default(),
+            failures: failure_limiter(),
         }
     }
 
@@ -276,10 +242,11 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     #[test]
     fn a_source_is_refused_after_its_failure_budget_and_others_are_not() {
-        let limiter = FailureLimiter::default();
+        let limiter = failure_limiter();
         let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
         for _ in 0..MAX_AUTH_FAILURES_PER_WINDOW {
             assert!(limiter.check(a).is_ok());

@@ -3,15 +3,25 @@
 //!
 //! Plain state with the time passed in, tested without sockets or sleeps.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
-/// Keys remembered before stale ones are forgotten.
+use lru::LruCache;
+
+/// Keys remembered; past it the least recently passed is forgotten (O(1)). Forgetting is
+/// lenient: that key may pass once more within its second.
 const MAX_KEYS: usize = 100_000;
 
-/// When each (attendee, channel) last passed.
-#[derive(Default)]
-pub struct Throttle(HashMap<(String, String), Instant>);
+/// When each (attendee, channel) last passed, least recent first out.
+pub struct Throttle(LruCache<(String, String), Instant>);
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self(LruCache::new(
+            NonZeroUsize::new(MAX_KEYS).unwrap_or(NonZeroUsize::MIN),
+        ))
+    }
+}
 
 impl Throttle {
     /// Whether `user` may pass in `channel` now, at most once per `interval`; records it if so.
@@ -29,15 +39,11 @@ impl Throttle {
         interval: Duration,
         forced: bool,
     ) -> bool {
-        if self.0.len() >= MAX_KEYS {
-            self.0
-                .retain(|_, at| now.saturating_duration_since(*at) < interval);
-        }
         let key = (user.to_string(), channel.to_string());
         match self.0.get(&key) {
             Some(at) if !forced && now.saturating_duration_since(*at) < interval => false,
             _ => {
-                self.0.insert(key, now);
+                self.0.put(key, now);
                 true
             }
         }

@@ -24,56 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{Sampler, print, rss_kib};
 
-/// Latency histogram: 0.1 ms buckets, merged across workers.
-#[derive(Default)]
-struct Histogram(BTreeMap<u64, u64>);
-
-impl Histogram {
-    fn record(&mut self, ms: f64) {
-        *self.0.entry((ms.max(0.0) * 10.0) as u64).or_default() += 1;
-    }
-
-    fn merge(&mut self, other: &Value) {
-        for pair in other.as_array().into_iter().flatten() {
-            if let (Some(bucket), Some(n)) = (pair[0].as_u64(), pair[1].as_u64()) {
-                *self.0.entry(bucket).or_default() += n;
-            }
-        }
-    }
-
-    fn count(&self) -> u64 {
-        self.0.values().sum()
-    }
-
-    fn to_json(&self) -> Value {
-        self.0.iter().map(|(b, n)| json!([b, n])).collect()
-    }
-
-    fn percentile(&self, p: f64) -> f64 {
-        let total = self.count();
-        if total == 0 {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (bucket, n) in &self.0 {
-            seen += n;
-            if seen >= rank {
-                return (*bucket as f64 + 1.0) / 10.0;
-            }
-        }
-        f64::NAN
-    }
-
-    fn spread(&self) -> Value {
-        json!({
-            "p50": self.percentile(50.0),
-            "p90": self.percentile(90.0),
-            "p99": self.percentile(99.0),
-            "max": self.0.keys().next_back().map_or(f64::NAN, |b| (*b as f64 + 1.0) / 10.0),
-        })
-    }
-}
+use crate::latency::Latencies as Histogram;
 
 fn unix_secs() -> f64 {
     std::time::SystemTime::now()

@@ -21,6 +21,7 @@
 //!   nothing acknowledged was lost or doubled and that memory and files stay flat.
 
 mod hub;
+mod latency;
 mod replica;
 mod soak;
 mod sync;
@@ -433,14 +434,9 @@ async fn mqtt_devices(devices: usize, seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// p50, p90, p99 and max of sorted latencies.
-fn spread(sorted: &[f64]) -> serde_json::Value {
-    serde_json::json!({
-        "p50": percentile(sorted, 50.0),
-        "p90": percentile(sorted, 90.0),
-        "p99": percentile(sorted, 99.0),
-        "max": sorted.last().copied().unwrap_or(f64::NAN),
-    })
+/// p50, p90, p99 and max of latencies in milliseconds (`latency::Latencies`).
+fn spread(ms: &[f64]) -> serde_json::Value {
+    latency::Latencies::of(ms).spread()
 }
 
 /// Waits for every load task, sampling the daemon as each ends; all their latencies (sorted),
@@ -461,12 +457,9 @@ async fn gather(
     Ok((latencies, errors, started.elapsed().as_secs_f64()))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+/// The `p`th percentile of latencies in milliseconds (`latency::Latencies`).
+fn percentile(ms: &[f64], p: f64) -> f64 {
+    latency::Latencies::of(ms).percentile(p)
 }
 
 async fn mqtt_checkins(rate: u64, seconds: u64, kiosks: usize) -> anyhow::Result<()> {

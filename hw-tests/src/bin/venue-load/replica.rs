@@ -92,11 +92,7 @@ pub(crate) async fn lag(rate: u64, seconds: u64) -> anyhow::Result<()> {
         }
     }
     lags.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        lags.get(((lags.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let pct = |p: f64| crate::percentile(&lags, p * 100.0);
     crate::print(&serde_json::json!({
         "mode": "replica-lag",
         "rate": rate,
