@@ -7,6 +7,7 @@
 //! could move its cursor past an op. SQLite has one writer; PostgreSQL allocates seqs under a row
 //! lock held to commit.
 
+pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
 
@@ -126,6 +127,16 @@ pub enum StoreError {
     /// The database URL is not one we know.
     #[error("{0}")]
     Config(String),
+    /// The database was written by a newer relay.
+    #[error(
+        "the relay database's schema version {found} is newer than this venue-relay supports ({supported}); run the newer release, or restore a backup made by this one"
+    )]
+    NewerSchema {
+        /// The version the database records.
+        found: u32,
+        /// The newest this build knows.
+        supported: u32,
+    },
 }
 
 /// What every backend offers. Every write is durable (committed) when its future resolves.

@@ -27,71 +27,46 @@ const CHANNEL: &str = "venue_relay_log";
 /// Serialises schema creation when several instances start at once.
 const SCHEMA_LOCK: i64 = 0x7665_6e75_6572_6c79;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS appliances (
-    id            TEXT PRIMARY KEY,
-    org           TEXT NOT NULL,
-    name          TEXT NOT NULL,
-    events        TEXT[] NOT NULL,
-    token_hash    TEXT NOT NULL UNIQUE,
-    created_ms    BIGINT NOT NULL,
-    revoked_ms    BIGINT,
-    last_seen_ms  BIGINT,
-    report        TEXT
-);
-CREATE TABLE IF NOT EXISTS operators (
-    token_hash  TEXT PRIMARY KEY,
-    org         TEXT,
-    created_ms  BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS relay_head (
-    id   INT PRIMARY KEY CHECK (id = 1),
-    seq  BIGINT NOT NULL
-);
-INSERT INTO relay_head (id, seq) VALUES (1, 0) ON CONFLICT DO NOTHING;
-CREATE TABLE IF NOT EXISTS log (
-    seq          BIGINT PRIMARY KEY,
-    op_id        TEXT NOT NULL UNIQUE,
-    event        TEXT NOT NULL,
-    appliance    TEXT NOT NULL,
-    op           TEXT NOT NULL,
-    received_ms  BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS log_event ON log (event, seq);
-CREATE TABLE IF NOT EXISTS parked (
-    op_id      TEXT NOT NULL,
-    appliance  TEXT NOT NULL,
-    org        TEXT NOT NULL,
-    event      TEXT NOT NULL,
-    code       TEXT NOT NULL,
-    reason     TEXT NOT NULL,
-    op         TEXT NOT NULL,
-    parked_ms  BIGINT NOT NULL,
-    PRIMARY KEY (appliance, op_id)
-);
-CREATE TABLE IF NOT EXISTS conflicts (
-    appliance     TEXT NOT NULL,
-    org           TEXT NOT NULL,
-    op_id         TEXT NOT NULL,
-    kind          TEXT NOT NULL,
-    entity_id     TEXT NOT NULL,
-    winner_op_id  TEXT NOT NULL,
-    detail        TEXT NOT NULL,
-    recorded_ms   BIGINT NOT NULL,
-    PRIMARY KEY (appliance, op_id)
-);
-CREATE TABLE IF NOT EXISTS keys (
-    event       TEXT NOT NULL,
-    kid         TEXT NOT NULL,
-    alg         TEXT NOT NULL,
-    public_pem  TEXT NOT NULL,
-    added_ms    BIGINT NOT NULL,
-    PRIMARY KEY (event, kid)
-);
--- Added with node binding; relays made before it gain the column in place.
-ALTER TABLE appliances ADD COLUMN IF NOT EXISTS node_id TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS appliances_node ON appliances (node_id);
-"#;
+/// Brings the database to the latest schema (the caller holds the schema lock).
+async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS relay_schema (
+                 id INT PRIMARY KEY CHECK (id = 1),
+                 version INT NOT NULL
+             );
+             INSERT INTO relay_schema (id, version) VALUES (1, 0) ON CONFLICT DO NOTHING;",
+        )
+        .await
+        .map_err(pg)?;
+    let found: i32 = client
+        .query_one("SELECT version FROM relay_schema WHERE id = 1", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
+    let found = found.max(0) as u32;
+    super::migrations::check_not_newer(found)?;
+    for step in super::migrations::MIGRATIONS
+        .iter()
+        .filter(|m| m.version > found)
+    {
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.batch_execute(step.postgres).await.map_err(pg)?;
+        tx.execute(
+            "UPDATE relay_schema SET version = $1 WHERE id = 1",
+            &[&(step.version as i32)],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        tracing::info!(
+            version = step.version,
+            step = step.name,
+            "relay schema migrated"
+        );
+    }
+    Ok(())
+}
 
 /// The PostgreSQL backend.
 #[derive(Clone)]
@@ -129,12 +104,12 @@ impl PgStore {
             .build()
             .map_err(pg)?;
         {
-            let client = pool.get().await.map_err(pg)?;
+            let mut client = pool.get().await.map_err(pg)?;
             client
                 .execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK])
                 .await
                 .map_err(pg)?;
-            let created = client.batch_execute(SCHEMA).await.map_err(pg);
+            let created = migrate(&mut client).await;
             client
                 .execute("SELECT pg_advisory_unlock($1)", &[&SCHEMA_LOCK])
                 .await

@@ -16,64 +16,6 @@ use super::{
     RelayStore, StoreError, now_ms, split_repeats,
 };
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS appliances (
-    id            TEXT PRIMARY KEY,
-    org           TEXT NOT NULL,
-    name          TEXT NOT NULL,
-    events        TEXT NOT NULL,
-    token_hash    TEXT NOT NULL UNIQUE,
-    created_ms    INTEGER NOT NULL,
-    revoked_ms    INTEGER,
-    last_seen_ms  INTEGER,
-    report        TEXT
-) STRICT;
-CREATE TABLE IF NOT EXISTS operators (
-    token_hash  TEXT PRIMARY KEY,
-    org         TEXT,
-    created_ms  INTEGER NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS log (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    op_id        TEXT NOT NULL UNIQUE,
-    event        TEXT NOT NULL,
-    appliance    TEXT NOT NULL,
-    op           TEXT NOT NULL,
-    received_ms  INTEGER NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS log_event ON log (event, seq);
-CREATE TABLE IF NOT EXISTS parked (
-    op_id      TEXT NOT NULL,
-    appliance  TEXT NOT NULL,
-    org        TEXT NOT NULL,
-    event      TEXT NOT NULL,
-    code       TEXT NOT NULL,
-    reason     TEXT NOT NULL,
-    op         TEXT NOT NULL,
-    parked_ms  INTEGER NOT NULL,
-    PRIMARY KEY (appliance, op_id)
-) STRICT;
-CREATE TABLE IF NOT EXISTS conflicts (
-    appliance     TEXT NOT NULL,
-    org           TEXT NOT NULL,
-    op_id         TEXT NOT NULL,
-    kind          TEXT NOT NULL,
-    entity_id     TEXT NOT NULL,
-    winner_op_id  TEXT NOT NULL,
-    detail        TEXT NOT NULL,
-    recorded_ms   INTEGER NOT NULL,
-    PRIMARY KEY (appliance, op_id)
-) STRICT;
-CREATE TABLE IF NOT EXISTS keys (
-    event       TEXT NOT NULL,
-    kid         TEXT NOT NULL,
-    alg         TEXT NOT NULL,
-    public_pem  TEXT NOT NULL,
-    added_ms    INTEGER NOT NULL,
-    PRIMARY KEY (event, kid)
-) STRICT;
-"#;
-
 const READERS: usize = 4;
 
 /// The SQLite backend.
@@ -96,8 +38,8 @@ impl SqliteStore {
         writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
         writer.execute_batch("PRAGMA synchronous = FULL;")?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
-        writer.execute_batch(SCHEMA)?;
-        add_node_column(&writer)?;
+        let mut writer = writer;
+        super::migrations::migrate_sqlite(&mut writer)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
@@ -152,19 +94,6 @@ impl SqliteStore {
 
 /// Relays made before node binding lack the column; it is added in place (the index keeps one
 /// node to one appliance).
-fn add_node_column(conn: &Connection) -> Result<(), StoreError> {
-    let has: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('appliances') WHERE name = 'node_id'")?
-        .exists([])?;
-    if !has {
-        conn.execute_batch("ALTER TABLE appliances ADD COLUMN node_id TEXT")?;
-    }
-    conn.execute_batch(
-        "CREATE UNIQUE INDEX IF NOT EXISTS appliances_node ON appliances (node_id)",
-    )?;
-    Ok(())
-}
-
 fn parse_events(text: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("appliance events: {e}")))
 }
