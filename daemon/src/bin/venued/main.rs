@@ -77,10 +77,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+    // The library reads no environment itself: it gets the `VENUED_*` overrides and systemd's
+    // directories from here. (A variable that is not UTF-8 cannot be one of ours.)
+    let env: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| {
+            k.starts_with(ENV_PREFIX) || k == "STATE_DIRECTORY" || k == "CONFIGURATION_DIRECTORY"
+        })
         .collect();
-    let path = cli.config.clone().or_else(config::default_config_path);
+    let path = cli
+        .config
+        .clone()
+        .or_else(|| config::default_config_path(&env));
     let config = match config::load(path.as_deref(), &env, cli.data_dir.as_deref()) {
         Ok(c) => c,
         Err(errors) => {
@@ -293,31 +301,5 @@ fn raise_open_file_limit() {
 fn print_config(config: &Config, path: Option<&std::path::Path>) {
     let source = path.map_or("embedded defaults".to_string(), |p| p.display().to_string());
     println!("configuration OK ({source})");
-    println!("data_dir = {:?}", config.data_dir.display().to_string());
-    println!("http.listen = {:?}", config.http_listen.to_string());
-    println!("http.max_body_bytes = {}", config.http.max_body_bytes);
-    println!("http.max_import_bytes = {}", config.http.max_import_bytes);
-    println!(
-        "http.request_timeout_secs = {}",
-        config.http.request_timeout_secs
-    );
-    println!(
-        "http.shutdown_timeout_secs = {}",
-        config.http.shutdown_timeout_secs
-    );
-    println!("http.max_connections = {}", config.http.max_connections);
-    println!("store.readers = {}", config.store.readers);
-    println!("store.max_group_writes = {}", config.store.max_group_writes);
-    println!(
-        "store.write_queue_depth = {}",
-        config.store.write_queue_depth
-    );
-    println!(
-        "store.idempotency_retention_hours = {}",
-        config.store.idempotency_retention_hours
-    );
-    println!("event.id = {:?}", config.event.id);
-    println!("event.name = {:?}", config.event.name);
-    println!("log.filter = {:?}", config.log.filter);
-    println!("log.output = {:?}", config.log.output);
+    println!("{}", config.effective());
 }
