@@ -4,6 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigProblem, check_range, invalid, is_valid_id};
 
+/// Default local adapter.
+pub const DEFAULT_BLE_ADAPTER: &str = "hci0";
+/// Default cap on the advert recording, MiB.
+pub const DEFAULT_RECORD_MAX_MIB: u64 = 1024;
+
 /// `[ble]`: BLE scanning and zone presence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -82,7 +87,7 @@ impl Default for BleConfig {
         Self {
             source: BleSource::None,
             replay_file: String::new(),
-            adapter: "hci0".into(),
+            adapter: DEFAULT_BLE_ADAPTER.into(),
             silence_restart_secs: ble_scanner::bluez::DEFAULT_SILENCE_RESTART_SECS,
             scanners: Vec::new(),
             min_readings: ble_scanner::presence::DEFAULT_MIN_READINGS,
@@ -92,7 +97,7 @@ impl Default for BleConfig {
             transition_retention_hours: DEFAULT_TRANSITION_RETENTION_HOURS,
             low_battery_mv: DEFAULT_LOW_BATTERY_MV,
             record_file: String::new(),
-            record_max_mib: 1024,
+            record_max_mib: DEFAULT_RECORD_MAX_MIB,
         }
     }
 }

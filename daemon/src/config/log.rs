@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigProblem, invalid};
 
+/// Default log filter: info, with the embedded broker's chatter at warn.
+pub const DEFAULT_LOG_FILTER: &str = "info,rumqttd=warn";
+
 /// `[log]`: logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -17,7 +20,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info,rumqttd=warn".into(),
+            filter: DEFAULT_LOG_FILTER.into(),
             output: LogOutput::Auto,
         }
     }

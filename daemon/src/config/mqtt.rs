@@ -13,6 +13,17 @@ pub const DEFAULT_MQTT_WS_LISTEN: &str = "0.0.0.0:8083";
 /// Default cap on one MQTT packet: room for a signage content manifest.
 pub const DEFAULT_MQTT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 
+/// Default topic root: the tree is `{root}/{event}/…`.
+pub const DEFAULT_TOPIC_ROOT: &str = "venue";
+/// Default cap on MQTT connections (kiosks, displays, gateways).
+pub const DEFAULT_MQTT_MAX_CONNECTIONS: usize = 1000;
+/// Default bytes per in-memory log segment per subscription filter (1 MiB).
+pub const DEFAULT_SEGMENT_BYTES: usize = 1024 * 1024;
+/// Default segments kept per subscription filter.
+pub const DEFAULT_SEGMENT_COUNT: usize = 3;
+/// Default time a new connection has to send CONNECT, milliseconds.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+
 /// `[mqtt]`: the embedded broker for kiosks, signage and BLE gateways.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -121,12 +132,12 @@ impl Default for MqttConfig {
             listen_tls: String::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
-            topic_root: "venue".into(),
-            max_connections: 1000,
+            topic_root: DEFAULT_TOPIC_ROOT.into(),
+            max_connections: DEFAULT_MQTT_MAX_CONNECTIONS,
             max_payload_bytes: DEFAULT_MQTT_MAX_PAYLOAD_BYTES,
-            segment_bytes: 1024 * 1024,
-            segment_count: 3,
-            connect_timeout_ms: 10_000,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_count: DEFAULT_SEGMENT_COUNT,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             bridge: default_bridge(),
         }
     }

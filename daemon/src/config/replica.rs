@@ -4,6 +4,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigProblem, check_range, invalid};
 
+/// Default time between WAL syncs to the bucket, milliseconds.
+pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 1000;
+/// Default time between snapshots, seconds (a day).
+pub const DEFAULT_SNAPSHOT_INTERVAL_SECS: u64 = 86_400;
+/// Default time snapshots are kept, seconds (a day).
+pub const DEFAULT_SNAPSHOT_RETENTION_SECS: u64 = 86_400;
+/// Default WAL size, in pages, that triggers a checkpoint.
+pub const DEFAULT_CHECKPOINT_PAGES: u64 = 1000;
+/// Default cap on staged files awaiting upload, bytes (256 MiB).
+pub const DEFAULT_MAX_STAGED_BYTES: u64 = 256 * 1024 * 1024;
+
 /// `[replica]`: Litestream-compatible replication of the database to S3. Off by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -48,11 +59,11 @@ impl Default for ReplicaConfig {
             force_path_style: true,
             access_key_id: String::new(),
             secret_access_key: String::new(),
-            sync_interval_ms: 1000,
-            snapshot_interval_secs: 86_400,
-            snapshot_retention_secs: 86_400,
-            checkpoint_pages: 1000,
-            max_staged_bytes: 256 * 1024 * 1024,
+            sync_interval_ms: DEFAULT_SYNC_INTERVAL_MS,
+            snapshot_interval_secs: DEFAULT_SNAPSHOT_INTERVAL_SECS,
+            snapshot_retention_secs: DEFAULT_SNAPSHOT_RETENTION_SECS,
+            checkpoint_pages: DEFAULT_CHECKPOINT_PAGES,
+            max_staged_bytes: DEFAULT_MAX_STAGED_BYTES,
         }
     }
 }

@@ -4,6 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigProblem, check_range, invalid};
 
+/// Default time a pull waits at the relay for new ops, seconds.
+pub const DEFAULT_PULL_WAIT_SECS: u64 = 25;
+/// Default time between reports when there is nothing to push, seconds.
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 30;
+
 /// `[sync]`: the relay this appliance syncs through. Off until `relay_url` is set: the venue works
 /// without it, and sync starts as soon as it is configured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,8 +33,8 @@ impl Default for SyncConfig {
             relay_url: String::new(),
             token: String::new(),
             token_file: String::new(),
-            pull_wait_secs: 25,
-            heartbeat_secs: 30,
+            pull_wait_secs: DEFAULT_PULL_WAIT_SECS,
+            heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
         }
     }
 }
