@@ -110,40 +110,53 @@ pub fn verify(password: &[u8], phc: &str) -> bool {
     hashed.is_ok() && Output::new(&out).is_ok_and(|computed| computed == expected)
 }
 
+/// argon2 refused to hash (a parameter or salt it cannot take: a bug, not bad input).
+#[derive(Debug, thiserror::Error)]
+#[error("argon2 could not hash: {0}")]
+pub struct HashError(argon2::password_hash::Error);
+
+impl From<argon2::password_hash::Error> for HashError {
+    fn from(e: argon2::password_hash::Error) -> Self {
+        Self(e)
+    }
+}
+
+impl From<argon2::Error> for HashError {
+    fn from(e: argon2::Error) -> Self {
+        Self(e.into())
+    }
+}
+
 /// Hashes `password` with argon2id (default parameters, random salt) into a PHC string, with
 /// this thread's reused working memory (call it on the pool, through [`run`]).
-pub fn hash(password: &[u8]) -> Result<String, String> {
+pub fn hash(password: &[u8]) -> Result<String, HashError> {
     use argon2::password_hash::{Output, PasswordHash, SaltString, rand_core::OsRng};
     use argon2::{Algorithm, Argon2, Params, Version};
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_buf = [0u8; 64];
-    let raw_salt = salt.decode_b64(&mut salt_buf).map_err(|e| e.to_string())?;
+    let raw_salt = salt.decode_b64(&mut salt_buf)?;
     let params = Params::default();
     let mut out = vec![0u8; Params::DEFAULT_OUTPUT_LEN];
     let blocks_needed = params.block_count();
-    BLOCKS
-        .with(|blocks| {
-            let mut blocks = blocks.borrow_mut();
-            if blocks.len() < blocks_needed {
-                blocks.resize(blocks_needed, argon2::Block::default());
-            }
-            Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-                .hash_password_into_with_memory(
-                    password,
-                    raw_salt,
-                    &mut out,
-                    &mut blocks[..blocks_needed],
-                )
-        })
-        .map_err(|e| e.to_string())?;
+    BLOCKS.with(|blocks| {
+        let mut blocks = blocks.borrow_mut();
+        if blocks.len() < blocks_needed {
+            blocks.resize(blocks_needed, argon2::Block::default());
+        }
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+            .hash_password_into_with_memory(
+                password,
+                raw_salt,
+                &mut out,
+                &mut blocks[..blocks_needed],
+            )
+    })?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
-        params: (&params)
-            .try_into()
-            .map_err(|e: argon2::password_hash::Error| e.to_string())?,
+        params: (&params).try_into()?,
         salt: Some(salt.as_salt()),
-        hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
+        hash: Some(Output::new(&out)?),
     };
     Ok(phc.to_string())
 }

@@ -46,7 +46,7 @@ pub enum StartError {
     Replica(String),
     /// Sync is configured but cannot start.
     #[error("cannot start sync: {0}")]
-    Sync(String),
+    Sync(#[from] crate::sync::StartError),
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {addr}: {source}; is another venued running, or set http.listen")]
     Bind {

@@ -174,12 +174,33 @@ impl SyncStore for StoreSync {
     }
 }
 
+/// Why sync could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `sync.token_file` cannot be read.
+    #[error("cannot read sync.token_file `{path}`: {source}")]
+    TokenFile {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No token was given.
+    #[error(
+        "the sync token is empty; put what `venue-relay appliance add` printed in sync.token_file"
+    )]
+    NoToken,
+    /// The agent's HTTP client could not be made.
+    #[error("cannot start the sync agent: {0}")]
+    Agent(String),
+}
+
 /// Starts the agent when sync is configured; `None` when it is not.
 pub fn start(
     config: &Config,
     store: &Store,
     hub: &Hub,
-) -> Result<Option<(AgentHandle, tokio::task::JoinHandle<()>)>, String> {
+) -> Result<Option<(AgentHandle, tokio::task::JoinHandle<()>)>, StartError> {
     let sync = &config.sync;
     if sync.relay_url.is_empty() {
         return Ok(None);
@@ -187,12 +208,15 @@ pub fn start(
     let token = match sync.token_file.is_empty() {
         true => sync.token.trim().to_string(),
         false => std::fs::read_to_string(&sync.token_file)
-            .map_err(|e| format!("cannot read sync.token_file `{}`: {e}", sync.token_file))?
+            .map_err(|source| StartError::TokenFile {
+                path: sync.token_file.clone(),
+                source,
+            })?
             .trim()
             .to_string(),
     };
     if token.is_empty() {
-        return Err("the sync token is empty; put what `venue-relay appliance add` printed in sync.token_file".into());
+        return Err(StartError::NoToken);
     }
     let mut agent_config = AgentConfig::new(
         &sync.relay_url,
@@ -203,7 +227,7 @@ pub fn start(
     agent_config.pull_wait = std::time::Duration::from_secs(sync.pull_wait_secs);
     agent_config.heartbeat = std::time::Duration::from_secs(sync.heartbeat_secs);
     let sync_store = Arc::new(StoreSync::new(store.clone(), hub.clone(), &config.event.id));
-    let (handle, task) = agent::spawn(sync_store, agent_config)?;
+    let (handle, task) = agent::spawn(sync_store, agent_config).map_err(StartError::Agent)?;
     tracing::info!(relay = %sync.relay_url, "sync agent started");
     Ok(Some((handle, task)))
 }

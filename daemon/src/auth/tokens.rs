@@ -197,6 +197,25 @@ impl Verifier {
     }
 }
 
+/// Why the local signing key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SignerError {
+    /// There is none (or it cannot be read).
+    #[error(
+        "no local signing key at {} ({source}); start venued once with --demo to make one, or have your ticketing system issue tokens",
+        path.display()
+    )]
+    Missing {
+        /// Where it was looked for.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not an Ed25519 key.
+    #[error("{} is not an Ed25519 PKCS#8 key; delete it to make a new one", .0.display())]
+    NotEd25519(std::path::PathBuf),
+}
+
 /// The appliance's own signing key (demo mode): PKCS#8 Ed25519.
 pub struct Signer {
     pkcs8: Vec<u8>,
@@ -247,16 +266,14 @@ impl Signer {
     }
 
     /// The local signing key from the data directory, if one was made (by `--demo`).
-    pub fn from_data_dir(data_dir: &Path) -> Result<Signer, String> {
+    pub fn from_data_dir(data_dir: &Path) -> Result<Signer, SignerError> {
         let path = data_dir.join(LOCAL_KEY_FILE);
-        let pkcs8 = std::fs::read(&path).map_err(|e| {
-            format!(
-                "no local signing key at {} ({e}); start venued once with --demo to make one, or have your ticketing system issue tokens",
-                path.display()
-            )
+        let pkcs8 = std::fs::read(&path).map_err(|source| SignerError::Missing {
+            path: path.clone(),
+            source,
         })?;
         ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
-            .map_err(|_| format!("{} is not an Ed25519 PKCS#8 key", path.display()))?;
+            .map_err(|_| SignerError::NotEd25519(path))?;
         Ok(Signer { pkcs8 })
     }
 

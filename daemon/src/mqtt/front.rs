@@ -683,30 +683,85 @@ async fn connect_broker(addr: SocketAddr) -> Option<TcpStream> {
     None
 }
 
+/// Why the TLS certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The certificate file is not a PEM chain, or holds none.
+    #[error("{path} is not a PEM certificate chain ({reason}); give the full chain, leaf first")]
+    BadCertificate {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The key file holds no usable key.
+    #[error("{path} holds no PKCS#8, RSA or SEC1 private key in PEM ({reason})")]
+    BadKey {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The certificate and key do not make an identity (mismatch, unsupported algorithm).
+    #[error("{cert} and {key} do not make a usable TLS identity: {reason}")]
+    Identity {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+        /// What rustls said.
+        reason: String,
+    },
+}
+
 /// A TLS acceptor for the PEM certificate chain and key at these paths.
-pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, String> {
+pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, TlsError> {
     use tokio_rustls::rustls;
     let open = |path: &str| {
         std::fs::File::open(path)
             .map(std::io::BufReader::new)
-            .map_err(|e| format!("cannot read {path}: {e}"))
+            .map_err(|source| TlsError::Unreadable {
+                path: path.into(),
+                source,
+            })
+    };
+    let bad_cert = |reason: String| TlsError::BadCertificate {
+        path: cert.into(),
+        reason,
     };
     let certs = rustls_pemfile::certs(&mut open(cert)?)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{cert} is not a PEM certificate chain: {e}"))?;
+        .map_err(|e| bad_cert(e.to_string()))?;
     if certs.is_empty() {
-        return Err(format!("{cert} holds no PEM certificate"));
+        return Err(bad_cert("no certificate in it".into()));
     }
+    let bad_key = |reason: String| TlsError::BadKey {
+        path: key.into(),
+        reason,
+    };
     let key_der = rustls_pemfile::private_key(&mut open(key)?)
-        .map_err(|e| format!("{key} is not a PEM private key: {e}"))?
-        .ok_or_else(|| format!("{key} holds no PKCS#8, RSA or SEC1 private key"))?;
+        .map_err(|e| bad_key(e.to_string()))?
+        .ok_or_else(|| bad_key("no key in it".into()))?;
+    let identity = |reason: String| TlsError::Identity {
+        cert: cert.into(),
+        key: key.into(),
+        reason,
+    };
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(|e| identity(e.to_string()))?
     .with_no_client_auth()
     .with_single_cert(certs, key_der)
-    .map_err(|e| format!("{cert} and {key} do not make a usable TLS identity: {e}"))?;
+    .map_err(|e| identity(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

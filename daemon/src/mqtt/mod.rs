@@ -60,7 +60,7 @@ pub enum MqttError {
     },
     /// The TLS certificate or key.
     #[error("mqtt.listen_tls: {0}")]
-    Tls(String),
+    Tls(#[from] front::TlsError),
     /// Reading the retained state.
     #[error("cannot load the retained MQTT state: {0}")]
     Store(#[from] DomainError),

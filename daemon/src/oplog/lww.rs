@@ -116,18 +116,72 @@ pub static ENTITIES: &[Entity] = &[
     },
 ];
 
+/// Why a field value does not fit its type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// A string over its limit.
+    #[error("`{name}` is {len} bytes, at most {max} allowed")]
+    TooLong {
+        /// The field.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A string with control characters other than newline and tab.
+    #[error("`{name}` contains control characters")]
+    ControlCharacters {
+        /// The field.
+        name: String,
+    },
+    /// A count that is negative, fractional or too large.
+    #[error("`{name}` must be a whole number ≥ 0, found {found}")]
+    NotACount {
+        /// The field.
+        name: String,
+        /// What was given.
+        found: String,
+    },
+    /// A value outside the field's list.
+    #[error("`{name}` must be one of {allowed}, found {found}")]
+    NotOneOf {
+        /// The field.
+        name: String,
+        /// The allowed values, comma-separated.
+        allowed: String,
+        /// What was given.
+        found: String,
+    },
+    /// A value of the wrong JSON type.
+    #[error("`{name}` must be {expected}, found {found}")]
+    WrongType {
+        /// The field.
+        name: String,
+        /// What the field takes.
+        expected: &'static str,
+        /// What was given.
+        found: String,
+    },
+}
+
 /// Checks one field value against its type; the SQLite value to store, or why not.
-pub fn check_field(name: &str, ty: FieldType, value: &serde_json::Value) -> Result<Value, String> {
+pub fn check_field(
+    name: &str,
+    ty: FieldType,
+    value: &serde_json::Value,
+) -> Result<Value, FieldError> {
     use serde_json::Value as J;
     match (ty, value) {
         (FieldType::Text(max) | FieldType::OptText(max), J::String(s)) => {
             if s.len() > max {
-                Err(format!(
-                    "`{name}` is {} bytes, at most {max} allowed",
-                    s.len()
-                ))
+                Err(FieldError::TooLong {
+                    name: name.into(),
+                    len: s.len(),
+                    max,
+                })
             } else if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-                Err(format!("`{name}` contains control characters"))
+                Err(FieldError::ControlCharacters { name: name.into() })
             } else {
                 Ok(Value::Text(s.clone()))
             }
@@ -137,16 +191,24 @@ pub fn check_field(name: &str, ty: FieldType, value: &serde_json::Value) -> Resu
             .as_u64()
             .filter(|n| *n <= i64::MAX as u64)
             .map(|n| Value::Integer(n as i64))
-            .ok_or_else(|| format!("`{name}` must be a whole number ≥ 0, found {n}")),
+            .ok_or_else(|| FieldError::NotACount {
+                name: name.into(),
+                found: n.to_string(),
+            }),
         (FieldType::Bool, J::Bool(b)) => Ok(Value::Integer(i64::from(*b))),
         (FieldType::OneOf(allowed), J::String(s)) if allowed.contains(&s.as_str()) => {
             Ok(Value::Text(s.clone()))
         }
-        (FieldType::OneOf(allowed), other) => Err(format!(
-            "`{name}` must be one of {}, found {other}",
-            allowed.join(", ")
-        )),
-        (ty, other) => Err(format!("`{name}` must be {}, found {other}", describe(ty))),
+        (FieldType::OneOf(allowed), other) => Err(FieldError::NotOneOf {
+            name: name.into(),
+            allowed: allowed.join(", "),
+            found: other.to_string(),
+        }),
+        (ty, other) => Err(FieldError::WrongType {
+            name: name.into(),
+            expected: describe(ty),
+            found: other.to_string(),
+        }),
     }
 }
 
@@ -170,7 +232,10 @@ pub(super) fn parse(entity: &Entity, op: &Op) -> Result<Vec<(&'static str, Value
     let mut fields = Vec::new();
     for (name, ty) in entity.fields {
         if let Some(value) = body.get(*name) {
-            fields.push((*name, check_field(name, *ty, value)?));
+            fields.push((
+                *name,
+                check_field(name, *ty, value).map_err(|e| e.to_string())?,
+            ));
         }
     }
     Ok(fields)

@@ -26,7 +26,7 @@ pub mod presence;
 use rusqlite::{Connection, params};
 use sync_agent::Op;
 
-pub use lww::{ENTITIES, Entity, FieldType, PRIVACY_LEVELS, check_field};
+pub use lww::{ENTITIES, Entity, FieldError, FieldType, PRIVACY_LEVELS, check_field};
 
 /// Op kind: an attendee created, changed (badge, privacy, ...) or deleted.
 pub const ATTENDEE_UPSERT: &str = "attendee.upsert";

@@ -314,19 +314,36 @@ async fn retention<S: ReplicaStore>(s3: &S, retention_ms: i64) -> Result<(), Str
     s3.delete(&drop).await.map_err(|e| e.to_string())
 }
 
+/// A restore target that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// `--txid` is not a positive hex number.
+    #[error("--txid `{0}` is not a TXID (hex, e.g. 000000000000002a)")]
+    Txid(String),
+    /// `--timestamp` is not RFC 3339.
+    #[error("--timestamp `{value}` is not RFC 3339 (e.g. 2026-11-22T13:00:00Z): {reason}")]
+    Timestamp {
+        /// What was given.
+        value: String,
+        /// What the parser said.
+        reason: String,
+    },
+}
+
 /// `--txid` / `--timestamp` as a restore target.
-pub fn parse_target(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target, String> {
+pub fn parse_target(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target, TargetError> {
     match (txid, timestamp) {
         (Some(t), _) => u64::from_str_radix(t.trim_start_matches("0x"), 16)
             .ok()
             .filter(|t| *t > 0)
             .map(Target::Txid)
-            .ok_or_else(|| format!("--txid `{t}` is not a TXID (hex, e.g. 000000000000002a)")),
+            .ok_or_else(|| TargetError::Txid(t.into())),
         (None, Some(ts)) => {
             time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
                 .map(|t| Target::Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
-                .map_err(|e| {
-                    format!("--timestamp `{ts}` is not RFC 3339 (e.g. 2026-11-22T13:00:00Z): {e}")
+                .map_err(|e| TargetError::Timestamp {
+                    value: ts.into(),
+                    reason: e.to_string(),
                 })
         }
         (None, None) => Ok(Target::Latest),

@@ -193,16 +193,18 @@ fn mint_token(config: &Config, attendee: &str, ttl: u64, roles: Vec<String>) -> 
         eprintln!("venued: unknown role `{bad}`; use attendee, staff or speaker");
         return ExitCode::FAILURE;
     }
-    let minted = Signer::from_data_dir(&config.data_dir).and_then(|signer| {
-        signer
-            .mint(
-                attendee,
-                &config.event.id,
-                roles,
-                ttl.clamp(60, 7 * 24 * 3600),
-            )
-            .map_err(|e| e.to_string())
-    });
+    let minted = Signer::from_data_dir(&config.data_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|signer| {
+            signer
+                .mint(
+                    attendee,
+                    &config.event.id,
+                    roles,
+                    ttl.clamp(60, 7 * 24 * 3600),
+                )
+                .map_err(|e| e.to_string())
+        });
     match minted {
         Ok(token) => {
             #[allow(clippy::print_stdout, reason = "the token is the command's output")]
