@@ -69,7 +69,7 @@ async fn append(store: &Store, kind: Kind) {
                     json!({"name": "Bench"}),
                 ),
             };
-            ctx.apply(&op)?;
+            ctx.apply_owned(op)?;
             Ok::<_, ApplyError>(())
         })
         .await

@@ -102,7 +102,7 @@ async fn carry_out(
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             continue;
         };
-        for committed in ops {
+        for committed in ops.iter() {
             let op = &committed.op;
             let channel = op.body["channel"].as_str().unwrap_or_default();
             let sender = op.body["sender"].as_str().unwrap_or_default();

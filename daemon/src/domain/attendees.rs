@@ -217,7 +217,7 @@ pub async fn import(store: &Store, event_id: &str, rows: ImportRows) -> Result<u
             let count = rows.len();
             for (id, fields) in rows {
                 let op = ctx.new_op(&event_id, kind, &id, Json::Object(fields));
-                ctx.apply(&op)?;
+                ctx.apply_owned(op)?;
             }
             Ok(count)
         })

@@ -77,12 +77,12 @@ pub async fn check_in(
                         &attendee.id,
                         json!({ "device_id": device_id }),
                     );
-                    ctx.apply(&op)?;
                     let fresh = Existing {
                         id: op.id.to_string(),
                         at_ms: op.hlc.wall_ms as i64,
                         device_id: Some(device_id.clone()),
                     };
+                    ctx.apply_owned(op)?;
                     (201, answer(&attendee, &fresh, false))
                 }
             };

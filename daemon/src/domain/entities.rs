@@ -71,7 +71,7 @@ pub async fn upsert(
     store
         .write(move |ctx| {
             let op = ctx.new_op(&event_id, entity.kind, &id, Json::Object(fields));
-            ctx.apply(&op)?;
+            ctx.apply_owned(op)?;
             read_one(ctx.conn(), entity, &event_id, &id)?
                 .ok_or_else(|| DomainError::NotFound(format!("{} `{id}` vanished", entity.name)))
         })
@@ -97,7 +97,7 @@ pub async fn delete(
                 &id,
                 serde_json::json!({"deleted": true}),
             );
-            ctx.apply(&op)?;
+            ctx.apply_owned(op)?;
             Ok(())
         })
         .await

@@ -7,7 +7,7 @@
 //! (a removal from a group unsubscribes before a later message of that group fans out).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
 use serde_json::json;
@@ -44,7 +44,7 @@ pub(super) async fn run(hub: Weak<Inner>, mut stream: Subscription) {
 
 impl Hub {
     /// The effects of one run of committed ops, in their order.
-    async fn after_commit(&self, ops: &[Arc<Committed>]) {
+    async fn after_commit(&self, ops: &[Committed]) {
         let messages = match self.messages_of(ops).await {
             Ok(messages) => messages,
             Err(e) => {
@@ -101,7 +101,7 @@ impl Hub {
     /// The messages the posts and changes among `ops` touched, as they are now: one read.
     async fn messages_of(
         &self,
-        ops: &[Arc<Committed>],
+        ops: &[Committed],
     ) -> Result<HashMap<String, Message>, DomainError> {
         let ids: Vec<String> = ops
             .iter()

@@ -603,7 +603,7 @@ impl Hub {
                 }
                 let message_id = uuid::Uuid::now_v7().to_string();
                 let op = ctx.new_op(&event, POST, &message_id, body);
-                let seq = ctx.apply(&op)?.seq();
+                let seq = ctx.apply_owned(op)?.seq();
                 let message = load(ctx.conn(), &message_id)?
                     .ok_or_else(|| DomainError::NotFound("the message just written".into()))?;
                 let posted = Posted {

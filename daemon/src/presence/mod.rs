@@ -332,7 +332,7 @@ impl PresenceTask {
             .write(move |ctx| {
                 for (attendee, body) in ops {
                     let op = ctx.new_op(&event_id, TRANSITION, &attendee, body);
-                    ctx.apply(&op)?;
+                    ctx.apply_owned(op)?;
                 }
                 Ok::<_, DomainError>(())
             })

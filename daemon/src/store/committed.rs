@@ -43,9 +43,26 @@ pub struct Committed {
 #[derive(Debug)]
 pub(crate) struct Batch {
     /// The group's ops in log order; empty when the group had more than [`MAX_BATCH_OPS`].
-    ops: Vec<Arc<Committed>>,
+    ops: Vec<Committed>,
     /// The highest seq the group appended.
     through: i64,
+}
+
+/// A run of committed ops handed to a subscriber, in log order: the part of a broadcast batch it
+/// had not seen (shared with the other subscribers, never copied), or ops read back from the
+/// store. Dereferences to the slice of ops.
+#[derive(Debug)]
+pub struct Ops {
+    batch: Arc<Batch>,
+    from: usize,
+}
+
+impl std::ops::Deref for Ops {
+    type Target = [Committed];
+
+    fn deref(&self) -> &[Committed] {
+        self.batch.ops.get(self.from..).unwrap_or_default()
+    }
 }
 
 /// The writer's end of the stream (inside the store).
@@ -66,7 +83,7 @@ impl Publisher {
     }
 
     /// Publishes one committed group (called by the writer after `COMMIT`, before answering).
-    pub(crate) fn publish(&self, ops: Vec<Arc<Committed>>, complete: bool) {
+    pub(crate) fn publish(&self, ops: Vec<Committed>, complete: bool) {
         let Some(through) = ops.last().map(|c| c.seq) else {
             return;
         };
@@ -141,14 +158,14 @@ impl Subscription {
     /// The next committed ops, in log order, each exactly once: a broadcast batch, or, after
     /// the subscriber fell behind, up to 1,000 ops read back from the store. `None`
     /// once the store has stopped.
-    pub async fn next(&mut self) -> Option<Result<Vec<Arc<Committed>>, StoreError>> {
+    pub async fn next(&mut self) -> Option<Result<Ops, StoreError>> {
         loop {
             if let Some(through) = self.behind {
                 return Some(self.catch_up(through).await);
             }
             match self.rx.recv().await {
                 Ok(batch) => {
-                    if let Some(ops) = self.take(&batch) {
+                    if let Some(ops) = self.take(batch) {
                         return Some(Ok(ops));
                     }
                 }
@@ -196,7 +213,7 @@ impl Subscription {
     }
 
     /// The part of `batch` not yet delivered; `None` when nothing of it is new.
-    fn take(&mut self, batch: &Batch) -> Option<Vec<Arc<Committed>>> {
+    fn take(&mut self, batch: Arc<Batch>) -> Option<Ops> {
         if batch.through <= self.delivered {
             return None;
         }
@@ -205,18 +222,13 @@ impl Subscription {
             self.behind = Some(batch.through);
             return None;
         }
-        let fresh: Vec<Arc<Committed>> = batch
-            .ops
-            .iter()
-            .filter(|c| c.seq > self.delivered)
-            .cloned()
-            .collect();
+        let from = batch.ops.partition_point(|c| c.seq <= self.delivered);
         self.delivered = batch.through;
-        Some(fresh)
+        Some(Ops { batch, from })
     }
 
     /// Reads the next chunk after `delivered` from the store; clears `behind` once caught up.
-    async fn catch_up(&mut self, through: i64) -> Result<Vec<Arc<Committed>>, StoreError> {
+    async fn catch_up(&mut self, through: i64) -> Result<Ops, StoreError> {
         let after = self.delivered;
         let store = Store {
             inner: self.store.upgrade().ok_or(StoreError::Closed)?,
@@ -230,17 +242,24 @@ impl Subscription {
             })
             .await?;
         let complete = read.len() < RESYNC_CHUNK as usize;
-        let ops: Vec<Arc<Committed>> = read
+        let ops: Vec<Committed> = read
             .into_iter()
             .filter(|(seq, _)| *seq <= through)
-            .map(|(seq, op)| Arc::new(Committed { seq, op }))
+            .map(|(seq, op)| Committed { seq, op })
             .collect();
-        if let Some(last) = ops.last() {
-            self.delivered = last.seq;
+        let last = ops.last().map(|c| c.seq);
+        if let Some(last) = last {
+            self.delivered = last;
         }
-        if complete || self.delivered >= through || ops.is_empty() {
+        if complete || self.delivered >= through || last.is_none() {
             self.behind = None;
         }
-        Ok(ops)
+        Ok(Ops {
+            batch: Arc::new(Batch {
+                through: last.unwrap_or(self.delivered),
+                ops,
+            }),
+            from: 0,
+        })
     }
 }

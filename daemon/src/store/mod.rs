@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sync_agent::HlcClock;
 use tokio::sync::{mpsc, oneshot};
 
-pub use committed::{Committed, Polled, Subscription};
+pub use committed::{Committed, Ops, Polled, Subscription};
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use writer::WriteCtx;
 

@@ -320,3 +320,90 @@ async fn regression_the_data_directory_and_database_are_private() {
     }
     store.close().await;
 }
+
+/// Appends `n` zone ops in one job; their seqs.
+async fn append(store: &Store, first: usize, n: usize) -> Vec<i64> {
+    store
+        .write(move |ctx| {
+            let mut seqs = Vec::with_capacity(n);
+            for i in first..first + n {
+                let op = ctx.new_op("ev", "zone.upsert", &format!("z{i}"), json!({"name": "Z"}));
+                seqs.push(ctx.apply_owned(op)?.seq());
+            }
+            Ok::<_, crate::oplog::ApplyError>(seqs)
+        })
+        .await
+        .expect("appended")
+}
+
+/// Everything `sub` hands out until it has seen `last`.
+async fn drain(sub: &mut Subscription, last: i64) -> Vec<i64> {
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|s| *s < last) {
+        let ops = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+            .await
+            .expect("the stream delivers")
+            .expect("the store is open")
+            .expect("readable");
+        seen.extend(ops.iter().map(|c| c.seq));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn the_stream_hands_every_committed_op_once_in_order_and_skips_failed_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let before = append(&store, 0, 3).await;
+    let mut sub = store.subscribe("test");
+    // A job that fails: what it applied never reaches the stream.
+    let refused = store
+        .write(|ctx| {
+            let op = ctx.new_op("ev", "zone.upsert", "gone", json!({"name": "Z"}));
+            ctx.apply_owned(op)?;
+            Err::<(), _>(crate::oplog::ApplyError::UnknownKind("refused".into()))
+        })
+        .await;
+    assert!(refused.is_err());
+    let mut expected = append(&store, 10, 2).await;
+    expected.extend(append(&store, 20, 1).await);
+    let seen = drain(&mut sub, *expected.last().expect("some")).await;
+    assert_eq!(seen, expected, "only what was committed after subscribing");
+    assert!(seen.iter().all(|s| !before.contains(s)));
+    assert_eq!(store.last_seq(), *expected.last().expect("some"));
+}
+
+/// The lag policy: a subscriber more than `CAPACITY` groups behind, or a group larger than
+/// `MAX_BATCH_OPS`, reads the missed ops back from the log, so it still sees each op once, in
+/// order; the writer never waits for it.
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_reads_the_missed_ops_back_from_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let mut sub = store.subscribe("test");
+    let mut expected = Vec::new();
+    // More groups than the broadcast holds, none read meanwhile.
+    for i in 0..committed::CAPACITY + 50 {
+        expected.extend(append(&store, i, 1).await);
+    }
+    // And one group too large to carry (an import).
+    expected.extend(append(&store, 100_000, committed::MAX_BATCH_OPS + 10).await);
+    let last = *expected.last().expect("some");
+    let seen = drain(&mut sub, last).await;
+    assert_eq!(seen.len(), expected.len(), "each op once");
+    assert_eq!(seen, expected, "in log order");
+}
+
+/// `poll` tells presence, without waiting, whether anything it cares about changed.
+#[tokio::test]
+async fn poll_reports_matches_and_misses_without_waiting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let mut sub = store.subscribe("test");
+    assert_eq!(sub.poll(|_| true), Polled::default());
+    append(&store, 0, 2).await;
+    let polled = sub.poll(|op| op.entity_id == "z1");
+    assert_eq!((polled.ops, polled.matched, polled.missed), (2, true, false));
+    append(&store, 10, committed::MAX_BATCH_OPS + 1).await;
+    assert!(sub.poll(|_| false).missed, "an oversized group is a miss");
+}

@@ -75,7 +75,7 @@ pub struct WriteCtx<'a> {
     now_ms: u64,
     appended: u64,
     /// The ops this group appended, for the committed-op stream (at most `MAX_BATCH_OPS`).
-    committed: Vec<Arc<Committed>>,
+    committed: Vec<Committed>,
     /// More than `MAX_BATCH_OPS` were appended: the stream announces a gap instead.
     overflowed: bool,
 }
@@ -126,20 +126,40 @@ impl WriteCtx<'_> {
     /// Applies an op to the domain tables and appends it to the op log, in this transaction.
     /// Idempotent by op id. Local and remote ops take this same path; the clock observes the
     /// op's stamp only once the op is applied, so a refused op leaves no trace on it either.
+    /// A new op is copied onto the committed-op stream; [`apply_owned`](Self::apply_owned)
+    /// moves it there instead, for callers that do not need it afterwards.
     pub fn apply(&mut self, op: &Op) -> Result<Applied, ApplyError> {
-        let applied = oplog::apply(self.conn, op, self.now_ms)?;
-        self.clock.observe(&op.hlc);
+        let applied = self.log(op)?;
         if let Applied::New(seq) = applied {
-            self.appended += 1;
-            match self.committed.len() < MAX_BATCH_OPS {
-                true => self.committed.push(Arc::new(Committed {
-                    seq,
-                    op: op.clone(),
-                })),
-                false => self.overflowed = true,
-            }
+            self.stream(seq, || op.clone());
         }
         Ok(applied)
+    }
+
+    /// [`apply`](Self::apply), moving the op onto the committed-op stream (no copy on the
+    /// writer thread, which is the store's bottleneck).
+    pub fn apply_owned(&mut self, op: Op) -> Result<Applied, ApplyError> {
+        let applied = self.log(&op)?;
+        if let Applied::New(seq) = applied {
+            self.stream(seq, || op);
+        }
+        Ok(applied)
+    }
+
+    fn log(&mut self, op: &Op) -> Result<Applied, ApplyError> {
+        let applied = oplog::apply(self.conn, op, self.now_ms)?;
+        self.clock.observe(&op.hlc);
+        if let Applied::New(_) = applied {
+            self.appended += 1;
+        }
+        Ok(applied)
+    }
+
+    fn stream(&mut self, seq: i64, op: impl FnOnce() -> Op) {
+        match self.committed.len() < MAX_BATCH_OPS {
+            true => self.committed.push(Committed { seq, op: op() }),
+            false => self.overflowed = true,
+        }
     }
 
     /// [`apply`](Self::apply) for an op made by another node: refused (nothing written, the
@@ -241,7 +261,8 @@ fn commit_group(
         clock,
         now_ms: now_ms(),
         appended: 0,
-        committed: Vec::new(),
+        // Most jobs append one op.
+        committed: Vec::with_capacity(jobs.len()),
         overflowed: false,
     };
     let mut completions = Vec::with_capacity(jobs.len());
