@@ -6,6 +6,8 @@
 //! - `steady 1000 ops/s`: check-in ops at a fixed rate (open-loop) run printing p50/p99/max commit latency as
 //!   a caller sees it (enqueue to durable ack), which criterion cannot express.
 //!
+//! A subscriber follows the committed-op stream throughout, as in the daemon.
+//!
 //! The database lives under the target directory, on the same disk as the checkout, never on a
 //! tmpfs where fsync would be free.
 
@@ -36,6 +38,11 @@ fn fixture() -> (tokio::runtime::Runtime, tempfile::TempDir, Store) {
         StoreMetrics::detached(),
     )
     .expect("store opens");
+    // The daemon always follows the committed-op stream (the hub, the bridge, presence); one
+    // subscriber that reads every op stands for them. Without any, the writer itself would drop
+    // each group's ops when the broadcast finds no receiver, which the daemon never does.
+    let mut stream = store.subscribe("bench");
+    runtime.spawn(async move { while stream.next().await.is_some() {} });
     (runtime, dir, store)
 }
 

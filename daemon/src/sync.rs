@@ -191,8 +191,8 @@ pub enum StartError {
     )]
     NoToken,
     /// The agent's HTTP client could not be made.
-    #[error("cannot start the sync agent: {0}")]
-    Agent(String),
+    #[error(transparent)]
+    Agent(#[from] agent::SpawnError),
 }
 
 /// Starts the agent when sync is configured; `None` when it is not.
@@ -227,7 +227,7 @@ pub fn start(
     agent_config.pull_wait = std::time::Duration::from_secs(sync.pull_wait_secs);
     agent_config.heartbeat = std::time::Duration::from_secs(sync.heartbeat_secs);
     let sync_store = Arc::new(StoreSync::new(store.clone(), hub.clone(), &config.event.id));
-    let (handle, task) = agent::spawn(sync_store, agent_config).map_err(StartError::Agent)?;
+    let (handle, task) = agent::spawn(sync_store, agent_config)?;
     tracing::info!(relay = %sync.relay_url, "sync agent started");
     Ok(Some((handle, task)))
 }

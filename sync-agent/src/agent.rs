@@ -247,17 +247,21 @@ impl Errors {
     }
 }
 
+/// The agent's HTTP client could not be made (TLS roots or the resolver unavailable).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the sync agent's HTTP client: {0}")]
+pub struct SpawnError(#[from] reqwest::Error);
+
 /// Starts the agent on the current runtime; it runs until the returned task is aborted.
 pub fn spawn<S: SyncStore>(
     store: Arc<S>,
     config: AgentConfig,
-) -> Result<(AgentHandle, tokio::task::JoinHandle<()>), String> {
+) -> Result<(AgentHandle, tokio::task::JoinHandle<()>), SpawnError> {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .user_agent(format!("venued/{}", config.version))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        .build()?;
     let status = Arc::new(Mutex::new(AgentStatus {
         relay: config.relay_url.clone(),
         ..AgentStatus::default()

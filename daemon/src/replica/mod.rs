@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use sync_agent::replica::layout::{FileInfo, SNAPSHOT_LEVEL};
 use sync_agent::replica::plan::Target;
-use sync_agent::replica::restore::{Restored, restore as restore_from};
-use sync_agent::replica::store::{DirStore, ReplicaStore, S3Location, S3Store};
+use sync_agent::replica::restore::{RestoreError, Restored, restore as restore_from};
+use sync_agent::replica::store::{DirStore, ReplicaStore, S3Location, S3Store, UrlError};
 
 use crate::config::ReplicaConfig;
 use crate::store::{AfterCommit, Store};
@@ -350,38 +350,43 @@ pub fn parse_target(txid: Option<&str>, timestamp: Option<&str>) -> Result<Targe
     }
 }
 
+/// Why `venued restore` could not restore.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreFailed {
+    /// `--from` is not a usable URL.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// Neither `--from` nor `[replica]` names a replica.
+    #[error("no replica: set [replica] bucket and path, or pass --from s3://BUCKET/PATH")]
+    NoReplica,
+    /// The restore itself failed (a gap, a damaged file, the bucket unreachable).
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+}
+
 /// Restores into `to` from `from` (an `s3://` or `file://` URL) or from `[replica]`.
 pub async fn restore(
     config: &ReplicaConfig,
     from: Option<&str>,
     target: Target,
     to: &Path,
-) -> Result<Restored, String> {
+) -> Result<Restored, RestoreFailed> {
     match from {
         Some(url) if url.starts_with("file://") => {
             let dir = DirStore::new(url.trim_start_matches("file://"));
-            restore_from(&dir, target, to)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(restore_from(&dir, target, to).await?)
         }
         Some(url) => {
             let loc = S3Location::from_url(url)?;
             let s3 = s3(config, loc).await;
-            restore_from(&s3, target, to)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(restore_from(&s3, target, to).await?)
         }
         None => {
             if config.bucket.is_empty() || config.path.trim_matches('/').is_empty() {
-                return Err(
-                    "no replica: set [replica] bucket and path, or pass --from s3://BUCKET/PATH"
-                        .into(),
-                );
+                return Err(RestoreFailed::NoReplica);
             }
             let s3 = s3(config, location(config)).await;
-            restore_from(&s3, target, to)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(restore_from(&s3, target, to).await?)
         }
     }
 }

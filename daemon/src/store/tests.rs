@@ -403,7 +403,10 @@ async fn poll_reports_matches_and_misses_without_waiting() {
     assert_eq!(sub.poll(|_| true), Polled::default());
     append(&store, 0, 2).await;
     let polled = sub.poll(|op| op.entity_id == "z1");
-    assert_eq!((polled.ops, polled.matched, polled.missed), (2, true, false));
+    assert_eq!(
+        (polled.ops, polled.matched, polled.missed),
+        (2, true, false)
+    );
     append(&store, 10, committed::MAX_BATCH_OPS + 1).await;
     assert!(sub.poll(|_| false).missed, "an oversized group is a miss");
 }

@@ -164,16 +164,30 @@ pub struct S3Location {
     pub force_path_style: bool,
 }
 
+/// An S3 URL that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not `s3://…`.
+    #[error("`{0}` is not an s3:// URL; write s3://BUCKET/PATH?endpoint=…")]
+    NotS3(String),
+    /// `s3://` with no bucket.
+    #[error("`{0}` names no bucket; write s3://BUCKET/PATH")]
+    NoBucket(String),
+    /// A bucket with no path inside it.
+    #[error("`{0}` names no path inside the bucket; use s3://bucket/some/path")]
+    NoPath(String),
+}
+
 impl S3Location {
     /// Parses Litestream's URL form: `s3://BUCKET/PATH?endpoint=…&region=…&forcePathStyle=…`.
-    pub fn from_url(url: &str) -> Result<Self, String> {
+    pub fn from_url(url: &str) -> Result<Self, UrlError> {
         let rest = url
             .strip_prefix("s3://")
-            .ok_or_else(|| format!("`{url}` is not an s3:// URL"))?;
+            .ok_or_else(|| UrlError::NotS3(url.into()))?;
         let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (bucket, path) = main.split_once('/').unwrap_or((main, ""));
         if bucket.is_empty() {
-            return Err(format!("`{url}` names no bucket"));
+            return Err(UrlError::NoBucket(url.into()));
         }
         let mut loc = Self {
             bucket: bucket.into(),
@@ -201,9 +215,7 @@ impl S3Location {
             loc.force_path_style = true;
         }
         if loc.path.is_empty() {
-            return Err(format!(
-                "`{url}` names no path inside the bucket; use s3://bucket/some/path"
-            ));
+            return Err(UrlError::NoPath(url.into()));
         }
         Ok(loc)
     }

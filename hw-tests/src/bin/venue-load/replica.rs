@@ -126,12 +126,7 @@ pub(crate) async fn restore(mib: u64) -> anyhow::Result<()> {
     )?;
     let size = std::fs::metadata(&source)?.len();
     let url = format!("s3://venue/big?endpoint={}", moto.endpoint);
-    let s3 = S3Store::connect_with_keys(
-        S3Location::from_url(&url).map_err(anyhow::Error::msg)?,
-        "test",
-        "test",
-    )
-    .await;
+    let s3 = S3Store::connect_with_keys(S3Location::from_url(&url)?, "test", "test").await;
     let encoded = Instant::now();
     let bytes = snapshot_of_file(&source, 1, 0)?;
     let ltx_bytes = bytes.len();
