@@ -260,16 +260,11 @@ async fn carry_in(
                         .inc();
                     continue;
                 };
-                let Some(parsed_channel) = Channel::parse(&channel) else {
-                    metrics
-                        .invalid
-                        .get_or_create(&WhyLabel {
-                            reason: "bridge_channel",
-                        })
-                        .inc();
-                    continue;
+                let exists = match Channel::parse(&channel) {
+                    Some(parsed) => hub.exists(&parsed, "").await.unwrap_or(false),
+                    None => false,
                 };
-                if !hub.exists(&parsed_channel, "").await.unwrap_or(false) {
+                if !exists {
                     metrics
                         .invalid
                         .get_or_create(&WhyLabel {

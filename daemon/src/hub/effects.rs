@@ -142,16 +142,7 @@ impl Hub {
                     .occupancy
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let mut moved: Vec<(String, usize)> = zones
-                    .iter()
-                    .filter(|(zone, n)| sent.get(*zone) != Some(n))
-                    .map(|(zone, n)| (zone.clone(), *n))
-                    .collect();
-                moved.extend(
-                    sent.iter()
-                        .filter(|(zone, n)| **n > 0 && !zones.contains_key(*zone))
-                        .map(|(zone, _)| (zone.clone(), 0)),
-                );
+                let moved = crate::presence::occupancy_changes(&sent, &zones);
                 for (zone, n) in &moved {
                     sent.insert(zone.clone(), *n);
                 }

@@ -49,6 +49,26 @@ pub struct Occupancy {
     pub updated_ms: u64,
 }
 
+/// The zones whose count in `zones` differs from what was `sent`, with their new count; a zone
+/// sent as occupied that is no longer in `zones` has emptied (0). Shared by the hub's zone
+/// channels and the MQTT `presence/{zone}` topics, which each remember what they sent.
+pub fn occupancy_changes(
+    sent: &BTreeMap<String, usize>,
+    zones: &BTreeMap<String, usize>,
+) -> Vec<(String, usize)> {
+    let mut moved: Vec<(String, usize)> = zones
+        .iter()
+        .filter(|(zone, n)| sent.get(*zone) != Some(n))
+        .map(|(zone, n)| (zone.clone(), *n))
+        .collect();
+    moved.extend(
+        sent.iter()
+            .filter(|(zone, n)| **n > 0 && !zones.contains_key(*zone))
+            .map(|(zone, _)| (zone.clone(), 0)),
+    );
+    moved
+}
+
 /// The shared occupancy snapshot, and a signal for whoever follows it (the hub's zone
 /// channels), raised only when a zone's count or the tracked total changed.
 #[derive(Clone)]

@@ -35,18 +35,7 @@ pub async fn publish_occupancy(
                 if changed.is_err() {
                     return;
                 }
-                let zones = view.borrow_and_update().zones.clone();
-                let mut moved: Vec<(String, usize)> = zones
-                    .iter()
-                    .filter(|(zone, n)| published.get(*zone) != Some(n))
-                    .map(|(zone, n)| (zone.clone(), *n))
-                    .collect();
-                moved.extend(
-                    published
-                        .iter()
-                        .filter(|(zone, n)| **n > 0 && !zones.contains_key(*zone))
-                        .map(|(zone, _)| (zone.clone(), 0)),
-                );
+                let moved = super::occupancy_changes(&published, &view.borrow_and_update().zones);
                 for (zone, n) in moved {
                     let payload = envelope(json!({ "zone": zone, "occupancy": n }));
                     match handle.set_retained(&format!("presence/{zone}"), payload).await {

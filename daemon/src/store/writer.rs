@@ -184,10 +184,9 @@ impl WriteCtx<'_> {
             }
             Err(ApplyError::Store(e)) => Err(e),
             Err(refused) => {
-                let streamed = self.committed.len();
+                // A refused op was never counted or streamed; only its rows need undoing.
                 execute_cached(self.conn, "ROLLBACK TO remote_op")?;
                 execute_cached(self.conn, "RELEASE remote_op")?;
-                self.committed.truncate(streamed);
                 Ok(Err(refused))
             }
         }
