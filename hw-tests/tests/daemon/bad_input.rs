@@ -483,3 +483,51 @@ async fn regression_a_body_sent_too_slowly_gets_a_json_408() {
     let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
     assert_eq!(body["error"]["code"], "request_timeout", "{body}");
 }
+
+/// The soak caught a restart on a full disk never reaching READY=1: with stderr's file on the
+/// full disk, tracing-subscriber reported its failed write with `eprintln!`, which panicked the
+/// daemon (exit 101). With stderr unwritable (`/dev/full`), venued now serves anyway.
+#[tokio::test]
+async fn regression_an_unwritable_stderr_does_not_stop_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(binary("venued"))
+        .arg("--demo")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("VENUED_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("VENUED_MQTT_ENABLED", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "venued exited with an unwritable stderr"
+        );
+        let healthy = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if healthy {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "venued never answered"
+        );
+        every.tick().await;
+    }
+}

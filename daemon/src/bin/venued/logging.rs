@@ -46,6 +46,9 @@ pub(crate) fn init(config: &LogConfig) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        // A record that cannot be written (stderr's file on a full disk) is lost; reporting that
+        // goes through `eprintln!`, which would panic the daemon on the same full disk.
+        .log_internal_errors(false)
         .init();
 }
 

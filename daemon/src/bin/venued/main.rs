@@ -235,10 +235,10 @@ async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     if let Some(info) = daemon.demo() {
         // Shown on stderr on purpose: it is what a newcomer trying `--demo` needs to see.
-        eprintln!(
+        say(format_args!(
             "venued demo mode: kiosk `{}` password `{}` (valid until the next start)",
             info.kiosk_id, info.kiosk_password
-        );
+        ));
     }
     let status = format!("serving on http://{addr}");
     systemd::notify(&[NotifyState::Status(&status), NotifyState::Ready]);
@@ -279,7 +279,9 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
                 _ = term.recv() => {},
                 _ = int.recv() => {},
             }
-            eprintln!("venued: second signal, stopping now (committed writes are safe)");
+            say(format_args!(
+                "venued: second signal, stopping now (committed writes are safe)"
+            ));
             std::process::exit(130);
         });
     })
@@ -304,4 +306,12 @@ fn print_config(config: &Config, path: Option<&std::path::Path>) {
     let source = path.map_or("embedded defaults".to_string(), |p| p.display().to_string());
     println!("configuration OK ({source})");
     println!("{}", config.effective());
+}
+
+/// A line on stderr for the operator, once the daemon runs. Unlike `eprintln!`, a stderr that
+/// cannot be written (a log file on a full disk) loses the line instead of panicking the daemon
+/// (the soak caught a restart on a full disk dying this way before READY=1).
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
