@@ -52,12 +52,17 @@ impl fmt::Display for BeaconId {
     }
 }
 
+/// A string that is not a beacon id in the registry form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a beacon id (ibeacon:, altbeacon:, eddystone: or eid:)")]
+pub struct NotABeaconId(pub String);
+
 impl std::str::FromStr for BeaconId {
-    type Err = String;
+    type Err = NotABeaconId;
 
     /// Parses the registry form written by `Display`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not a beacon id (ibeacon:, altbeacon:, eddystone: or eid:)");
+    fn from_str(s: &str) -> Result<Self, NotABeaconId> {
+        let bad = || NotABeaconId(s.to_string());
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         fn bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
             let mut out = [0u8; N];

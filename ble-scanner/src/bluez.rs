@@ -73,7 +73,7 @@ pub async fn run(
             Ok(Exit::Stopped) => return,
             Err(reason) => {
                 tracing::warn!(adapter = %options.adapter, %reason, retry_secs = retry.as_secs(), "BLE scanning interrupted");
-                let _ = state.send(SourceState::Degraded(reason));
+                let _ = state.send(SourceState::Degraded(reason.to_string()));
             }
         }
         tokio::select! {
@@ -84,38 +84,52 @@ pub async fn run(
     }
 }
 
+/// Why a scanning session ended (the loop retries with backoff and reports it as degraded).
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot {doing}: {source}")]
+    Bluez {
+        doing: &'static str,
+        source: btleplug::Error,
+    },
+    #[error("adapter {0} not found; is it plugged in?")]
+    NoAdapter(String),
+    #[error("the BlueZ event stream ended (bluetoothd restarted?)")]
+    EventsEnded,
+    #[error("adapter {0} powered off")]
+    PoweredOff(String),
+    #[error("no adverts for {0} s even after restarting discovery")]
+    Silent(u64),
+}
+
 async fn session(
     options: &BluezOptions,
     sink: &mpsc::Sender<Advertisement>,
     state: &watch::Sender<SourceState>,
     stop: &mut watch::Receiver<bool>,
     restarts: &mut u64,
-) -> Result<Exit, String> {
+) -> Result<Exit, SessionError> {
+    let bluez = |doing| move |source| SessionError::Bluez { doing, source };
     let manager = Manager::new()
         .await
-        .map_err(|e| format!("cannot reach BlueZ over D-Bus: {e}"))?;
+        .map_err(bluez("reach BlueZ over D-Bus"))?;
     let mut adapter = None;
-    for candidate in manager
-        .adapters()
-        .await
-        .map_err(|e| format!("cannot list adapters: {e}"))?
-    {
+    for candidate in manager.adapters().await.map_err(bluez("list adapters"))? {
         let info = candidate.adapter_info().await.unwrap_or_default();
         if info.split_whitespace().next() == Some(options.adapter.as_str()) {
             adapter = Some(candidate);
             break;
         }
     }
-    let adapter = adapter
-        .ok_or_else(|| format!("adapter {} not found; is it plugged in?", options.adapter))?;
+    let adapter = adapter.ok_or_else(|| SessionError::NoAdapter(options.adapter.clone()))?;
     let mut events = adapter
         .events()
         .await
-        .map_err(|e| format!("cannot subscribe to events: {e}"))?;
+        .map_err(bluez("subscribe to events"))?;
     adapter
         .start_scan(ScanFilter::default())
         .await
-        .map_err(|e| format!("cannot start discovery: {e}"))?;
+        .map_err(bluez("start discovery"))?;
     let _ = state.send(SourceState::Scanning {
         watchdog_restarts: *restarts,
     });
@@ -134,7 +148,7 @@ async fn session(
             }
             event = events.next() => {
                 let Some(event) = event else {
-                    return Err("the BlueZ event stream ended (bluetoothd restarted?)".into());
+                    return Err(SessionError::EventsEnded);
                 };
                 let advert = match event {
                     CentralEvent::RssiUpdate { id, rssi: value } => {
@@ -155,7 +169,7 @@ async fn session(
                         Some(a)
                     }
                     CentralEvent::StateUpdate(CentralState::PoweredOff) => {
-                        return Err(format!("adapter {} powered off", options.adapter));
+                        return Err(SessionError::PoweredOff(options.adapter.clone()));
                     }
                     _ => None,
                 };
@@ -171,14 +185,14 @@ async fn session(
                     continue;
                 }
                 if restarted_after_silence {
-                    return Err(format!("no adverts for {} s even after restarting discovery", 2 * silence.as_secs()));
+                    return Err(SessionError::Silent(2 * silence.as_secs()));
                 }
                 tracing::info!(adapter = %options.adapter, secs = silence.as_secs(), "no adverts; restarting discovery");
                 let _ = adapter.stop_scan().await;
                 adapter
                     .start_scan(ScanFilter::default())
                     .await
-                    .map_err(|e| format!("cannot restart discovery: {e}"))?;
+                    .map_err(bluez("restart discovery"))?;
                 restarted_after_silence = true;
                 last_advert = Instant::now();
                 *restarts += 1;

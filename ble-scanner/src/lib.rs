@@ -23,5 +23,5 @@ pub mod presence;
 pub mod replay;
 
 pub use advert::Advertisement;
-pub use beacon::{BeaconId, Frame, parse};
+pub use beacon::{BeaconId, Frame, NotABeaconId, parse};
 pub use presence::{PresenceConfig, PresenceEngine, PresenceEvent, ScannerConfig, Sighting};

@@ -27,7 +27,35 @@ pub struct ReplayError {
     /// 1-based line number.
     pub line: usize,
     /// What was wrong.
-    pub reason: String,
+    pub reason: LineError,
+}
+
+/// What is wrong with one replay line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LineError {
+    /// Longer than the reader accepts.
+    #[error("longer than {MAX_LINE_BYTES} bytes")]
+    TooLong,
+    /// The file could not be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// Not a JSON advert line.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A manufacturer data key is not a company id.
+    #[error("company id `{0}` is not 4 hex digits")]
+    CompanyId(String),
+    /// Advert data is not hex.
+    #[error("{what} of {key}: {source}")]
+    Hex {
+        /// Manufacturer or service data.
+        what: &'static str,
+        /// Its company id or service UUID.
+        key: String,
+        /// The decoder's reason.
+        source: hex::FromHexError,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -98,7 +126,7 @@ impl<R: BufRead> Iterator for Reader<R> {
             self.buf.clear();
             self.line += 1;
             let line = self.line;
-            let err = |reason: String| Some(Err(ReplayError { line, reason }));
+            let err = |reason: LineError| Some(Err(ReplayError { line, reason }));
             // Bounded read: a runaway line must not grow the buffer without limit.
             let mut limited = <&mut R as Read>::take(&mut self.input, MAX_LINE_BYTES as u64 + 1);
             match limited.read_line(&mut self.buf) {
@@ -107,10 +135,10 @@ impl<R: BufRead> Iterator for Reader<R> {
                     // Skip the rest of the oversized line before reporting it.
                     let mut rest = Vec::new();
                     let _ = self.input.read_until(b'\n', &mut rest);
-                    return err(format!("longer than {MAX_LINE_BYTES} bytes"));
+                    return err(LineError::TooLong);
                 }
                 Ok(_) => {}
-                Err(e) => return err(e.to_string()),
+                Err(e) => return err(e.into()),
             }
             if self.buf.trim().is_empty() {
                 continue;
@@ -120,21 +148,28 @@ impl<R: BufRead> Iterator for Reader<R> {
     }
 }
 
-fn decode(text: &str) -> Result<Advertisement, String> {
-    let line: Line = serde_json::from_str(text).map_err(|e| e.to_string())?;
+fn decode(text: &str) -> Result<Advertisement, LineError> {
+    let line: Line = serde_json::from_str(text)?;
     let mut manufacturer_data = BTreeMap::new();
     for (company, data) in line.manufacturer_data {
         let id = u16::from_str_radix(&company, 16)
             .ok()
             .filter(|_| company.len() == 4)
-            .ok_or_else(|| format!("company id `{company}` is not 4 hex digits"))?;
-        let bytes =
-            hex::decode(&data).map_err(|e| format!("manufacturer data of {company}: {e}"))?;
+            .ok_or_else(|| LineError::CompanyId(company.clone()))?;
+        let bytes = hex::decode(&data).map_err(|source| LineError::Hex {
+            what: "manufacturer data",
+            key: company.clone(),
+            source,
+        })?;
         manufacturer_data.insert(id, bytes);
     }
     let mut service_data = BTreeMap::new();
     for (uuid, data) in line.service_data {
-        let bytes = hex::decode(&data).map_err(|e| format!("service data of {uuid}: {e}"))?;
+        let bytes = hex::decode(&data).map_err(|source| LineError::Hex {
+            what: "service data",
+            key: uuid.to_string(),
+            source,
+        })?;
         service_data.insert(uuid, bytes);
     }
     Ok(Advertisement {
@@ -198,7 +233,10 @@ mod tests {
         let results: Vec<_> = Reader::new(file.as_slice()).collect();
         let lines: Vec<Result<u64, (usize, String)>> = results
             .into_iter()
-            .map(|r| r.map(|a| a.at_ms).map_err(|e| (e.line, e.reason)))
+            .map(|r| {
+                r.map(|a| a.at_ms)
+                    .map_err(|e| (e.line, e.reason.to_string()))
+            })
             .collect();
         assert_eq!(lines.len(), 6, "{lines:?}");
         assert_eq!(lines[0], Ok(1_000));

@@ -73,17 +73,32 @@ pub struct Verifier {
     keys: RwLock<HashMap<String, (Algorithm, DecodingKey)>>,
 }
 
-fn decoding_key(alg: &str, pem: &str) -> Result<(Algorithm, DecodingKey), String> {
+/// Why a verification key cannot be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The PEM does not hold a key of the named algorithm.
+    #[error("not {expected} public key in PEM: {source}")]
+    NotAKey {
+        /// The kind of key the algorithm needs.
+        expected: &'static str,
+        /// The parser's reason.
+        source: jsonwebtoken::errors::Error,
+    },
+    /// An algorithm other than EdDSA or ES256.
+    #[error("algorithm `{0}` is not accepted; use EdDSA or ES256")]
+    Algorithm(String),
+}
+
+fn decoding_key(alg: &str, pem: &str) -> Result<(Algorithm, DecodingKey), KeyError> {
+    let not_a = |expected| move |source| KeyError::NotAKey { expected, source };
     match alg {
         "EdDSA" => DecodingKey::from_ed_pem(pem.as_bytes())
             .map(|k| (Algorithm::EdDSA, k))
-            .map_err(|e| format!("not an Ed25519 public key in PEM: {e}")),
+            .map_err(not_a("an Ed25519")),
         "ES256" => DecodingKey::from_ec_pem(pem.as_bytes())
             .map(|k| (Algorithm::ES256, k))
-            .map_err(|e| format!("not a P-256 public key in PEM: {e}")),
-        other => Err(format!(
-            "algorithm `{other}` is not accepted; use EdDSA or ES256"
-        )),
+            .map_err(not_a("a P-256")),
+        other => Err(KeyError::Algorithm(other.to_string())),
     }
 }
 
@@ -116,7 +131,7 @@ impl Verifier {
                 "kid `{kid}` must be 1-64 characters of a-z, A-Z, 0-9, `-`, `_` or `.`"
             )));
         }
-        let key = decoding_key(&alg, &pem).map_err(DomainError::Invalid)?;
+        let key = decoding_key(&alg, &pem).map_err(|e| DomainError::Invalid(e.to_string()))?;
         let (k, a, p) = (kid.clone(), alg, pem);
         store
             .write(move |ctx| token_keys::install_local(ctx.conn(), &k, &a, &p, ctx.now_ms()))

@@ -414,7 +414,7 @@ fn apply_env(
             Err(reason) => {
                 problems.push(ConfigProblem::Invalid {
                     key: format!("{dotted} (from {var})"),
-                    reason,
+                    reason: reason.to_string(),
                 });
                 continue;
             }
@@ -436,23 +436,36 @@ fn apply_env(
     }
 }
 
-fn parse_like(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+/// An environment variable's value that does not parse as its key's type.
+#[derive(Debug, thiserror::Error)]
+#[error("expected {expected}, found `{found}`")]
+struct EnvValueError {
+    expected: &'static str,
+    found: String,
+}
+
+/// `raw` parsed as the type of the key's default.
+fn parse_like(default: &toml::Value, raw: &str) -> Result<toml::Value, EnvValueError> {
+    let wrong = |expected| EnvValueError {
+        expected,
+        found: raw.to_string(),
+    };
     match default {
         toml::Value::Integer(_) => raw
             .trim()
             .parse::<i64>()
             .map(toml::Value::Integer)
-            .map_err(|_| format!("expected a whole number, found `{raw}`")),
+            .map_err(|_| wrong("a whole number")),
         toml::Value::Boolean(_) => raw
             .trim()
             .parse::<bool>()
             .map(toml::Value::Boolean)
-            .map_err(|_| format!("expected `true` or `false`, found `{raw}`")),
+            .map_err(|_| wrong("`true` or `false`")),
         toml::Value::Float(_) => raw
             .trim()
             .parse::<f64>()
             .map(toml::Value::Float)
-            .map_err(|_| format!("expected a number, found `{raw}`")),
+            .map_err(|_| wrong("a number")),
         _ => Ok(toml::Value::String(raw.to_string())),
     }
 }

@@ -228,7 +228,7 @@ pub(super) fn validate(mqtt: &MqttConfig, problems: &mut Vec<ConfigProblem>) -> 
     check_range(problems, "mqtt.segment_count", mqtt.segment_count, 1, 64);
     for (i, entry) in mqtt.bridge.iter().enumerate() {
         if let Err(reason) = check_bridge(entry) {
-            invalid(problems, &format!("mqtt.bridge[{i}]"), reason);
+            invalid(problems, &format!("mqtt.bridge[{i}]"), reason.to_string());
         }
     }
     // The broker keeps this as a u16 of milliseconds.
@@ -242,14 +242,26 @@ pub(super) fn validate(mqtt: &MqttConfig, problems: &mut Vec<ConfigProblem>) -> 
     listeners
 }
 
-fn check_bridge(entry: &BridgeEntry) -> Result<(), String> {
+/// Why a bridge entry is refused.
+#[derive(Debug, thiserror::Error)]
+enum BridgeError {
+    #[error("filter `{0}` is not a topic path under the event's tree")]
+    NotATopicPath(String),
+    #[error("filter `{0}`: `+` and `#` must be whole levels, `#` the last")]
+    Wildcards(String),
+    #[error(
+        "an `out` entry publishes on one topic, which must start with `hub/` (no wildcards); `{0}` does not"
+    )]
+    OutTopic(String),
+    #[error("an `out` entry names one channel, without `{{n}}`")]
+    OutChannel,
+}
+
+fn check_bridge(entry: &BridgeEntry) -> Result<(), BridgeError> {
     let levels: Vec<&str> = entry.filter.split('/').collect();
     let level_ok = |l: &str| !l.is_empty() && !l.starts_with('$') && l.len() <= 64;
     if entry.filter.is_empty() || !levels.iter().all(|l| level_ok(l)) {
-        return Err(format!(
-            "filter `{}` is not a topic path under the event's tree",
-            entry.filter
-        ));
+        return Err(BridgeError::NotATopicPath(entry.filter.clone()));
     }
     let wild = levels.iter().filter(|l| matches!(**l, "+" | "#")).count();
     if levels.iter().any(|l| l.contains(['+', '#']) && l.len() > 1)
@@ -258,19 +270,13 @@ fn check_bridge(entry: &BridgeEntry) -> Result<(), String> {
             .position(|l| *l == "#")
             .is_some_and(|p| p + 1 != levels.len())
     {
-        return Err(format!(
-            "filter `{}`: `+` and `#` must be whole levels, `#` the last",
-            entry.filter
-        ));
+        return Err(BridgeError::Wildcards(entry.filter.clone()));
     }
     match entry.direction {
-        BridgeDirection::Out if wild > 0 || !entry.filter.starts_with("hub/") => Err(format!(
-            "an `out` entry publishes on one topic, which must start with `hub/` (no wildcards); `{}` does not",
-            entry.filter
-        )),
-        BridgeDirection::Out if entry.channel.contains('{') => {
-            Err("an `out` entry names one channel, without `{n}`".into())
+        BridgeDirection::Out if wild > 0 || !entry.filter.starts_with("hub/") => {
+            Err(BridgeError::OutTopic(entry.filter.clone()))
         }
+        BridgeDirection::Out if entry.channel.contains('{') => Err(BridgeError::OutChannel),
         _ => Ok(()),
     }
 }

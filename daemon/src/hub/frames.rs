@@ -164,6 +164,20 @@ pub struct FrameError {
     pub ref_id: Option<String>,
 }
 
+/// Why a known frame type's payload is refused (the `invalid` error frame's message).
+#[derive(Debug, thiserror::Error)]
+enum PayloadError {
+    #[error("`{kind}` payload: {source}")]
+    Fields {
+        kind: String,
+        source: serde_json::Error,
+    },
+    #[error("`{kind}` lists more than {MAX_LIST} {name}")]
+    TooMany { kind: String, name: &'static str },
+    #[error("`status` must be online, away, dnd or offline, not `{0}`")]
+    Status(String),
+}
+
 #[derive(Deserialize)]
 struct Envelope {
     #[serde(rename = "type")]
@@ -289,25 +303,29 @@ pub fn decode(text: &str) -> Result<(Option<String>, ClientFrame), FrameError> {
         id => id,
     };
     let kind = envelope.kind;
-    let invalid = |message: String| FrameError {
+    let invalid = |e: PayloadError| FrameError {
         code: "invalid",
-        message,
+        message: e.to_string(),
         ref_id: id.clone(),
     };
     let payload = envelope.payload;
     // Payload fields of this type, with the type named in the error.
-    fn fields<T: DeserializeOwned>(kind: &str, payload: Value) -> Result<T, String> {
+    fn fields<T: DeserializeOwned>(kind: &str, payload: Value) -> Result<T, PayloadError> {
         let payload = match payload {
             Value::Null => Value::Object(Default::default()),
             other => other,
         };
-        serde_json::from_value(payload).map_err(|e| format!("`{kind}` payload: {e}"))
+        serde_json::from_value(payload).map_err(|source| PayloadError::Fields {
+            kind: kind.to_string(),
+            source,
+        })
     }
-    let list = |name: &str, items: Vec<String>| -> Result<Vec<String>, String> {
-        match items.len() <= MAX_LIST {
-            true => Ok(items),
-            false => Err(format!("`{kind}` lists more than {MAX_LIST} {name}")),
-        }
+    let list = |name: &'static str, items: Vec<String>| match items.len() <= MAX_LIST {
+        true => Ok(items),
+        false => Err(PayloadError::TooMany {
+            kind: kind.clone(),
+            name,
+        }),
     };
     let frame = match kind.as_str() {
         "ping" => Ok(ClientFrame::Ping),
@@ -356,12 +374,7 @@ pub fn decode(text: &str) -> Result<(Option<String>, ClientFrame), FrameError> {
         "presence.update" => fields::<Presence>(&kind, payload).and_then(|p| {
             Status::parse(&p.status)
                 .map(|status| ClientFrame::PresenceUpdate { status })
-                .ok_or_else(|| {
-                    format!(
-                        "`status` must be online, away, dnd or offline, not `{}`",
-                        p.status
-                    )
-                })
+                .ok_or(PayloadError::Status(p.status))
         }),
         "presence.subscribe" | "presence.unsubscribe" => {
             fields::<Users>(&kind, payload).and_then(|u| {

@@ -146,15 +146,15 @@ pub(super) async fn run(mut rx: LinkRx, ingest: Arc<Ingest>, mut stop: watch::Re
 
 /// Subscriptions go through the same publisher path as publishes would block; the link's
 /// `subscribe` is a short blocking send into the router's queue, so it runs off the runtime.
-async fn subscribe(handle: &MqttHandle, filter: String) -> Result<(), String> {
+async fn subscribe(handle: &MqttHandle, filter: String) -> Result<(), super::SubscribeError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let gone = |_| super::SubscribeError::PublisherGone;
     handle
         .tx
         .send(super::Outgoing::Subscribe(filter, tx))
         .await
-        .map_err(|_| "the publisher thread is gone".to_string())?;
-    rx.await
-        .map_err(|_| "the publisher thread is gone".to_string())?
+        .map_err(gone)?;
+    rx.await.map_err(|_| super::SubscribeError::PublisherGone)?
 }
 
 fn dispatch(ingest: &Arc<Ingest>, topic: &str, payload: Vec<u8>) {

@@ -66,6 +66,17 @@ pub enum MqttError {
     Store(#[from] DomainError),
 }
 
+/// Why the daemon's own link could not subscribe.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SubscribeError {
+    /// The embedded broker refused it.
+    #[error("the broker refused the subscription: {0}")]
+    Refused(Box<rumqttd::local::LinkError>),
+    /// The publisher thread has stopped (the broker is shutting down or failed).
+    #[error("the MQTT publisher thread is gone")]
+    PublisherGone,
+}
+
 pub(crate) enum Outgoing {
     Publish {
         topic: String,
@@ -73,7 +84,7 @@ pub(crate) enum Outgoing {
         retain: bool,
     },
     /// A subscription of the daemon's link.
-    Subscribe(String, oneshot::Sender<Result<(), String>>),
+    Subscribe(String, oneshot::Sender<Result<(), SubscribeError>>),
     /// Answered once everything queued before it is in the broker's queue.
     Flush(oneshot::Sender<()>),
 }
@@ -506,7 +517,7 @@ fn spawn_publisher(mut link: rumqttd::local::LinkTx, mut rx: mpsc::Receiver<Outg
                         }
                     }
                     Outgoing::Subscribe(filter, done) => {
-                        let _ = done.send(link.subscribe(filter).map(|_| ()).map_err(|e| e.to_string()));
+                        let _ = done.send(link.subscribe(filter).map(|_| ()).map_err(|e| SubscribeError::Refused(Box::new(e))));
                     }
                     Outgoing::Flush(done) => {
                         let _ = done.send(());

@@ -2,6 +2,7 @@
 //! attendee; both facts are kept, the earliest by HLC is the check-in, and the others are flagged
 //! for staff in `conflicts` (DESIGN §5, business conflicts).
 
+use super::BodyError;
 use rusqlite::{Connection, params};
 use sync_agent::Op;
 
@@ -13,15 +14,12 @@ pub(super) struct Body {
     device_id: Option<String>,
 }
 
-pub(super) fn parse(op: &Op) -> Result<Body, String> {
-    let body = op
-        .body
-        .as_object()
-        .ok_or_else(|| "the body must be a JSON object".to_string())?;
+pub(super) fn parse(op: &Op) -> Result<Body, BodyError> {
+    let body = op.body.as_object().ok_or(BodyError::NotAnObject)?;
     let device_id = match body.get("device_id") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) if crate::config::is_valid_id(s) => Some(s.clone()),
-        Some(other) => return Err(format!("`device_id` must be a device id, found {other}")),
+        other => return Err(BodyError::expected("device_id", "a device id", other)),
     };
     Ok(Body { device_id })
 }

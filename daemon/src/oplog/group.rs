@@ -2,6 +2,7 @@
 //! observed-remove set. An add tags each member with `{op id}/{user}`; a remove names the tags
 //! it saw, so a concurrent add on another appliance survives a remove that did not see it.
 
+use super::BodyError;
 use rusqlite::{Connection, params};
 use sync_agent::Op;
 
@@ -27,29 +28,26 @@ pub(super) enum Body {
     Remove(Vec<String>),
 }
 
-fn ids(op: &Op, field: &str, max: usize) -> Result<Vec<String>, String> {
-    let list = op
-        .body
-        .get(field)
+fn ids(op: &Op, field: &'static str, max: usize) -> Result<Vec<String>, BodyError> {
+    let value = op.body.get(field);
+    let list = value
         .and_then(|v| v.as_array())
-        .ok_or_else(|| format!("`{field}` must be a list"))?;
+        .ok_or_else(|| BodyError::expected(field, "a list of ids", value))?;
     if list.len() > max {
-        return Err(format!("`{field}` lists more than {max}"));
+        return Err(BodyError::TooMany { field, max });
     }
     list.iter()
         .map(|v| match v.as_str() {
             Some(s) if !s.is_empty() && s.len() <= 200 => Ok(s.to_string()),
-            _ => Err(format!("`{field}` must hold ids, found {v}")),
+            _ => Err(BodyError::expected(field, "a list of ids", Some(v))),
         })
         .collect()
 }
 
-pub(super) fn parse(op: &Op) -> Result<Body, String> {
-    let text = |field: &str| match op.body.get(field).and_then(|v| v.as_str()) {
-        Some(s) if !s.is_empty() && s.len() <= 200 => Ok(s.to_string()),
-        other => Err(format!(
-            "`{field}` must be a string of 1-200 bytes, found {other:?}"
-        )),
+pub(super) fn parse(op: &Op) -> Result<Body, BodyError> {
+    let text = |field: &'static str| match op.body.get(field) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 200 => Ok(s.clone()),
+        other => Err(BodyError::expected(field, "a string of 1-200 bytes", other)),
     };
     if op.kind == CREATE {
         return Ok(Body::Create {
@@ -61,7 +59,11 @@ pub(super) fn parse(op: &Op) -> Result<Body, String> {
     match op.body.get("action").and_then(|a| a.as_str()) {
         Some("add") => Ok(Body::Add(ids(op, "user_ids", MAX_MEMBERS)?)),
         Some("remove") => Ok(Body::Remove(ids(op, "tags", 10 * MAX_MEMBERS)?)),
-        other => Err(format!("`action` must be add or remove, found {other:?}")),
+        _ => Err(BodyError::expected(
+            "action",
+            "add or remove",
+            op.body.get("action"),
+        )),
     }
 }
 

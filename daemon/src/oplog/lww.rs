@@ -3,6 +3,7 @@
 //! Table and column names come only from the static [`ENTITIES`] list, never from input, so the
 //! SQL built here from them is safe.
 
+use super::BodyError;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 use sync_agent::Op;
@@ -224,18 +225,12 @@ fn describe(ty: FieldType) -> &'static str {
 
 /// The known fields of the op's body, checked. Unknown fields are left out (a newer node may
 /// send fields this one does not store; the op log keeps them).
-pub(super) fn parse(entity: &Entity, op: &Op) -> Result<Vec<(&'static str, Value)>, String> {
-    let body = op
-        .body
-        .as_object()
-        .ok_or_else(|| "the body must be a JSON object of fields".to_string())?;
+pub(super) fn parse(entity: &Entity, op: &Op) -> Result<Vec<(&'static str, Value)>, BodyError> {
+    let body = op.body.as_object().ok_or(BodyError::NotAnObject)?;
     let mut fields = Vec::new();
     for (name, ty) in entity.fields {
         if let Some(value) = body.get(*name) {
-            fields.push((
-                *name,
-                check_field(name, *ty, value).map_err(|e| e.to_string())?,
-            ));
+            fields.push((*name, check_field(name, *ty, value)?));
         }
     }
     Ok(fields)

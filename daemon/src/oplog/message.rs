@@ -2,6 +2,7 @@
 //! channel in the order it learns of them (`seq`, local); the op id makes a message unique
 //! everywhere, so a message synced back to its origin is not stored twice.
 
+use super::BodyError;
 use rusqlite::{Connection, params};
 use sync_agent::Op;
 
@@ -22,17 +23,19 @@ pub(super) struct Body {
 }
 
 /// The string `field` of the op's body, 1 to `max` bytes.
-fn text(op: &Op, field: &str, max: usize) -> Result<String, String> {
+fn text(op: &Op, field: &'static str, max: usize) -> Result<String, BodyError> {
     match op.body.get(field) {
         Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= max => Ok(s.clone()),
-        other => Err(format!(
-            "`{field}` must be a string of 1-{max} bytes, found {other:?}"
+        other => Err(BodyError::expected(
+            field,
+            format!("a string of 1-{max} bytes"),
+            other,
         )),
     }
 }
 
-pub(super) fn parse(op: &Op) -> Result<Body, String> {
-    let text = |field: &str, max: usize| text(op, field, max);
+pub(super) fn parse(op: &Op) -> Result<Body, BodyError> {
+    let text = |field: &'static str, max: usize| text(op, field, max);
     Ok(Body {
         channel: text("channel", 200)?,
         sender: text("sender", 128)?,
@@ -40,7 +43,7 @@ pub(super) fn parse(op: &Op) -> Result<Body, String> {
         reply_to: match op.body.get("reply_to") {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(s)) if s.len() <= 128 => Some(s.clone()),
-            Some(other) => return Err(format!("`reply_to` must be a message id, found {other}")),
+            other => return Err(BodyError::expected("reply_to", "a message id", other)),
         },
     })
 }
@@ -111,8 +114,8 @@ pub(super) enum Change {
     },
 }
 
-pub(super) fn parse_change(op: &Op) -> Result<Change, String> {
-    let text = |field: &str, max: usize| text(op, field, max);
+pub(super) fn parse_change(op: &Op) -> Result<Change, BodyError> {
+    let text = |field: &'static str, max: usize| text(op, field, max);
     match op.kind.as_str() {
         EDIT => Ok(Change::Edit {
             content: text("content", MAX_CONTENT_BYTES)?,
@@ -121,12 +124,18 @@ pub(super) fn parse_change(op: &Op) -> Result<Change, String> {
         _ => {
             let emoji = text("emoji", MAX_EMOJI_BYTES)?;
             if emoji.chars().any(char::is_whitespace) {
-                return Err("`emoji` must not contain spaces".into());
+                let found = op.body.get("emoji");
+                return Err(BodyError::expected(
+                    "emoji",
+                    "an emoji without spaces",
+                    found,
+                ));
             }
-            let add = match op.body.get("action").and_then(|a| a.as_str()) {
+            let action = op.body.get("action");
+            let add = match action.and_then(|a| a.as_str()) {
                 Some("add") => true,
                 Some("remove") => false,
-                other => return Err(format!("`action` must be add or remove, found {other:?}")),
+                _ => return Err(BodyError::expected("action", "add or remove", action)),
             };
             let tags = match op.body.get("tags") {
                 None | Some(serde_json::Value::Null) if add => Vec::new(),
@@ -134,10 +143,14 @@ pub(super) fn parse_change(op: &Op) -> Result<Change, String> {
                     .iter()
                     .map(|t| t.as_str().map(str::to_string))
                     .collect::<Option<Vec<_>>>()
-                    .ok_or("`tags` must be op ids")?,
+                    .ok_or_else(|| {
+                        BodyError::expected("tags", "a list of op ids", op.body.get("tags"))
+                    })?,
                 other => {
-                    return Err(format!(
-                        "`tags` must list the removed reactions' op ids (removes only), found {other:?}"
+                    return Err(BodyError::expected(
+                        "tags",
+                        "the removed reactions' op ids (removes only)",
+                        other,
                     ));
                 }
             };

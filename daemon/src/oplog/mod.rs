@@ -16,6 +16,7 @@
 //!
 //! Every rule gives the same state whatever order the ops arrive in.
 
+mod body;
 mod checkin;
 pub mod group;
 mod lww;
@@ -25,6 +26,8 @@ pub mod presence;
 
 use rusqlite::{Connection, params};
 use sync_agent::Op;
+
+pub use body::BodyError;
 
 pub use lww::{ENTITIES, Entity, FieldError, FieldType, PRIVACY_LEVELS, check_field};
 
@@ -68,7 +71,7 @@ pub enum ApplyError {
         /// The entity the op names.
         entity_id: String,
         /// What was wrong.
-        reason: String,
+        reason: BodyError,
     },
     /// The entity exists in another event.
     #[error("`{entity_id}` belongs to event `{existing}`, not `{scope}`")]
@@ -97,26 +100,20 @@ impl From<rusqlite::Error> for ApplyError {
 /// Applies `op` and appends it to the log, or does nothing if its id is already logged.
 /// Must run inside a transaction (the writer's job savepoint), so a refused op leaves no trace.
 pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyError> {
-    let invalid = |reason: String| ApplyError::InvalidBody {
+    let invalid = |reason: BodyError| ApplyError::InvalidBody {
         kind: op.kind.clone(),
         entity_id: op.entity_id.clone(),
         reason,
     };
     if op.entity_id.is_empty() || op.entity_id.len() > 128 {
-        return Err(invalid("entity id must be 1-128 bytes".into()));
+        return Err(invalid(BodyError::EntityId));
     }
     if op.hlc.wall_ms > sync_agent::hlc::MAX_WALL_MS {
         // Stored as SQLite's signed integer: a larger value would turn negative and sort first.
-        return Err(invalid(format!(
-            "hlc.wall_ms {} does not fit a signed 64-bit integer",
-            op.hlc.wall_ms
-        )));
+        return Err(invalid(BodyError::WallMs(op.hlc.wall_ms)));
     }
     if !crate::config::is_valid_id(&op.scope) {
-        return Err(invalid(format!(
-            "scope `{}` is not a valid event id",
-            op.scope
-        )));
+        return Err(invalid(BodyError::Scope(op.scope.clone())));
     }
     // Validate before logging, so the log never holds an op its kind cannot apply.
     let rule = if op.kind == CHECKIN_RECORD {
@@ -236,10 +233,10 @@ fn logged_ops(
         let (seq, id, v, wall, counter, node, origin, scope, kind, entity_id, body, extra) = row?;
         // These columns were written from a valid op by `apply`; a parse failure means the file
         // was edited by hand, and is reported rather than skipped.
-        let corrupt = |what: &str| ApplyError::InvalidBody {
+        let corrupt = |column: &'static str| ApplyError::InvalidBody {
             kind: kind.clone(),
             entity_id: entity_id.clone(),
-            reason: format!("logged op {seq} has a corrupt {what}"),
+            reason: BodyError::Corrupt { seq, column },
         };
         let extra = match extra {
             Some(text) => match serde_json::from_str(&text) {

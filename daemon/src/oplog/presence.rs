@@ -8,6 +8,7 @@
 //! Transitions are personal location data: they are also purged after the retention period
 //! ([`purge_before`]), ops included. This is the one place where ops leave the log.
 
+use super::BodyError;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use sync_agent::Op;
@@ -27,23 +28,18 @@ pub(super) struct Transition {
     at_ms: i64,
 }
 
-pub(super) fn parse_transition(op: &Op) -> Result<Transition, String> {
+pub(super) fn parse_transition(op: &Op) -> Result<Transition, BodyError> {
     let kind = match op.body.get("kind").and_then(Value::as_str) {
         Some(k @ ("entered" | "moved" | "left")) => k.to_string(),
-        other => {
-            return Err(format!(
-                "`kind` must be entered, moved or left, found {other:?}"
-            ));
+        _ => {
+            let found = op.body.get("kind");
+            return Err(BodyError::expected("kind", "entered, moved or left", found));
         }
     };
     let zone_id = match op.body.get("zone_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(z)) if crate::config::is_valid_id(z) => Some(z.clone()),
-        Some(other) => {
-            return Err(format!(
-                "`zone_id` must be a zone id or null, found {other}"
-            ));
-        }
+        other => return Err(BodyError::expected("zone_id", "a zone id or null", other)),
     };
     let at_ms = at_ms(op, "at_ms")?;
     Ok(Transition {
@@ -53,16 +49,16 @@ pub(super) fn parse_transition(op: &Op) -> Result<Transition, String> {
     })
 }
 
-pub(super) fn parse_forget(op: &Op) -> Result<i64, String> {
+pub(super) fn parse_forget(op: &Op) -> Result<i64, BodyError> {
     at_ms(op, "before_ms")
 }
 
-fn at_ms(op: &Op, field: &str) -> Result<i64, String> {
-    op.body
-        .get(field)
+fn at_ms(op: &Op, field: &'static str) -> Result<i64, BodyError> {
+    let value = op.body.get(field);
+    value
         .and_then(Value::as_i64)
         .filter(|t| *t >= 0)
-        .ok_or_else(|| format!("`{field}` must be milliseconds since the epoch"))
+        .ok_or_else(|| BodyError::expected(field, "milliseconds since the epoch", value))
 }
 
 fn forgotten_until(conn: &Connection, attendee: &str) -> Result<Option<i64>, ApplyError> {

@@ -285,9 +285,12 @@ fn oldest_staged_age(dir: &Path) -> f64 {
 /// Deletes snapshots older than the retention (always keeping the newest), then every level-0
 /// file wholly before the oldest snapshot kept (always keeping the newest level-0 file), so every
 /// kept snapshot still has its increments and "latest" never meets a gap.
-async fn retention<S: ReplicaStore>(s3: &S, retention_ms: i64) -> Result<(), String> {
+async fn retention<S: ReplicaStore>(
+    s3: &S,
+    retention_ms: i64,
+) -> Result<(), sync_agent::replica::store::StoreError> {
     let now = crate::store::now_ms() as i64;
-    let mut snapshots = s3.list(SNAPSHOT_LEVEL).await.map_err(|e| e.to_string())?;
+    let mut snapshots = s3.list(SNAPSHOT_LEVEL).await?;
     snapshots.sort_by_key(|f| f.max_txid);
     let Some(newest) = snapshots.last().cloned() else {
         return Ok(());
@@ -295,13 +298,13 @@ async fn retention<S: ReplicaStore>(s3: &S, retention_ms: i64) -> Result<(), Str
     let (old, kept): (Vec<FileInfo>, Vec<FileInfo>) = snapshots
         .into_iter()
         .partition(|f| f.max_txid != newest.max_txid && now - f.created_ms > retention_ms);
-    s3.delete(&old).await.map_err(|e| e.to_string())?;
+    s3.delete(&old).await?;
     let floor = kept
         .iter()
         .map(|f| f.max_txid)
         .min()
         .unwrap_or(newest.max_txid);
-    let mut l0 = s3.list(0).await.map_err(|e| e.to_string())?;
+    let mut l0 = s3.list(0).await?;
     l0.sort_by_key(|f| f.max_txid);
     let last = l0.last().map(|f| f.max_txid).unwrap_or(0);
     let drop: Vec<FileInfo> = l0
@@ -311,7 +314,7 @@ async fn retention<S: ReplicaStore>(s3: &S, retention_ms: i64) -> Result<(), Str
     if !drop.is_empty() {
         tracing::info!(files = drop.len(), below_txid = floor, "replica retention");
     }
-    s3.delete(&drop).await.map_err(|e| e.to_string())
+    s3.delete(&drop).await
 }
 
 /// A restore target that does not parse.
