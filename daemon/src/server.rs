@@ -69,6 +69,8 @@ pub struct Daemon {
     bridge_stream: Option<crate::store::Subscription>,
     sync_task: Option<tokio::task::JoinHandle<()>>,
     replica_task: Option<tokio::task::JoinHandle<()>>,
+    /// Turned true once on shutdown; every long-running task watches it.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the BLE side will run: the source, its scanners (id, zone, offset), and for the
@@ -153,7 +155,8 @@ impl Daemon {
                 None
             }
         };
-        let (sync, sync_task) = match crate::sync::start(&config, &store, &hub) {
+        let stop = tokio::sync::watch::Sender::new(false);
+        let (sync, sync_task) = match crate::sync::start(&config, &store, &hub, stop.subscribe()) {
             Ok(Some((handle, task))) => {
                 subsystems.set("sync", SubsystemState::Ok);
                 (Some(handle), Some(task))
@@ -167,7 +170,10 @@ impl Daemon {
         let replica_task = match &replica {
             Some(r) => {
                 subsystems.set("replica", SubsystemState::Ok);
-                Some(r.start(&config.replica, store.clone()).await)
+                Some(
+                    r.start(&config.replica, store.clone(), stop.subscribe())
+                        .await,
+                )
             }
             None => {
                 subsystems.set("replica", SubsystemState::Disabled);
@@ -201,6 +207,7 @@ impl Daemon {
             bridge_stream,
             sync_task,
             replica_task,
+            stop,
         })
     }
 
@@ -251,10 +258,11 @@ impl Daemon {
             bridge_stream,
             sync_task,
             replica_task,
+            stop: stop_tx,
             ..
         } = self;
         let drain = Duration::from_secs(state.config.http.shutdown_timeout_secs);
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_rx = stop_tx.subscribe();
         let mut background = tokio::task::JoinSet::new();
         let adverts = ble.map(|plan| start_ble(&state, plan, &mut background, stop_rx.clone()));
         background.spawn(
@@ -284,7 +292,11 @@ impl Daemon {
             )
         });
         let retention_ms = state.config.store.idempotency_retention_hours * 3_600_000;
-        let purger = tokio::spawn(purge_idempotency_keys(state.store.clone(), retention_ms));
+        background.spawn(purge_idempotency_keys(
+            state.store.clone(),
+            retention_ms,
+            stop_rx.clone(),
+        ));
         let store = state.store.clone();
 
         let (begun_tx, mut begun_rx) = tokio::sync::oneshot::channel::<()>();
@@ -333,19 +345,13 @@ impl Daemon {
             }
         };
         drop(serve);
-        purger.abort();
-        // Sync stops between calls or mid-call; either way its cursors are where the last
-        // commit left them, and the next start resumes from there.
-        if let Some(task) = sync_task {
-            task.abort();
-            let _ = task.await;
+        // Sync stops mid-call (see `sync_agent::agent::spawn` for why that is safe), the replica
+        // between uploads. Both were started before `serve` and saw the same stop signal.
+        for task in [sync_task, replica_task].into_iter().flatten() {
+            background.spawn(async move {
+                let _ = task.await;
+            });
         }
-        // Staged files stay on disk and are uploaded after the next start.
-        if let Some(task) = replica_task {
-            task.abort();
-            let _ = task.await;
-        }
-        let _ = purger.await;
         // Background tasks saw the stop signal; give them a moment to write what they decided.
         let finish = async { while background.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(STORE_CLOSE_TIMEOUT_SECS), finish)
@@ -552,10 +558,17 @@ async fn ensure_event(store: &Store, config: &Config) -> Result<(), DomainError>
     Ok(())
 }
 
-async fn purge_idempotency_keys(store: Store, retention_ms: u64) {
+async fn purge_idempotency_keys(
+    store: Store,
+    retention_ms: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut every = tokio::time::interval(Duration::from_secs(IDEMPOTENCY_PURGE_INTERVAL_SECS));
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
         let result = store
             .write(move |ctx| idempotency::purge(ctx.conn(), ctx.now_ms(), retention_ms))
             .await;

@@ -200,6 +200,7 @@ pub fn start(
     config: &Config,
     store: &Store,
     hub: &Hub,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<(AgentHandle, tokio::task::JoinHandle<()>)>, StartError> {
     let sync = &config.sync;
     if sync.relay_url.is_empty() {
@@ -227,7 +228,7 @@ pub fn start(
     agent_config.pull_wait = std::time::Duration::from_secs(sync.pull_wait_secs);
     agent_config.heartbeat = std::time::Duration::from_secs(sync.heartbeat_secs);
     let sync_store = Arc::new(StoreSync::new(store.clone(), hub.clone(), &config.event.id));
-    let (handle, task) = agent::spawn(sync_store, agent_config)?;
+    let (handle, task) = agent::spawn(sync_store, agent_config, shutdown)?;
     tracing::info!(relay = %sync.relay_url, "sync agent started");
     Ok(Some((handle, task)))
 }

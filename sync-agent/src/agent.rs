@@ -252,10 +252,17 @@ impl Errors {
 #[error("cannot build the sync agent's HTTP client: {0}")]
 pub struct SpawnError(#[from] reqwest::Error);
 
-/// Starts the agent on the current runtime; it runs until the returned task is aborted.
+/// Starts the agent on the current runtime; it runs until `shutdown` turns true (or the
+/// returned task is aborted).
+///
+/// Stopping cancels whatever call is in flight, which is safe at any point: a push the relay
+/// never acknowledged is sent again after the next start and the relay ignores the ops it
+/// already has (idempotent by op id), and a pulled batch is applied together with its cursor in
+/// one store transaction, so it is either wholly applied or pulled again.
 pub fn spawn<S: SyncStore>(
     store: Arc<S>,
     config: AgentConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(AgentHandle, tokio::task::JoinHandle<()>), SpawnError> {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
@@ -278,12 +285,17 @@ pub fn spawn<S: SyncStore>(
     let task = tokio::spawn(async move {
         let push = tokio::spawn(push_loop(inner.clone()));
         let pull = tokio::spawn(pull_loop(inner.clone()));
-        // Abort both when this task is aborted.
+        // Abort both when this task ends or is aborted.
         let _guards = (
             AbortOnDrop(push.abort_handle()),
             AbortOnDrop(pull.abort_handle()),
         );
-        let _ = tokio::join!(push, pull);
+        tokio::select! {
+            _ = async { tokio::join!(push, pull) } => {}
+            _ = shutdown.wait_for(|stop| *stop) => {
+                tracing::debug!("sync agent stopped");
+            }
+        }
     });
     Ok((AgentHandle { status, wake }, task))
 }

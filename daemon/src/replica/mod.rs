@@ -111,8 +111,15 @@ impl Replica {
         ))
     }
 
-    /// Starts the timer and the uploader.
-    pub async fn start(&self, config: &ReplicaConfig, store: Store) -> tokio::task::JoinHandle<()> {
+    /// Starts the timer and the uploader; both run until `shutdown` turns true. An upload in
+    /// flight is abandoned: staged files stay on disk and go out after the next start, which
+    /// also takes a full copy (a restart is a break in continuity the replica cannot prove).
+    pub async fn start(
+        &self,
+        config: &ReplicaConfig,
+        store: Store,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         let s3 = s3(config, location(config)).await;
         let interval = Duration::from_millis(config.sync_interval_ms);
         let snapshot_every = Duration::from_secs(config.snapshot_interval_secs);
@@ -125,7 +132,13 @@ impl Replica {
             let _ = store.ping().await;
             let mut tick = tokio::time::interval(interval);
             loop {
-                tick.tick().await;
+                let stopping = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = shutdown.wait_for(|stop| *stop) => true,
+                };
+                if stopping {
+                    return;
+                }
                 let (needs_writer, _) = {
                     let me2 = me.clone();
                     tokio::task::spawn_blocking(move || {
