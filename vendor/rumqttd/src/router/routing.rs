@@ -227,7 +227,11 @@ impl Router {
             self.consume();
         }
 
-        // self.send_all_alerts();
+        // venue-edge patch 2: alerts go out as they happen to whoever registered an alerts
+        // link, so an embedder that spawns the router itself (no metrics timer) sees them too.
+        if !self.alerts.is_empty() && !self.alertlog.alerts.is_empty() {
+            self.send_alerts();
+        }
         Ok(())
     }
 
@@ -285,7 +289,8 @@ impl Router {
 
             let connection_id = self.connection_map.get(&client_id);
             if let Some(connection_id) = connection_id {
-                error!(
+                // venue-edge patch 3: a takeover is what MQTT specifies, not an error.
+                info!(
                     "Duplicate client_id, dropping previous connection with connection_id: {}",
                     connection_id
                 );
@@ -413,7 +418,7 @@ impl Router {
         let client_id = match &self.obufs.get(id) {
             Some(v) => v.client_id.clone(),
             None => {
-                error!("no-connection id {} is already gone", id);
+                debug!("no-connection id {} is already gone", id);
                 return;
             }
         };
@@ -433,7 +438,7 @@ impl Router {
             let outgoing = match self.obufs.get_mut(id) {
                 Some(v) => v,
                 None => {
-                    error!("no-connection id {} is already gone", id);
+                    debug!("no-connection id {} is already gone", id);
                     return;
                 }
             };
@@ -536,7 +541,7 @@ impl Router {
         let incoming = match self.ibufs.get_mut(id) {
             Some(v) => v,
             None => {
-                error!("no-connection id {} is already gone", id);
+                debug!("no-connection id {} is already gone", id);
                 return;
             }
         };
@@ -1003,7 +1008,7 @@ impl Router {
         let outgoing = match self.obufs.get_mut(id) {
             Some(v) => v,
             None => {
-                error!("Connection is already disconnected");
+                debug!("Connection is already disconnected");
                 return Some(());
             }
         };
@@ -1513,13 +1518,18 @@ fn forward_device_data(
             request.cursor, start, request.filter
         );
 
-        warn!(
+        // venue-edge patch 1: reported through the alert below (with the count), which an
+        // embedder can rate-limit; a warning per jump floods the log under load.
+        debug!(
             request_cursor = ?request.cursor,
             start_cursor = ?start,
             error
         );
 
-        let alert = alert::cursorjump(&outgoing.client_id, &request.filter, 0);
+        // venue-edge patch 1: the offsets are absolute within the filter's log, so the jump is
+        // exactly the number of messages this subscription will never see.
+        let lost = start.1.saturating_sub(request.cursor.1) as usize;
+        let alert = alert::cursorjump(&outgoing.client_id, &request.filter, lost);
         alertlog.log(alert);
     }
 

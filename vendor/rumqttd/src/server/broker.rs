@@ -577,8 +577,10 @@ async fn remote<P: Protocol>(
         Ok(_) => error!("connection-stop"),
         // No need to send a disconnect message when disconnection
         // originated internally in the router.
+        // venue-edge patch 3: the router ends a link on a takeover or its own disconnect;
+        // that is routine.
         Err(remote::Error::Link(e)) => {
-            error!(error=?e, "router-drop");
+            info!(error=?e, "router-drop");
             send_disconnect = false;
         }
         // Connection was closed by peer
@@ -587,9 +589,9 @@ async fn remote<P: Protocol>(
         {
             info!(error=?err, "disconnected");
         }
-        // Any other error
+        // Any other error: a client going away (reset, EOF, timeout) is routine too.
         Err(e) => {
-            error!(error=?e, "disconnected");
+            info!(error=?e, "disconnected");
         }
     };
 
