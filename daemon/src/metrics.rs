@@ -215,8 +215,8 @@ pub struct MqttMetrics {
     /// Messages for the daemon that were well-routed but unusable (bad JSON, unknown kiosk or
     /// attendee, ...), by reason.
     pub invalid: Family<WhyLabel, Counter>,
-    /// Messages the daemon could not take in because its queue was full.
-    pub dropped: Counter,
+    /// MQTT messages not delivered, by reason (`mqtt::losses::Reason`).
+    pub dropped: Family<WhyLabel, Counter>,
     /// Times the broker paused the daemon's link for a full buffer (then woken).
     pub link_unscheduled: Counter,
     /// Clients closed for silence past 1.5 × their keep-alive (stalls of venued taken out).
@@ -237,7 +237,7 @@ impl MqttMetrics {
             publishes_out: Counter::default(),
             rejected: Family::default(),
             invalid: Family::default(),
-            dropped: Counter::default(),
+            dropped: Family::default(),
             link_unscheduled: Counter::default(),
             keep_alive_expired: Counter::default(),
             checkins: Family::default(),
@@ -281,7 +281,7 @@ impl MqttMetrics {
         );
         registry.register(
             "venued_mqtt_dropped",
-            "Messages to the daemon dropped because its queue was full",
+            "MQTT messages not delivered, by reason: subscriber_behind (a subscriber fell further behind a filter's log than the broker keeps), daemon_behind (the same for the daemon's own link), daemon_queue, bridge_behind, presence_queue (the daemon's own queues were full)",
             m.dropped.clone(),
         );
         registry.register(

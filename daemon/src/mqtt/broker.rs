@@ -8,6 +8,7 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 
+use rumqttd::alerts::AlertsLink;
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::v5::V5;
@@ -48,6 +49,8 @@ pub(super) struct Embedded {
     pub(super) v5: Option<SocketAddr>,
     /// The listener tasks; aborting them closes the listeners.
     pub(super) listeners: Vec<tokio::task::JoinHandle<()>>,
+    /// The router's alerts (messages a subscriber lost by falling behind).
+    pub(super) alerts: AlertsLink,
 }
 
 /// Starts the router, the loopback listeners and the daemon's link. Devices are checked again
@@ -115,6 +118,8 @@ pub(super) fn start(
         }
         false => None,
     };
+    let alerts =
+        AlertsLink::new(router_tx.clone()).map_err(|e| BrokerError::Link(e.to_string()))?;
     let (tx, rx, _connack) = LinkBuilder::new(super::DAEMON_CLIENT_ID, router_tx)
         .build()
         .map_err(|e| BrokerError::Link(e.to_string()))?;
@@ -124,6 +129,7 @@ pub(super) fn start(
         v4: v4_addr,
         v5: v5_addr,
         listeners,
+        alerts,
     })
 }
 

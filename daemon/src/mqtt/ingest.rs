@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::losses::Reason;
 use super::topics::Topic;
 use super::{MqttHandle, envelope, publish_active_alerts};
 use crate::domain::checkins::{self, CheckinRequest};
@@ -42,6 +43,7 @@ pub(super) struct Ingest {
     handle: MqttHandle,
     event_id: String,
     metrics: MqttMetrics,
+    losses: Arc<super::losses::Losses>,
     adverts: Option<mpsc::Sender<Advertisement>>,
     checkins: Arc<Semaphore>,
     pending: Arc<Semaphore>,
@@ -53,6 +55,7 @@ impl Ingest {
         handle: MqttHandle,
         event_id: String,
         metrics: MqttMetrics,
+        losses: Arc<super::losses::Losses>,
         adverts: Option<mpsc::Sender<Advertisement>>,
         inbox: Option<super::Inbox>,
     ) -> Self {
@@ -60,6 +63,7 @@ impl Ingest {
             handle,
             event_id,
             metrics,
+            losses,
             adverts,
             checkins: Arc::new(Semaphore::new(CHECKIN_CONCURRENCY)),
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
@@ -77,14 +81,10 @@ impl Ingest {
                     drop(slot);
                 });
             }
-            Err(_) => {
-                self.metrics.dropped.inc();
-                tracing::warn!(
-                    topic,
-                    pending = MAX_PENDING,
-                    "too many device messages pending; dropped one (the device retries)"
-                );
-            }
+            // A QoS 1 device retries (its check-in's idempotency key absorbs the repeat).
+            Err(_) => self
+                .losses
+                .dropped(Reason::DaemonQueue, 1, super::DAEMON_CLIENT_ID, topic),
         }
     }
 
@@ -172,11 +172,9 @@ fn dispatch(ingest: &Arc<Ingest>, topic: &str, payload: Vec<u8>) {
             .try_send((path.to_string(), payload.clone()))
             .is_err()
         {
-            ingest.metrics.dropped.inc();
-            tracing::warn!(
-                topic,
-                "the bridge is behind; an MQTT message for the hub was dropped"
-            );
+            ingest
+                .losses
+                .dropped(Reason::BridgeBehind, 1, super::DAEMON_CLIENT_ID, topic);
         }
     }
     let Some(parsed) = ingest.handle.tree.parse(topic) else {
@@ -216,14 +214,14 @@ fn dispatch(ingest: &Arc<Ingest>, topic: &str, payload: Vec<u8>) {
         Topic::GatewayRaw { gateway } => {
             let now = crate::store::now_ms();
             match gateway::decode_raw(gateway, &payload, now) {
-                Ok(advert) => forward_advert(ingest, advert),
+                Ok(advert) => forward_advert(ingest, topic, advert),
                 Err(_) => ingest.invalid("bad_gateway_advert"),
             }
         }
         Topic::GatewayEspresense { gateway } => {
             let now = crate::store::now_ms();
             match gateway::decode_espresense(gateway, &payload).map(|s| s.into_advert(now)) {
-                Ok(Some(advert)) => forward_advert(ingest, advert),
+                Ok(Some(advert)) => forward_advert(ingest, topic, advert),
                 Ok(None) | Err(_) => ingest.invalid("bad_gateway_advert"),
             }
         }
@@ -232,14 +230,16 @@ fn dispatch(ingest: &Arc<Ingest>, topic: &str, payload: Vec<u8>) {
     }
 }
 
-fn forward_advert(ingest: &Ingest, advert: Advertisement) {
+fn forward_advert(ingest: &Ingest, topic: &str, advert: Advertisement) {
     let Some(adverts) = &ingest.adverts else {
         ingest.invalid("ble_presence_off");
         return;
     };
     if adverts.try_send(advert).is_err() {
         // Presence is a degradable extra: a full queue drops the newest sighting.
-        ingest.metrics.dropped.inc();
+        ingest
+            .losses
+            .dropped(Reason::PresenceQueue, 1, super::DAEMON_CLIENT_ID, topic);
     }
 }
 

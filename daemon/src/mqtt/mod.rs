@@ -10,6 +10,7 @@ mod broker;
 pub mod front;
 mod ingest;
 pub mod keepalive;
+pub mod losses;
 pub mod packet;
 pub mod topics;
 
@@ -262,6 +263,8 @@ pub struct Mqtt {
     stop_tx: watch::Sender<bool>,
     listeners: Vec<Listener>,
     broker_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The broker's alerts, followed once serving.
+    alerts: rumqttd::alerts::AlertsLink,
     bound: Bound,
 }
 
@@ -373,6 +376,7 @@ impl Mqtt {
             stop_tx,
             listeners,
             broker_tasks: embedded.listeners,
+            alerts: embedded.alerts,
             bound,
         })
     }
@@ -396,10 +400,17 @@ impl Mqtt {
         inbox: Option<Inbox>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> MqttStop {
+        let losses = Arc::new(losses::Losses::new(self.front.metrics.clone()));
+        tasks.spawn(losses::follow_alerts(
+            self.alerts,
+            losses.clone(),
+            self.front.stop.clone(),
+        ));
         let ingest = Arc::new(ingest::Ingest::new(
             self.handle.clone(),
             event_id,
             self.front.metrics.clone(),
+            losses,
             adverts,
             inbox,
         ));

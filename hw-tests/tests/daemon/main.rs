@@ -18,6 +18,7 @@ mod hub_social;
 mod idempotency;
 mod journal;
 mod mqtt;
+mod mqtt_loss;
 mod presence;
 mod relay_api;
 mod replica;

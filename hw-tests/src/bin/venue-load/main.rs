@@ -642,7 +642,7 @@ async fn mqtt_fanin(
     summary["bridged"] = metric_sum(&venued, "venued_mqtt_bridged_total")
         .await?
         .into();
-    summary["dropped_by_daemon_queue"] = metric_sum(&venued, "venued_mqtt_dropped_total")
+    summary["dropped"] = metric_sum(&venued, "venued_mqtt_dropped_total")
         .await?
         .into();
     summary["link_unscheduled"] = metric_sum(&venued, "venued_mqtt_link_unscheduled_total")
