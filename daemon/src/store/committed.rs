@@ -14,7 +14,6 @@
 //! (Zone transitions deleted by the retention purge or a `forget` before it caught up are gone,
 //! as intended.)
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use sync_agent::Op;
@@ -30,11 +29,6 @@ pub const CAPACITY: usize = 1024;
 pub const MAX_BATCH_OPS: usize = 4096;
 /// Ops read back from the store per query while a subscriber catches up.
 const RESYNC_CHUNK: u32 = 1000;
-/// Recent batches the writer keeps a reference to, so that it, not a subscriber, usually drops
-/// the last one: freeing a group's ops on the thread that allocated them is markedly cheaper
-/// than freeing them on another (the system allocator locks the allocating thread's arena for
-/// a foreign free), and the writer is the store's bottleneck either way.
-const KEPT_BY_WRITER: usize = 32;
 
 /// One committed op and its position in this appliance's log (`ops.seq`).
 #[derive(Debug)]
@@ -77,8 +71,6 @@ pub(crate) struct Publisher {
     /// The highest seq published; locked while publishing and subscribing, so a new subscriber
     /// starts exactly after what it will not receive.
     last: Mutex<i64>,
-    /// The last [`KEPT_BY_WRITER`] batches (only the writer touches it).
-    kept: Mutex<VecDeque<Arc<Batch>>>,
 }
 
 impl Publisher {
@@ -87,7 +79,6 @@ impl Publisher {
         Self {
             tx: broadcast::channel(CAPACITY).0,
             last: Mutex::new(last_seq),
-            kept: Mutex::new(VecDeque::with_capacity(KEPT_BY_WRITER + 1)),
         }
     }
 
@@ -100,19 +91,10 @@ impl Publisher {
             true => ops,
             false => Vec::new(),
         };
-        let batch = Arc::new(Batch { ops, through });
-        {
-            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-            *last = (*last).max(through);
-            // No receiver is not an error: nothing subscribed yet.
-            let _ = self.tx.send(Arc::clone(&batch));
-        }
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.push_back(batch);
-        if kept.len() > KEPT_BY_WRITER {
-            // Every subscriber is normally done with it by now, so it is freed here.
-            drop(kept.pop_front());
-        }
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        *last = (*last).max(through);
+        // No receiver is not an error: nothing subscribed yet.
+        let _ = self.tx.send(Arc::new(Batch { ops, through }));
     }
 
     fn last(&self) -> i64 {
