@@ -11,7 +11,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -71,7 +70,8 @@ pub struct Front {
     /// Shutdown: listeners stop accepting and connections close.
     pub stop: watch::Receiver<bool>,
     sessions: Arc<Sessions>,
-    last_log_ms: AtomicU64,
+    /// One refusal warning per second at most.
+    warnings: super::log_limit::LogLimit,
     /// The time this process was not running (see [`super::keepalive`]).
     stall: Arc<std::sync::Mutex<super::keepalive::StallClock>>,
 }
@@ -167,7 +167,7 @@ impl Front {
             slots: Arc::new(Semaphore::new(config.max_connections)),
             stop,
             sessions,
-            last_log_ms: AtomicU64::new(0),
+            warnings: super::log_limit::LogLimit::new(LOG_INTERVAL_MS),
             stall: start_stall_clock(),
         }
     }
@@ -182,14 +182,7 @@ impl Front {
 
     /// Logs a refusal unless one was logged in the last second (they are all counted).
     fn warn(&self, peer: IpAddr, client: &str, what: &str, reason: &str) {
-        let now = crate::store::now_ms();
-        let last = self.last_log_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= LOG_INTERVAL_MS
-            && self
-                .last_log_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.warnings.allow(crate::store::now_ms()) {
             tracing::warn!(%peer, client, reason, "MQTT {what} refused (further refusals within 1 s are only counted in /metrics)");
         }
     }

@@ -3,12 +3,11 @@
 //! filter's log than the log keeps) reach the daemon as rumqttd alerts, the daemon's own queues
 //! report theirs directly.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use rumqttd::alerts::AlertsLink;
 use rumqttd::{Alert, AlertKind};
 use tokio::sync::watch;
 
+use super::log_limit::LogLimit;
 use crate::metrics::{MqttMetrics, WhyLabel};
 
 /// At most one warning per reason class per this many milliseconds; every drop is counted.
@@ -45,7 +44,7 @@ impl Reason {
 /// The drop counter and its warning's rate limit.
 pub struct Losses {
     metrics: MqttMetrics,
-    last_log_ms: AtomicU64,
+    warnings: LogLimit,
 }
 
 impl Losses {
@@ -53,7 +52,7 @@ impl Losses {
     pub fn new(metrics: MqttMetrics) -> Self {
         Self {
             metrics,
-            last_log_ms: AtomicU64::new(0),
+            warnings: LogLimit::new(LOG_INTERVAL_MS),
         }
     }
 
@@ -66,14 +65,7 @@ impl Losses {
                 reason: reason.label(),
             })
             .inc_by(count);
-        let now = crate::store::now_ms();
-        let last = self.last_log_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= LOG_INTERVAL_MS
-            && self
-                .last_log_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.warnings.allow(crate::store::now_ms()) {
             tracing::warn!(
                 reason = reason.label(),
                 count,

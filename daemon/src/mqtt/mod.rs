@@ -10,6 +10,7 @@ mod broker;
 pub mod front;
 mod ingest;
 pub mod keepalive;
+mod log_limit;
 pub mod losses;
 pub mod packet;
 pub mod topics;

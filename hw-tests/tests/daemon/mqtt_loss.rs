@@ -11,6 +11,8 @@ use rumqttc::QoS;
 const PUBLISHERS: usize = 10;
 const SUBSCRIBERS: usize = 10;
 const PER_PUBLISHER: usize = 5_000;
+const MAX_PACKET: usize = 64 * 1024;
+const FILTER: &str = "venue/default/alert/info/+";
 /// Brings a message to the size of a gateway's advert report (about 180 bytes), so the run is
 /// several times what the broker keeps per filter by default (3 MiB).
 const PADDING: &str = "{\"id\":\"C0:00:00:00:00:01\",\"rssi\":-58,\"manufacturerdata\":\"4c000215f7826da64fa24e988024bc5b71e0893e00010001c5\",\"servicedata\":\"0000\"}";
@@ -95,13 +97,12 @@ async fn collect(mut client: mqtt::Client, expected: usize) -> HashMap<String, V
     got
 }
 
-/// Ten gateways publish alerts (QoS 0, as fast as they can) that ten signage displays all
-/// subscribe to; the payload is a sequence number and padding, which the daemon's own alert
-/// handler counts as invalid and does not store, so only the broker's fan-out is measured. Before #14 about half
-/// of the 500,000 deliveries vanished with every drop counter at 0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn regression_fan_out_under_load_delivers_every_message_or_counts_it() {
-    let dir = tempfile::tempdir().unwrap();
+/// A venued with `PUBLISHERS` gateways connected and `displays` signage displays subscribed to
+/// [`FILTER`] (QoS 0); its temporary directory is kept alive by the caller.
+async fn fan_out_venue(
+    dir: &tempfile::TempDir,
+    displays: usize,
+) -> (Venued, Vec<mqtt::Client>, Vec<mqtt::Client>) {
     let venued = VenuedBuilder::new(&dir.path().join("data"))
         .spawn()
         .await
@@ -113,38 +114,37 @@ async fn regression_fan_out_under_load_delivers_every_message_or_counts_it() {
         let password = admin.device(&id, "gateway").await.unwrap();
         gateways.push(connect(&venued, &id, &password).await);
     }
-    let mut displays = Vec::new();
-    for d in 0..SUBSCRIBERS {
+    let mut subscribers = Vec::new();
+    for d in 0..displays {
         let id = format!("display-{d}");
         let password = admin.device(&id, "signage").await.unwrap();
         let client = connect(&venued, &id, &password).await;
         client
             .client
-            .subscribe("venue/default/alert/info/+", QoS::AtMostOnce)
+            .subscribe(FILTER, QoS::AtMostOnce)
             .await
             .unwrap();
-        displays.push(client);
+        subscribers.push(client);
     }
-    wait_subscribed(&gateways[0], &mut displays).await;
-    let before = dropped_for_clients(&venued.metrics().await.unwrap());
+    wait_subscribed(&gateways[0], &mut subscribers).await;
+    (venued, gateways, subscribers)
+}
 
-    let expected = PUBLISHERS * PER_PUBLISHER;
-    let readers: Vec<_> = displays
-        .into_iter()
-        .map(|d| tokio::spawn(collect(d, expected)))
-        .collect();
+/// Every gateway publishes `per` messages (QoS 0, as fast as it can) on its own alert topic,
+/// then disconnects; the clients, once all are done.
+async fn publish_all(gateways: Vec<mqtt::Client>, per: usize) -> Vec<mqtt::Client> {
     let writers: Vec<_> = gateways
         .into_iter()
         .enumerate()
         .map(|(g, gateway)| {
             tokio::spawn(async move {
                 let topic = format!("venue/default/alert/info/gw-{g}");
-                for seq in 0..PER_PUBLISHER {
-                    gateway
+                for seq in 0..per {
+                    let payload = format!("{seq} {PADDING}");
+                    let publish = gateway
                         .client
-                        .publish(&topic, QoS::AtMostOnce, false, format!("{seq} {PADDING}"))
-                        .await
-                        .unwrap();
+                        .publish(&topic, QoS::AtMostOnce, false, payload);
+                    publish.await.unwrap();
                 }
                 // rumqttc writes out what it queued before it sends DISCONNECT.
                 gateway.client.disconnect().await.unwrap();
@@ -152,10 +152,28 @@ async fn regression_fan_out_under_load_delivers_every_message_or_counts_it() {
             })
         })
         .collect();
-    let mut keep = Vec::new();
+    let mut done = Vec::new();
     for w in writers {
-        keep.push(w.await.unwrap());
+        done.push(w.await.unwrap());
     }
+    done
+}
+
+/// Ten gateways publish alerts (QoS 0, as fast as they can) that ten signage displays all
+/// subscribe to; the payload is a sequence number and padding, which the daemon's own alert
+/// handler counts as invalid and does not store, so only the broker's fan-out is measured.
+/// Before #14 about half of the 500,000 deliveries vanished with every drop counter at 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_fan_out_under_load_delivers_every_message_or_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (venued, gateways, displays) = fan_out_venue(&dir, SUBSCRIBERS).await;
+    let before = dropped_for_clients(&venued.metrics().await.unwrap());
+    let expected = PUBLISHERS * PER_PUBLISHER;
+    let readers: Vec<_> = displays
+        .into_iter()
+        .map(|d| tokio::spawn(collect(d, expected)))
+        .collect();
+    let _gateways = publish_all(gateways, PER_PUBLISHER).await;
     let mut missing = 0usize;
     for r in readers {
         let got = r.await.unwrap();
@@ -186,100 +204,59 @@ async fn regression_fan_out_under_load_delivers_every_message_or_counts_it() {
 }
 
 /// An MQTT 3.1.1 subscriber on a bare socket that, after its SUBACK, reads nothing until told:
-/// a display whose network stalled. Returns the socket.
+/// a display whose network stalled (rumqttc's client always reads, so its codec is used here
+/// directly). Keep-alive 120 s: the run is far shorter, so the front does not close it.
 async fn stalled_subscriber(
     venued: &Venued,
     id: &str,
     password: &str,
     filter: &str,
 ) -> tokio::net::TcpStream {
+    use rumqttc::mqttbytes::v4::{Connect, Packet, Subscribe};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(venued.mqtt_addr("tcp").await.unwrap())
         .await
         .unwrap();
-    let string = |s: &str| {
-        let mut out = (s.len() as u16).to_be_bytes().to_vec();
-        out.extend(s.as_bytes());
-        out
-    };
-    // CONNECT: protocol "MQTT" level 4, flags username + password + clean session, keep-alive
-    // 120 s (the run is far shorter, so the front does not close it for silence).
-    let mut body = string("MQTT");
-    body.extend([4, 0b1100_0010, 0, 120]);
-    body.extend(string(id));
-    body.extend(string(id));
-    body.extend(string(password));
-    socket.write_all(&frame(0x10, &body)).await.unwrap();
-    let mut connack = [0u8; 4];
-    socket.read_exact(&mut connack).await.unwrap();
-    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
-    let mut body = vec![0, 1];
-    body.extend(string(filter));
-    body.push(0);
-    socket.write_all(&frame(0x82, &body)).await.unwrap();
-    let mut suback = [0u8; 5];
-    socket.read_exact(&mut suback).await.unwrap();
-    assert_eq!(suback, [0x90, 3, 0, 1, 0], "SUBACK with QoS 0");
+    let mut out = bytes::BytesMut::new();
+    let mut connect = Connect::new(id);
+    connect.keep_alive = 120;
+    connect.set_login(id, password);
+    connect.write(&mut out).unwrap();
+    Subscribe::new(filter, QoS::AtMostOnce)
+        .write(&mut out)
+        .unwrap();
+    socket.write_all(&out).await.unwrap();
+    let mut input = bytes::BytesMut::new();
+    let mut acks = Vec::new();
+    while acks.len() < 2 {
+        match Packet::read(&mut input, MAX_PACKET) {
+            Ok(packet) => acks.push(packet),
+            Err(_) => assert!(socket.read_buf(&mut input).await.unwrap() > 0, "closed"),
+        }
+    }
+    assert!(
+        matches!(&acks[0], Packet::ConnAck(a) if a.code == rumqttc::ConnectReturnCode::Success)
+    );
+    assert!(matches!(&acks[1], Packet::SubAck(_)));
     socket
 }
 
-/// A packet: fixed header byte, remaining length, body.
-fn frame(header: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![header];
-    let mut len = body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend(body);
-    out
-}
-
-/// Reads the QoS 0 PUBLISH packets on `socket` until it has been quiet for 3 s; how many.
+/// Reads the PUBLISH packets on `socket` (probes aside) until it has been quiet for 3 s; how
+/// many.
 async fn drain_publishes(socket: &mut tokio::net::TcpStream) -> usize {
+    use rumqttc::mqttbytes::v4::Packet;
     use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut input = bytes::BytesMut::new();
     let mut count = 0;
     loop {
-        match tokio::time::timeout(Duration::from_secs(3), socket.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend(&chunk[..n]),
-            _ => return count,
-        }
-        // Whole packets off the front of the buffer.
-        loop {
-            let mut len = 0usize;
-            let mut at = 1;
-            let mut shift = 0;
-            let complete = loop {
-                let Some(byte) = buf.get(at) else { break None };
-                len |= usize::from(byte & 0x7f) << shift;
-                shift += 7;
-                at += 1;
-                if byte & 0x80 == 0 {
-                    break Some(at + len);
-                }
-            };
-            match complete {
-                Some(end) if end <= buf.len() => {
-                    if buf[0] & 0xf0 == 0x30 {
-                        let topic_len = usize::from(u16::from_be_bytes([buf[at], buf[at + 1]]));
-                        let payload = &buf[at + 2 + topic_len..end];
-                        if payload != b"probe" {
-                            count += 1;
-                        }
-                    }
-                    buf.drain(..end);
-                }
-                _ => break,
+        while let Ok(packet) = Packet::read(&mut input, MAX_PACKET) {
+            if matches!(packet, Packet::Publish(p) if p.payload != "probe") {
+                count += 1;
             }
+        }
+        match tokio::time::timeout(Duration::from_secs(3), socket.read_buf(&mut input)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return count,
         }
     }
 }
@@ -293,60 +270,19 @@ async fn a_stalled_subscriber_falls_behind_and_every_lost_message_is_counted() {
     const HEALTHY: usize = 4;
     const PER: usize = 20_000;
     let dir = tempfile::tempdir().unwrap();
-    let venued = VenuedBuilder::new(&dir.path().join("data"))
-        .spawn()
+    let (venued, gateways, displays) = fan_out_venue(&dir, HEALTHY).await;
+    let password = Admin::new(&venued)
+        .device("display-stalled", "signage")
         .await
         .unwrap();
-    let admin = Admin::new(&venued);
-    let mut gateways = Vec::new();
-    for g in 0..PUBLISHERS {
-        let id = format!("gw-{g}");
-        let password = admin.device(&id, "gateway").await.unwrap();
-        gateways.push(connect(&venued, &id, &password).await);
-    }
-    let filter = "venue/default/alert/info/+";
-    let password = admin.device("display-stalled", "signage").await.unwrap();
-    let mut stalled = stalled_subscriber(&venued, "display-stalled", &password, filter).await;
-    let mut displays = Vec::new();
-    for d in 0..HEALTHY {
-        let id = format!("display-{d}");
-        let password = admin.device(&id, "signage").await.unwrap();
-        let client = connect(&venued, &id, &password).await;
-        client
-            .client
-            .subscribe(filter, QoS::AtMostOnce)
-            .await
-            .unwrap();
-        displays.push(client);
-    }
-    wait_subscribed(&gateways[0], &mut displays).await;
+    let mut stalled = stalled_subscriber(&venued, "display-stalled", &password, FILTER).await;
     let before = dropped_for_clients(&venued.metrics().await.unwrap());
-
     let expected = PUBLISHERS * PER;
     let readers: Vec<_> = displays
         .into_iter()
         .map(|d| tokio::spawn(collect(d, expected)))
         .collect();
-    let mut writers = Vec::new();
-    for (g, gateway) in gateways.into_iter().enumerate() {
-        writers.push(tokio::spawn(async move {
-            let topic = format!("venue/default/alert/info/gw-{g}");
-            for seq in 0..PER {
-                let payload = format!("{seq} {PADDING}");
-                gateway
-                    .client
-                    .publish(&topic, QoS::AtMostOnce, false, payload)
-                    .await
-                    .unwrap();
-            }
-            gateway.client.disconnect().await.unwrap();
-            gateway
-        }));
-    }
-    let mut keep = Vec::new();
-    for w in writers {
-        keep.push(w.await.unwrap());
-    }
+    let _gateways = publish_all(gateways, PER).await;
     let mut healthy_missing = 0;
     for r in readers {
         let got = r.await.unwrap();
