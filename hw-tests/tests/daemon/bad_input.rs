@@ -531,3 +531,34 @@ async fn regression_an_unwritable_stderr_does_not_stop_the_daemon() {
         every.tick().await;
     }
 }
+
+/// Found by the soak (CI, 2026-12-06): a restart on a full disk that could not start wrote its
+/// reason with `eprintln!` to a stderr on the same disk, which panicked (exit 101) instead of
+/// exiting 1. A start that fails (its HTTP port is taken) with stderr unwritable exits 1.
+#[tokio::test]
+async fn regression_a_failed_start_with_an_unwritable_stderr_exits_1_not_101() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let status = tokio::process::Command::new(binary("venued"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env(
+            "VENUED_HTTP_LISTEN",
+            taken.local_addr().unwrap().to_string(),
+        )
+        .env("VENUED_MQTT_ENABLED", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .kill_on_drop(true)
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(30), status)
+        .await
+        .expect("venued gives up on a taken port")
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+}

@@ -38,7 +38,14 @@ pub(crate) fn init(config: &LogConfig) {
                     .init();
                 return;
             }
-            Err(e) => eprintln!("venued: cannot reach journald ({e}); logging to stderr"),
+            Err(e) => {
+                // Not `eprintln!`: an unwritable stderr must not panic the daemon.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "venued: cannot reach journald ({e}); logging to stderr"
+                );
+            }
         }
     }
     tracing_subscriber::fmt()

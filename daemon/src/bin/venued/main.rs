@@ -92,7 +92,7 @@ fn main() -> ExitCode {
     let config = match config::load(path.as_deref(), &env, cli.data_dir.as_deref()) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("venued: {errors}");
+            say(format_args!("venued: {errors}"));
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("venued: cannot start the async runtime: {e}");
+            say(format_args!("venued: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("venued: {e:#}");
+            say(format_args!("venued: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -151,7 +151,7 @@ fn restore(
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("venued: cannot start the async runtime: {e}");
+            say(format_args!("venued: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -308,9 +308,10 @@ fn print_config(config: &Config, path: Option<&std::path::Path>) {
     println!("{}", config.effective());
 }
 
-/// A line on stderr for the operator, once the daemon runs. Unlike `eprintln!`, a stderr that
-/// cannot be written (a log file on a full disk) loses the line instead of panicking the daemon
-/// (the soak caught a restart on a full disk dying this way before READY=1).
+/// A line on stderr for the operator. Unlike `eprintln!`, a stderr that cannot be written (a
+/// log file on a full disk) loses the line instead of panicking the daemon: the soak caught a
+/// restart on a full disk dying this way before READY=1, and once more with exit status 101
+/// where a failed start's reason was written with `eprintln!`.
 fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
