@@ -77,7 +77,24 @@ struct Appliance {
 }
 
 impl Appliance {
+    /// Starts A as its systemd unit does (`Restart=on-failure`, `RestartSec=2`): a start that
+    /// fails (on a full disk, the demo kiosk's new password cannot be stored) is tried again
+    /// every 2 s, for up to 90 s.
     async fn start(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            match self.start_once().await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() < deadline => {
+                    note_failed_start(&e);
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn start_once(&self) -> anyhow::Result<()> {
         let venued = VenuedBuilder::new(&self.data)
             .arg("--demo")
             .env("VENUED_EVENT_ID", EVENT)
@@ -113,6 +130,17 @@ impl Appliance {
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
     }
+}
+
+/// A failed start, on the tool's stderr (its stdout is the JSON summary).
+fn note_failed_start(e: &anyhow::Error) {
+    use std::io::Write;
+    let first = e.to_string();
+    let first = first.lines().next().unwrap_or_default();
+    let _ = writeln!(
+        std::io::stderr(),
+        "venue-load: A did not start ({first}); again in 2 s"
+    );
 }
 
 /// What the clients were told was done.
