@@ -8,6 +8,8 @@
 //!   latency from publish to result (each result follows an fsync'd commit).
 //! - `mqtt-fanin`: BLE gateways publishing QoS 0 adverts into the daemon's link at a fixed
 //!   rate; every advert must come out in the presence engine's counter.
+//! - `mqtt-compare`: the same MQTT scenarios (fan-in, fan-out, QoS 1) against venued and a real
+//!   Mosquitto started by the tool, one after the other; both and their ratios.
 //! - `ws-acks`: WebSocket senders posting in session-less channels at a fixed total rate;
 //!   `message.send` → `ack` latency (each ack follows an fsync'd commit).
 //! - `ws-fanout`: N WebSocket subscribers of `announcements`; a staff sender posts; latency from
@@ -20,6 +22,7 @@
 //! - `soak`: a venue day with faults (a flapping relay, `kill -9`, a full disk); checks that
 //!   nothing acknowledged was lost or doubled and that memory and files stay flat.
 
+mod broker;
 mod hub;
 mod latency;
 mod replica;
@@ -179,6 +182,8 @@ enum Mode {
         #[arg(long, default_value_t = 0)]
         pad: usize,
     },
+    /// The same MQTT scenario against venued and against a real Mosquitto, and their ratios.
+    MqttCompare(broker::CompareArgs),
     /// One worker of ws-hold / ws-spread (started by them).
     #[command(hide = true)]
     WsWorker(hub::WorkerArgs),
@@ -237,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
             pad,
         } => hub::spread(connections, processes, rate, seconds, stalled, pad).await,
         Mode::WsWorker(args) => hub::worker(args).await,
+        Mode::MqttCompare(args) => broker::compare(args).await,
         Mode::Soak(args) => soak::soak(args).await,
         Mode::ReplicaLag { rate, seconds } => replica::lag(rate, seconds).await,
         Mode::ReplicaRestore { mib } => replica::restore(mib).await,
