@@ -148,12 +148,11 @@ pub(super) async fn run(mut rx: LinkRx, ingest: Arc<Ingest>, mut stop: watch::Re
 /// `subscribe` is a short blocking send into the router's queue, so it runs off the runtime.
 async fn subscribe(handle: &MqttHandle, filter: String) -> Result<(), super::SubscribeError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let gone = |_| super::SubscribeError::PublisherGone;
     handle
         .tx
         .send(super::Outgoing::Subscribe(filter, tx))
         .await
-        .map_err(gone)?;
+        .map_err(|_| super::SubscribeError::PublisherGone)?;
     rx.await.map_err(|_| super::SubscribeError::PublisherGone)?
 }
 

@@ -10,7 +10,8 @@ use tokio::sync::watch;
 use super::log_limit::LogLimit;
 use crate::metrics::{MqttMetrics, WhyLabel};
 
-/// At most one warning per reason class per this many milliseconds; every drop is counted.
+/// At most one loss warning (whatever its reason) per this many milliseconds; every drop is
+/// counted.
 const LOG_INTERVAL_MS: u64 = 1000;
 
 /// Why a message was dropped (the `reason` label of `venued_mqtt_dropped_total`).

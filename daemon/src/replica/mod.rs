@@ -132,12 +132,9 @@ impl Replica {
             let _ = store.ping().await;
             let mut tick = tokio::time::interval(interval);
             loop {
-                let stopping = tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = shutdown.wait_for(|stop| *stop) => true,
-                };
-                if stopping {
-                    return;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
                 }
                 let (needs_writer, _) = {
                     let me2 = me.clone();

@@ -38,14 +38,9 @@ pub(crate) fn init(config: &LogConfig) {
                     .init();
                 return;
             }
-            Err(e) => {
-                // Not `eprintln!`: an unwritable stderr must not panic the daemon.
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "venued: cannot reach journald ({e}); logging to stderr"
-                );
-            }
+            Err(e) => crate::say(format_args!(
+                "venued: cannot reach journald ({e}); logging to stderr"
+            )),
         }
     }
     tracing_subscriber::fmt()

@@ -312,7 +312,7 @@ fn print_config(config: &Config, path: Option<&std::path::Path>) {
 /// log file on a full disk) loses the line instead of panicking the daemon: the soak caught a
 /// restart on a full disk dying this way before READY=1, and once more with exit status 101
 /// where a failed start's reason was written with `eprintln!`.
-fn say(line: std::fmt::Arguments<'_>) {
+pub(crate) fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
 }
