@@ -37,6 +37,18 @@ pub struct Options<'a> {
     pub keep_alive: Option<Duration>,
 }
 
+impl<'a> Options<'a> {
+    /// A device logging in as itself (user name = client id), no will, the default keep-alive.
+    pub fn device(id: &'a str, password: &'a str) -> Self {
+        Self {
+            id,
+            credentials: Some((id, password)),
+            will: None,
+            keep_alive: None,
+        }
+    }
+}
+
 /// Connects to `addr` and waits for the CONNACK; an error names a refusal code.
 pub async fn connect(addr: SocketAddr, options: Options<'_>) -> anyhow::Result<Client> {
     let mut mqtt = MqttOptions::new(options.id, addr.ip().to_string(), addr.port());
@@ -135,4 +147,36 @@ impl Client {
     pub fn vanish(self) {
         self.driver.abort();
     }
+}
+
+/// The payload of [`await_subscribed`]'s probes; readers skip it.
+pub const PROBE: &[u8] = b"probe";
+
+/// Waits until every one of `subscribers` has its subscription in place: rumqttc does not report
+/// the SUBACK, so `publisher` sends a [`PROBE`] on `topic` (QoS 1) until each subscriber has
+/// received one, up to 50 times. Probes that arrive later are the readers' to skip.
+pub async fn await_subscribed(
+    publisher: &Client,
+    topic: &str,
+    subscribers: &mut [Client],
+) -> anyhow::Result<()> {
+    let mut ready = vec![false; subscribers.len()];
+    for _ in 0..50 {
+        publisher
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, PROBE)
+            .await?;
+        for (subscriber, ready) in subscribers.iter_mut().zip(ready.iter_mut()) {
+            while !*ready {
+                match subscriber.next(Duration::from_millis(200)).await {
+                    Some(Received::Message(_, p, _)) => *ready = p == PROBE,
+                    _ => break,
+                }
+            }
+        }
+        if ready.iter().all(|r| *r) {
+            return Ok(());
+        }
+    }
+    bail!("not every subscriber subscribed within 50 probes")
 }

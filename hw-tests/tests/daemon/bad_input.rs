@@ -484,6 +484,14 @@ async fn regression_a_body_sent_too_slowly_gets_a_json_408() {
     assert_eq!(body["error"]["code"], "request_timeout", "{body}");
 }
 
+/// A stderr every write to fails with ENOSPC, as on a full disk.
+fn dev_full() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap()
+}
+
 /// The soak caught a restart on a full disk never reaching READY=1: with stderr's file on the
 /// full disk, tracing-subscriber reported its failed write with `eprintln!`, which panicked the
 /// daemon (exit 101). With stderr unwritable (`/dev/full`), venued now serves anyway.
@@ -502,12 +510,7 @@ async fn regression_an_unwritable_stderr_does_not_stop_the_daemon() {
         .env("VENUED_HTTP_LISTEN", format!("127.0.0.1:{port}"))
         .env("VENUED_MQTT_ENABLED", "false")
         .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/full")
-                .unwrap(),
-        )
+        .stderr(dev_full())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -548,12 +551,7 @@ async fn regression_a_failed_start_with_an_unwritable_stderr_exits_1_not_101() {
         )
         .env("VENUED_MQTT_ENABLED", "false")
         .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/full")
-                .unwrap(),
-        )
+        .stderr(dev_full())
         .kill_on_drop(true)
         .status();
     let status = tokio::time::timeout(Duration::from_secs(30), status)

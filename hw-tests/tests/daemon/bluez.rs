@@ -80,12 +80,7 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
     // A display on MQTT watching the hall, and a phone following p1 on the hub.
     let mut wall = hw_tests::mqtt::connect(
         venued.mqtt_addr("tcp").await.unwrap(),
-        hw_tests::mqtt::Options {
-            id: "wall",
-            credentials: Some(("wall", &wall_pw)),
-            will: None,
-            keep_alive: None,
-        },
+        hw_tests::mqtt::Options::device("wall", &wall_pw),
     )
     .await
     .unwrap();

@@ -150,32 +150,16 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
         .await
         .unwrap();
     let addr = venued.mqtt_addr("tcp").await.unwrap();
-    let mut wall = mqtt::connect(
-        addr,
-        Options {
-            id: "wall",
-            credentials: Some(("wall", &wall_pw)),
-            will: None,
-            keep_alive: None,
-        },
-    )
-    .await
-    .unwrap();
+    let mut wall = mqtt::connect(addr, Options::device("wall", &wall_pw))
+        .await
+        .unwrap();
     wall.client
         .subscribe("venue/default/hub/announcements", QoS::AtLeastOnce)
         .await
         .unwrap();
-    let kiosk = mqtt::connect(
-        addr,
-        Options {
-            id: "kiosk-1",
-            credentials: Some(("kiosk-1", &kiosk_pw)),
-            will: None,
-            keep_alive: None,
-        },
-    )
-    .await
-    .unwrap();
+    let kiosk = mqtt::connect(addr, Options::device("kiosk-1", &kiosk_pw))
+        .await
+        .unwrap();
 
     let first = post(&mut writer, "m-1", "Keynote moves to Hall B").await;
     assert_eq!(
@@ -269,12 +253,7 @@ async fn announcements_are_durable_resumable_and_bridged_to_mqtt_without_loops()
     // alerts through the bridge (a staff member would be rate-limited at 10/s).
     let kiosk = mqtt::connect(
         venued.mqtt_addr("tcp").await.unwrap(),
-        Options {
-            id: "kiosk-1",
-            credentials: Some(("kiosk-1", &kiosk_pw)),
-            will: None,
-            keep_alive: None,
-        },
+        Options::device("kiosk-1", &kiosk_pw),
     )
     .await
     .unwrap();
@@ -576,12 +555,7 @@ async fn viewers_see_location_changes_only_as_far_as_each_persons_privacy_allows
 
     let gateway = mqtt::connect(
         venued.mqtt_addr("tcp").await.unwrap(),
-        Options {
-            id: "gw-a",
-            credentials: Some(("gw-a", &gw_pw)),
-            will: None,
-            keep_alive: None,
-        },
+        Options::device("gw-a", &gw_pw),
     )
     .await
     .unwrap();

@@ -15,12 +15,7 @@ async fn device(venued: &Venued, id: &str) -> anyhow::Result<mqtt::Client> {
     let password = std::fs::read_to_string(venued.data_dir.join(format!("{id}.password")))?;
     mqtt::connect(
         venued.mqtt_addr("tcp").await?,
-        Options {
-            id,
-            credentials: Some((id, password.trim())),
-            will: None,
-            keep_alive: None,
-        },
+        Options::device(id, password.trim()),
     )
     .await
 }
@@ -243,16 +238,7 @@ async fn devices_publish_only_on_their_own_topics_and_bad_logins_are_refused() {
 
     // Wrong password, a username that is not the client id, a bad client id, keep-alive 0:
     // each gets its CONNACK refusal, which mosquitto_sub reports.
-    let wrong = mqtt::connect(
-        addr,
-        Options {
-            id: "kiosk-1",
-            credentials: Some(("kiosk-1", "nope")),
-            will: None,
-            keep_alive: None,
-        },
-    )
-    .await;
+    let wrong = mqtt::connect(addr, Options::device("kiosk-1", "nope")).await;
     assert!(format!("{:?}", wrong.err()).contains("BadUserNamePassword"));
     let port = addr.port().to_string();
     for (args, says) in [

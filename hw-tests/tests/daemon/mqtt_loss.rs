@@ -32,46 +32,10 @@ fn dropped_for_clients(text: &str) -> f64 {
 async fn connect(venued: &Venued, id: &str, password: &str) -> mqtt::Client {
     mqtt::connect(
         venued.mqtt_addr("tcp").await.unwrap(),
-        Options {
-            id,
-            credentials: Some((id, password)),
-            will: None,
-            keep_alive: None,
-        },
+        Options::device(id, password),
     )
     .await
     .unwrap()
-}
-
-/// rumqttc does not report the SUBACK: probes go out (from gateway `gw-0`) until every display
-/// has seen one, so every subscription is in place before the measured run; later probes are
-/// skipped by the readers.
-async fn wait_subscribed(gateway: &mqtt::Client, displays: &mut [mqtt::Client]) {
-    let mut ready = vec![false; displays.len()];
-    for _ in 0..50 {
-        gateway
-            .client
-            .publish(
-                "venue/default/alert/info/gw-0",
-                QoS::AtLeastOnce,
-                false,
-                "probe",
-            )
-            .await
-            .unwrap();
-        for (display, ready) in displays.iter_mut().zip(ready.iter_mut()) {
-            while !*ready {
-                match display.next(Duration::from_millis(200)).await {
-                    Some(Received::Message(_, p, _)) => *ready = p == b"probe",
-                    _ => break,
-                }
-            }
-        }
-        if ready.iter().all(|r| *r) {
-            return;
-        }
-    }
-    panic!("not every display subscribed within 50 probes");
 }
 
 /// What one subscriber got: per publisher, the sequence numbers in arrival order.
@@ -81,7 +45,7 @@ async fn collect(mut client: mqtt::Client, expected: usize) -> HashMap<String, V
     // Quiet for 3 s after the last message: everything the broker will deliver has come.
     while total < expected {
         match client.next(Duration::from_secs(3)).await {
-            Some(Received::Message(_, payload, _)) if payload == b"probe" => {}
+            Some(Received::Message(_, payload, _)) if payload == mqtt::PROBE => {}
             Some(Received::Message(topic, payload, _)) => {
                 let seq = std::str::from_utf8(&payload)
                     .ok()
@@ -126,13 +90,29 @@ async fn fan_out_venue(
             .unwrap();
         subscribers.push(client);
     }
-    wait_subscribed(&gateways[0], &mut subscribers).await;
+    mqtt::await_subscribed(
+        &gateways[0],
+        "venue/default/alert/info/gw-0",
+        &mut subscribers,
+    )
+    .await
+    .unwrap();
     (venued, gateways, subscribers)
 }
 
-/// Every gateway publishes `per` messages (QoS 0, as fast as it can) on its own alert topic,
-/// then disconnects; the clients, once all are done.
-async fn publish_all(gateways: Vec<mqtt::Client>, per: usize) -> Vec<mqtt::Client> {
+/// The measured run: every display reads (see [`collect`]) while every gateway publishes `per`
+/// messages (QoS 0, as fast as it can) on its own alert topic and then disconnects; what each
+/// display got.
+async fn fan_out(
+    gateways: Vec<mqtt::Client>,
+    displays: Vec<mqtt::Client>,
+    per: usize,
+) -> Vec<HashMap<String, Vec<u64>>> {
+    let expected = gateways.len() * per;
+    let readers: Vec<_> = displays
+        .into_iter()
+        .map(|d| tokio::spawn(collect(d, expected)))
+        .collect();
     let writers: Vec<_> = gateways
         .into_iter()
         .enumerate()
@@ -152,11 +132,15 @@ async fn publish_all(gateways: Vec<mqtt::Client>, per: usize) -> Vec<mqtt::Clien
             })
         })
         .collect();
-    let mut done = Vec::new();
+    let mut gateways = Vec::new();
     for w in writers {
-        done.push(w.await.unwrap());
+        gateways.push(w.await.unwrap());
     }
-    done
+    let mut got = Vec::new();
+    for r in readers {
+        got.push(r.await.unwrap());
+    }
+    got
 }
 
 /// Ten gateways publish alerts (QoS 0, as fast as they can) that ten signage displays all
@@ -169,14 +153,8 @@ async fn regression_fan_out_under_load_delivers_every_message_or_counts_it() {
     let (venued, gateways, displays) = fan_out_venue(&dir, SUBSCRIBERS).await;
     let before = dropped_for_clients(&venued.metrics().await.unwrap());
     let expected = PUBLISHERS * PER_PUBLISHER;
-    let readers: Vec<_> = displays
-        .into_iter()
-        .map(|d| tokio::spawn(collect(d, expected)))
-        .collect();
-    let _gateways = publish_all(gateways, PER_PUBLISHER).await;
     let mut missing = 0usize;
-    for r in readers {
-        let got = r.await.unwrap();
+    for got in fan_out(gateways, displays, PER_PUBLISHER).await {
         for (topic, seqs) in &got {
             assert!(
                 seqs.windows(2).all(|w| w[0] < w[1]),
@@ -250,7 +228,7 @@ async fn drain_publishes(socket: &mut tokio::net::TcpStream) -> usize {
     let mut count = 0;
     loop {
         while let Ok(packet) = Packet::read(&mut input, MAX_PACKET) {
-            if matches!(packet, Packet::Publish(p) if p.payload != "probe") {
+            if matches!(packet, Packet::Publish(p) if p.payload != mqtt::PROBE) {
                 count += 1;
             }
         }
@@ -278,14 +256,8 @@ async fn a_stalled_subscriber_falls_behind_and_every_lost_message_is_counted() {
     let mut stalled = stalled_subscriber(&venued, "display-stalled", &password, FILTER).await;
     let before = dropped_for_clients(&venued.metrics().await.unwrap());
     let expected = PUBLISHERS * PER;
-    let readers: Vec<_> = displays
-        .into_iter()
-        .map(|d| tokio::spawn(collect(d, expected)))
-        .collect();
-    let _gateways = publish_all(gateways, PER).await;
     let mut healthy_missing = 0;
-    for r in readers {
-        let got = r.await.unwrap();
+    for got in fan_out(gateways, displays, PER).await {
         healthy_missing += expected - got.values().map(Vec::len).sum::<usize>();
     }
     // The stalled display reads again: what everyone got plus what was counted is everything.

@@ -55,6 +55,40 @@ pub(crate) struct CompareArgs {
     messages: usize,
 }
 
+/// What a scenario runs: who publishes how much, at what rate, to whom.
+struct Shape {
+    publishers: usize,
+    subscribers: usize,
+    qos: QoS,
+    /// Messages per publisher.
+    per: u64,
+    /// Messages per second per publisher (0: as fast as it can).
+    rate_each: f64,
+}
+
+impl CompareArgs {
+    fn shape(&self) -> Shape {
+        let rated = |qos| Shape {
+            publishers: 100,
+            subscribers: 1,
+            qos,
+            per: self.rate * self.seconds / 100,
+            rate_each: self.rate as f64 / 100.0,
+        };
+        match self.scenario {
+            Scenario::Fanin => rated(QoS::AtMostOnce),
+            Scenario::Qos1 => rated(QoS::AtLeastOnce),
+            Scenario::Fanout => Shape {
+                publishers: 10,
+                subscribers: 10,
+                qos: QoS::AtMostOnce,
+                per: self.messages as u64,
+                rate_each: 0.0,
+            },
+        }
+    }
+}
+
 /// A broker under test.
 enum Broker {
     Venued(hw_tests::Venued),
@@ -196,16 +230,7 @@ async fn client(
     id: &str,
 ) -> anyhow::Result<mqtt::Client> {
     let password = passwords.get(id).context("no password")?;
-    mqtt::connect(
-        broker.addr().await?,
-        Options {
-            id,
-            credentials: Some((id, password)),
-            will: None,
-            keep_alive: None,
-        },
-    )
-    .await
+    mqtt::connect(broker.addr().await?, Options::device(id, password)).await
 }
 
 fn now_micros() -> u64 {
@@ -213,37 +238,6 @@ fn now_micros() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
-}
-
-/// Probes from `gateway` until every display has seen one (rumqttc does not report SUBACKs).
-async fn wait_subscribed(
-    gateway: &mqtt::Client,
-    displays: &mut [mqtt::Client],
-) -> anyhow::Result<()> {
-    let mut ready = vec![false; displays.len()];
-    for _ in 0..50 {
-        gateway
-            .client
-            .publish(
-                "venue/default/alert/info/gw-0",
-                QoS::AtLeastOnce,
-                false,
-                "probe",
-            )
-            .await?;
-        for (display, ready) in displays.iter_mut().zip(ready.iter_mut()) {
-            while !*ready {
-                match display.next(Duration::from_millis(200)).await {
-                    Some(Received::Message(_, p, _)) => *ready = p == b"probe",
-                    _ => break,
-                }
-            }
-        }
-        if ready.iter().all(|r| *r) {
-            return Ok(());
-        }
-    }
-    anyhow::bail!("not every display subscribed")
 }
 
 /// What one subscriber received: messages, latencies, messages out of order per publisher.
@@ -315,23 +309,13 @@ async fn run(
     passwords: &HashMap<String, String>,
     args: &CompareArgs,
 ) -> anyhow::Result<Value> {
-    let (publishers, subscribers, qos, per, rate_each) = match args.scenario {
-        Scenario::Fanin => (
-            100,
-            1,
-            QoS::AtMostOnce,
-            args.rate * args.seconds / 100,
-            args.rate as f64 / 100.0,
-        ),
-        Scenario::Qos1 => (
-            100,
-            1,
-            QoS::AtLeastOnce,
-            args.rate * args.seconds / 100,
-            args.rate as f64 / 100.0,
-        ),
-        Scenario::Fanout => (10, 10, QoS::AtMostOnce, args.messages as u64, 0.0),
-    };
+    let Shape {
+        publishers,
+        subscribers,
+        qos,
+        per,
+        rate_each,
+    } = args.shape();
     let mut gateways = Vec::new();
     for g in 0..publishers {
         gateways.push(client(broker, passwords, &format!("gw-{g}")).await?);
@@ -342,7 +326,7 @@ async fn run(
         display.client.subscribe(FILTER, qos).await?;
         displays.push(display);
     }
-    wait_subscribed(&gateways[0], &mut displays).await?;
+    mqtt::await_subscribed(&gateways[0], "venue/default/alert/info/gw-0", &mut displays).await?;
     let mut sampler = crate::Sampler::start(broker.pid()?)?;
     let readers: Vec<_> = displays
         .into_iter()
@@ -387,11 +371,8 @@ async fn run(
 
 /// Runs the scenario against venued, then against Mosquitto, and prints both and the ratios.
 pub(crate) async fn compare(args: CompareArgs) -> anyhow::Result<()> {
-    let (publishers, subscribers) = match args.scenario {
-        Scenario::Fanin | Scenario::Qos1 => (100, 1),
-        Scenario::Fanout => (10, 10),
-    };
-    let devices = devices(publishers, subscribers);
+    let shape = args.shape();
+    let devices = devices(shape.publishers, shape.subscribers);
     let dir = tempfile::tempdir()?;
     let (venued, passwords) = start_venued(dir.path(), &devices).await?;
     let ours = run(&venued, &passwords, &args).await?;
@@ -405,11 +386,9 @@ pub(crate) async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     };
     let summary = json!({
         "mode": "mqtt-compare",
-        "scenario": match args.scenario {
-            Scenario::Fanin => "fanin",
-            Scenario::Fanout => "fanout",
-            Scenario::Qos1 => "qos1",
-        },
+        // The name it has on the command line.
+        "scenario": clap::ValueEnum::to_possible_value(&args.scenario)
+            .map(|v| v.get_name().to_string()),
         "venued": ours,
         "mosquitto": theirs,
         "ratio_venued_to_mosquitto": {

@@ -390,17 +390,9 @@ async fn connect_all(
     for (i, password) in passwords.iter().enumerate() {
         let id = format!("{prefix}{i}");
         clients.push(
-            hw_tests::mqtt::connect(
-                addr,
-                hw_tests::mqtt::Options {
-                    id: &id,
-                    credentials: Some((&id, password)),
-                    will: None,
-                    keep_alive: None,
-                },
-            )
-            .await
-            .with_context(|| format!("connecting {id}"))?,
+            hw_tests::mqtt::connect(addr, hw_tests::mqtt::Options::device(&id, password))
+                .await
+                .with_context(|| format!("connecting {id}"))?,
         );
     }
     Ok(clients)

@@ -550,17 +550,9 @@ async fn connect_kiosk(
     password: &str,
     result_topic: &str,
 ) -> Option<hw_tests::mqtt::Client> {
-    let client = hw_tests::mqtt::connect(
-        addr,
-        hw_tests::mqtt::Options {
-            id,
-            credentials: Some((id, password)),
-            will: None,
-            keep_alive: None,
-        },
-    )
-    .await
-    .ok()?;
+    let client = hw_tests::mqtt::connect(addr, hw_tests::mqtt::Options::device(id, password))
+        .await
+        .ok()?;
     client
         .client
         .subscribe(result_topic, rumqttc::QoS::AtLeastOnce)
