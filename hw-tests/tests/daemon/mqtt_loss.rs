@@ -1,5 +1,9 @@
 //! Where MQTT messages go under load: a real venued, real rumqttc clients. Every message a
 //! subscriber that keeps reading does not get must be counted in `venued_mqtt_dropped_total`.
+//!
+//! Both tests push hundreds of thousands of deliveries through the broker and load both cores,
+//! which starves the timing-sensitive hub tests that would run beside them in this binary; so
+//! they are `#[ignore]`d here and `scripts/test` runs them on their own with `--ignored`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -148,6 +152,7 @@ async fn fan_out(
 /// handler counts as invalid and does not store, so only the broker's fan-out is measured.
 /// Before #14 about half of the 500,000 deliveries vanished with every drop counter at 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run alone by scripts/test (it loads the machine)"]
 async fn regression_fan_out_under_load_delivers_every_message_or_counts_it() {
     let dir = tempfile::tempdir().unwrap();
     let (venued, gateways, displays) = fan_out_venue(&dir, SUBSCRIBERS).await;
@@ -244,6 +249,7 @@ async fn drain_publishes(socket: &mut tokio::net::TcpStream) -> usize {
 /// the stalled display. That the four lose nothing at all is the next step of #14: a debug build
 /// of venued still falls behind them at this rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run alone by scripts/test (it loads the machine)"]
 async fn a_stalled_subscriber_falls_behind_and_every_lost_message_is_counted() {
     const HEALTHY: usize = 4;
     const PER: usize = 20_000;
