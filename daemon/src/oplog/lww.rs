@@ -4,11 +4,14 @@
 //! SQL built here from them is safe.
 
 use super::BodyError;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 use sync_agent::Op;
 
-use super::{ApplyError, order_key};
+use super::{ApplyError, OrderKey};
 
 /// The type and bounds of one field.
 #[derive(Debug, Clone, Copy)]
@@ -236,15 +239,47 @@ pub(super) fn parse(entity: &Entity, op: &Op) -> Result<Vec<(&'static str, Value
     Ok(fields)
 }
 
+/// The SQL text of one entity's statements, made once: the statement cache is keyed by the text,
+/// and a `format!` per op would allocate on the writer thread, the store's bottleneck.
+struct EntitySql {
+    select_event: String,
+    insert: String,
+    /// `UPDATE` of each field, by field name.
+    update: HashMap<&'static str, String>,
+}
+
+static SQL: LazyLock<HashMap<&'static str, EntitySql>> = LazyLock::new(|| {
+    ENTITIES
+        .iter()
+        .map(|e| {
+            let table = e.table;
+            let update = e
+                .fields
+                .iter()
+                .map(|(f, _)| (*f, format!("UPDATE {table} SET {f} = ?1 WHERE id = ?2")))
+                .collect();
+            let sql = EntitySql {
+                select_event: format!("SELECT event_id FROM {table} WHERE id = ?1"),
+                insert: format!("INSERT INTO {table} (id, event_id) VALUES (?1, ?2)"),
+                update,
+            };
+            (e.name, sql)
+        })
+        .collect()
+});
+
 pub(super) fn apply(
     conn: &Connection,
     entity: &Entity,
     op: &Op,
+    key: &OrderKey<'_>,
     fields: &[(&'static str, Value)],
 ) -> Result<(), ApplyError> {
-    let table = entity.table;
+    let Some(sql) = SQL.get(entity.name) else {
+        return Err(ApplyError::UnknownKind(op.kind.clone()));
+    };
     let existing: Option<String> = conn
-        .prepare_cached(&format!("SELECT event_id FROM {table} WHERE id = ?1"))?
+        .prepare_cached(&sql.select_event)?
         .query_row(params![op.entity_id], |r| r.get(0))
         .optional()?;
     match existing {
@@ -257,13 +292,10 @@ pub(super) fn apply(
         }
         Some(_) => {}
         None => {
-            conn.prepare_cached(&format!(
-                "INSERT INTO {table} (id, event_id) VALUES (?1, ?2)"
-            ))?
-            .execute(params![op.entity_id, op.scope])?;
+            conn.prepare_cached(&sql.insert)?
+                .execute(params![op.entity_id, op.scope])?;
         }
     }
-    let mine = order_key(op);
     // One statement decides and records the winner: the version row is inserted, or replaced
     // only when this op sorts after the recorded one. A changed row means this op won the field.
     let mut claim = conn.prepare_cached(
@@ -281,16 +313,19 @@ pub(super) fn apply(
             entity.name,
             op.entity_id,
             field,
-            mine.0,
-            mine.1,
-            mine.2,
-            mine.3
+            key.wall,
+            key.counter,
+            key.node,
+            key.id
         ])?;
         if won == 0 {
             tracing::debug!(entity = entity.name, id = %op.entity_id, field, "older write lost to a newer one");
             continue;
         }
-        conn.prepare_cached(&format!("UPDATE {table} SET {field} = ?1 WHERE id = ?2"))?
+        let Some(update) = sql.update.get(field) else {
+            return Err(ApplyError::UnknownKind(op.kind.clone()));
+        };
+        conn.prepare_cached(update)?
             .execute(params![value, op.entity_id])?;
     }
     Ok(())

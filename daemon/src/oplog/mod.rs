@@ -138,6 +138,8 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
         true => None,
         false => Some(serde_json::Value::Object(op.extra.clone()).to_string()),
     };
+    let mut id_buf = [0; uuid::fmt::Hyphenated::LENGTH];
+    let key = OrderKey::new(op, &mut id_buf);
     let inserted = conn.prepare_cached(
         "INSERT INTO ops (id, v, hlc_wall, hlc_counter, hlc_node, origin, scope, kind, entity_id,
                           body, extra, received_ms)
@@ -145,7 +147,7 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
          ON CONFLICT (id) DO NOTHING",
     )?
     .execute(params![
-            op.id.to_string(),
+            key.id,
             op.v,
             op.hlc.wall_ms as i64,
             op.hlc.counter,
@@ -164,8 +166,8 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
     // Read before the rule inserts rows of its own.
     let seq = conn.last_insert_rowid();
     match rule {
-        Rule::Lww(entity, fields) => lww::apply(conn, entity, op, &fields)?,
-        Rule::Checkin(body) => checkin::apply(conn, op, &body, now_ms)?,
+        Rule::Lww(entity, fields) => lww::apply(conn, entity, op, &key, &fields)?,
+        Rule::Checkin(body) => checkin::apply(conn, op, &key, &body, now_ms)?,
         Rule::Transition(t) => presence::apply_transition(conn, op, &t)?,
         Rule::Forget(before_ms) => presence::apply_forget(conn, op, before_ms)?,
         Rule::Message(body) => message::apply(conn, op, &body)?,
@@ -277,14 +279,25 @@ enum Rule {
     Group(group::Body),
 }
 
-/// The HLC and id of an op as a sortable key: the total order every merge rule uses.
-fn order_key(op: &Op) -> (i64, i64, String, String) {
-    (
-        op.hlc.wall_ms as i64,
-        i64::from(op.hlc.counter),
-        op.hlc.node.clone(),
-        op.id.to_string(),
-    )
+/// The HLC and id of an op as a sortable key: the total order every merge rule uses. The id is
+/// its text form encoded on the stack (the writer thread's hot path allocates nothing for it).
+struct OrderKey<'a> {
+    wall: i64,
+    counter: i64,
+    node: &'a str,
+    id: &'a str,
+}
+
+impl<'a> OrderKey<'a> {
+    /// The key of `op`, its id encoded into `buf`.
+    fn new(op: &'a Op, buf: &'a mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> Self {
+        Self {
+            wall: op.hlc.wall_ms as i64,
+            counter: i64::from(op.hlc.counter),
+            node: &op.hlc.node,
+            id: op.id.hyphenated().encode_lower(buf),
+        }
+    }
 }
 
 #[cfg(test)]
