@@ -1,12 +1,15 @@
 //! The failed-authentication budget both ends of the sync API keep (the relay for appliance and
 //! operator tokens, the appliance for its admin, device and attendee credentials): past `limit`
 //! failures from one address in a window, that address is refused before any credential work.
+//! The same budget keyed by something else (the appliance's attendee sign-in also budgets each
+//! ticket code) is a `FailureLimiter<String>`.
 //!
 //! Bounded in memory and in time: at most `capacity` addresses are tracked, in least-recently-
 //! failed order, so a newcomer evicts the stalest entry in O(1) (no rescans, and nothing grows
 //! when every tracked address is active). An attacker with more addresses than `capacity` is not
 //! slowed by a per-address limit anyway.
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, PoisonError};
@@ -14,15 +17,15 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-/// Failures per address per window.
-pub struct FailureLimiter {
+/// Failures per key (by default an address) per window.
+pub struct FailureLimiter<K = IpAddr> {
     limit: u32,
     window: Duration,
-    /// Address → (window start, failures in it).
-    seen: Mutex<LruCache<IpAddr, (Instant, u32)>>,
+    /// Key → (window start, failures in it).
+    seen: Mutex<LruCache<K, (Instant, u32)>>,
 }
 
-impl FailureLimiter {
+impl<K: Hash + Eq> FailureLimiter<K> {
     /// `limit` failures per `window` per address, `capacity` addresses tracked (at least one).
     pub fn new(limit: u32, window: Duration, capacity: usize) -> Self {
         Self {
@@ -34,15 +37,15 @@ impl FailureLimiter {
         }
     }
 
-    /// `Err(retry_after)` while `ip` is over its budget.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.check_at(ip, Instant::now())
+    /// `Err(retry_after)` while `key` is over its budget.
+    pub fn check(&self, key: K) -> Result<(), Duration> {
+        self.check_at(key, Instant::now())
     }
 
     /// [`check`](Self::check) at `now`.
-    pub fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub fn check_at(&self, key: K, now: Instant) -> Result<(), Duration> {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        match seen.peek(&ip) {
+        match seen.peek(&key) {
             Some((start, failures))
                 if *failures >= self.limit
                     && now.saturating_duration_since(*start) < self.window =>
@@ -55,15 +58,15 @@ impl FailureLimiter {
         }
     }
 
-    /// Counts a failed authentication from `ip`.
-    pub fn failed(&self, ip: IpAddr) {
-        self.failed_at(ip, Instant::now());
+    /// Counts a failed authentication from `key`.
+    pub fn failed(&self, key: K) {
+        self.failed_at(key, Instant::now());
     }
 
     /// [`failed`](Self::failed) at `now`.
-    pub fn failed_at(&self, ip: IpAddr, now: Instant) {
+    pub fn failed_at(&self, key: K, now: Instant) {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = seen.get_or_insert_mut(ip, || (now, 0));
+        let entry = seen.get_or_insert_mut(key, || (now, 0));
         if now.saturating_duration_since(entry.0) >= self.window {
             *entry = (now, 0);
         }
