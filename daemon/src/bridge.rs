@@ -314,7 +314,7 @@ mod tests {
             crate::metrics::StoreMetrics::detached(),
         )
         .expect("store");
-        let hub = Hub::start(&store, "ev", dir.path(), false, Default::default())
+        let hub = Hub::start(&store, "ev", dir.path(), Default::default())
             .await
             .expect("hub");
         let (mqtt, stalled) = MqttHandle::stalled(&store, 1);

@@ -131,7 +131,6 @@ impl Daemon {
             &store,
             &config.event.id,
             &config.data_dir,
-            demo.is_some(),
             metrics.connections.clone(),
         )
         .await?;

@@ -264,7 +264,7 @@ mod tests {
             crate::metrics::StoreMetrics::detached(),
         )
         .expect("store");
-        let hub = Hub::start(&store, "ev", dir, false, Default::default())
+        let hub = Hub::start(&store, "ev", dir, Default::default())
             .await
             .expect("hub");
         let outlet = Outlet {

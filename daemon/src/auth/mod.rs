@@ -135,6 +135,12 @@ pub fn failure_limiter() -> FailureLimiter {
     )
 }
 
+/// Wrong sign-ins one ticket code may take per [`TICKET_FAILURE_WINDOW_SECS`] (from any number of
+/// addresses) before it is refused: guessing the name or email of a known ticket stays slow.
+pub const MAX_TICKET_FAILURES_PER_WINDOW: u32 = 5;
+/// The per-ticket window, seconds.
+pub const TICKET_FAILURE_WINDOW_SECS: u64 = 15 * 60;
+
 /// Checks credentials presented with requests.
 pub struct Authenticator {
     admin_sha256: String,
@@ -145,6 +151,8 @@ pub struct Authenticator {
     generation: AtomicU64,
     /// Failed attempts per source address.
     pub failures: FailureLimiter,
+    /// Failed attendee sign-ins per ticket code.
+    pub ticket_failures: FailureLimiter<String>,
 }
 
 impl Authenticator {
@@ -156,6 +164,11 @@ impl Authenticator {
             verify_slots: Semaphore::new(ARGON2_VERIFY_SLOTS),
             generation: AtomicU64::new(0),
             failures: failure_limiter(),
+            ticket_failures: FailureLimiter::new(
+                MAX_TICKET_FAILURES_PER_WINDOW,
+                Duration::from_secs(TICKET_FAILURE_WINDOW_SECS),
+                MAX_TRACKED_SOURCES,
+            ),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Attendee tokens: JWTs (EdDSA or ES256) verified offline against public keys held in the
-//! store. In demo mode the appliance also holds a signing key, so a newcomer can mint a token.
+//! store. Every appliance also holds its own signing key, made at first start, for the tokens
+//! of attendees who sign in on site.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{DomainError, token_keys};
 use crate::store::Store;
 
-/// The `kid` of the appliance's own signing key (demo mode).
+/// The `kid` of the appliance's own signing key.
 pub const LOCAL_KID: &str = "local";
 /// File (in the data directory) holding the local signing key, PKCS#8 DER, mode 0600.
 const LOCAL_KEY_FILE: &str = "token-signing-key.pk8";
@@ -217,7 +218,7 @@ impl Verifier {
 pub enum SignerError {
     /// There is none (or it cannot be read).
     #[error(
-        "no local signing key at {} ({source}); start venued once with --demo to make one, or have your ticketing system issue tokens",
+        "no local signing key at {} ({source}); start venued once on this data directory to make one",
         path.display()
     )]
     Missing {
@@ -231,7 +232,7 @@ pub enum SignerError {
     NotEd25519(std::path::PathBuf),
 }
 
-/// The appliance's own signing key (demo mode): PKCS#8 Ed25519.
+/// The appliance's own signing key: PKCS#8 Ed25519.
 pub struct Signer {
     pkcs8: Vec<u8>,
 }
@@ -280,7 +281,7 @@ impl Signer {
         Ok(Signer { pkcs8 })
     }
 
-    /// The local signing key from the data directory, if one was made (by `--demo`).
+    /// The local signing key from the data directory, if one was made (by a first start).
     pub fn from_data_dir(data_dir: &Path) -> Result<Signer, SignerError> {
         let path = data_dir.join(LOCAL_KEY_FILE);
         let pkcs8 = std::fs::read(&path).map_err(|source| SignerError::Missing {

@@ -320,3 +320,83 @@ mod tests {
         );
     }
 }
+
+/// Who a sign-in found: the attendee's id and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The attendee id (the token's `sub`).
+    pub id: String,
+    /// Their name as registered.
+    pub name: String,
+}
+
+/// The current attendee of `event_id` whose ticket code is `ticket_code` and whose email, last
+/// name (or last names), or full name is `name_or_email`, compared without case; `None` when no
+/// registration matches the pair. Which half was wrong is never told apart.
+pub async fn sign_in(
+    store: &Store,
+    event_id: &str,
+    ticket_code: &str,
+    name_or_email: &str,
+) -> Result<Option<SignedIn>, DomainError> {
+    let (event_id, ticket_code) = (event_id.to_string(), ticket_code.trim().to_string());
+    let given = normalise(name_or_email);
+    let candidates: Vec<(String, String, Option<String>)> = store
+        .read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, name, email FROM attendees
+                 WHERE event_id = ?1 AND ticket_code = ?2 AND deleted = 0",
+            )?;
+            let rows = stmt
+                .query_map(params![event_id, ticket_code], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, DomainError>(rows)
+        })
+        .await?;
+    Ok(candidates
+        .into_iter()
+        .find(|(_, name, email)| matches_person(&given, name, email.as_deref()))
+        .map(|(id, name, _)| SignedIn { id, name }))
+}
+
+/// Lower case, words separated by single spaces.
+fn normalise(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Whether `given` (normalised) is the email, the full name, or the last word(s) of the name.
+fn matches_person(given: &str, name: &str, email: Option<&str>) -> bool {
+    if given.chars().count() < 2 {
+        return false;
+    }
+    if given.contains('@') {
+        return email.is_some_and(|e| normalise(e) == given);
+    }
+    let name = normalise(name);
+    // "van der Berg" is the last name of "Anna van der Berg": a match at a word boundary.
+    name == given || name.ends_with(&format!(" {given}"))
+}
+
+#[cfg(test)]
+mod sign_in_tests {
+    use super::matches_person;
+
+    #[test]
+    fn the_last_name_full_name_or_email_matches_and_nothing_else() {
+        let m = |given: &str| matches_person(given, "Anna  van der Berg", Some("Anna@Example.org"));
+        assert!(m("berg"));
+        assert!(m("van der berg"));
+        assert!(m("anna van der berg"));
+        assert!(m("anna@example.org"));
+        assert!(!m("erg"), "a suffix inside a word is not a name");
+        assert!(!m("anna"), "a first name alone is not enough");
+        assert!(!m("b"), "one letter is not a name");
+        assert!(!m("other@example.org"));
+        assert!(!matches_person("x@y.z", "X", None), "no email registered");
+    }
+}

@@ -53,6 +53,14 @@ impl ApiError {
         }
     }
 
+    /// The same error with another human message.
+    pub fn with_message(self, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            ..self
+        }
+    }
+
     /// 422 for content that is well-formed but wrong.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)

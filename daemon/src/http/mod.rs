@@ -5,12 +5,14 @@
 //! health, readiness, metrics and status answers without credentials.
 
 mod admin;
+mod attendee;
 pub mod error;
 pub(crate) mod extract;
 pub mod hub_fallbacks;
 mod kiosk;
 pub mod listener;
 mod ops;
+pub mod pages;
 pub mod ws;
 
 use std::sync::Arc;
@@ -98,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/sync/retry", post(admin::sync_retry))
         .route("/api/v1/admin/token-keys", post(admin::install_token_key))
         .route("/api/v1/admin/tokens", post(admin::mint_token))
+        .route("/api/v1/attendee/session", post(attendee::sign_in))
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/stream", get(hub_fallbacks::stream))
         .route(
@@ -123,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(pages::routes())
         .fallback(ops::not_found);
     api.layer(axum::middleware::from_fn_with_state(
         state.clone(),

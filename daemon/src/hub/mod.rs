@@ -187,8 +187,8 @@ struct Inner {
     settled: tokio::sync::watch::Sender<i64>,
     /// Token verification keys.
     verifier: tokens::Verifier,
-    /// The local signing key, in demo mode.
-    signer: Option<tokens::Signer>,
+    /// The appliance's own signing key.
+    signer: tokens::Signer,
     metrics: crate::metrics::ConnectionMetrics,
 }
 
@@ -197,20 +197,17 @@ struct Inner {
 pub struct Hub(Arc<Inner>);
 
 impl Hub {
-    /// Loads the epoch and token keys; in demo mode also the local signing key.
+    /// Loads the epoch, the token keys and the appliance's own signing key (made at first start;
+    /// attendees who sign in on site get tokens signed with it).
     pub async fn start(
         store: &Store,
         event_id: &str,
         data_dir: &std::path::Path,
-        demo: bool,
         metrics: crate::metrics::ConnectionMetrics,
     ) -> Result<Hub, DomainError> {
         let epoch = ensure_epoch(store).await?;
         let verifier = tokens::Verifier::load(store).await?;
-        let signer = match demo {
-            true => Some(tokens::Signer::ensure(store, data_dir, &verifier).await?),
-            false => None,
-        };
+        let signer = tokens::Signer::ensure(store, data_dir, &verifier).await?;
         let hub = Hub(Arc::new(Inner {
             store: store.clone(),
             event_id: event_id.into(),
@@ -259,9 +256,9 @@ impl Hub {
         &self.0.verifier
     }
 
-    /// The local signing key, in demo mode.
-    pub fn signer(&self) -> Option<&tokens::Signer> {
-        self.0.signer.as_ref()
+    /// The appliance's own signing key.
+    pub fn signer(&self) -> &tokens::Signer {
+        &self.0.signer
     }
 
     /// Registers a connection of `user`; past [`MAX_CONNECTIONS_PER_USER`] the oldest is told

@@ -63,9 +63,7 @@ async fn adverts_on_a_virtual_bluez_become_presence() {
          [[ble.scanners]]\nid = \"hci0\"\nzone = \"hall\"\n",
     )
     .unwrap();
-    // --demo only for its token signing key (the BLE source stays `bluez`).
     let venued = VenuedBuilder::new(&data)
-        .arg("--demo")
         .arg("--config")
         .arg(config.to_str().unwrap())
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bluez.address)

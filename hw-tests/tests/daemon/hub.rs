@@ -17,7 +17,7 @@ pub(crate) const WAIT: Duration = Duration::from_secs(10);
 pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A venued with the demo event (and so the token signing key) on a fresh data directory.
+/// A venued with the demo event (its zones, sessions and attendees) on a fresh data directory.
 pub(crate) async fn demo() -> (tempfile::TempDir, Venued) {
     let dir = tempfile::tempdir().unwrap();
     let venued = VenuedBuilder::new(&dir.path().join("data"))

@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod bluez;
+mod browser;
 mod crash;
 mod defaults;
 mod full_disk;
@@ -19,6 +20,7 @@ mod idempotency;
 mod journal;
 mod mqtt;
 mod mqtt_loss;
+mod pages;
 mod presence;
 mod relay_api;
 mod replica;

@@ -44,7 +44,7 @@ struct Cli {
 enum Command {
     /// Check the configuration and print the effective settings; exit 78 if it is invalid.
     CheckConfig,
-    /// Mint an attendee token with this appliance's signing key (made by `--demo`), e.g. to
+    /// Mint an attendee token with this appliance's signing key (made at first start), e.g. to
     /// open the WebSocket: `ws://host:8080/ws?token=…`.
     Token {
         /// The attendee id (the token's `sub`).

@@ -1,0 +1,168 @@
+//! The embedded front-end files: each one's bytes, media type, ETag and gzip form, made once at
+//! first use. The files live in `daemon/web/` and are compiled into the binary, so `cargo build`
+//! alone makes a `venued` that serves every page (no Node.js, no bundler, nothing on disk).
+
+use std::io::Write;
+use std::sync::LazyLock;
+
+use sha2::{Digest, Sha256};
+
+/// One file as served.
+pub struct Asset {
+    /// The name under `/assets/` (or `index.html` for the app's page).
+    pub name: &'static str,
+    /// Its `Content-Type`.
+    pub media_type: &'static str,
+    /// The bytes as written.
+    pub raw: Vec<u8>,
+    /// The same, gzip-compressed; `None` when that would not be smaller.
+    pub gzip: Option<Vec<u8>>,
+    /// A strong validator: the first 16 hex digits of the SHA-256 of `raw`.
+    pub etag: String,
+}
+
+/// The files under `/assets/`, as they are in the source tree.
+const FILES: &[(&str, &str, &[u8])] = &[
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../web/app.css"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/app.js"),
+    ),
+    (
+        "hub.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/hub.js"),
+    ),
+    (
+        "strings.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/strings.js"),
+    ),
+    (
+        "icon.svg",
+        "image/svg+xml",
+        include_bytes!("../web/icon.svg"),
+    ),
+    (
+        "app.webmanifest",
+        "application/manifest+json",
+        include_bytes!("../web/app.webmanifest"),
+    ),
+];
+
+/// The app's page, before its asset links get their versions.
+const INDEX: &str = include_str!("../web/index.html");
+
+/// Every asset, and the page last (its links carry the others' ETags).
+struct Table {
+    assets: Vec<Asset>,
+    index: Asset,
+}
+
+static TABLE: LazyLock<Table> = LazyLock::new(|| {
+    let assets: Vec<Asset> = FILES
+        .iter()
+        .map(|(name, media_type, bytes)| asset(name, media_type, bytes.to_vec()))
+        .collect();
+    // `/assets/app.js` becomes `/assets/app.js?v=<etag>`: a changed file gets a new URL, so
+    // browsers may keep each version for a year and still never run a stale one.
+    let mut page = INDEX.to_string();
+    for a in &assets {
+        let link = format!("/assets/{}\"", a.name);
+        page = page.replace(&link, &format!("/assets/{}?v={}\"", a.name, a.etag));
+    }
+    let index = asset("index.html", "text/html; charset=utf-8", page.into_bytes());
+    Table { assets, index }
+});
+
+fn asset(name: &'static str, media_type: &'static str, raw: Vec<u8>) -> Asset {
+    let etag = hex::encode(&Sha256::digest(&raw)[..8]);
+    let gzip = compress(&raw).filter(|z| z.len() < raw.len());
+    Asset {
+        name,
+        media_type,
+        raw,
+        gzip,
+        etag,
+    }
+}
+
+fn compress(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(raw).ok()?;
+    encoder.finish().ok()
+}
+
+/// The asset called `name`, if there is one.
+pub fn get(name: &str) -> Option<&'static Asset> {
+    TABLE.assets.iter().find(|a| a.name == name)
+}
+
+/// The app's page.
+pub fn index() -> &'static Asset {
+    &TABLE.index
+}
+
+/// Every asset and the page: what a first load may fetch.
+pub fn all() -> impl Iterator<Item = &'static Asset> {
+    TABLE.assets.iter().chain(std::iter::once(&TABLE.index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_links_every_script_and_style_with_its_version() {
+        let page = String::from_utf8(index().raw.clone()).unwrap_or_default();
+        for name in ["app.css", "app.js", "app.webmanifest"] {
+            let asset = get(name).unwrap_or_else(|| panic!("{name} is embedded"));
+            let link = format!("/assets/{name}?v={}\"", asset.etag);
+            assert!(page.contains(&link), "the page links {link}");
+        }
+    }
+
+    #[test]
+    fn the_page_has_no_inline_script_or_style_and_no_other_origin() {
+        let page = String::from_utf8(index().raw.clone()).unwrap_or_default();
+        // Every <script> has a src (the CSP forbids inline script, so one would not run).
+        for tag in page.split("<script").skip(1) {
+            let open = tag.split('>').next().unwrap_or_default();
+            assert!(
+                open.contains("src=\"/assets/"),
+                "inline script: <script{open}>"
+            );
+        }
+        assert!(!page.contains("style=\""), "inline style in the page");
+        for a in all() {
+            // An SVG's XML namespace is a name, not a fetch.
+            let text = String::from_utf8_lossy(&a.raw).replace("http://www.w3.org/2000/svg", "");
+            assert!(
+                !text.contains("http://") && !text.contains("https://"),
+                "{} names another origin (the venue may have no internet)",
+                a.name
+            );
+        }
+    }
+
+    #[test]
+    fn compressible_assets_are_served_smaller_and_round_trip() {
+        use std::io::Read;
+        let js = get("app.js").unwrap_or_else(|| panic!("app.js is embedded"));
+        let gz = js
+            .gzip
+            .as_ref()
+            .unwrap_or_else(|| panic!("app.js compresses"));
+        assert!(gz.len() < js.raw.len());
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap_or_default();
+        assert_eq!(back, js.raw);
+    }
+}

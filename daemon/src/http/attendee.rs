@@ -1,0 +1,85 @@
+//! Attendee sign-in on site: a ticket code and a last name or email, checked against the
+//! registry, answered with a token minted by this appliance. Works with no internet.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, Source, check_budget, failed};
+use crate::domain::attendees;
+
+/// How long a token from an on-site sign-in is valid: the length of a long conference.
+const SIGN_IN_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Body of `POST /api/v1/attendee/session`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SignIn {
+    ticket_code: String,
+    name_or_email: String,
+}
+
+/// `POST /api/v1/attendee/session`: 201 with a token, 401 when no registration matches the
+/// pair (never saying which half was wrong), 429 past the address's or the ticket code's budget.
+pub(super) async fn sign_in(
+    State(state): State<AppState>,
+    source: Source,
+    ApiJson(request): ApiJson<SignIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_budget(&state, source.0)?;
+    let ticket = request.ticket_code.trim();
+    if ticket.is_empty() || ticket.len() > 128 {
+        return Err(ApiError::invalid(
+            "`ticket_code` must be the code on your ticket or badge (1-128 bytes)",
+        ));
+    }
+    if request.name_or_email.trim().is_empty() || request.name_or_email.len() > 256 {
+        return Err(ApiError::invalid(
+            "`name_or_email` must be your last name or your email (1-256 bytes)",
+        ));
+    }
+    state
+        .auth
+        .ticket_failures
+        .check(ticket.to_string())
+        .map_err(|retry| {
+            ApiError::too_many_attempts(retry)
+                .with_message("too many wrong sign-ins with this ticket code; wait before retrying")
+        })?;
+    let found = attendees::sign_in(
+        &state.store,
+        state.event_id(),
+        ticket,
+        &request.name_or_email,
+    )
+    .await?;
+    let Some(attendee) = found else {
+        failed(&state, source.0);
+        state.auth.ticket_failures.failed(ticket.to_string());
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong_ticket_or_name",
+            "no registration matches this ticket code with this last name or email; check both",
+        ));
+    };
+    source.prove();
+    let roles = vec!["attendee".to_string()];
+    let token = state
+        .hub
+        .signer()
+        .mint(&attendee.id, state.event_id(), roles, SIGN_IN_TTL_SECS)?;
+    tracing::info!(attendee = %attendee.id, "attendee signed in on site");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "ttl_secs": SIGN_IN_TTL_SECS,
+            "attendee": {"id": attendee.id, "name": attendee.name},
+        })),
+    ))
+}

@@ -1,0 +1,38 @@
+// Every text the app shows, per language, in one place: translating the app means adding one
+// object here. Placeholders are {name}.
+
+const en = {
+  title: "Venue",
+  signInHeading: "Sign in",
+  signInHelp: "Use the ticket code from your confirmation or badge, and your last name or email.",
+  ticketCode: "Ticket code",
+  nameOrEmail: "Last name or email",
+  signIn: "Sign in",
+  signingIn: "Signing in…",
+  signOut: "Sign out",
+  wrongPair: "That ticket code and name or email do not match a registration. Check both and try again.",
+  tooManyAttempts: "Too many attempts. Try again in {secs} s.",
+  unreachable: "The venue's network is not answering. Check that you are on the venue WiFi.",
+  announcements: "Announcements",
+  noAnnouncements: "No announcements yet.",
+  linkLive: "Live",
+  linkConnecting: "Connecting…",
+  linkOffline: "Offline: showing what arrived before. Reconnecting…",
+  sessionEnded: "You were signed out. Please sign in again.",
+};
+
+const languages = { en };
+
+/** The strings of the browser's first language we have, English otherwise. */
+export function strings() {
+  for (const tag of navigator.languages || [navigator.language || "en"]) {
+    const table = languages[tag.toLowerCase().split("-")[0]];
+    if (table) return table;
+  }
+  return en;
+}
+
+/** `text` with each {name} replaced by `values[name]`. */
+export function fill(text, values) {
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+}
