@@ -91,31 +91,135 @@ function signOut(notice) {
 }
 
 function homeView(token) {
-  const feed = h("ol", { class: "feed", "aria-label": T.announcements });
-  const empty = h("p", { class: "help" }, T.noAnnouncements);
+  const announcements = announcementsSection();
+  const schedule = scheduleSection(token);
+  const sections = { announcements: announcements.el, schedule: schedule.el };
+  const tabs = {};
+  const select = (name) => {
+    for (const [key, el] of Object.entries(sections)) el.hidden = key !== name;
+    for (const [key, tab] of Object.entries(tabs)) {
+      if (key === name) tab.setAttribute("aria-current", "page");
+      else tab.removeAttribute("aria-current");
+    }
+    if (name === "schedule") schedule.refresh();
+  };
+  for (const name of Object.keys(sections)) {
+    tabs[name] = h("button", { type: "button", class: "tab", onclick: () => select(name) }, T[name]);
+  }
   show(
-    h("h2", {}, T.announcements),
-    empty,
-    feed,
+    h("nav", { "aria-label": T.views, class: "tabs" }, ...Object.values(tabs)),
+    ...Object.values(sections),
     h("button", { class: "quiet", type: "button", onclick: () => { hub.stop(); signOut(); } }, T.signOut),
   );
+  select("announcements");
   const states = { connecting: T.linkConnecting, live: T.linkLive, offline: T.linkOffline };
   const hub = new Hub(token, {
     state: (s) => { link.textContent = states[s]; link.dataset.state = s; },
     ended: () => signOut(T.sessionEnded),
-    message: (channel, m) => {
-      if (channel !== "announcements") return;
+    message: (channel, m) => { if (channel === "announcements") announcements.add(m); },
+    frame: (frame) => { if (frame.type === "zone.occupancy") schedule.occupancy(frame.payload); },
+  });
+  hub.subscribe(["announcements"]);
+  schedule.onRooms = (rooms) => hub.subscribe(rooms.map((r) => `zone:${r.id}`));
+  hub.start();
+}
+
+function announcementsSection() {
+  const feed = h("ol", { class: "feed", "aria-label": T.announcements });
+  const empty = h("p", { class: "help" }, T.noAnnouncements);
+  const el = h("section", { "aria-labelledby": "announcements-heading" },
+    h("h2", { id: "announcements-heading" }, T.announcements), empty, feed);
+  return {
+    el,
+    add(m) {
       empty.remove();
       const item = h("li", { "data-seq": m.seq },
-        h("time", { datetime: m.created_at }, new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })),
-        m.content);
+        h("time", { datetime: m.created_at }, clock(m.created_at)), m.content);
       // Newest first, whatever order resumed and live messages arrive in.
       const after = [...feed.children].find((li) => Number(li.dataset.seq) < m.seq);
       feed.insertBefore(item, after || null);
     },
-  });
-  hub.subscribe(["announcements"]);
-  hub.start();
+  };
+}
+
+/** The time of day of an RFC 3339 instant, in `timeZone` (the event's) when it is valid. */
+function clock(instant, timeZone) {
+  const options = { hour: "2-digit", minute: "2-digit" };
+  try {
+    return new Date(instant).toLocaleTimeString([], { ...options, timeZone: timeZone || undefined });
+  } catch {
+    return new Date(instant).toLocaleTimeString([], options);
+  }
+}
+
+/** Rooms with what is on now and next, and their live occupancy against capacity. */
+function scheduleSection(token) {
+  const body = h("div", { class: "rooms" });
+  const el = h("section", { "aria-labelledby": "schedule-heading" },
+    h("h2", { id: "schedule-heading" }, T.schedule), body);
+  const meters = new Map(); // zone id → function(count)
+  const section = { el, onRooms: () => {} };
+  let timeZone;
+
+  const span = (s) => s.starts_at
+    ? `${clock(s.starts_at, timeZone)}${s.ends_at ? `–${clock(s.ends_at, timeZone)}` : ""}`
+    : "";
+  const slot = (label, s, none) => h("p", { class: "slot" },
+    h("strong", {}, `${label}: `),
+    s ? `${s.title} ` : none,
+    s ? h("span", { class: "when" }, span(s)) : "");
+
+  function room(r, now) {
+    const sessions = r.sessions;
+    const current = sessions.find((s) => s.starts_at && new Date(s.starts_at) <= now && now < new Date(s.ends_at || s.starts_at));
+    const next = sessions.find((s) => s.starts_at && new Date(s.starts_at) > now);
+    const count = h("span", { class: "count" });
+    const meter = h("meter", { min: 0, max: r.capacity || 1, "aria-hidden": "true" });
+    const full = h("strong", { class: "full", hidden: true }, T.full);
+    meters.set(r.id, (n) => {
+      count.textContent = r.capacity
+        ? fill(T.occupancy, { count: n, capacity: r.capacity })
+        : fill(T.occupancyNoCapacity, { count: n });
+      meter.value = n;
+      full.hidden = !(r.capacity && n >= r.capacity);
+    });
+    meters.get(r.id)(0);
+    return h("article", { class: "room", "aria-labelledby": `room-${r.id}` },
+      h("h3", { id: `room-${r.id}` }, r.name, " ", full),
+      h("p", { class: "occupancy" }, count, r.capacity ? meter : ""),
+      slot(T.now, current, T.nothingNow),
+      slot(T.next, next, T.nothingNext),
+      sessions.length ? h("details", {},
+        h("summary", {}, fill(T.fullSchedule, { room: r.name })),
+        h("ol", { class: "sessions" }, ...sessions.map((s) =>
+          h("li", {}, h("span", { class: "when" }, span(s)), " ", s.title)))) : "");
+  }
+
+  section.refresh = async () => {
+    try {
+      const [schedule, occupancy] = await Promise.all([
+        fetch("/api/v1/schedule", { headers: { authorization: `Bearer ${token}` } }).then(ok),
+        fetch("/api/v1/zones/occupancy").then(ok),
+      ]);
+      timeZone = schedule.event.timezone;
+      const now = new Date();
+      meters.clear();
+      const rooms = schedule.rooms.filter((r) => r.sessions.length || r.capacity);
+      body.replaceChildren(...rooms.map((r) => room(r, now)));
+      if (!rooms.length) body.append(h("p", { class: "help" }, T.noSchedule));
+      for (const [zone, n] of Object.entries(occupancy.zones || {})) meters.get(zone)?.(n);
+      section.onRooms(rooms);
+    } catch {
+      body.replaceChildren(h("p", { class: "error", role: "alert" }, T.scheduleUnavailable));
+    }
+  };
+  section.occupancy = ({ zone, occupancy }) => meters.get(zone)?.(occupancy);
+  return section;
+}
+
+async function ok(response) {
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return response.json();
 }
 
 /** Whether the token still opens the hub: a 401 means sign in again. */

@@ -1,12 +1,15 @@
 // The link to the appliance's hub (docs/protocol/websocket.md): one WebSocket that reconnects
 // with backoff after a sleep or a WiFi drop and resumes every channel from the last `seq` it
-// saw, so no message is missed or shown twice.
+// saw, so no message is missed or shown twice. Where a WebSocket cannot open at all (some
+// captive networks and proxies block it), the same frames come over Server-Sent Events.
 
 const PING_EVERY_MS = 25_000; // under the server's 90 s silence limit
 const PONG_WITHIN_MS = 10_000; // a link that does not answer is dead, even if the OS thinks not
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const PAGE = 500; // the most a sync.request returns
+// WebSocket attempts that never opened, in a row, before the event stream is used instead.
+const FAILURES_BEFORE_STREAM = 2;
 
 /** Close reasons after which reconnecting with the same token is pointless. */
 const ENDED = new Set(["token_expired", "attendee_removed"]);
@@ -27,13 +30,16 @@ export class Hub {
     this.attempt = 0;
     this.nextId = 1;
     this.socket = null;
+    this.stream = null; // the EventSource, once the WebSocket has given up
+    this.neverOpened = 0;
     this.stopped = false;
   }
 
   /** Reads `channels` from now on (and everything in them not yet seen). */
   subscribe(channels) {
     for (const c of channels) this.channels.add(c);
-    if (this.live()) this.sendSubscribe(channels);
+    if (this.stream) this.openStream();
+    else if (this.live()) this.sendSubscribe(channels);
   }
 
   start() {
@@ -51,6 +57,7 @@ export class Hub {
     document.removeEventListener("visibilitychange", this.wake);
     clearTimeout(this.retryTimer);
     this.socket?.close(1000, "bye");
+    this.stream?.close();
   }
 
   live() {
@@ -59,14 +66,64 @@ export class Hub {
 
   connect() {
     if (this.stopped) return;
+    if (this.stream) return this.openStream();
     this.on.state("connecting");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const url = `${scheme}//${location.host}/ws?token=${encodeURIComponent(this.token)}`;
-    const socket = new WebSocket(url);
+    let socket;
+    try {
+      socket = new WebSocket(url);
+    } catch {
+      // Refused before any network (a policy): as good as a connection that never opened.
+      return this.closed(this.socket, { code: 1006, reason: "" });
+    }
     this.socket = socket;
     this.welcomed = false;
+    socket.onopen = () => {
+      this.neverOpened = 0;
+      this.answersHttp = false;
+    };
     socket.onmessage = (event) => this.receive(event.data);
     socket.onclose = (event) => this.closed(socket, event);
+  }
+
+  /** The event stream in place of the WebSocket, from the positions already seen. */
+  openStream() {
+    this.stream?.close();
+    this.on.state("connecting");
+    const channels = [...this.channels];
+    const resume = channels.map((c) => `${c}=${this.last.get(c) ?? 0}`).join(";");
+    const query = new URLSearchParams({ channels: channels.join(","), resume, token: this.token });
+    const stream = new EventSource(`/api/v1/stream?${query}`);
+    this.stream = stream;
+    stream.onopen = () => this.on.state("live");
+    stream.onerror = () => {
+      if (stream !== this.stream) return;
+      // The browser retries on its own (with Last-Event-ID) unless the answer was an error.
+      if (stream.readyState !== EventSource.CLOSED) return this.on.state("offline");
+      this.retry();
+    };
+    for (const type of ["message.new", "sync.response"]) {
+      stream.addEventListener(type, (event) => {
+        this.attempt = 0;
+        this.receive(event.data);
+      });
+    }
+  }
+
+  /** Pages a channel's missed messages over HTTP (the stream has no sync.request). */
+  async fetchMissed(channel) {
+    for (;;) {
+      const after = this.last.get(channel) ?? 0;
+      const query = new URLSearchParams({ after, limit: PAGE });
+      const r = await fetch(`/api/v1/channels/${encodeURIComponent(channel)}/messages?${query}`, {
+        headers: { authorization: `Bearer ${this.token}` },
+      });
+      if (!r.ok) return;
+      const page = await r.json();
+      for (const m of page.messages) this.deliver(channel, m);
+      if (!page.has_more || !page.messages.length) return;
+    }
   }
 
   reconnectNow() {
@@ -80,6 +137,7 @@ export class Hub {
     if (socket !== this.socket) return;
     clearInterval(this.pinger);
     clearTimeout(this.pongTimer);
+    const opened = this.welcomed;
     this.welcomed = false;
     if (this.stopped) return;
     if (event.code === 1008 && ENDED.has(event.reason)) {
@@ -87,6 +145,25 @@ export class Hub {
       this.on.ended(event.reason);
       return;
     }
+    if (!opened && event.code === 1006 && this.answersHttp) {
+      // The appliance answered plain HTTP just before, and still no WebSocket got through:
+      // something in between blocks them. The event stream takes over.
+      return this.openStream();
+    }
+    if (!opened && event.code === 1006 && ++this.neverOpened >= FAILURES_BEFORE_STREAM) {
+      // Never opened, twice: is the appliance down (retry on), or are WebSockets blocked?
+      fetch("/healthz", { cache: "no-store" })
+        .then((r) => {
+          this.answersHttp = r.ok;
+          r.ok ? this.connect() : this.retry();
+        })
+        .catch(() => this.retry());
+      return;
+    }
+    this.retry();
+  }
+
+  retry() {
     this.on.state("offline");
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
     this.attempt += 1;
@@ -130,7 +207,8 @@ export class Hub {
         break;
       case "sync.response":
         for (const m of p.messages || []) this.deliver(p.channel, m);
-        if (p.too_large || p.has_more) {
+        if ((p.too_large || p.has_more) && this.stream) this.fetchMissed(p.channel);
+        else if (p.too_large || p.has_more) {
           this.send("sync.request", { channel: p.channel, last_seq: this.last.get(p.channel) ?? 0, limit: PAGE });
         }
         break;

@@ -19,6 +19,19 @@ const en = {
   linkConnecting: "Connecting…",
   linkOffline: "Offline: showing what arrived before. Reconnecting…",
   sessionEnded: "You were signed out. Please sign in again.",
+  views: "Views",
+  schedule: "Schedule",
+  noSchedule: "No sessions are scheduled yet.",
+  now: "Now",
+  next: "Next",
+  nothingNow: "Nothing on now",
+  nothingNext: "Nothing later today",
+  fullSchedule: "All sessions in {room}",
+  occupancy: "{count} of {capacity} seats taken",
+  occupancyNoCapacity: "{count} people here",
+  full: "Full",
+  elsewhere: "Elsewhere",
+  scheduleUnavailable: "The schedule could not be loaded. It will be tried again.",
 };
 
 const languages = { en };

@@ -1,27 +1,36 @@
 """Drives the attendee app (`/`) of a running venued in Debian's headless Chromium.
 
 Run by `hw-tests/tests/daemon/browser.rs`, which starts venued, registers the attendees and
-passes what this script needs in the environment:
+passes what this script needs in the environment. To have venued killed (-9) and restarted on
+the same port, the script prints `RESTART` and waits for a line on stdin.
 
   VENUE_URL            the appliance, e.g. http://127.0.0.1:41234
   VENUE_STAFF_TOKEN    a staff token, to post announcements through the HTTP API
+  VENUE_ADMIN_TOKEN    the admin token, to set up the rooms and sessions
   VENUE_SCREENSHOTS    a directory for the screenshots (phone and desktop sizes)
 
 Every check raises AssertionError with what was expected; the exit status says whether all held.
 Playwright drives /usr/bin/chromium (its own browser download does not work here).
 """
 
+import datetime
+import http.client
+import http.server
 import json
 import os
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect, sync_playwright
 
 URL = os.environ["VENUE_URL"]
 STAFF = os.environ["VENUE_STAFF_TOKEN"]
+ADMIN = os.environ["VENUE_ADMIN_TOKEN"]
 SHOTS = os.environ["VENUE_SCREENSHOTS"]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
@@ -44,6 +53,127 @@ def announce(text):
         assert response.status == 201, f"announcement not stored: {response.status}"
 
 
+def admin_post(collection, record):
+    request = urllib.request.Request(
+        f"{URL}/api/v1/admin/{collection}",
+        data=json.dumps(record).encode(),
+        method="POST",
+        headers={"authorization": f"Bearer {ADMIN}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201), f"{collection} not stored: {response.status}"
+
+
+def set_up_schedule():
+    """Two rooms; in Hall A a session on now and one next, relative to this minute."""
+    admin_post("zones", {"id": "hall-a", "name": "Hall A", "capacity": 800})
+    admin_post("zones", {"id": "hall-b", "name": "Hall B", "capacity": 120})
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    at = lambda minutes: (now + datetime.timedelta(minutes=minutes)).isoformat()
+    sessions = [
+        ("keynote", "Opening keynote", "hall-a", -30, 30),
+        ("edge", "Rust at the edge", "hall-a", 45, 90),
+        ("sync", "Offline-first sync", "hall-b", 120, 180),
+    ]
+    for sid, title, zone, start, end in sessions:
+        admin_post("sessions", {"id": sid, "title": title, "zone_id": zone,
+                                "starts_at": at(start), "ends_at": at(end)})
+
+
+def audit(page, view):
+    """axe-core in the page: no serious or critical accessibility violation."""
+    results = Axe().run(page)
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert not bad, f"accessibility violations in the {view} view: {bad}"
+
+
+def restart_venued():
+    """Has the test kill venued with SIGKILL and start it again on the same data and port."""
+    print("RESTART", flush=True)
+    answer = sys.stdin.readline().strip()
+    assert answer == "restarted", f"venued was not restarted: {answer!r}"
+
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te"}
+
+
+class BlocksWebSockets(http.server.BaseHTTPRequestHandler):
+    """A reverse proxy in front of venued that passes plain HTTP (the event stream included,
+    as it arrives) and refuses every WebSocket upgrade, as some captive networks do."""
+
+    protocol_version = "HTTP/1.0"  # one response per connection; a stream ends when it closes
+    upstream = urllib.parse.urlsplit(URL)
+
+    def do_GET(self):
+        self.forward()
+
+    def do_POST(self):
+        self.forward()
+
+    def log_message(self, *args):
+        pass
+
+    def forward(self):
+        if self.headers.get("upgrade", "").lower() == "websocket":
+            self.send_error(403, "WebSockets are blocked on this network")
+            return
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else None
+        upstream = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        response = upstream.getresponse()
+        self.send_response(response.status)
+        for k, v in response.getheaders():
+            if k.lower() not in HOP_BY_HOP:
+                self.send_header(k, v)
+        self.end_headers()
+        try:
+            while chunk := response.read1(65536):
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+        finally:
+            upstream.close()
+
+
+def websocket_blocking_proxy():
+    """Starts the proxy on a loopback port; its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BlocksWebSockets)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+FIRST_LOAD_BUDGET = 150 * 1024  # bytes on the wire, issue #15
+
+
+def first_load(page):
+    """What the first visit cost (nothing cached): bytes on the wire against the budget, and
+    when the sign-in form was usable. Prints the figures BENCHMARKS.md records."""
+    perf = page.evaluate(
+        """() => {
+          const nav = performance.getEntriesByType('navigation')[0];
+          const res = performance.getEntriesByType('resource');
+          const sum = (key) => nav[key] + res.reduce((a, e) => a + e[key], 0);
+          return { wire: sum('transferSize'), body: sum('encodedBodySize'),
+                   decoded: sum('decodedBodySize'), files: res.length + 1,
+                   dcl: nav.domContentLoadedEventEnd, usable: performance.now() };
+        }"""
+    )
+    print(
+        f"first load: {perf['files']} files, {perf['wire']} bytes on the wire "
+        f"({perf['body']} compressed bodies, {perf['decoded']} decoded); "
+        f"DOMContentLoaded {perf['dcl']:.0f} ms, sign-in form usable by {perf['usable']:.0f} ms"
+    )
+    assert perf["wire"] <= FIRST_LOAD_BUDGET, f"first load {perf['wire']} B over the budget"
+
+
 def sign_in(page, ticket, who):
     page.get_by_label("Ticket code").fill(ticket)
     page.get_by_label("Last name or email").fill(who)
@@ -51,6 +181,7 @@ def sign_in(page, ticket, who):
 
 
 def main():
+    set_up_schedule()
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium",
@@ -73,11 +204,13 @@ def main():
         # Signed out: the form, and a wrong pair says so without saying which half.
         page.goto(URL + "/")
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        first_load(page)
         sign_in(page, "T1", "Nobody")
         expect(page.get_by_role("alert")).to_contain_text(WRONG_PAIR)
         sign_in(page, "NO-SUCH-TICKET", "Lovelace")
         expect(page.get_by_role("alert")).to_contain_text(WRONG_PAIR)
         page.screenshot(path=os.path.join(SHOTS, "attendee-sign-in-phone.png"))
+        audit(page, "sign-in")
 
         # The right pair (last name, any case) signs in and opens the live announcements.
         announce("Welcome to the venue! Coffee is in the foyer.")
@@ -101,13 +234,55 @@ def main():
         expect(feed.locator("li")).to_have_count(2)
         expect(feed.locator("li").first).to_contain_text(text)
         page.screenshot(path=os.path.join(SHOTS, "attendee-announcements-phone.png"))
+        audit(page, "announcements")
+
+        # The schedule: each room with what is on now and next, and its occupancy.
+        page.get_by_role("button", name="Schedule").click()
+        hall = page.get_by_role("article", name="Hall A")
+        expect(hall).to_contain_text("Now: Opening keynote")
+        expect(hall).to_contain_text("Next: Rust at the edge")
+        expect(hall).to_contain_text("0 of 800 seats taken")
+        hall_b = page.get_by_role("article", name="Hall B")
+        expect(hall_b).to_contain_text("Nothing on now")
+        expect(hall_b).to_contain_text("Next: Offline-first sync")
+        page.screenshot(path=os.path.join(SHOTS, "attendee-schedule-phone.png"))
+        audit(page, "schedule")
+        page.get_by_role("button", name="Announcements").click()
+
+        # venued killed and restarted: the page reconnects by itself and resumes; what staff
+        # posted before the page was back shows, once, and nothing shown before is doubled.
+        restart_venued()
+        after = "Lunch is served in the foyer"
+        announce(after)
+        expect(feed.locator("li").first).to_contain_text(after, timeout=20_000)
+        expect(page.locator("#link")).to_have_text("Live")
+        expect(feed.locator("li")).to_have_count(3)
+        expect(feed.get_by_text(after)).to_have_count(1)
 
         desktop = browser.new_context(viewport=DESKTOP)
         wide = desktop.new_page()
         wide.goto(URL + "/")
         sign_in(wide, "T2", "ada@example.org")
-        expect(wide.get_by_role("list", name="Announcements").locator("li")).to_have_count(2)
+        expect(wide.get_by_role("list", name="Announcements").locator("li")).to_have_count(3)
         wide.screenshot(path=os.path.join(SHOTS, "attendee-announcements-desktop.png"))
+
+        # WebSockets blocked on the way (as on some captive networks): the page falls back to the
+        # event stream and still gets every announcement, live.
+        proxy = websocket_blocking_proxy()
+        blocked = browser.new_context(viewport=PHONE)
+        sse = blocked.new_page()
+        streams = []
+        sse.on("request", lambda r: "/api/v1/stream?" in r.url and streams.append(r.url))
+        sse.goto(proxy + "/")
+        sign_in(sse, "T2", "Byron")
+        sse_feed = sse.get_by_role("list", name="Announcements")
+        expect(sse_feed.locator("li")).to_have_count(3, timeout=20_000)
+        expect(sse.locator("#link")).to_have_text("Live")
+        assert streams, "the page did not open the event stream"
+        over_sse = "Shuttle buses leave at 18:00"
+        announce(over_sse)
+        expect(sse_feed.locator("li").first).to_contain_text(over_sse, timeout=2000)
+        expect(sse_feed.locator("li")).to_have_count(4)
 
         # Signing out forgets the token.
         page.get_by_role("button", name="Sign out").click()

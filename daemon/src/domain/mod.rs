@@ -10,6 +10,7 @@ pub mod groups;
 pub mod idempotency;
 pub mod messages;
 pub mod retained;
+pub mod schedule;
 pub mod token_keys;
 
 use crate::oplog::ApplyError;

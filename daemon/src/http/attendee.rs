@@ -1,9 +1,10 @@
-//! Attendee sign-in on site: a ticket code and a last name or email, checked against the
-//! registry, answered with a token minted by this appliance. Works with no internet.
+//! What an attendee's app asks over plain HTTP: sign-in on site (a ticket code and a last name or
+//! email, checked against the registry, answered with a token minted by this appliance, so it
+//! works with no internet) and the schedule.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
@@ -11,7 +12,8 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Source, check_budget, failed};
-use crate::domain::attendees;
+use super::hub_fallbacks::attendee_claims;
+use crate::domain::{attendees, schedule};
 
 /// How long a token from an on-site sign-in is valid: the length of a long conference.
 const SIGN_IN_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -82,4 +84,14 @@ pub(super) async fn sign_in(
             "attendee": {"id": attendee.id, "name": attendee.name},
         })),
     ))
+}
+
+/// `GET /api/v1/schedule`: the event, its rooms with their capacity and sessions (docs/http-api.md).
+pub(super) async fn schedule(
+    State(state): State<AppState>,
+    source: Source,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    attendee_claims(&state, &source, &headers, None).await?;
+    Ok(Json(schedule::read(&state.store, state.event_id()).await?))
 }

@@ -196,12 +196,16 @@ pub struct StreamQuery {
     /// The token, for `EventSource`, which cannot set headers.
     #[serde(default)]
     token: Option<String>,
+    /// Where to start, in `Last-Event-ID`'s form (`announcements=12;zone:hall-a=3`), for a
+    /// client's first request: `EventSource` sends that header only on its own reconnects.
+    #[serde(default)]
+    resume: Option<String>,
 }
 
 /// `GET /api/v1/stream?channels=a,b`: Server-Sent Events carrying the WebSocket's server frames.
 /// Each `message.new` event's id holds the position of every channel (`announcements=12;zone:hall-a=3`),
 /// so `Last-Event-ID` resumes them all, with the same gap-fill and `too_large` rule as the
-/// WebSocket.
+/// WebSocket; `?resume=` in the same form does it for a first request.
 pub(crate) async fn stream(
     State(state): State<AppState>,
     source: Source,
@@ -232,10 +236,11 @@ pub(crate) async fn stream(
             ));
         }
     }
-    // Positions from Last-Event-ID: `channel=seq;channel=seq`.
+    // Positions from Last-Event-ID (or, on a first request, `resume`): `channel=seq;channel=seq`.
     let mut positions: std::collections::BTreeMap<String, i64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
+        .or(query.resume.as_deref())
         .map(|id| {
             id.split(';')
                 .filter_map(|p| p.rsplit_once('='))

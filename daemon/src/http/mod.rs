@@ -101,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/token-keys", post(admin::install_token_key))
         .route("/api/v1/admin/tokens", post(admin::mint_token))
         .route("/api/v1/attendee/session", post(attendee::sign_in))
+        .route("/api/v1/schedule", get(attendee::schedule))
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/stream", get(hub_fallbacks::stream))
         .route(

@@ -190,3 +190,92 @@ async fn wrong_sign_ins_are_budgeted_per_ticket_and_per_address() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+#[tokio::test]
+async fn the_schedule_lists_each_room_with_its_sessions_in_start_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = venue(&dir).await;
+    let admin = Admin::new(&venued);
+    let post = |collection: &'static str, record: Value| {
+        let admin = &admin;
+        async move {
+            let (status, body) = admin
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/admin/{collection}"),
+                    Some(record),
+                )
+                .await
+                .unwrap();
+            assert!(
+                (200..300).contains(&status),
+                "{collection}: {status} {body}"
+            );
+        }
+    };
+    post(
+        "zones",
+        json!({"id": "hall-b", "name": "Hall B", "capacity": 120}),
+    )
+    .await;
+    post(
+        "zones",
+        json!({"id": "hall-a", "name": "Hall A", "capacity": 800}),
+    )
+    .await;
+    post(
+        "zones",
+        json!({"id": "gone", "name": "Gone", "deleted": true}),
+    )
+    .await;
+    let session = |id: &str, zone: &str, start: &str| {
+        json!({"id": id, "title": id, "zone_id": zone,
+               "starts_at": format!("2026-11-23T{start}:00+01:00")})
+    };
+    post("sessions", session("late", "hall-a", "15:00")).await;
+    post("sessions", session("early", "hall-a", "09:00")).await;
+    post("sessions", session("b", "hall-b", "10:00")).await;
+    post("sessions", session("nowhere", "no-such-room", "11:00")).await;
+    post(
+        "sessions",
+        json!({"id": "cancelled", "title": "x", "zone_id": "hall-a", "deleted": true}),
+    )
+    .await;
+
+    let unauthenticated = client()
+        .get(venued.url("/api/v1/schedule"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+
+    let signed: Value = sign_in(&venued, "T1", "Berg").await.json().await.unwrap();
+    let schedule: Value = client()
+        .get(venued.url("/api/v1/schedule"))
+        .bearer_auth(signed["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rooms: Vec<(&str, Vec<&str>)> = schedule["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let ids = r["sessions"].as_array().unwrap();
+            (
+                r["id"].as_str().unwrap(),
+                ids.iter().map(|s| s["id"].as_str().unwrap()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rooms,
+        vec![("hall-a", vec!["early", "late"]), ("hall-b", vec!["b"])],
+        "rooms by name, sessions by start, nothing deleted"
+    );
+    assert_eq!(schedule["rooms"][0]["capacity"], 800);
+    assert_eq!(schedule["elsewhere"][0]["id"], "nowhere");
+}
