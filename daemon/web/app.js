@@ -93,7 +93,8 @@ function signOut(notice) {
 function homeView(token) {
   const announcements = announcementsSection();
   const schedule = scheduleSection(token);
-  const sections = { announcements: announcements.el, schedule: schedule.el };
+  const me = meSection(token);
+  const sections = { announcements: announcements.el, schedule: schedule.el, me: me.el };
   const tabs = {};
   const select = (name) => {
     for (const [key, el] of Object.entries(sections)) el.hidden = key !== name;
@@ -102,6 +103,7 @@ function homeView(token) {
       else tab.removeAttribute("aria-current");
     }
     if (name === "schedule") schedule.refresh();
+    if (name === "me") me.refresh();
   };
   for (const name of Object.keys(sections)) {
     tabs[name] = h("button", { type: "button", class: "tab", onclick: () => select(name) }, T[name]);
@@ -215,6 +217,63 @@ function scheduleSection(token) {
   };
   section.occupancy = ({ zone, occupancy }) => meters.get(zone)?.(occupancy);
   return section;
+}
+
+/** The attendee's own registration: check-in state, privacy level, forgetting their history. */
+function meSection(token) {
+  const auth = { authorization: `Bearer ${token}` };
+  const who = h("p", {});
+  const checkin = h("p", {});
+  const status = h("p", { id: "me-status", role: "status", class: "help" });
+  const radios = {};
+  const levels = ["precise", "zone", "venue", "hidden"];
+  const choose = async (level) => {
+    status.textContent = "";
+    try {
+      const r = await fetch("/api/v1/me/privacy", {
+        method: "PUT",
+        headers: { ...auth, "content-type": "application/json" },
+        body: JSON.stringify({ level }),
+      });
+      status.textContent = r.ok ? T.saved : T.notSaved;
+    } catch {
+      status.textContent = T.notSaved;
+    }
+  };
+  const fieldset = h("fieldset", { class: "choices" },
+    h("legend", {}, T.privacyLegend),
+    h("p", { class: "help" }, T.privacyHelp),
+    ...levels.map((level) => {
+      radios[level] = h("input", { type: "radio", name: "privacy", value: level, id: `privacy-${level}`,
+        onchange: () => choose(level) });
+      return h("label", { for: `privacy-${level}`, class: "choice" }, radios[level], T[`privacy_${level}`]);
+    }));
+  const forget = h("button", { type: "button", class: "secondary", onclick: async () => {
+    if (!confirm(T.forgetConfirm)) return;
+    try {
+      const r = await fetch("/api/v1/me/location-history", { method: "DELETE", headers: auth });
+      status.textContent = r.ok ? T.forgotten : T.notSaved;
+    } catch {
+      status.textContent = T.notSaved;
+    }
+  } }, T.forget);
+  const el = h("section", { "aria-labelledby": "me-heading" },
+    h("h2", { id: "me-heading" }, T.me), who, checkin, fieldset, forget, status);
+  return {
+    el,
+    async refresh() {
+      try {
+        const me = await fetch("/api/v1/me", { headers: auth }).then(ok);
+        who.textContent = me.company ? `${me.name}, ${me.company}` : me.name;
+        checkin.textContent = me.checked_in_at
+          ? fill(T.checkedIn, { time: clock(me.checked_in_at) })
+          : T.notCheckedIn;
+        if (radios[me.privacy]) radios[me.privacy].checked = true;
+      } catch {
+        status.textContent = T.notSaved;
+      }
+    },
+  };
 }
 
 async function ok(response) {

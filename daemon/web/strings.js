@@ -32,6 +32,20 @@ const en = {
   full: "Full",
   elsewhere: "Elsewhere",
   scheduleUnavailable: "The schedule could not be loaded. It will be tried again.",
+  me: "You",
+  checkedIn: "Checked in at {time}.",
+  notCheckedIn: "Not checked in yet: show your ticket code at the registration desk.",
+  privacyLegend: "Who can see where you are",
+  privacyHelp: "This applies to people who follow you, and changes for them at once.",
+  privacy_precise: "Your room, as precisely as the venue can tell",
+  privacy_zone: "The room you are in",
+  privacy_venue: "Only whether you are at the venue",
+  privacy_hidden: "Nobody: not your status, not your location",
+  saved: "Saved.",
+  notSaved: "Not saved: the venue's network did not answer. Try again.",
+  forget: "Delete my location history",
+  forgetConfirm: "Delete every room visit recorded for you, on every device of this venue?",
+  forgotten: "Your location history was deleted.",
 };
 
 const languages = { en };

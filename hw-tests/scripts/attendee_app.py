@@ -247,6 +247,20 @@ def main():
         expect(hall_b).to_contain_text("Next: Offline-first sync")
         page.screenshot(path=os.path.join(SHOTS, "attendee-schedule-phone.png"))
         audit(page, "schedule")
+
+        # "You": not checked in yet; the privacy level is the attendee's own to set, and stays.
+        page.get_by_role("button", name="You").click()
+        expect(page.get_by_text("Not checked in yet")).to_be_visible()
+        nobody = page.get_by_label("Nobody: not your status, not your location")
+        nobody.check()
+        expect(page.locator("#me-status")).to_have_text("Saved.")
+        audit(page, "you")
+        page.screenshot(path=os.path.join(SHOTS, "attendee-you-phone.png"))
+        page.reload()
+        page.get_by_role("button", name="You").click()
+        expect(nobody).to_be_checked()
+        page.get_by_label("The room you are in").check()
+        expect(page.locator("#me-status")).to_have_text("Saved.")
         page.get_by_role("button", name="Announcements").click()
 
         # venued killed and restarted: the page reconnects by itself and resumes; what staff

@@ -321,6 +321,95 @@ mod tests {
     }
 }
 
+/// What an attendee sees of their own registration: `{"id", "name", "company", "privacy",
+/// "checked_in_at"}`; `None` when `attendee_id` is not a current attendee of `event_id`.
+pub async fn me(
+    store: &Store,
+    event_id: &str,
+    attendee_id: &str,
+) -> Result<Option<Json>, DomainError> {
+    let (event_id, attendee_id) = (event_id.to_string(), attendee_id.to_string());
+    store
+        .read(move |conn| {
+            use rusqlite::OptionalExtension;
+            let found = conn
+                .prepare_cached(
+                    "SELECT a.id, a.name, a.company, a.privacy,
+                            (SELECT min(c.hlc_wall) FROM checkins c WHERE c.attendee_id = a.id)
+                     FROM attendees a WHERE a.id = ?1 AND a.event_id = ?2 AND a.deleted = 0",
+                )?
+                .query_row(params![attendee_id, event_id], |r| {
+                    let checked_in: Option<i64> = r.get(4)?;
+                    Ok(json!({
+                        "id": r.get::<_, String>(0)?,
+                        "name": r.get::<_, String>(1)?,
+                        "company": r.get::<_, Option<String>>(2)?,
+                        "privacy": r.get::<_, String>(3)?,
+                        "checked_in_at": checked_in.map(rfc3339),
+                    }))
+                })
+                .optional()?;
+            Ok::<_, DomainError>(found)
+        })
+        .await
+}
+
+/// Sets `attendee_id`'s privacy level (one of [`crate::oplog::PRIVACY_LEVELS`]): an
+/// `attendee.upsert` op of that one field, so every appliance of the event applies it, and the
+/// committed-op stream tells presence and the hub at once.
+pub async fn set_privacy(
+    store: &Store,
+    event_id: &str,
+    attendee_id: &str,
+    level: &str,
+) -> Result<(), DomainError> {
+    if !crate::oplog::PRIVACY_LEVELS.contains(&level) {
+        return Err(DomainError::Invalid(format!(
+            "`level` must be one of {}, not `{}`",
+            crate::oplog::PRIVACY_LEVELS.join(", "),
+            level.chars().take(32).collect::<String>()
+        )));
+    }
+    let (event_id, attendee_id) = (event_id.to_string(), attendee_id.to_string());
+    let body = json!({ "privacy": level });
+    store
+        .write(move |ctx| {
+            if !is_current(ctx.conn(), &event_id, &attendee_id)? {
+                return Err(DomainError::NotFound(format!(
+                    "no attendee `{attendee_id}`"
+                )));
+            }
+            let op = ctx.new_op(&event_id, attendee_entity().kind, &attendee_id, body);
+            ctx.apply_owned(op)?;
+            Ok(())
+        })
+        .await
+}
+
+/// Forgets every zone transition of `attendee_id` up to now, here and (through the op log,
+/// `presence.forget`) on every appliance of the event.
+pub async fn forget_location_history(
+    store: &Store,
+    event_id: &str,
+    attendee_id: &str,
+) -> Result<(), DomainError> {
+    validate_id(attendee_id)?;
+    let (event_id, attendee_id) = (event_id.to_string(), attendee_id.to_string());
+    store
+        .write(move |ctx| {
+            let body = json!({ "before_ms": ctx.now_ms() });
+            let op = ctx.new_op(
+                &event_id,
+                crate::oplog::presence::FORGET,
+                &attendee_id,
+                body,
+            );
+            ctx.apply_owned(op)?;
+            Ok::<_, DomainError>(())
+        })
+        .await
+}
+
 /// Who a sign-in found: the attendee's id and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedIn {

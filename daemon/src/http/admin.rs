@@ -272,17 +272,7 @@ pub(super) async fn forget_location_history(
     _: Admin,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    entities::validate_id(&id)?;
-    let event_id = state.event_id().to_string();
-    state
-        .store
-        .write(move |ctx| {
-            let body = json!({ "before_ms": ctx.now_ms() });
-            let op = ctx.new_op(&event_id, crate::oplog::presence::FORGET, &id, body);
-            ctx.apply(&op)?;
-            Ok::<_, crate::domain::DomainError>(())
-        })
-        .await?;
+    attendees::forget_location_history(&state.store, state.event_id(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,6 +1,6 @@
 //! What an attendee's app asks over plain HTTP: sign-in on site (a ticket code and a last name or
 //! email, checked against the registry, answered with a token minted by this appliance, so it
-//! works with no internet) and the schedule.
+//! works with no internet), the schedule, and the attendee's own registration and privacy.
 
 use axum::Json;
 use axum::extract::State;
@@ -94,4 +94,53 @@ pub(super) async fn schedule(
 ) -> Result<impl IntoResponse, ApiError> {
     attendee_claims(&state, &source, &headers, None).await?;
     Ok(Json(schedule::read(&state.store, state.event_id()).await?))
+}
+
+/// `GET /api/v1/me`: the signed-in attendee's registration, privacy level and check-in.
+pub(super) async fn me(
+    State(state): State<AppState>,
+    source: Source,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let claims = attendee_claims(&state, &source, &headers, None).await?;
+    match attendees::me(&state.store, state.event_id(), &claims.sub).await? {
+        Some(me) => Ok(Json(me)),
+        // Removed between the token check and the read.
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("`{}` is no longer registered for this event", claims.sub),
+        )),
+    }
+}
+
+/// Body of `PUT /api/v1/me/privacy`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Privacy {
+    level: String,
+}
+
+/// `PUT /api/v1/me/privacy`: sets the attendee's own privacy level; in effect for everyone who
+/// follows them as soon as it is answered.
+pub(super) async fn set_privacy(
+    State(state): State<AppState>,
+    source: Source,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<Privacy>,
+) -> Result<impl IntoResponse, ApiError> {
+    let claims = attendee_claims(&state, &source, &headers, None).await?;
+    attendees::set_privacy(&state.store, state.event_id(), &claims.sub, &request.level).await?;
+    Ok(Json(json!({ "privacy": request.level })))
+}
+
+/// `DELETE /api/v1/me/location-history`: forgets the attendee's own zone history (204).
+pub(super) async fn forget_location_history(
+    State(state): State<AppState>,
+    source: Source,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let claims = attendee_claims(&state, &source, &headers, None).await?;
+    attendees::forget_location_history(&state.store, state.event_id(), &claims.sub).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -102,6 +102,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/tokens", post(admin::mint_token))
         .route("/api/v1/attendee/session", post(attendee::sign_in))
         .route("/api/v1/schedule", get(attendee::schedule))
+        .route("/api/v1/me", get(attendee::me))
+        .route(
+            "/api/v1/me/privacy",
+            axum::routing::put(attendee::set_privacy),
+        )
+        .route(
+            "/api/v1/me/location-history",
+            delete(attendee::forget_location_history),
+        )
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/stream", get(hub_fallbacks::stream))
         .route(

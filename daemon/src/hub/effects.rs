@@ -75,8 +75,13 @@ impl Hub {
                     self.group_changed(&op.entity_id, &removed_by(&op.body))
                         .await;
                 }
-                ATTENDEE_UPSERT if op.body.get("deleted").is_some() => {
-                    self.attendee_changed(&op.entity_id).await;
+                ATTENDEE_UPSERT => {
+                    if op.body.get("deleted").is_some() {
+                        self.attendee_changed(&op.entity_id).await;
+                    }
+                    if op.body.get("privacy").is_some() {
+                        self.privacy_changed(&op.entity_id).await;
+                    }
                 }
                 presence::TRANSITION => {
                     // Already filtered by the person's privacy where it was decided

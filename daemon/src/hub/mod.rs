@@ -385,6 +385,40 @@ impl Hub {
         }
     }
 
+    /// After a committed change of `user`'s privacy (local or synced): their followers hear the
+    /// level now in force (`visibility`) and drop what it no longer lets out (all of it for
+    /// `hidden`, the zone for `venue`); unless hidden, the person's current status follows.
+    /// The level is read back rather than taken from the op, which may have lost to a newer one;
+    /// a failed read counts as `hidden` (privacy fails closed).
+    pub async fn privacy_changed(&self, user: &str) {
+        let key = presence_channel(user);
+        if self.lock().get(&key).is_none_or(|s| s.is_empty()) {
+            return;
+        }
+        let (event, who) = (self.0.event_id.clone(), user.to_string());
+        let level = self
+            .0
+            .store
+            .read(move |conn| attendees::privacy(conn, &event, &who))
+            .await
+            .ok()
+            .flatten()
+            .filter(|p| crate::oplog::PRIVACY_LEVELS.contains(&p.as_str()))
+            .unwrap_or_else(|| "hidden".into());
+        self.ephemeral(
+            &key,
+            "presence.changed",
+            json!({"user_id": user, "visibility": level}),
+        );
+        if level != "hidden" {
+            self.ephemeral(
+                &key,
+                "presence.changed",
+                json!({"user_id": user, "status": self.status_of(user)}),
+            );
+        }
+    }
+
     /// Whether `user` is a current (not deleted) attendee of this event: what every attendee
     /// token must name. A failed read counts as no: access fails closed.
     pub async fn is_attendee(&self, user: &str) -> bool {

@@ -425,3 +425,78 @@ async fn badges_count_unread_and_mentions_and_clear_on_every_phone() {
         }
     }
 }
+
+/// An attendee changes their own privacy (the app's "You" view): followers hear the new level
+/// at once, before anything else about that person, and `hidden` comes with no status after it.
+#[tokio::test]
+async fn an_attendees_own_privacy_change_reaches_followers_at_once() {
+    let (_dir, venued) = demo().await;
+    hw_tests::Admin::new(&venued)
+        .import_csv("id,name,privacy\np-self,Sam,zone\n".into())
+        .await
+        .unwrap();
+    let mut viewer = attendee(&venued, "a1", &["attendee"]).await;
+    let ack = request(
+        &mut viewer,
+        "presence.subscribe",
+        "ps",
+        json!({"user_ids": ["p-self"]}),
+    )
+    .await;
+    assert_eq!(ack["status"], "ok");
+    assert_eq!(
+        next(&mut viewer, "presence.changed").await["status"],
+        "offline"
+    );
+
+    let own = token(&venued, "p-self", &["attendee"]).await;
+    let http = reqwest::Client::new();
+    let set = |level: &'static str| {
+        http.put(venued.url("/api/v1/me/privacy"))
+            .bearer_auth(&own)
+            .json(&json!({"level": level}))
+            .send()
+    };
+    assert_eq!(set("hidden").await.unwrap().status(), 200);
+    let hidden = next(&mut viewer, "presence.changed").await;
+    assert_eq!(hidden, json!({"user_id": "p-self", "visibility": "hidden"}));
+
+    assert_eq!(set("venue").await.unwrap().status(), 200);
+    let venue = next(&mut viewer, "presence.changed").await;
+    assert_eq!(venue, json!({"user_id": "p-self", "visibility": "venue"}));
+    assert_eq!(
+        next(&mut viewer, "presence.changed").await["status"],
+        "offline"
+    );
+
+    let me: Value = http
+        .get(venued.url("/api/v1/me"))
+        .bearer_auth(&own)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["id"].clone(), me["privacy"].clone()),
+        (json!("p-self"), json!("venue"))
+    );
+
+    let bad = set("everyone").await.unwrap();
+    assert_eq!(bad.status(), 422);
+    let forget = http
+        .delete(venued.url("/api/v1/me/location-history"))
+        .bearer_auth(&own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forget.status(), 204);
+    // Without a token, none of it.
+    let anonymous = reqwest::Client::new()
+        .get(venued.url("/api/v1/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
