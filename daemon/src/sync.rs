@@ -345,7 +345,8 @@ mod tests {
         let ops: Vec<_> = ops.into_iter().map(|(_, op)| op).collect();
         let sync_b = StoreSync::new(store_b.clone(), hub_b.clone(), "ev");
         let applied = sync_b.apply_remote(ops, 3).await.expect("pulled");
-        assert_eq!((applied.applied, applied.parked), (3, 0));
+        // The three ops, and A's signing key (published when A's hub started).
+        assert_eq!((applied.applied, applied.parked), (4, 0));
         let pulled = received(&store_b, &hub_b, &phone_b).await;
         assert_eq!(pulled, local);
     }

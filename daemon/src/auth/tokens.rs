@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{DomainError, token_keys};
 use crate::store::Store;
 
-/// The `kid` of the appliance's own signing key.
-pub const LOCAL_KID: &str = "local";
+/// The prefix of an appliance's own key id: `appliance-<16 hex digits of the key's SHA-256>`.
+/// (Before keys travelled by sync every appliance used `local`; such a key, still installed,
+/// keeps verifying the tokens it signed.)
+pub const APPLIANCE_KID_PREFIX: &str = "appliance-";
 /// File (in the data directory) holding the local signing key, PKCS#8 DER, mode 0600.
 const LOCAL_KEY_FILE: &str = "token-signing-key.pk8";
 /// Clock skew tolerated on `exp`, seconds.
@@ -141,6 +143,40 @@ impl Verifier {
         Ok(())
     }
 
+    /// Installs this appliance's own public key under `kid` and logs it as a
+    /// `token_key.publish` op of `event` (once: a key already installed is not logged again).
+    pub async fn publish_own(
+        &self,
+        store: &Store,
+        event: &str,
+        kid: String,
+        pem: String,
+    ) -> Result<(), DomainError> {
+        let key = decoding_key("EdDSA", &pem).map_err(|e| DomainError::Invalid(e.to_string()))?;
+        let (k, event) = (kid.clone(), event.to_string());
+        store
+            .write(move |ctx| {
+                if token_keys::installed(ctx.conn(), &k)? {
+                    return Ok(());
+                }
+                let body = serde_json::json!({"alg": "EdDSA", "public_key_pem": pem});
+                let op = ctx.new_op(&event, crate::oplog::token_key::PUBLISH, &k, body);
+                ctx.apply_owned(op)?;
+                Ok::<_, DomainError>(())
+            })
+            .await?;
+        self.write().insert(kid, key);
+        Ok(())
+    }
+
+    /// Reloads the keys in use from the store (after a key arrived by sync).
+    pub async fn reload(&self, store: &Store) -> Result<(), DomainError> {
+        let fresh = Verifier::load(store).await?;
+        let keys = std::mem::take(&mut *fresh.write());
+        *self.write() = keys;
+        Ok(())
+    }
+
     /// Replaces the keys the relay supplied with `keys` (keys an admin installed stay), then
     /// reloads the set in use. A key that does not parse is skipped with a warning, not stored.
     pub async fn replace_relay_keys(
@@ -163,10 +199,7 @@ impl Verifier {
         store
             .write(move |ctx| token_keys::replace_relay(ctx.conn(), &usable, ctx.now_ms()))
             .await?;
-        let fresh = Verifier::load(store).await?;
-        let keys = std::mem::take(&mut *fresh.write());
-        *self.write() = keys;
-        Ok(())
+        self.reload(store).await
     }
 
     /// Verifies `token` for `event`.
@@ -232,20 +265,23 @@ pub enum SignerError {
     NotEd25519(std::path::PathBuf),
 }
 
-/// The appliance's own signing key: PKCS#8 Ed25519.
+/// The appliance's own signing key: PKCS#8 Ed25519, and the key id derived from it.
 pub struct Signer {
     pkcs8: Vec<u8>,
+    kid: String,
 }
 
 impl Signer {
-    /// Loads the local signing key from the data directory, creating it (and installing its
-    /// public half as [`LOCAL_KID`]) on first use.
+    /// Loads the local signing key from the data directory, creating it on first use, and
+    /// makes sure its public half is published: installed here and logged as a
+    /// `token_key.publish` op of `event`, so sync carries it to every appliance of the event
+    /// and a token signed here opens them all.
     pub async fn ensure(
         store: &Store,
         data_dir: &Path,
+        event: &str,
         verifier: &Verifier,
     ) -> Result<Signer, DomainError> {
-        use ring::signature::KeyPair;
         let path = data_dir.join(LOCAL_KEY_FILE);
         let pkcs8 = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -259,26 +295,14 @@ impl Signer {
                 doc.as_ref().to_vec()
             }
         };
-        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| {
+        let (kid, pem) = public_half(&pkcs8).ok_or_else(|| {
             DomainError::Invalid(format!(
                 "{} is not an Ed25519 PKCS#8 key; delete it to make a new one",
                 path.display()
             ))
         })?;
-        // SubjectPublicKeyInfo for Ed25519 is a fixed 12-byte prefix and the 32-byte key.
-        let mut spki = vec![
-            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-        ];
-        spki.extend_from_slice(pair.public_key().as_ref());
-        use base64::Engine;
-        let pem = format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(&spki)
-        );
-        verifier
-            .install(store, LOCAL_KID.into(), "EdDSA".into(), pem)
-            .await?;
-        Ok(Signer { pkcs8 })
+        verifier.publish_own(store, event, kid.clone(), pem).await?;
+        Ok(Signer { pkcs8, kid })
     }
 
     /// The local signing key from the data directory, if one was made (by a first start).
@@ -288,9 +312,13 @@ impl Signer {
             path: path.clone(),
             source,
         })?;
-        ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
-            .map_err(|_| SignerError::NotEd25519(path))?;
-        Ok(Signer { pkcs8 })
+        let (kid, _) = public_half(&pkcs8).ok_or(SignerError::NotEd25519(path))?;
+        Ok(Signer { pkcs8, kid })
+    }
+
+    /// The id its tokens carry in their header (`kid`).
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     /// Mints a token for `attendee` in `event`, valid for `ttl_secs`.
@@ -308,10 +336,32 @@ impl Signer {
             roles,
         };
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(LOCAL_KID.into());
+        header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&self.pkcs8))
             .map_err(|e| DomainError::Invalid(format!("cannot sign the token: {e}")))
     }
+}
+
+/// The key id and public key PEM of an Ed25519 PKCS#8 key; `None` if it is not one.
+fn public_half(pkcs8: &[u8]) -> Option<(String, String)> {
+    use base64::Engine;
+    use ring::signature::KeyPair;
+    use sha2::{Digest, Sha256};
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8).ok()?;
+    // SubjectPublicKeyInfo for Ed25519 is a fixed 12-byte prefix and the 32-byte key.
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(pair.public_key().as_ref());
+    let kid = format!(
+        "{APPLIANCE_KID_PREFIX}{}",
+        &hex::encode(Sha256::digest(&spki))[..16]
+    );
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&spki)
+    );
+    Some((kid, pem))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -341,7 +391,7 @@ mod tests {
         )
         .expect("store");
         let verifier = Verifier::default();
-        let signer = Signer::ensure(&store, dir.path(), &verifier)
+        let signer = Signer::ensure(&store, dir.path(), "ev", &verifier)
             .await
             .expect("signer");
         let now = crate::store::now_ms() / 1000;
@@ -350,7 +400,7 @@ mod tests {
                 "sub": "a1", "event": "ev", "exp": now + 3600, "roles": [], "nbf": nbf,
             });
             let mut header = Header::new(Algorithm::EdDSA);
-            header.kid = Some(LOCAL_KID.into());
+            header.kid = Some(signer.kid().into());
             jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&signer.pkcs8))
                 .expect("sign")
         };

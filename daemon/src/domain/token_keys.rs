@@ -1,5 +1,6 @@
 //! Installed attendee-token verification keys (`token_keys`): installed by an admin (`local`),
-//! or supplied by the relay (`relay`), which replaces its own set on every refresh.
+//! supplied by the relay (`relay`), which replaces its own set on every refresh, or published by
+//! an appliance of the event through the op log (`appliance`, `oplog::token_key`).
 
 use rusqlite::{Connection, params};
 
@@ -12,6 +13,13 @@ pub fn all(conn: &Connection) -> Result<Vec<(String, String, String)>, DomainErr
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// Whether a key is installed under `kid` (from any source).
+pub fn installed(conn: &Connection, kid: &str) -> Result<bool, DomainError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM token_keys WHERE kid = ?1")?
+        .exists(params![kid])?)
 }
 
 /// Installs (or replaces) a key an admin gave.

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{Hub, Inner, Message, presence_channel};
 use crate::domain::DomainError;
 use crate::oplog::message::{DELETE, EDIT, POST, REACT, mentions};
-use crate::oplog::{ATTENDEE_UPSERT, group, presence};
+use crate::oplog::{ATTENDEE_UPSERT, group, presence, token_key};
 use crate::store::{Committed, Subscription};
 
 /// How long the task waits after the store failed to give it the ops it missed.
@@ -83,6 +83,7 @@ impl Hub {
                         self.privacy_changed(&op.entity_id).await;
                     }
                 }
+                token_key::PUBLISH => self.key_published().await,
                 presence::TRANSITION => {
                     // Already filtered by the person's privacy where it was decided
                     // (`presence::transition_for`), on whichever appliance saw the badge.

@@ -207,7 +207,7 @@ impl Hub {
     ) -> Result<Hub, DomainError> {
         let epoch = ensure_epoch(store).await?;
         let verifier = tokens::Verifier::load(store).await?;
-        let signer = tokens::Signer::ensure(store, data_dir, &verifier).await?;
+        let signer = tokens::Signer::ensure(store, data_dir, event_id, &verifier).await?;
         let hub = Hub(Arc::new(Inner {
             store: store.clone(),
             event_id: event_id.into(),
@@ -382,6 +382,14 @@ impl Hub {
     pub async fn attendee_changed(&self, user: &str) {
         if !self.is_attendee(user).await {
             self.remove_user(user);
+        }
+    }
+
+    /// After another appliance's signing key arrived (by sync): tokens it signed open this
+    /// appliance from now on. A failed reload keeps the keys in use (and is logged).
+    pub async fn key_published(&self) {
+        if let Err(e) = self.0.verifier.reload(&self.0.store).await {
+            tracing::warn!(error = %e, "cannot reload the token keys after a key arrived");
         }
     }
 

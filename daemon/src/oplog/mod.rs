@@ -23,6 +23,7 @@ mod lww;
 pub mod message;
 pub mod outbox;
 pub mod presence;
+pub mod token_key;
 
 use rusqlite::{Connection, params};
 use sync_agent::Op;
@@ -128,6 +129,8 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
         Rule::MessageChange(message::parse_change(op).map_err(invalid)?)
     } else if op.kind == group::CREATE || op.kind == group::MEMBERS {
         Rule::Group(group::parse(op).map_err(invalid)?)
+    } else if op.kind == token_key::PUBLISH {
+        Rule::TokenKey(token_key::parse(op).map_err(invalid)?)
     } else if let Some(entity) = ENTITIES.iter().find(|e| e.kind == op.kind) {
         Rule::Lww(entity, lww::parse(entity, op).map_err(invalid)?)
     } else {
@@ -173,6 +176,7 @@ pub fn apply(conn: &Connection, op: &Op, now_ms: u64) -> Result<Applied, ApplyEr
         Rule::Message(body) => message::apply(conn, op, &body)?,
         Rule::MessageChange(change) => message::apply_change(conn, op, &change)?,
         Rule::Group(body) => group::apply(conn, op, &body)?,
+        Rule::TokenKey(body) => token_key::apply(conn, op, &body, now_ms)?,
     }
     Ok(Applied::New(seq))
 }
@@ -277,6 +281,7 @@ enum Rule {
     Message(message::Body),
     MessageChange(message::Change),
     Group(group::Body),
+    TokenKey(token_key::Body),
 }
 
 /// The HLC and id of an op as a sortable key: the total order every merge rule uses. The id is

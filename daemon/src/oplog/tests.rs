@@ -574,3 +574,77 @@ fn mentions_are_attendee_ids_after_an_at_sign() {
     let many: String = (0..50).map(|i| format!("@u{i} ")).collect();
     assert_eq!(message::mentions(&many).len(), message::MAX_MENTIONS);
 }
+
+#[test]
+fn a_published_token_key_is_installed_once_and_never_replaces_another_source() {
+    let mut conn = db();
+    let pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n";
+    let publish = |node: &str, kid: &str| {
+        op(
+            node,
+            1,
+            token_key::PUBLISH,
+            kid,
+            json!({"alg": "EdDSA", "public_key_pem": pem}),
+        )
+    };
+    // An admin put a key under this kid on purpose: a published one does not replace it.
+    conn.execute(
+        "INSERT INTO token_keys (kid, alg, public_pem, added_ms, source)
+         VALUES ('appliance-admin', 'ES256', 'admin pem', 0, 'local')",
+        [],
+    )
+    .expect("admin key");
+    apply_all(
+        &mut conn,
+        &[
+            publish("n1", "appliance-aaaa"),
+            publish("n2", "appliance-aaaa"),
+            publish("n1", "appliance-admin"),
+        ],
+    );
+    let keys: Vec<(String, String, String)> = conn
+        .prepare("SELECT kid, source, public_pem FROM token_keys ORDER BY kid")
+        .expect("query")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("read");
+    assert_eq!(
+        keys,
+        [
+            ("appliance-aaaa".into(), "appliance".into(), pem.into()),
+            ("appliance-admin".into(), "local".into(), "admin pem".into()),
+        ]
+    );
+    // A key that is not one, or a kid that is not an id, is refused.
+    let tx = conn.transaction().expect("tx");
+    for bad in [
+        op(
+            "n1",
+            2,
+            token_key::PUBLISH,
+            "k",
+            json!({"alg": "RS256", "public_key_pem": pem}),
+        ),
+        op(
+            "n1",
+            2,
+            token_key::PUBLISH,
+            "k",
+            json!({"alg": "EdDSA", "public_key_pem": "x"}),
+        ),
+        op(
+            "n1",
+            2,
+            token_key::PUBLISH,
+            "bad kid!",
+            json!({"alg": "EdDSA", "public_key_pem": pem}),
+        ),
+    ] {
+        assert!(
+            matches!(apply(&tx, &bad, 0), Err(ApplyError::InvalidBody { .. })),
+            "{bad:?}"
+        );
+    }
+}

@@ -302,6 +302,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX group_members_group ON group_members (group_id, user_id);
     CREATE INDEX group_members_user ON group_members (user_id);
     "#,
+    // 8: appliances' own token-signing keys arrive by sync (`token_key.publish`): a third source.
+    r#"
+    CREATE TABLE token_keys_next (
+        kid         TEXT PRIMARY KEY,
+        alg         TEXT NOT NULL CHECK (alg IN ('EdDSA', 'ES256')),
+        public_pem  TEXT NOT NULL,
+        added_ms    INTEGER NOT NULL,
+        source      TEXT NOT NULL DEFAULT 'local'
+                    CHECK (source IN ('local', 'relay', 'appliance'))
+    ) STRICT;
+    INSERT INTO token_keys_next (kid, alg, public_pem, added_ms, source)
+        SELECT kid, alg, public_pem, added_ms, source FROM token_keys;
+    DROP TABLE token_keys;
+    ALTER TABLE token_keys_next RENAME TO token_keys;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

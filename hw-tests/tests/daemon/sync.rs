@@ -282,6 +282,27 @@ async fn ops_keys_and_messages_flow_both_ways_through_the_relay() {
         .await
         .unwrap();
     }
+    // A token A signed itself (an attendee's on-site sign-in, the admin's mint) opens B too:
+    // A's key travelled as an op, and B took it into use when it arrived.
+    let (status, minted) = Admin::new(&va)
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/admin/tokens",
+            Some(serde_json::json!({"attendee_id": "from-b-1"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{minted}");
+    hw_tests::wait_for_json(
+        &vb.url("/api/v1/me"),
+        minted["token"].as_str(),
+        "a token signed on A accepted on B",
+        Duration::from_secs(30),
+        |me| me["id"] == "from-b-1",
+    )
+    .await
+    .unwrap();
+
     let attendee = sign(&private, "from-a-0", &["attendee"]).unwrap();
     let staff = sign(&private, "from-b-0", &["staff"]).unwrap();
     let waiting = {
