@@ -57,11 +57,15 @@ const FILES: &[(&str, &str, &[u8])] = &[
 
 /// The app's page, before its asset links get their versions.
 const INDEX: &str = include_str!("../web/index.html");
+/// The service worker (served at `/sw.js`, so its scope is the whole app), before the URLs of
+/// the shell it keeps get their versions.
+const SERVICE_WORKER: &str = include_str!("../web/sw.js");
 
-/// Every asset, and the page last (its links carry the others' ETags).
+/// Every asset, then the page and the service worker (whose links carry the others' ETags).
 struct Table {
     assets: Vec<Asset>,
     index: Asset,
+    service_worker: Asset,
 }
 
 static TABLE: LazyLock<Table> = LazyLock::new(|| {
@@ -69,16 +73,33 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
         .iter()
         .map(|(name, media_type, bytes)| asset(name, media_type, bytes.to_vec()))
         .collect();
-    // `/assets/app.js` becomes `/assets/app.js?v=<etag>`: a changed file gets a new URL, so
-    // browsers may keep each version for a year and still never run a stale one.
-    let mut page = INDEX.to_string();
-    for a in &assets {
-        let link = format!("/assets/{}\"", a.name);
-        page = page.replace(&link, &format!("/assets/{}?v={}\"", a.name, a.etag));
+    let index = asset(
+        "index.html",
+        "text/html; charset=utf-8",
+        versioned(INDEX, &assets),
+    );
+    let service_worker = asset(
+        "sw.js",
+        "text/javascript; charset=utf-8",
+        versioned(SERVICE_WORKER, &assets),
+    );
+    Table {
+        assets,
+        index,
+        service_worker,
     }
-    let index = asset("index.html", "text/html; charset=utf-8", page.into_bytes());
-    Table { assets, index }
 });
+
+/// `text` with every `"/assets/app.js"` as `"/assets/app.js?v=<etag>"`: a changed file gets a
+/// new URL, so browsers may keep each version for a year and still never run a stale one.
+fn versioned(text: &str, assets: &[Asset]) -> Vec<u8> {
+    let mut text = text.to_string();
+    for a in assets {
+        let link = format!("/assets/{}\"", a.name);
+        text = text.replace(&link, &format!("/assets/{}?v={}\"", a.name, a.etag));
+    }
+    text.into_bytes()
+}
 
 fn asset(name: &'static str, media_type: &'static str, raw: Vec<u8>) -> Asset {
     let etag = hex::encode(&Sha256::digest(&raw)[..8]);
@@ -108,9 +129,17 @@ pub fn index() -> &'static Asset {
     &TABLE.index
 }
 
-/// Every asset and the page: what a first load may fetch.
+/// The app's service worker.
+pub fn service_worker() -> &'static Asset {
+    &TABLE.service_worker
+}
+
+/// Every asset, the page and the service worker.
 pub fn all() -> impl Iterator<Item = &'static Asset> {
-    TABLE.assets.iter().chain(std::iter::once(&TABLE.index))
+    TABLE
+        .assets
+        .iter()
+        .chain([&TABLE.index, &TABLE.service_worker])
 }
 
 #[cfg(test)]
@@ -124,6 +153,15 @@ mod tests {
             let asset = get(name).unwrap_or_else(|| panic!("{name} is embedded"));
             let link = format!("/assets/{name}?v={}\"", asset.etag);
             assert!(page.contains(&link), "the page links {link}");
+        }
+    }
+
+    #[test]
+    fn the_service_worker_keeps_every_file_at_its_version() {
+        let sw = String::from_utf8(service_worker().raw.clone()).unwrap_or_default();
+        for a in &TABLE.assets {
+            let link = format!("\"/assets/{}?v={}\"", a.name, a.etag);
+            assert!(sw.contains(&link), "sw.js keeps {link}");
         }
     }
 

@@ -6,6 +6,8 @@ import { fill, strings } from "./strings.js";
 
 const T = strings();
 const TOKEN_KEY = "venue.token";
+const SAVED_ANNOUNCEMENTS = "venue.announcements"; // the last ones, readable in a dead spot
+const KEEP_ANNOUNCEMENTS = 50;
 const main = document.getElementById("main");
 const link = document.getElementById("link");
 
@@ -87,6 +89,7 @@ async function signIn(ticketCode, nameOrEmail) {
 
 function signOut(notice) {
   localStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(SAVED_ANNOUNCEMENTS);
   signInView(notice);
 }
 
@@ -131,15 +134,32 @@ function announcementsSection() {
   const empty = h("p", { class: "help" }, T.noAnnouncements);
   const el = h("section", { "aria-labelledby": "announcements-heading" },
     h("h2", { id: "announcements-heading" }, T.announcements), empty, feed);
+  const saved = new Map(); // seq → message, as kept in localStorage
+  const save = () => {
+    const last = [...saved.values()].sort((a, b) => b.seq - a.seq).slice(0, KEEP_ANNOUNCEMENTS);
+    localStorage.setItem(SAVED_ANNOUNCEMENTS, JSON.stringify(last));
+  };
+  const add = (m) => {
+    // Shown once, whether it came from the saved copy, a resume or live.
+    if (saved.has(m.seq)) return;
+    saved.set(m.seq, { seq: m.seq, created_at: m.created_at, content: m.content });
+    empty.remove();
+    const item = h("li", { "data-seq": m.seq },
+      h("time", { datetime: m.created_at }, clock(m.created_at)), m.content);
+    // Newest first, whatever order resumed and live messages arrive in.
+    const after = [...feed.children].find((li) => Number(li.dataset.seq) < m.seq);
+    feed.insertBefore(item, after || null);
+  };
+  try {
+    for (const m of JSON.parse(localStorage.getItem(SAVED_ANNOUNCEMENTS) || "[]")) add(m);
+  } catch {
+    localStorage.removeItem(SAVED_ANNOUNCEMENTS);
+  }
   return {
     el,
     add(m) {
-      empty.remove();
-      const item = h("li", { "data-seq": m.seq },
-        h("time", { datetime: m.created_at }, clock(m.created_at)), m.content);
-      // Newest first, whatever order resumed and live messages arrive in.
-      const after = [...feed.children].find((li) => Number(li.dataset.seq) < m.seq);
-      feed.insertBefore(item, after || null);
+      add(m);
+      save();
     },
   };
 }
@@ -294,6 +314,8 @@ async function tokenWorks(token) {
 }
 
 async function start() {
+  // The shell stays on the phone for dead spots (sw.js); the page works without it too.
+  navigator.serviceWorker?.register("/sw.js").catch(() => {});
   document.title = T.title;
   document.getElementById("title").textContent = T.title;
   takeTokenFromUrl();

@@ -1,8 +1,9 @@
 """Drives the attendee app (`/`) of a running venued in Debian's headless Chromium.
 
 Run by `hw-tests/tests/daemon/browser.rs`, which starts venued, registers the attendees and
-passes what this script needs in the environment. To have venued killed (-9) and restarted on
-the same port, the script prints `RESTART` and waits for a line on stdin.
+passes what this script needs in the environment. To have venued killed (-9) and started again
+on the same port, the script prints `RESTART` (or `STOP`, later `START`) and waits for a line on
+stdin.
 
   VENUE_URL            the appliance, e.g. http://127.0.0.1:41234
   VENUE_STAFF_TOKEN    a staff token, to post announcements through the HTTP API
@@ -35,6 +36,7 @@ SHOTS = os.environ["VENUE_SCREENSHOTS"]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 WRONG_PAIR = "do not match a registration"
+OFFLINE = "Offline: showing what arrived before. Reconnecting…"
 
 
 def announce(text):
@@ -91,11 +93,12 @@ def audit(page, view):
     assert not bad, f"accessibility violations in the {view} view: {bad}"
 
 
-def restart_venued():
-    """Has the test kill venued with SIGKILL and start it again on the same data and port."""
-    print("RESTART", flush=True)
+def control_venued(command):
+    """Has the test `STOP` venued (SIGKILL), `START` it again on the same data and port, or
+    `RESTART` it (both)."""
+    print(command, flush=True)
     answer = sys.stdin.readline().strip()
-    assert answer == "restarted", f"venued was not restarted: {answer!r}"
+    assert answer == "done", f"venued did not {command}: {answer!r}"
 
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te"}
@@ -191,9 +194,10 @@ def main():
         page = phone.new_page()
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        # Chromium logs every 4xx answer as a console error; the wrong pairs (401) and the budget
-        # (429) are expected here, anything else is not.
-        expected = ("status of 401", "status of 429")
+        # Chromium logs every 4xx answer and every refused connection as a console error; the
+        # wrong pairs (401), the budget (429) and the appliance stopped on purpose (refused) are
+        # expected here, anything else is not.
+        expected = ("status of 401", "status of 429", "ERR_CONNECTION_REFUSED")
         page.on(
             "console",
             lambda m: m.type == "error"
@@ -265,7 +269,7 @@ def main():
 
         # venued killed and restarted: the page reconnects by itself and resumes; what staff
         # posted before the page was back shows, once, and nothing shown before is doubled.
-        restart_venued()
+        control_venued("RESTART")
         after = "Lunch is served in the foyer"
         announce(after)
         expect(feed.locator("li").first).to_contain_text(after, timeout=20_000)
@@ -280,6 +284,22 @@ def main():
         expect(wide.get_by_role("list", name="Announcements").locator("li")).to_have_count(3)
         wide.screenshot(path=os.path.join(SHOTS, "attendee-announcements-desktop.png"))
 
+        # A dead spot: the appliance unreachable. A reload still opens the app (the service
+        # worker keeps the shell) with the announcements it had; it catches up once back.
+        page.wait_for_function("navigator.serviceWorker.controller !== null")
+        control_venued("STOP")
+        page.reload()
+        expect(page.locator("#link")).to_have_text(OFFLINE, timeout=10_000)
+        expect(feed.locator("li")).to_have_count(3)
+        expect(feed.locator("li").first).to_contain_text(after)
+        page.screenshot(path=os.path.join(SHOTS, "attendee-offline-phone.png"))
+        control_venued("START")
+        back = "Doors open again"
+        announce(back)
+        expect(feed.locator("li").first).to_contain_text(back, timeout=20_000)
+        expect(page.locator("#link")).to_have_text("Live")
+        expect(feed.locator("li")).to_have_count(4)
+
         # WebSockets blocked on the way (as on some captive networks): the page falls back to the
         # event stream and still gets every announcement, live.
         proxy = websocket_blocking_proxy()
@@ -290,13 +310,13 @@ def main():
         sse.goto(proxy + "/")
         sign_in(sse, "T2", "Byron")
         sse_feed = sse.get_by_role("list", name="Announcements")
-        expect(sse_feed.locator("li")).to_have_count(3, timeout=20_000)
+        expect(sse_feed.locator("li")).to_have_count(4, timeout=20_000)
         expect(sse.locator("#link")).to_have_text("Live")
         assert streams, "the page did not open the event stream"
         over_sse = "Shuttle buses leave at 18:00"
         announce(over_sse)
         expect(sse_feed.locator("li").first).to_contain_text(over_sse, timeout=2000)
-        expect(sse_feed.locator("li")).to_have_count(4)
+        expect(sse_feed.locator("li")).to_have_count(5)
 
         # Signing out forgets the token.
         page.get_by_role("button", name="Sign out").click()

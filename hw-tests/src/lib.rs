@@ -413,6 +413,18 @@ pub fn basic(user: &str, password: &str) -> String {
     )
 }
 
+/// The key id of the appliance's own token-signing key (`token-signing-key.pk8` in its data
+/// directory): the kid of the `token_key.publish` op this appliance logged at first start.
+pub fn appliance_kid(data_dir: &Path) -> anyhow::Result<String> {
+    Ok(open_db(data_dir)?.query_row(
+        "SELECT entity_id FROM ops WHERE kind = 'token_key.publish'
+           AND origin = (SELECT value FROM meta WHERE key = 'node_id')
+         ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
 /// Opens the daemon's database read-only (the real SQLite file, as the daemon left it).
 pub fn open_db(data_dir: &Path) -> anyhow::Result<rusqlite::Connection> {
     Ok(rusqlite::Connection::open_with_flags(

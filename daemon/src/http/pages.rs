@@ -1,4 +1,5 @@
-//! The pages people open: the attendee app at `/`, its files under `/assets/`.
+//! The pages people open: the attendee app at `/`, its files under `/assets/`, its service
+//! worker at `/sw.js`.
 //!
 //! Everything is embedded ([`crate::assets`]). Each answer carries a strong ETag (a repeat load costs a
 //! 304), gzip when the browser accepts it, and the security headers of a page that holds
@@ -33,12 +34,19 @@ const REVALIDATE: &str = "no-cache";
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(app))
+        .route("/sw.js", get(service_worker))
         .route("/assets/{name}", get(asset))
 }
 
 /// `GET /`: the attendee app.
 async fn app(State(_): State<AppState>, headers: HeaderMap) -> Response {
     serve(assets::index(), &headers, REVALIDATE)
+}
+
+/// `GET /sw.js`: the service worker that keeps the app's shell for dead spots. From the root,
+/// so its scope is the whole app; always revalidated, as browsers expect of a worker script.
+async fn service_worker(headers: HeaderMap) -> Response {
+    serve(assets::service_worker(), &headers, REVALIDATE)
 }
 
 #[derive(Deserialize)]

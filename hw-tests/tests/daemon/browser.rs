@@ -36,7 +36,8 @@ async fn start(data: &std::path::Path, port: u16) -> Venued {
 
 /// The attendee app: sign-in with wrong and right pairs and the per-ticket budget, the session
 /// kept across a reload, an announcement posted by staff over HTTP shown within 1 s, a
-/// `kill -9` and restart of venued survived with nothing lost or doubled, the event-stream
+/// `kill -9` and restart of venued survived with nothing lost or doubled, a dead spot (the app
+/// reopens from its service worker with the last announcements, and catches up), the event-stream
 /// fallback where WebSockets are blocked, the schedule (now and next per room, occupancy against
 /// capacity), and an axe-core audit of each view.
 #[tokio::test]
@@ -93,10 +94,14 @@ async fn the_attendee_app_signs_in_and_shows_announcements_live() {
             println!("{line}");
             printed.push_str(&line);
             printed.push('\n');
-            if line == "RESTART" {
+            if line == "STOP" || line == "RESTART" {
                 venued.take().unwrap().kill9().await.unwrap();
+            }
+            if line == "START" || line == "RESTART" {
                 venued = Some(start(&data, port).await);
-                stdin.write_all(b"restarted\n").await.unwrap();
+            }
+            if ["STOP", "START", "RESTART"].contains(&line.as_str()) {
+                stdin.write_all(b"done\n").await.unwrap();
             }
         }
         python.wait().await.unwrap()

@@ -102,9 +102,10 @@ async fn open(args: &WorkerArgs, token: &str) -> anyhow::Result<Socket> {
     }
 }
 
-pub(crate) fn sign(key: &[u8], event: &str, attendee: &str) -> anyhow::Result<String> {
+/// A token for `attendee`, signed with the appliance's key `key` whose id is `kid`.
+pub(crate) fn sign(key: &[u8], kid: &str, event: &str, attendee: &str) -> anyhow::Result<String> {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some("local".into());
+    header.kid = Some(kid.into());
     let claims = json!({"sub": attendee, "event": event, "exp": unix_secs() as u64 + 86_400, "roles": ["attendee"]});
     Ok(jsonwebtoken::encode(
         &header,
@@ -116,11 +117,14 @@ pub(crate) fn sign(key: &[u8], event: &str, attendee: &str) -> anyhow::Result<St
 /// One worker: opens its connections, reports, reads until stdin closes, summarises.
 pub(crate) async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let key = std::fs::read(&args.key).with_context(|| format!("{}", args.key.display()))?;
+    // The key lives in the daemon's data directory, whose database names its id.
+    let data_dir = args.key.parent().context("the key's directory")?;
+    let kid = hw_tests::appliance_kid(data_dir)?;
     let started = Instant::now();
     let slots = Arc::new(tokio::sync::Semaphore::new(args.parallel));
     let mut opening = tokio::task::JoinSet::new();
     for i in 0..args.count {
-        let token = sign(&key, &args.event, &format!("{}{i}", args.prefix))?;
+        let token = sign(&key, &kid, &args.event, &format!("{}{i}", args.prefix))?;
         let slot = slots.clone().acquire_owned().await?;
         let args = args.clone();
         opening.spawn(async move {

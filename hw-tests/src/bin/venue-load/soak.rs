@@ -221,6 +221,7 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
         ));
     }
     let key = std::fs::read(a.data.join("token-signing-key.pk8"))?;
+    let kid = hw_tests::appliance_kid(&a.data)?;
 
     let acked = Arc::new(Acked::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -240,7 +241,7 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
         };
     }
     for i in 0..args.connections {
-        let token = crate::hub::sign(&key, EVENT, &format!("s{i}"))?;
+        let token = crate::hub::sign(&key, &kid, EVENT, &format!("s{i}"))?;
         load.spawn(phone(a.clone(), token, acked.clone(), stop.clone()));
     }
     load.spawn(staff(
