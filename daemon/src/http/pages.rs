@@ -8,7 +8,7 @@
 //! `?token=` link must not leak), no framing.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -39,7 +39,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET /`: the attendee app.
-async fn app(State(_): State<AppState>, headers: HeaderMap) -> Response {
+async fn app(headers: HeaderMap) -> Response {
     serve(assets::index(), &headers, REVALIDATE)
 }
 
