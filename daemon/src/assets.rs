@@ -34,6 +34,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../web/app.js"),
     ),
     (
+        "chat.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/chat.js"),
+    ),
+    (
         "hub.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../web/hub.js"),
@@ -162,6 +167,27 @@ mod tests {
         for a in &TABLE.assets {
             let link = format!("\"/assets/{}?v={}\"", a.name, a.etag);
             assert!(sw.contains(&link), "sw.js keeps {link}");
+        }
+    }
+
+    #[test]
+    fn every_file_the_page_the_worker_or_a_module_names_is_embedded() {
+        for a in all() {
+            let text = String::from_utf8_lossy(&a.raw);
+            let named = text
+                .split("\"/assets/")
+                .skip(1)
+                .chain(text.split("from \"./").skip(1))
+                .filter_map(|rest| rest.split(['"', '?']).next())
+                // `"/assets/"` alone is a prefix (the worker's), not a file.
+                .filter(|name| !name.is_empty());
+            for name in named {
+                assert!(
+                    get(name).is_some(),
+                    "{} names {name}, which is not embedded",
+                    a.name
+                );
+            }
         }
     }
 

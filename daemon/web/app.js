@@ -1,6 +1,7 @@
 // The attendee app: sign in with a ticket code, then the venue's live announcements.
 // Plain ES modules, no framework: the page must load fast from the appliance over busy WiFi.
 
+import { chatSection } from "./chat.js";
 import { Hub } from "./hub.js";
 import { fill, strings } from "./strings.js";
 
@@ -97,7 +98,9 @@ function homeView(token) {
   const announcements = announcementsSection();
   const schedule = scheduleSection(token);
   const me = meSection(token);
-  const sections = { announcements: announcements.el, schedule: schedule.el, me: me.el };
+  const chat = chatSection({ h, token, me: tokenSubject(token), clock,
+    subscribe: (channels) => hub.subscribe(channels) });
+  const sections = { announcements: announcements.el, schedule: schedule.el, chat: chat.el, me: me.el };
   const tabs = {};
   const select = (name) => {
     for (const [key, el] of Object.entries(sections)) el.hidden = key !== name;
@@ -109,7 +112,7 @@ function homeView(token) {
     if (name === "me") me.refresh();
   };
   for (const name of Object.keys(sections)) {
-    tabs[name] = h("button", { type: "button", class: "tab", onclick: () => select(name) }, T[name]);
+    tabs[name] = h("button", { type: "button", class: "tab", onclick: () => select(name) }, T[`tab_${name}`]);
   }
   show(
     h("nav", { "aria-label": T.views, class: "tabs" }, ...Object.values(tabs)),
@@ -119,14 +122,36 @@ function homeView(token) {
   select("announcements");
   const states = { connecting: T.linkConnecting, live: T.linkLive, offline: T.linkOffline };
   const hub = new Hub(token, {
-    state: (s) => { link.textContent = states[s]; link.dataset.state = s; },
+    state: (s) => {
+      link.textContent = states[s];
+      link.dataset.state = s;
+      if (s === "live") chat.flush();
+    },
     ended: () => signOut(T.sessionEnded),
-    message: (channel, m) => { if (channel === "announcements") announcements.add(m); },
+    message: (channel, m) => {
+      if (channel === "announcements") announcements.add(m);
+      else chat.message(channel, m);
+    },
     frame: (frame) => { if (frame.type === "zone.occupancy") schedule.occupancy(frame.payload); },
   });
   hub.subscribe(["announcements"]);
   schedule.onRooms = (rooms) => hub.subscribe(rooms.map((r) => `zone:${r.id}`));
+  schedule.onChat = (session) => {
+    chat.open(`session:${session.id}`, session.title);
+    select("chat");
+  };
   hub.start();
+  chat.flush(); // what was typed before a reload
+}
+
+/** The attendee id a token names (its `sub`), read without checking: the server checks. */
+function tokenSubject(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "="))).sub;
+  } catch {
+    return "";
+  }
 }
 
 function announcementsSection() {
@@ -180,7 +205,7 @@ function scheduleSection(token) {
   const el = h("section", { "aria-labelledby": "schedule-heading" },
     h("h2", { id: "schedule-heading" }, T.schedule), body);
   const meters = new Map(); // zone id → function(count)
-  const section = { el, onRooms: () => {} };
+  const section = { el, onRooms: () => {}, onChat: () => {} };
   let timeZone;
 
   const span = (s) => s.starts_at
@@ -189,7 +214,9 @@ function scheduleSection(token) {
   const slot = (label, s, none) => h("p", { class: "slot" },
     h("strong", {}, `${label}: `),
     s ? `${s.title} ` : none,
-    s ? h("span", { class: "when" }, span(s)) : "");
+    s ? h("span", { class: "when" }, span(s)) : "",
+    s ? h("button", { type: "button", class: "quiet chat-link", "aria-label": fill(T.chatAbout, { title: s.title }),
+      onclick: () => section.onChat(s) }, T.chat) : "");
 
   function room(r, now) {
     const sessions = r.sessions;

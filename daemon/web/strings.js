@@ -20,6 +20,10 @@ const en = {
   linkOffline: "Offline: showing what arrived before. Reconnecting…",
   sessionEnded: "You were signed out. Please sign in again.",
   views: "Views",
+  tab_announcements: "News",
+  tab_schedule: "Schedule",
+  tab_chat: "Chat",
+  tab_me: "You",
   schedule: "Schedule",
   noSchedule: "No sessions are scheduled yet.",
   now: "Now",
@@ -46,6 +50,16 @@ const en = {
   forget: "Delete my location history",
   forgetConfirm: "Delete every room visit recorded for you, on every device of this venue?",
   forgotten: "Your location history was deleted.",
+  chat: "Chat",
+  chatAbout: "Chat about {title}",
+  chatHelp: "Open a session's chat from the schedule.",
+  messages: "Messages",
+  message: "Message",
+  send: "Send",
+  you: "You",
+  sending: "Sending…",
+  waitingForNetwork: "Waiting for the network; it will be sent once the venue's network answers.",
+  notSent: "A message could not be sent (the appliance refused it).",
 };
 
 const languages = { en };

@@ -7,6 +7,7 @@ const SHELL = [
   "/",
   "/assets/app.css",
   "/assets/app.js",
+  "/assets/chat.js",
   "/assets/hub.js",
   "/assets/strings.js",
   "/assets/icon.svg",

@@ -265,7 +265,7 @@ def main():
         expect(nobody).to_be_checked()
         page.get_by_label("The room you are in").check()
         expect(page.locator("#me-status")).to_have_text("Saved.")
-        page.get_by_role("button", name="Announcements").click()
+        page.get_by_role("button", name="News").click()
 
         # venued killed and restarted: the page reconnects by itself and resumes; what staff
         # posted before the page was back shows, once, and nothing shown before is doubled.
@@ -284,10 +284,30 @@ def main():
         expect(wide.get_by_role("list", name="Announcements").locator("li")).to_have_count(3)
         wide.screenshot(path=os.path.join(SHOTS, "attendee-announcements-desktop.png"))
 
+        # A session's chat, between two browsers: sent on one, shown on the other.
+        for p in (page, wide):
+            p.get_by_role("button", name="Schedule").click()
+            p.get_by_role("button", name="Chat about Opening keynote").click()
+            expect(p.get_by_role("heading", name="Opening keynote")).to_be_visible()
+        page.get_by_label("Message", exact=True).fill("Are the slides online?")
+        page.get_by_role("button", name="Send").click()
+        their_chat = wide.get_by_role("list", name="Messages")
+        expect(their_chat).to_contain_text("Are the slides online?", timeout=2000)
+        expect(page.get_by_role("list", name="Messages")).to_contain_text("Are the slides online?")
+        audit(page, "chat")
+        page.screenshot(path=os.path.join(SHOTS, "attendee-chat-phone.png"))
+
+        # Typed while the appliance cannot be reached: it waits on the phone, and goes out once
+        # when the appliance answers again.
+        control_venued("STOP")
+        page.get_by_label("Message", exact=True).fill("Typed in a dead spot")
+        page.get_by_role("button", name="Send").click()
+        expect(page.get_by_role("list", name="Messages")).to_contain_text("Waiting for the network")
+        page.get_by_role("button", name="News").click()
+
         # A dead spot: the appliance unreachable. A reload still opens the app (the service
         # worker keeps the shell) with the announcements it had; it catches up once back.
         page.wait_for_function("navigator.serviceWorker.controller !== null")
-        control_venued("STOP")
         page.reload()
         expect(page.locator("#link")).to_have_text(OFFLINE, timeout=10_000)
         expect(feed.locator("li")).to_have_count(3)
@@ -299,6 +319,12 @@ def main():
         expect(feed.locator("li").first).to_contain_text(back, timeout=20_000)
         expect(page.locator("#link")).to_have_text("Live")
         expect(feed.locator("li")).to_have_count(4)
+        expect(their_chat.get_by_text("Typed in a dead spot")).to_have_count(1, timeout=20_000)
+        wide.reload()
+        wide.get_by_role("button", name="Schedule").click()
+        wide.get_by_role("button", name="Chat about Opening keynote").click()
+        expect(their_chat.locator("li")).to_have_count(2)
+        expect(their_chat.get_by_text("Typed in a dead spot")).to_have_count(1)
 
         # WebSockets blocked on the way (as on some captive networks): the page falls back to the
         # event stream and still gets every announcement, live.
