@@ -44,6 +44,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../web/hub.js"),
     ),
     (
+        "people.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/people.js"),
+    ),
+    (
         "strings.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../web/strings.js"),

@@ -3,6 +3,7 @@
 
 import { chatSection } from "./chat.js";
 import { Hub } from "./hub.js";
+import { peopleSection } from "./people.js";
 import { fill, strings } from "./strings.js";
 
 const T = strings();
@@ -100,7 +101,11 @@ function homeView(token) {
   const me = meSection(token);
   const chat = chatSection({ h, token, me: tokenSubject(token), clock,
     subscribe: (channels) => hub.subscribe(channels) });
-  const sections = { announcements: announcements.el, schedule: schedule.el, chat: chat.el, me: me.el };
+  const people = peopleSection({ h, token, zoneName: (id) => schedule.zoneName(id),
+    follow: (ids) => hub.follow(ids), unfollow: (ids) => hub.unfollow(ids) });
+  const sections = {
+    announcements: announcements.el, schedule: schedule.el, chat: chat.el, people: people.el, me: me.el,
+  };
   const tabs = {};
   const select = (name) => {
     for (const [key, el] of Object.entries(sections)) el.hidden = key !== name;
@@ -132,9 +137,13 @@ function homeView(token) {
       if (channel === "announcements") announcements.add(m);
       else chat.message(channel, m);
     },
-    frame: (frame) => { if (frame.type === "zone.occupancy") schedule.occupancy(frame.payload); },
+    frame: (frame) => {
+      if (frame.type === "zone.occupancy") schedule.occupancy(frame.payload);
+      if (frame.type === "presence.changed") people.changed(frame.payload);
+    },
   });
   hub.subscribe(["announcements"]);
+  hub.follow(people.ids());
   schedule.onRooms = (rooms) => hub.subscribe(rooms.map((r) => `zone:${r.id}`));
   schedule.onChat = (session) => {
     chat.open(`session:${session.id}`, session.title);
@@ -205,6 +214,7 @@ function scheduleSection(token) {
   const el = h("section", { "aria-labelledby": "schedule-heading" },
     h("h2", { id: "schedule-heading" }, T.schedule), body);
   const meters = new Map(); // zone id → function(count)
+  const names = new Map(); // zone id → room name
   const section = { el, onRooms: () => {}, onChat: () => {} };
   let timeZone;
 
@@ -253,6 +263,7 @@ function scheduleSection(token) {
       timeZone = schedule.event.timezone;
       const now = new Date();
       meters.clear();
+      for (const r of schedule.rooms) names.set(r.id, r.name);
       const rooms = schedule.rooms.filter((r) => r.sessions.length || r.capacity);
       body.replaceChildren(...rooms.map((r) => room(r, now)));
       if (!rooms.length) body.append(h("p", { class: "help" }, T.noSchedule));
@@ -263,6 +274,7 @@ function scheduleSection(token) {
     }
   };
   section.occupancy = ({ zone, occupancy }) => meters.get(zone)?.(occupancy);
+  section.zoneName = (id) => names.get(id) || id;
   return section;
 }
 

@@ -24,6 +24,7 @@ export class Hub {
     this.token = token;
     this.on = on;
     this.channels = new Set();
+    this.followed = new Set(); // attendee ids whose presence this page shows
     this.last = new Map(); // channel → highest seq delivered
     this.seen = new Map(); // channel → Set of seqs delivered (sync.response and message.new overlap)
     this.epoch = null;
@@ -40,6 +41,17 @@ export class Hub {
     for (const c of channels) this.channels.add(c);
     if (this.stream) this.openStream();
     else if (this.live()) this.sendSubscribe(channels);
+  }
+
+  /** Hears `presence.changed` for these attendees from now on (over the WebSocket only). */
+  follow(ids) {
+    for (const id of ids) this.followed.add(id);
+    if (this.live() && ids.length) this.send("presence.subscribe", { user_ids: ids.slice(0, 100) });
+  }
+
+  unfollow(ids) {
+    for (const id of ids) this.followed.delete(id);
+    if (this.live() && ids.length) this.send("presence.unsubscribe", { user_ids: ids.slice(0, 100) });
   }
 
   start() {
@@ -204,6 +216,7 @@ export class Hub {
         this.on.state("live");
         this.startPinging();
         if (this.channels.size) this.sendSubscribe(this.channels);
+        if (this.followed.size) this.send("presence.subscribe", { user_ids: [...this.followed].slice(0, 100) });
         break;
       case "sync.response":
         for (const m of p.messages || []) this.deliver(p.channel, m);

@@ -9,6 +9,7 @@ const SHELL = [
   "/assets/app.js",
   "/assets/chat.js",
   "/assets/hub.js",
+  "/assets/people.js",
   "/assets/strings.js",
   "/assets/icon.svg",
   "/assets/app.webmanifest",

@@ -241,7 +241,7 @@ def main():
         audit(page, "announcements")
 
         # The schedule: each room with what is on now and next, and its occupancy.
-        page.get_by_role("button", name="Schedule").click()
+        page.get_by_role("button", name="Agenda").click()
         hall = page.get_by_role("article", name="Hall A")
         expect(hall).to_contain_text("Now: Opening keynote")
         expect(hall).to_contain_text("Next: Rust at the edge")
@@ -286,7 +286,7 @@ def main():
 
         # A session's chat, between two browsers: sent on one, shown on the other.
         for p in (page, wide):
-            p.get_by_role("button", name="Schedule").click()
+            p.get_by_role("button", name="Agenda").click()
             p.get_by_role("button", name="Chat about Opening keynote").click()
             expect(p.get_by_role("heading", name="Opening keynote")).to_be_visible()
         page.get_by_label("Message", exact=True).fill("Are the slides online?")
@@ -296,6 +296,24 @@ def main():
         expect(page.get_by_role("list", name="Messages")).to_contain_text("Are the slides online?")
         audit(page, "chat")
         page.screenshot(path=os.path.join(SHOTS, "attendee-chat-phone.png"))
+
+        # People: Grace follows Ada (open on the desktop) and sees her online; when Ada hides
+        # herself in her own app, Grace's page stops showing anything about her at once.
+        page.get_by_role("button", name="People").click()
+        page.get_by_label("Find people by name").fill("Byr")
+        page.get_by_role("button", name="Find", exact=True).click()
+        page.get_by_role("button", name="Follow Ada Byron").click()
+        following = page.get_by_role("list", name="People you follow")
+        expect(following).to_contain_text("Ada Byron")
+        expect(following).to_contain_text("online", timeout=2000)
+        audit(page, "people")
+        page.screenshot(path=os.path.join(SHOTS, "attendee-people-phone.png"))
+        wide.get_by_role("button", name="You").click()
+        wide.get_by_label("Nobody: not your status, not your location").check()
+        expect(following).to_contain_text("Not sharing where they are", timeout=2000)
+        expect(following).not_to_contain_text("online")
+        wide.get_by_role("button", name="Chat", exact=True).click()
+        page.get_by_role("button", name="Chat", exact=True).click()
 
         # Typed while the appliance cannot be reached: it waits on the phone, and goes out once
         # when the appliance answers again.
@@ -321,7 +339,7 @@ def main():
         expect(feed.locator("li")).to_have_count(4)
         expect(their_chat.get_by_text("Typed in a dead spot")).to_have_count(1, timeout=20_000)
         wide.reload()
-        wide.get_by_role("button", name="Schedule").click()
+        wide.get_by_role("button", name="Agenda").click()
         wide.get_by_role("button", name="Chat about Opening keynote").click()
         expect(their_chat.locator("li")).to_have_count(2)
         expect(their_chat.get_by_text("Typed in a dead spot")).to_have_count(1)

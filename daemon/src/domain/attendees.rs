@@ -410,6 +410,56 @@ pub async fn forget_location_history(
         .await
 }
 
+/// Most results of one people search.
+pub const MAX_PEOPLE_RESULTS: u32 = 20;
+
+/// Attendees of `event_id` a fellow attendee may find to follow: those whose name, or a word of
+/// it, starts with `q` (case-insensitive), at most [`MAX_PEOPLE_RESULTS`], as
+/// `{"people": [{"id", "name", "company"}]}`. Someone whose privacy is `hidden` is not listed.
+pub async fn people(store: &Store, event_id: &str, q: &str) -> Result<Json, DomainError> {
+    let q = q.trim().to_string();
+    if q.chars().count() < 2 || q.len() > 64 {
+        return Err(DomainError::Invalid(
+            "`q` must be the start of a name (2-64 bytes)".into(),
+        ));
+    }
+    let event_id = event_id.to_string();
+    store
+        .read(move |conn| {
+            // LIKE treats % and _ as wildcards; escape them so a name is matched literally.
+            let escaped = q
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, name, company FROM attendees
+                 WHERE event_id = ?1 AND deleted = 0 AND privacy != 'hidden'
+                   AND (name LIKE ?2 ESCAPE '\\' OR name LIKE ?3 ESCAPE '\\')
+                 ORDER BY name COLLATE NOCASE, id
+                 LIMIT ?4",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        event_id,
+                        format!("{escaped}%"),
+                        format!("% {escaped}%"),
+                        MAX_PEOPLE_RESULTS
+                    ],
+                    |r| {
+                        Ok(json!({
+                            "id": r.get::<_, String>(0)?,
+                            "name": r.get::<_, String>(1)?,
+                            "company": r.get::<_, Option<String>>(2)?,
+                        }))
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, DomainError>(json!({ "people": rows }))
+        })
+        .await
+}
+
 /// Who a sign-in found: the attendee's id and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedIn {

@@ -144,3 +144,23 @@ pub(super) async fn forget_location_history(
     attendees::forget_location_history(&state.store, state.event_id(), &claims.sub).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Query of `GET /api/v1/people`.
+#[derive(Deserialize)]
+pub(super) struct PeopleQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// `GET /api/v1/people?q=`: fellow attendees to follow, by the start of a name (docs/http-api.md).
+pub(super) async fn people(
+    State(state): State<AppState>,
+    source: Source,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<PeopleQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    attendee_claims(&state, &source, &headers, None).await?;
+    Ok(Json(
+        attendees::people(&state.store, state.event_id(), &query.q).await?,
+    ))
+}

@@ -279,3 +279,54 @@ async fn the_schedule_lists_each_room_with_its_sessions_in_start_order() {
     assert_eq!(schedule["rooms"][0]["capacity"], 800);
     assert_eq!(schedule["elsewhere"][0]["id"], "nowhere");
 }
+
+#[tokio::test]
+async fn people_are_found_by_any_word_of_their_name_unless_they_hide() {
+    let dir = tempfile::tempdir().unwrap();
+    let venued = venue(&dir).await;
+    Admin::new(&venued)
+        .import_csv(
+            "id,name,company,privacy\n\
+             p1,Carla Okafor,Initech,venue\n\
+             p2,Okan Demir,,zone\n\
+             p3,Olga Oksana,,hidden\n\
+             p4,50%_Off,,venue\n"
+                .into(),
+        )
+        .await
+        .unwrap();
+    let signed: Value = sign_in(&venued, "T1", "Berg").await.json().await.unwrap();
+    let token = signed["token"].as_str().unwrap().to_string();
+    let find = |q: &str| {
+        client()
+            .get(venued.url("/api/v1/people"))
+            .query(&[("q", q)])
+            .bearer_auth(&token)
+            .send()
+    };
+    let found: Value = find("ok").await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = found["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    // Ben Okafor (a2, from `venue`), Carla Okafor, Okan Demir; not Olga Oksana, who hides.
+    assert_eq!(ids, ["a2", "p1", "p2"], "{found}");
+    assert_eq!(found["people"][1]["company"], "Initech");
+    // Wildcards are literal.
+    let literal: Value = find("50%").await.unwrap().json().await.unwrap();
+    assert_eq!(literal["people"].as_array().unwrap().len(), 1, "{literal}");
+    let wild: Value = find("5_").await.unwrap().json().await.unwrap();
+    assert!(wild["people"].as_array().unwrap().is_empty(), "{wild}");
+    assert_eq!(
+        find("o").await.unwrap().status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let anonymous = client()
+        .get(venued.url("/api/v1/people?q=ok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
