@@ -32,6 +32,7 @@ pub mod hashing;
 pub mod health;
 pub mod http;
 pub mod hub;
+pub mod mdns;
 pub mod metrics;
 pub mod mqtt;
 pub mod oplog;

@@ -297,6 +297,7 @@ impl Daemon {
             stop_rx.clone(),
         ));
         let store = state.store.clone();
+        let advertiser = advertise(&state, listener.local_addr().ok());
 
         let (begun_tx, mut begun_rx) = tokio::sync::oneshot::channel::<()>();
         let graceful = async move {
@@ -344,6 +345,8 @@ impl Daemon {
             }
         };
         drop(serve);
+        // Off the LAN's lists at once (goodbye packets), not when the records expire.
+        drop(advertiser);
         // Sync stops mid-call (see `sync_agent::agent::spawn` for why that is safe), the replica
         // between uploads. Both were started before `serve` and saw the same stop signal.
         for task in [sync_task, replica_task].into_iter().flatten() {
@@ -369,6 +372,35 @@ impl Daemon {
             );
         }
         result
+    }
+}
+
+/// Advertises the appliance on the LAN by name (`[mdns]`) once its ports are known; a failure
+/// leaves the `mdns` subsystem degraded and the appliance reachable by address.
+fn advertise(state: &AppState, http: Option<SocketAddr>) -> Option<crate::mdns::Advertiser> {
+    let config = &state.config;
+    if !config.mdns.enabled {
+        state.subsystems.set("mdns", SubsystemState::Disabled);
+        return None;
+    }
+    let announced = crate::mdns::Announced {
+        http_port: http.map_or(config.http_listen.port(), |a| a.port()),
+        mqtt_port: state.mqtt_bound.tcp.map(|a| a.port()),
+        event: &config.event.id,
+        node: state.store.node_id(),
+    };
+    match crate::mdns::advertise(&config.mdns, &announced) {
+        Ok(advertiser) => {
+            state.subsystems.set("mdns", SubsystemState::Ok);
+            Some(advertiser)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "not advertised by name; reachable by address only");
+            state
+                .subsystems
+                .set("mdns", SubsystemState::Degraded(e.to_string()));
+            None
+        }
     }
 }
 

@@ -55,6 +55,7 @@ pub struct VenuedBuilder {
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     listen_on_loopback: bool,
+    netns: Option<String>,
 }
 
 impl VenuedBuilder {
@@ -66,6 +67,7 @@ impl VenuedBuilder {
             env: Vec::new(),
             cwd: None,
             listen_on_loopback: true,
+            netns: None,
         }
     }
 
@@ -78,6 +80,13 @@ impl VenuedBuilder {
     /// Sets an environment variable for the daemon.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs the daemon inside the network namespace `name` (`ip netns exec`), which the test
+    /// made. Its HTTP API is then not reachable from the test's own namespace.
+    pub fn in_netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.into());
         self
     }
 
@@ -98,7 +107,15 @@ impl VenuedBuilder {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let mut command = Command::new(binary("venued"));
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                // `ip netns exec` enters the namespace and then execs venued: the same process.
+                c.args(["netns", "exec", ns]).arg(binary("venued"));
+                c
+            }
+            None => Command::new(binary("venued")),
+        };
         if self.cwd.is_none() {
             command.arg("--data-dir").arg(&self.data_dir);
         }
@@ -113,6 +130,9 @@ impl VenuedBuilder {
         }
         command
             .args(&self.args)
+            // Nothing multicast on the machine's real interfaces: a test that checks the LAN
+            // advertisement turns it back on inside a network namespace of its own.
+            .env("VENUED_MDNS_ENABLED", "false")
             .env("NOTIFY_SOCKET", &socket_path)
             .env_remove("WATCHDOG_USEC")
             .env_remove("JOURNAL_STREAM")

@@ -17,6 +17,7 @@ mod ble;
 mod event;
 mod http;
 mod log;
+mod mdns;
 mod mqtt;
 mod replica;
 mod store;
@@ -26,6 +27,7 @@ pub use ble::*;
 pub use event::*;
 pub use http::*;
 pub use log::*;
+pub use mdns::*;
 pub use mqtt::*;
 pub use replica::*;
 pub use store::*;
@@ -49,6 +51,7 @@ struct RawConfig {
     mqtt: MqttConfig,
     sync: SyncConfig,
     replica: ReplicaConfig,
+    mdns: MdnsConfig,
 }
 
 /// The validated configuration the daemon runs with.
@@ -76,6 +79,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Replica settings.
     pub replica: ReplicaConfig,
+    /// LAN advertising (mDNS) settings.
+    pub mdns: MdnsConfig,
 }
 
 /// Keys whose values `check-config` never prints.
@@ -98,6 +103,7 @@ impl Config {
             mqtt: self.mqtt.clone(),
             sync: self.sync.clone(),
             replica: self.replica.clone(),
+            mdns: self.mdns.clone(),
         };
         let table = toml::Table::try_from(raw).unwrap_or_default();
         let mut lines = Vec::new();
@@ -268,6 +274,7 @@ pub fn load_str(
             "mqtt" => raw.mqtt = section(key, value, origin, &defaults, &mut problems),
             "sync" => raw.sync = section(key, value, origin, &defaults, &mut problems),
             "replica" => raw.replica = section(key, value, origin, &defaults, &mut problems),
+            "mdns" => raw.mdns = section(key, value, origin, &defaults, &mut problems),
             _ => problems.push(ConfigProblem::UnknownKey {
                 key: key.clone(),
                 source: origin.into(),
@@ -498,6 +505,7 @@ fn validate(
     let mqtt_listeners = mqtt::validate(&raw.mqtt, problems);
     sync::validate(&raw.sync, problems);
     replica::validate(&raw.replica, problems);
+    mdns::validate(&raw.mdns, problems);
     let data_dir = match data_dir_override {
         Some(p) => p.to_path_buf(),
         None if !raw.data_dir.is_empty() => PathBuf::from(&raw.data_dir),
@@ -521,6 +529,7 @@ fn validate(
         mqtt_listeners,
         sync: raw.sync,
         replica: raw.replica,
+        mdns: raw.mdns,
     }
 }
 
@@ -570,11 +579,29 @@ mod tests {
         let shown = config.effective();
         for section in [
             "data_dir", "http.", "store.", "event.", "log.", "ble.", "mqtt.", "sync.", "replica.",
+            "mdns.",
         ] {
             assert!(shown.contains(section), "{section} missing from:\n{shown}");
         }
         assert!(shown.contains("sync.token = \"<redacted>\""), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn mdns_names_must_be_one_dns_label_and_interfaces_names() {
+        let p = problems(
+            "[mdns]\nhostname = \"Venue Edge\"\ninterfaces = \"eth0, not an interface\"",
+            &[],
+        );
+        assert!(p.iter().any(|s| s.starts_with("`mdns.hostname`")), "{p:?}");
+        assert!(
+            p.iter().any(|s| s.starts_with("`mdns.interfaces`")),
+            "{p:?}"
+        );
+        let c = load_str("", "t", &env(&[("VENUED_MDNS_ENABLED", "false")]), None).expect("valid");
+        assert!(!c.mdns.enabled);
+        assert!(Config::default().mdns.enabled, "on by default");
+        assert_eq!(Config::default().mdns.hostname, "venue-edge");
     }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -63,6 +63,7 @@ async fn a_database_from_a_newer_release_is_refused_with_a_clear_message() {
         .arg("--data-dir")
         .arg(&data)
         .env("VENUED_HTTP_LISTEN", "127.0.0.1:0")
+        .env("VENUED_MDNS_ENABLED", "false")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -509,6 +510,8 @@ async fn regression_an_unwritable_stderr_does_not_stop_the_daemon() {
         .arg(dir.path().join("data"))
         .env("VENUED_HTTP_LISTEN", format!("127.0.0.1:{port}"))
         .env("VENUED_MQTT_ENABLED", "false")
+        // Nothing multicast on the machine's real interfaces.
+        .env("VENUED_MDNS_ENABLED", "false")
         .stdout(std::process::Stdio::null())
         .stderr(dev_full())
         .kill_on_drop(true)
@@ -550,6 +553,8 @@ async fn regression_a_failed_start_with_an_unwritable_stderr_exits_1_not_101() {
             taken.local_addr().unwrap().to_string(),
         )
         .env("VENUED_MQTT_ENABLED", "false")
+        // Nothing multicast on the machine's real interfaces.
+        .env("VENUED_MDNS_ENABLED", "false")
         .stdout(std::process::Stdio::null())
         .stderr(dev_full())
         .kill_on_drop(true)
