@@ -362,6 +362,13 @@ def main():
         expect(sse_feed.locator("li").first).to_contain_text(over_sse, timeout=2000)
         expect(sse_feed.locator("li")).to_have_count(5)
 
+        # A token from elsewhere (the organiser's email) as a link: signed in, and the token taken
+        # out of the address bar so it is not bookmarked or shared by accident.
+        linked = browser.new_context(viewport=PHONE).new_page()
+        linked.goto(f"{URL}/?token={STAFF}")
+        expect(linked.get_by_role("heading", name="Announcements")).to_be_visible()
+        assert "token=" not in linked.url, f"the token stayed in the address bar: {linked.url}"
+
         # Signing out forgets the token.
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()

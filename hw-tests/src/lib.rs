@@ -155,13 +155,24 @@ impl VenuedBuilder {
         };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
+            // Short waits, so a daemon that exits before it is ready is noticed at once rather
+            // than after the whole timeout (a caller retrying like systemd depends on it).
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let Some(message) = venued.next_notification(remaining).await? else {
-                let status = venued.child.try_wait()?;
-                bail!(
-                    "venued sent no READY=1 within {READY_TIMEOUT:?} (exit: {status:?}); log:\n{}",
-                    venued.log()
-                );
+            let wait = remaining.min(Duration::from_millis(250));
+            let Some(message) = venued.next_notification(wait).await? else {
+                if let Some(status) = venued.child.try_wait()? {
+                    bail!(
+                        "venued exited ({status}) before READY=1; log:\n{}",
+                        venued.log()
+                    );
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "venued sent no READY=1 within {READY_TIMEOUT:?}; log:\n{}",
+                        venued.log()
+                    );
+                }
+                continue;
             };
             if let Some(addr) = message
                 .lines()

@@ -258,9 +258,34 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     let mut next_kill = started + jitter(args.kill_every);
     let mut next_flap = started + Duration::from_secs(args.relay_flap);
     let fill_every = Duration::from_secs((args.seconds / 3).clamp(1, 120));
-    let fill_for = fill_every / 3;
-    let mut next_fill = started + fill_every;
-    let mut ballast: Option<(PathBuf, Instant)> = None;
+    let fill_for = (fill_every / 3).min(Duration::from_secs(20));
+    // The disk fills and empties on its own clock: a restart of A that falls into a full spell
+    // (and waits for it, as systemd would) must not hold the disk full.
+    let filling = args.disk_fill.then(|| {
+        let (path, stop) = (disk.join("ballast"), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let (mut next, mut full_since) = (Instant::now() + fill_every, None::<Instant>);
+            loop {
+                tick.tick().await;
+                let stopping = stop.load(Ordering::Relaxed);
+                match full_since {
+                    None if stopping => break,
+                    None if Instant::now() >= next => {
+                        fill(&path)?;
+                        full_since = Some(Instant::now());
+                    }
+                    Some(since) if stopping || since.elapsed() >= fill_for => {
+                        std::fs::remove_file(&path)?;
+                        full_since = None;
+                        next = Instant::now() + fill_every;
+                    }
+                    _ => {}
+                }
+            }
+            anyhow::Ok(())
+        })
+    });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_sample = Instant::now();
     while started.elapsed() < Duration::from_secs(args.seconds) {
@@ -282,23 +307,6 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
             };
             next_flap = now + Duration::from_secs(args.relay_flap);
         }
-        if args.disk_fill {
-            match &ballast {
-                None if now >= next_fill => {
-                    let path = disk.join("ballast");
-                    fill(&path)?;
-                    ballast = Some((path, now));
-                }
-                Some((path, since))
-                    if now.duration_since(*since) >= fill_for.min(Duration::from_secs(20)) =>
-                {
-                    std::fs::remove_file(path)?;
-                    ballast = None;
-                    next_fill = now + fill_every;
-                }
-                _ => {}
-            }
-        }
         if last_sample.elapsed() >= Duration::from_secs(SAMPLE_SECS) {
             last_sample = Instant::now();
             samples.push(sample(&a, &acked, started).await);
@@ -307,8 +315,9 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
 
     // Faults lifted: the load stops, the relay is up, and everything settles.
     stop.store(true, Ordering::Relaxed);
-    if let Some((path, _)) = ballast.take() {
-        std::fs::remove_file(path)?;
+    if let Some(filling) = filling {
+        // Ends within a tick, the ballast removed.
+        filling.await??;
     }
     let _relay = match relay {
         Some(r) => r,
