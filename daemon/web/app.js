@@ -1,5 +1,7 @@
-// The attendee app: sign in with a ticket code, then the venue's live announcements.
-// Plain ES modules, no framework: the page must load fast from the appliance over busy WiFi.
+// The attendee app: sign in with a ticket code, then News (live announcements), Agenda (rooms,
+// sessions now and next, occupancy), Chat (a session's), People (whom one follows) and You
+// (check-in, privacy). Plain ES modules, no framework: the page must load fast from the
+// appliance over busy WiFi. chat.js, people.js and hub.js hold the parts with state of their own.
 
 import { chatSection } from "./chat.js";
 import { Hub } from "./hub.js";
