@@ -37,11 +37,7 @@ pub async fn lookup(store: &Store, event_id: &str, q: &str) -> Result<Json, Doma
     let event_id = event_id.to_string();
     store
         .read(move |conn| {
-            // LIKE treats % and _ as wildcards; escape them so a name is matched literally.
-            let escaped = q
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
+            let escaped = like_literal(&q);
             let mut stmt = conn.prepare_cached(
                 "SELECT a.id, a.name, a.company, a.ticket_code,
                         (SELECT min(c.hlc_wall) FROM checkins c WHERE c.attendee_id = a.id)
@@ -69,6 +65,14 @@ pub async fn lookup(store: &Store, event_id: &str, q: &str) -> Result<Json, Doma
             Ok(json!({ "attendees": rows }))
         })
         .await
+}
+
+/// `text` for a `LIKE … ESCAPE '\\'` pattern: its `%` and `_` (and the escape itself) match
+/// literally instead of as wildcards.
+fn like_literal(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 /// Parses a JSON import: an array of objects, each with `id` and attendee fields.
@@ -426,11 +430,7 @@ pub async fn people(store: &Store, event_id: &str, q: &str) -> Result<Json, Doma
     let event_id = event_id.to_string();
     store
         .read(move |conn| {
-            // LIKE treats % and _ as wildcards; escape them so a name is matched literally.
-            let escaped = q
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
+            let escaped = like_literal(&q);
             let mut stmt = conn.prepare_cached(
                 "SELECT id, name, company FROM attendees
                  WHERE event_id = ?1 AND deleted = 0 AND privacy != 'hidden'
