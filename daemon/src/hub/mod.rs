@@ -403,15 +403,9 @@ impl Hub {
         if self.lock().get(&key).is_none_or(|s| s.is_empty()) {
             return;
         }
-        let (event, who) = (self.0.event_id.clone(), user.to_string());
         let level = self
-            .0
-            .store
-            .read(move |conn| attendees::privacy(conn, &event, &who))
+            .privacy_of(user)
             .await
-            .ok()
-            .flatten()
-            .filter(|p| crate::oplog::PRIVACY_LEVELS.contains(&p.as_str()))
             .unwrap_or_else(|| "hidden".into());
         self.ephemeral(
             &key,
@@ -442,16 +436,20 @@ impl Hub {
     /// is anything but `hidden`. A missing row, an unknown setting or a failed read shows
     /// nothing: privacy fails closed.
     pub async fn may_show(&self, user: &str) -> bool {
+        matches!(self.privacy_of(user).await.as_deref(), Some(p) if p != "hidden")
+    }
+
+    /// `user`'s privacy level, if they are a current attendee with a known level; `None` for a
+    /// missing row, an unknown level or a failed read (which every caller treats as hidden).
+    async fn privacy_of(&self, user: &str) -> Option<String> {
         let (event, user) = (self.0.event_id.clone(), user.to_string());
-        let privacy = self
-            .0
+        self.0
             .store
             .read(move |conn| attendees::privacy(conn, &event, &user))
-            .await;
-        matches!(
-            privacy.as_ref().map(Option::as_deref),
-            Ok(Some(p)) if p != "hidden" && crate::oplog::PRIVACY_LEVELS.contains(&p)
-        )
+            .await
+            .ok()
+            .flatten()
+            .filter(|p| crate::oplog::PRIVACY_LEVELS.contains(&p.as_str()))
     }
 
     /// Forgets a closed connection.
