@@ -3,8 +3,9 @@
 //! works with no internet), the schedule, and the attendee's own registration and privacy.
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
@@ -13,7 +14,26 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Source, check_budget, failed};
 use super::hub_fallbacks::attendee_claims;
+use crate::auth::tokens::Claims;
 use crate::domain::{attendees, schedule};
+
+/// The verified claims of the attendee token a request carries (`Authorization: Bearer`), for
+/// the endpoints an attendee's app calls; 401 (or 429 past the address's budget) otherwise.
+pub(super) struct Attendee(Claims);
+
+impl FromRequestParts<AppState> for Attendee {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let source = match Source::from_request_parts(parts, state).await {
+            Ok(source) => source,
+            Err(never) => match never {},
+        };
+        attendee_claims(state, &source, &parts.headers, None)
+            .await
+            .map(Attendee)
+    }
+}
 
 /// How long a token from an on-site sign-in is valid: the length of a long conference.
 const SIGN_IN_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -89,20 +109,16 @@ pub(super) async fn sign_in(
 /// `GET /api/v1/schedule`: the event, its rooms with their capacity and sessions (docs/http-api.md).
 pub(super) async fn schedule(
     State(state): State<AppState>,
-    source: Source,
-    headers: HeaderMap,
+    _: Attendee,
 ) -> Result<impl IntoResponse, ApiError> {
-    attendee_claims(&state, &source, &headers, None).await?;
     Ok(Json(schedule::read(&state.store, state.event_id()).await?))
 }
 
 /// `GET /api/v1/me`: the signed-in attendee's registration, privacy level and check-in.
 pub(super) async fn me(
     State(state): State<AppState>,
-    source: Source,
-    headers: HeaderMap,
+    Attendee(claims): Attendee,
 ) -> Result<impl IntoResponse, ApiError> {
-    let claims = attendee_claims(&state, &source, &headers, None).await?;
     match attendees::me(&state.store, state.event_id(), &claims.sub).await? {
         Some(me) => Ok(Json(me)),
         // Removed between the token check and the read.
@@ -125,11 +141,9 @@ pub(super) struct Privacy {
 /// follows them as soon as it is answered.
 pub(super) async fn set_privacy(
     State(state): State<AppState>,
-    source: Source,
-    headers: HeaderMap,
+    Attendee(claims): Attendee,
     ApiJson(request): ApiJson<Privacy>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let claims = attendee_claims(&state, &source, &headers, None).await?;
     attendees::set_privacy(&state.store, state.event_id(), &claims.sub, &request.level).await?;
     Ok(Json(json!({ "privacy": request.level })))
 }
@@ -137,10 +151,8 @@ pub(super) async fn set_privacy(
 /// `DELETE /api/v1/me/location-history`: forgets the attendee's own zone history (204).
 pub(super) async fn forget_location_history(
     State(state): State<AppState>,
-    source: Source,
-    headers: HeaderMap,
+    Attendee(claims): Attendee,
 ) -> Result<impl IntoResponse, ApiError> {
-    let claims = attendee_claims(&state, &source, &headers, None).await?;
     attendees::forget_location_history(&state.store, state.event_id(), &claims.sub).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -155,11 +167,9 @@ pub(super) struct PeopleQuery {
 /// `GET /api/v1/people?q=`: fellow attendees to follow, by the start of a name (docs/http-api.md).
 pub(super) async fn people(
     State(state): State<AppState>,
-    source: Source,
-    headers: HeaderMap,
+    _: Attendee,
     axum::extract::Query(query): axum::extract::Query<PeopleQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    attendee_claims(&state, &source, &headers, None).await?;
     Ok(Json(
         attendees::people(&state.store, state.event_id(), &query.q).await?,
     ))
