@@ -49,6 +49,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../web/people.js"),
     ),
     (
+        "saved.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/saved.js"),
+    ),
+    (
         "strings.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../web/strings.js"),

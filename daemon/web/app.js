@@ -6,6 +6,7 @@
 import { chatSection } from "./chat.js";
 import { Hub } from "./hub.js";
 import { peopleSection } from "./people.js";
+import { loadList, saveList } from "./saved.js";
 import { fill, strings } from "./strings.js";
 
 const T = strings();
@@ -173,7 +174,7 @@ function announcementsSection() {
   const saved = new Map(); // seq → message, as kept in localStorage
   const save = () => {
     const last = [...saved.values()].sort((a, b) => b.seq - a.seq).slice(0, KEEP_ANNOUNCEMENTS);
-    localStorage.setItem(SAVED_ANNOUNCEMENTS, JSON.stringify(last));
+    saveList(SAVED_ANNOUNCEMENTS, last);
   };
   const add = (m) => {
     // Shown once, whether it came from the saved copy, a resume or live.
@@ -186,11 +187,7 @@ function announcementsSection() {
     const after = [...feed.children].find((li) => Number(li.dataset.seq) < m.seq);
     feed.insertBefore(item, after || null);
   };
-  try {
-    for (const m of JSON.parse(localStorage.getItem(SAVED_ANNOUNCEMENTS) || "[]")) add(m);
-  } catch {
-    localStorage.removeItem(SAVED_ANNOUNCEMENTS);
-  }
+  for (const m of loadList(SAVED_ANNOUNCEMENTS)) add(m);
   return {
     el,
     add(m) {

@@ -3,6 +3,7 @@
 // link returns, once: its idempotency key is made when it is typed and kept across retries,
 // reloads and transports (docs/protocol/websocket.md, "Delivery, idempotency, resume").
 
+import { loadList, saveList } from "./saved.js";
 import { strings } from "./strings.js";
 
 const T = strings();
@@ -13,14 +14,6 @@ const RETRY_MS = 3000;
 function newKey() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function loadOutbox() {
-  try {
-    return JSON.parse(localStorage.getItem(OUTBOX) || "[]");
-  } catch {
-    return [];
-  }
 }
 
 /**
@@ -37,12 +30,12 @@ export function chatSection({ h, token, me, subscribe, clock }) {
     h("label", { for: "chat-input" }, T.message), input, h("button", { type: "submit" }, T.send));
   const el = h("section", { "aria-labelledby": "chat-heading" }, heading, help, list, form, error);
   const messages = new Map(); // channel → Map(seq → message)
-  let outbox = loadOutbox();
+  let outbox = loadList(OUTBOX);
   let channel = null;
   let flushing = false;
   let retry = null;
 
-  const save = () => localStorage.setItem(OUTBOX, JSON.stringify(outbox));
+  const save = () => saveList(OUTBOX, outbox);
   const known = (ch) => messages.get(ch) || messages.set(ch, new Map()).get(ch);
 
   function item(sender, content, time, note) {

@@ -2,22 +2,15 @@
 // as each person's privacy allows (the hub decides what is sent; this page forgets what a
 // person's new privacy level no longer lets out). Who one follows is kept on the phone.
 
+import { loadList, saveList } from "./saved.js";
 import { fill, strings } from "./strings.js";
 
 const T = strings();
 const FOLLOWING = "venue.following";
 
-function loadFollowing() {
-  try {
-    return JSON.parse(localStorage.getItem(FOLLOWING) || "[]");
-  } catch {
-    return [];
-  }
-}
-
 /** The people view. `follow`/`unfollow` tell the hub; `zoneName` names a room by its id. */
 export function peopleSection({ h, token, follow, unfollow, zoneName }) {
-  let following = loadFollowing(); // [{id, name, company}]
+  let following = loadList(FOLLOWING); // [{id, name, company}]
   const seen = new Map(); // id → {status, zone, kind, hidden}
   const search = h("input", { id: "people-search", type: "search", autocomplete: "off" });
   const results = h("ul", { class: "people", "aria-label": T.searchResults });
@@ -31,7 +24,7 @@ export function peopleSection({ h, token, follow, unfollow, zoneName }) {
     results,
     h("h3", {}, T.following), empty, list);
 
-  const save = () => localStorage.setItem(FOLLOWING, JSON.stringify(following));
+  const save = () => saveList(FOLLOWING, following);
 
   function describe(id) {
     const p = seen.get(id);

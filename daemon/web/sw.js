@@ -10,6 +10,7 @@ const SHELL = [
   "/assets/chat.js",
   "/assets/hub.js",
   "/assets/people.js",
+  "/assets/saved.js",
   "/assets/strings.js",
   "/assets/icon.svg",
   "/assets/app.webmanifest",
