@@ -1,6 +1,6 @@
 //! Attendees: kiosk lookup and bulk import (JSON or CSV, all or nothing).
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde_json::{Map, Value as Json, json};
 
 use super::entities::{check_fields, validate_id};
@@ -455,6 +455,48 @@ pub async fn people(store: &Store, event_id: &str, q: &str) -> Result<Json, Doma
                     },
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, DomainError>(json!({ "people": rows }))
+        })
+        .await
+}
+
+/// Most ids one [`names`] call takes.
+pub const MAX_NAME_IDS: usize = 100;
+
+/// The names of current attendees of `event_id` among `ids`, as
+/// `{"people": [{"id", "name", "company"}]}`: how the app shows who wrote a message or is in a
+/// group. Unlike [`people`], this lists attendees whose privacy is `hidden` too: their id is
+/// already known to whoever asks (from a message or a group), and the privacy level governs
+/// status and location, not the name on one's own messages.
+pub async fn names(store: &Store, event_id: &str, ids: Vec<String>) -> Result<Json, DomainError> {
+    if ids.is_empty() || ids.len() > MAX_NAME_IDS {
+        return Err(DomainError::Invalid(format!(
+            "`ids` must name 1-{MAX_NAME_IDS} attendees, separated by commas"
+        )));
+    }
+    for id in &ids {
+        validate_id(id)?;
+    }
+    let event_id = event_id.to_string();
+    store
+        .read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, name, company FROM attendees
+                 WHERE event_id = ?1 AND id = ?2 AND deleted = 0",
+            )?;
+            let mut rows = Vec::new();
+            for id in &ids {
+                let found = stmt
+                    .query_row(params![event_id, id], |r| {
+                        Ok(json!({
+                            "id": r.get::<_, String>(0)?,
+                            "name": r.get::<_, String>(1)?,
+                            "company": r.get::<_, Option<String>>(2)?,
+                        }))
+                    })
+                    .optional()?;
+                rows.extend(found);
+            }
             Ok::<_, DomainError>(json!({ "people": rows }))
         })
         .await

@@ -128,6 +128,109 @@ pub fn mark_read(
     )?)
 }
 
+/// A conversation of one attendee: a direct one (with `with`) or a group (with `name` and
+/// `members`), with the attendee's badge and the channel's last `seq`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Conversation {
+    /// `dm:{a}:{b}` or `group:{id}`.
+    pub channel: String,
+    /// `dm` or `group`.
+    pub kind: &'static str,
+    /// The other attendee of a direct conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
+    /// A group's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A group's members now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<String>>,
+    /// The channel's last message (0 when it has none).
+    pub last_seq: i64,
+    /// Messages from others above the attendee's read watermark.
+    pub unread: i64,
+    /// Of those, the ones mentioning the attendee.
+    pub mentions: i64,
+    /// When its last message was written (RFC 3339), if it has one.
+    pub last_at: Option<String>,
+    #[serde(skip)]
+    last_ms: i64,
+}
+
+/// Most conversations [`conversations`] returns: the hub takes 200 channels per connection.
+pub const MAX_CONVERSATIONS: usize = 150;
+
+/// `user`'s direct conversations that have a message, and the groups they are a member of,
+/// the most recently active first, at most [`MAX_CONVERSATIONS`].
+pub fn conversations(
+    conn: &Connection,
+    event: &str,
+    user: &str,
+) -> Result<Vec<Conversation>, DomainError> {
+    let mut out = Vec::new();
+    // `dm:{a}:{b}` with the user as `a` or as `b`; compared as text, so no pattern escaping.
+    let direct: Vec<(String, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT channel, max(seq), max(created_ms) FROM messages
+             WHERE event_id = ?1 AND channel >= 'dm:' AND channel < 'dm;'
+               AND (substr(channel, 4, length(?2) + 1) = ?2 || ':'
+                    OR substr(channel, -length(?2) - 1) = ':' || ?2)
+             GROUP BY channel",
+        )?
+        .query_map(params![event, user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (channel, last_seq, last_ms) in direct {
+        let Some((a, b)) = channel
+            .strip_prefix("dm:")
+            .and_then(|pair| pair.split_once(':'))
+        else {
+            continue;
+        };
+        let other = match (a == user, b == user) {
+            (true, false) => b,
+            (false, true) => a,
+            _ => continue, // not a channel the hub would have made
+        };
+        let badge = badge(conn, event, user, &channel)?;
+        out.push(Conversation {
+            with: Some(other.to_string()),
+            channel,
+            kind: "dm",
+            name: None,
+            members: None,
+            last_seq,
+            unread: badge.unread,
+            mentions: badge.mentions,
+            last_at: Some(rfc3339(last_ms)),
+            last_ms,
+        });
+    }
+    for group in super::groups::of_user(conn, event, user)? {
+        let (last_seq, last_ms): (i64, Option<i64>) = conn
+            .prepare_cached(
+                "SELECT coalesce(max(seq), 0), max(created_ms) FROM messages
+                 WHERE event_id = ?1 AND channel = ?2",
+            )?
+            .query_row(params![event, group.channel], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let badge = badge(conn, event, user, &group.channel)?;
+        out.push(Conversation {
+            channel: group.channel,
+            kind: "group",
+            with: None,
+            name: Some(group.name),
+            members: Some(group.members),
+            last_seq,
+            unread: badge.unread,
+            mentions: badge.mentions,
+            last_at: last_ms.map(rfc3339),
+            last_ms: last_ms.unwrap_or(0),
+        });
+    }
+    out.sort_by(|x, y| y.last_ms.cmp(&x.last_ms).then_with(|| x.channel.cmp(&y.channel)));
+    out.truncate(MAX_CONVERSATIONS);
+    Ok(out)
+}
+
 /// `user`'s badge in `channel`.
 pub fn badge(
     conn: &Connection,

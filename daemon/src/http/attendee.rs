@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Source, check_budget, failed};
 use super::hub_fallbacks::attendee_claims;
 use crate::auth::tokens::Claims;
-use crate::domain::{attendees, schedule};
+use crate::domain::{attendees, messages, schedule};
 
 /// The verified claims of the attendee token a request carries (`Authorization: Bearer`), for
 /// the endpoints an attendee's app calls; 401 (or 429 past the address's budget) otherwise.
@@ -157,20 +157,43 @@ pub(super) async fn forget_location_history(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Query of `GET /api/v1/people`.
+/// Query of `GET /api/v1/people`: a name's start (`q`), or attendee ids (`ids`, by commas).
 #[derive(Deserialize)]
 pub(super) struct PeopleQuery {
     #[serde(default)]
     q: String,
+    ids: Option<String>,
 }
 
-/// `GET /api/v1/people?q=`: fellow attendees to follow, by the start of a name (docs/http-api.md).
+/// `GET /api/v1/people?q=`: fellow attendees to follow, by the start of a name;
+/// `GET /api/v1/people?ids=a1,a2`: the names behind ids seen in messages and groups
+/// (docs/http-api.md).
 pub(super) async fn people(
     State(state): State<AppState>,
     _: Attendee,
     axum::extract::Query(query): axum::extract::Query<PeopleQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(
-        attendees::people(&state.store, state.event_id(), &query.q).await?,
-    ))
+    let found = match query.ids {
+        Some(ids) => {
+            let ids = ids.split(',').map(str::trim).filter(|id| !id.is_empty());
+            attendees::names(&state.store, state.event_id(), ids.map(String::from).collect())
+                .await?
+        }
+        None => attendees::people(&state.store, state.event_id(), &query.q).await?,
+    };
+    Ok(Json(found))
+}
+
+/// `GET /api/v1/me/conversations`: the attendee's direct conversations and groups, with their
+/// badges, most recently active first (docs/http-api.md).
+pub(super) async fn conversations(
+    State(state): State<AppState>,
+    Attendee(claims): Attendee,
+) -> Result<impl IntoResponse, ApiError> {
+    let event = state.event_id().to_string();
+    let found = state
+        .store
+        .read(move |conn| messages::conversations(conn, &event, &claims.sub))
+        .await?;
+    Ok(Json(json!({ "conversations": found })))
 }

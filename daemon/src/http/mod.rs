@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/schedule", get(attendee::schedule))
         .route("/api/v1/me", get(attendee::me))
         .route("/api/v1/people", get(attendee::people))
+        .route("/api/v1/me/conversations", get(attendee::conversations))
         .route(
             "/api/v1/me/privacy",
             axum::routing::put(attendee::set_privacy),

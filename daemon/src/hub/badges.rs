@@ -2,8 +2,8 @@
 //! attendee's read watermark, and how many of them mention `@attendee`.
 //!
 //! Sent as `notification.badge` when a channel is subscribed, when the attendee's read mark
-//! moves (to all their connections, so a second phone clears too), and to each mentioned
-//! attendee when a message mentions them. Unread counts between those moments follow from
+//! moves (to all their connections, so a second phone clears too), to each mentioned
+//! attendee when a message mentions them, and to the other party of a direct message. Unread counts between those moments follow from
 //! `message.new`, which the client counts itself: a badge per recipient per message would
 //! serialise once per recipient, which the fan-out never does.
 
@@ -51,9 +51,10 @@ impl Hub {
         }
     }
 
-    /// After a message in `channel` mentioning `mentioned`: each connected attendee who may
-    /// read the channel gets a fresh badge (a mention in a conversation one is not part of
-    /// tells them nothing). Called for every committed message (`effects`).
+    /// After a message in `channel` mentioning `mentioned` (or sent directly to them): each
+    /// connected attendee who may read the channel gets a fresh badge (a mention in a
+    /// conversation one is not part of tells them nothing). Called for every committed message
+    /// (`effects`).
     pub(super) async fn badges_for_mentions(
         &self,
         channel: &str,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::channels::Channel;
 use super::{Hub, Inner, Message, presence_channel};
 use crate::domain::DomainError;
 use crate::oplog::message::{DELETE, EDIT, POST, REACT, mentions};
@@ -59,9 +60,17 @@ impl Hub {
                 POST => {
                     if let Some(message) = messages.get(&op.entity_id) {
                         self.fan_out(message);
-                        let mentioned = mentions(&message.content);
-                        if !mentioned.is_empty() {
-                            self.badges_for_mentions(&message.channel, &message.sender, mentioned)
+                        let mut told = mentions(&message.content);
+                        if let Some(Channel::Direct(a, b)) = Channel::parse(&message.channel) {
+                            // A direct message is for the other party as a mention is: their
+                            // badge tells their app of a conversation it may not have open.
+                            let other = if message.sender == a { b } else { a };
+                            if !told.iter().any(|u| u == other) {
+                                told.push(other.to_string());
+                            }
+                        }
+                        if !told.is_empty() {
+                            self.badges_for_mentions(&message.channel, &message.sender, told)
                                 .await;
                         }
                     }

@@ -500,3 +500,129 @@ async fn an_attendees_own_privacy_change_reaches_followers_at_once() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+/// GETs `path` with `token`; the status and the JSON body.
+async fn get_json(venued: &Venued, token: &str, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(venued.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// What the app's chat list stands on: a direct message gives the other party a badge for a
+/// conversation their page has not opened; `/api/v1/me/conversations` lists one's direct
+/// conversations and groups with their badges (and nobody else's); `/api/v1/people?ids=` names
+/// the people behind ids seen in messages, hidden ones too, and only attendees.
+#[tokio::test]
+async fn conversations_are_listed_and_a_direct_message_announces_itself() {
+    let (_dir, venued) = demo().await;
+    let mut a1 = attendee(&venued, "a1", &["attendee"]).await;
+    let a2_token = token(&venued, "a2", &["attendee"]).await;
+    let (mut a2, _) = connect(&venued, &a2_token).await;
+    let a3_token = token(&venued, "a3", &["attendee"]).await;
+
+    let sent = request(
+        &mut a1,
+        "message.send",
+        "dm-1",
+        json!({"channel": "dm:a1:a2", "content": "coffee after the keynote?"}),
+    )
+    .await;
+    assert_eq!(sent["status"], "ok", "{sent}");
+    let badge = next(&mut a2, "notification.badge").await;
+    assert_eq!(
+        badge,
+        json!({"channel": "dm:a1:a2", "unread": 1, "mentions": 0})
+    );
+    let group = request(
+        &mut a1,
+        "group.create",
+        "g-1",
+        json!({"name": "Rust folks", "members": ["a2", "a3"]}),
+    )
+    .await;
+    assert_eq!(group["status"], "ok", "{group}");
+
+    let (status, listed) = get_json(&venued, &a2_token, "/api/v1/me/conversations").await;
+    assert_eq!(status, 200, "{listed}");
+    let conversations = listed["conversations"].as_array().unwrap();
+    assert_eq!(conversations.len(), 2, "{listed}");
+    let dm = conversations
+        .iter()
+        .find(|c| c["kind"] == "dm")
+        .expect("the direct conversation");
+    assert_eq!(
+        (&dm["channel"], &dm["with"], &dm["unread"], &dm["last_seq"]),
+        (&json!("dm:a1:a2"), &json!("a1"), &json!(1), &json!(1))
+    );
+    let listed_group = conversations.iter().find(|c| c["kind"] == "group").unwrap();
+    assert_eq!(listed_group["name"], "Rust folks");
+    assert_eq!(listed_group["members"], json!(["a1", "a2", "a3"]));
+    assert_eq!(listed_group["last_at"], Value::Null);
+    // a3 is in the group but not in a1 and a2's conversation.
+    let (_, theirs) = get_json(&venued, &a3_token, "/api/v1/me/conversations").await;
+    let kinds: Vec<&Value> = theirs["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["kind"])
+        .collect();
+    assert_eq!(kinds, vec![&json!("group")], "{theirs}");
+    // Reading the conversation clears it in the list too.
+    subscribe(&mut a2, json!({"channels": ["dm:a1:a2"]})).await;
+    let ack = request(
+        &mut a2,
+        "read.mark",
+        "rm",
+        json!({"channel": "dm:a1:a2", "seq": 1}),
+    )
+    .await;
+    assert_eq!(ack["seq"], 1);
+    let (_, listed) = get_json(&venued, &a2_token, "/api/v1/me/conversations").await;
+    let dm = listed["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "dm")
+        .unwrap()
+        .clone();
+    assert_eq!(dm["unread"], 0, "{listed}");
+
+    // Names behind ids: a3 hides, and is still named on their messages; unknown ids are left out.
+    let put = reqwest::Client::new()
+        .put(venued.url("/api/v1/me/privacy"))
+        .bearer_auth(&a3_token)
+        .json(&json!({"level": "hidden"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let (status, named) = get_json(&venued, &a2_token, "/api/v1/people?ids=a1,a3,nobody").await;
+    assert_eq!(status, 200, "{named}");
+    let ids: Vec<&Value> = named["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["id"])
+        .collect();
+    assert_eq!(ids, vec![&json!("a1"), &json!("a3")], "{named}");
+    let (_, found) = get_json(&venued, &a2_token, "/api/v1/people?q=a3").await;
+    assert_eq!(found["people"], json!([]), "a hidden attendee is not found by name");
+    let too_many = (0..101).map(|i| format!("p{i}")).collect::<Vec<_>>().join(",");
+    let (status, refused) =
+        get_json(&venued, &a2_token, &format!("/api/v1/people?ids={too_many}")).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1-100"),
+        "{refused}"
+    );
+    let (status, _) = get_json(&venued, "not-a-token", "/api/v1/me/conversations").await;
+    assert_eq!(status, 401);
+}
