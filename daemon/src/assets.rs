@@ -44,6 +44,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../web/hub.js"),
     ),
     (
+        "names.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/names.js"),
+    ),
+    (
+        "outbox.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/outbox.js"),
+    ),
+    (
         "people.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../web/people.js"),

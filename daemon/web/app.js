@@ -6,6 +6,7 @@
 import { chatSection } from "./chat.js";
 import { Hub } from "./hub.js";
 import { peopleSection } from "./people.js";
+import { nameBook } from "./names.js";
 import { loadList, saveList } from "./saved.js";
 import { fill, strings } from "./strings.js";
 
@@ -99,17 +100,50 @@ function signOut(notice) {
 }
 
 function homeView(token) {
+  const me = tokenSubject(token);
+  const tabs = {};
+  const hub = new Hub(token, {
+    state: (s) => {
+      link.textContent = states[s];
+      link.dataset.state = s;
+      if (s === "live") {
+        chat.flush();
+        chat.refreshList(); // conversations begun while this page was away
+      }
+    },
+    ended: () => signOut(T.sessionEnded),
+    message: (channel, m, live) => {
+      if (channel === "announcements") announcements.add(m);
+      else chat.message(channel, m, live);
+    },
+    frame: (frame) => {
+      if (frame.type === "zone.occupancy") schedule.occupancy(frame.payload);
+      else if (frame.type === "presence.changed") people.changed(frame.payload);
+      else chat.frame(frame);
+    },
+  });
+  const names = nameBook(token, () => {
+    chat.render();
+    people.render();
+  });
   const announcements = announcementsSection();
   const schedule = scheduleSection(token);
-  const me = meSection(token);
-  const chat = chatSection({ h, token, me: tokenSubject(token), clock,
-    subscribe: (channels) => hub.subscribe(channels) });
-  const people = peopleSection({ h, token, zoneName: (id) => schedule.zoneName(id),
-    follow: (ids) => hub.follow(ids), unfollow: (ids) => hub.unfollow(ids) });
+  const mine = meSection(token);
+  const people = peopleSection({ h, token, names, zoneName: (id) => schedule.zoneName(id),
+    follow: (ids) => hub.follow(ids), unfollow: (ids) => hub.unfollow(ids),
+    message: (person) => {
+      chat.openDirect(person);
+      select("chat");
+    } });
+  const chat = chatSection({ h, token, me, hub, names, clock, following: () => people.following(),
+    onUnread: (count) => {
+      tabs.chat.textContent = count ? `${T.tab_chat} (${count})` : T.tab_chat;
+      if (count) tabs.chat.setAttribute("aria-label", fill(T.chatUnread, { count }));
+      else tabs.chat.removeAttribute("aria-label");
+    } });
   const sections = {
-    announcements: announcements.el, schedule: schedule.el, chat: chat.el, people: people.el, me: me.el,
+    announcements: announcements.el, schedule: schedule.el, chat: chat.el, people: people.el, me: mine.el,
   };
-  const tabs = {};
   const select = (name) => {
     for (const [key, el] of Object.entries(sections)) el.hidden = key !== name;
     for (const [key, tab] of Object.entries(tabs)) {
@@ -117,7 +151,8 @@ function homeView(token) {
       else tab.removeAttribute("aria-current");
     }
     if (name === "schedule") schedule.refresh();
-    if (name === "me") me.refresh();
+    if (name === "me") mine.refresh();
+    if (name === "chat") chat.shown();
   };
   for (const name of Object.keys(sections)) {
     tabs[name] = h("button", { type: "button", class: "tab", onclick: () => select(name) }, T[`tab_${name}`]);
@@ -129,30 +164,15 @@ function homeView(token) {
   );
   select("announcements");
   const states = { connecting: T.linkConnecting, live: T.linkLive, offline: T.linkOffline };
-  const hub = new Hub(token, {
-    state: (s) => {
-      link.textContent = states[s];
-      link.dataset.state = s;
-      if (s === "live") chat.flush();
-    },
-    ended: () => signOut(T.sessionEnded),
-    message: (channel, m) => {
-      if (channel === "announcements") announcements.add(m);
-      else chat.message(channel, m);
-    },
-    frame: (frame) => {
-      if (frame.type === "zone.occupancy") schedule.occupancy(frame.payload);
-      if (frame.type === "presence.changed") people.changed(frame.payload);
-    },
-  });
   hub.subscribe(["announcements"]);
   hub.follow(people.ids());
   schedule.onRooms = (rooms) => hub.subscribe(rooms.map((r) => `zone:${r.id}`));
   schedule.onChat = (session) => {
-    chat.open(`session:${session.id}`, session.title);
+    chat.openSession(`session:${session.id}`, session.title);
     select("chat");
   };
   hub.start();
+  chat.refreshList();
   chat.flush(); // what was typed before a reload
 }
 

@@ -10,6 +10,7 @@ const BACKOFF_MAX_MS = 30_000;
 const PAGE = 500; // the most a sync.request returns
 // WebSocket attempts that never opened, in a row, before the event stream is used instead.
 const FAILURES_BEFORE_STREAM = 2;
+const ACK_WITHIN_MS = 10_000;
 
 /** Close reasons after which reconnecting with the same token is pointless. */
 const ENDED = new Set(["token_expired", "attendee_removed"]);
@@ -34,6 +35,34 @@ export class Hub {
     this.stream = null; // the EventSource, once the WebSocket has given up
     this.neverOpened = 0;
     this.stopped = false;
+    this.pending = new Map(); // frame id → {resolve, reject, timer}: requests awaiting their ack
+  }
+
+  /**
+   * Sends a frame that the hub acknowledges (an edit, a reaction, a read mark, a group change);
+   * resolves with the ack's payload, rejects with its error, or with `{code: "offline"}` when no
+   * WebSocket is open (the event stream carries nothing upward) or no ack came in time.
+   */
+  request(type, payload) {
+    if (!this.live()) return Promise.reject({ code: "offline" });
+    const id = this.send(type, payload);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject({ code: "offline" });
+      }, ACK_WITHIN_MS);
+      this.pending.set(id, { resolve, reject, timer });
+    });
+  }
+
+  /** Sends a frame the hub does not answer (typing), if a WebSocket is open. */
+  notify(type, payload) {
+    if (this.live()) this.send(type, payload);
+  }
+
+  /** Whether frames can go up (edits, reactions, typing): only over an open WebSocket. */
+  canRequest() {
+    return this.live();
   }
 
   /** Reads `channels` from now on (and everything in them not yet seen). */
@@ -41,6 +70,11 @@ export class Hub {
     for (const c of channels) this.channels.add(c);
     if (this.stream) this.openStream();
     else if (this.live()) this.sendSubscribe(channels);
+  }
+
+  /** Resumes `channel` from `seq` rather than from its start, unless it is already further. */
+  seed(channel, seq) {
+    if (!this.last.has(channel)) this.last.set(channel, seq);
   }
 
   /** Hears `presence.changed` for these attendees from now on (over the WebSocket only). */
@@ -149,6 +183,11 @@ export class Hub {
     if (socket !== this.socket) return;
     clearInterval(this.pinger);
     clearTimeout(this.pongTimer);
+    for (const { reject, timer } of this.pending.values()) {
+      clearTimeout(timer);
+      reject({ code: "offline" });
+    }
+    this.pending.clear();
     const opened = this.welcomed;
     this.welcomed = false;
     if (this.stopped) return;
@@ -226,23 +265,34 @@ export class Hub {
         }
         break;
       case "message.new":
-        this.deliver(p.channel, p);
+        this.deliver(p.channel, p, true);
         break;
       case "pong":
         clearTimeout(this.pongTimer);
         break;
+      case "ack": {
+        const waiting = this.pending.get(p.ref_id);
+        if (waiting) {
+          this.pending.delete(p.ref_id);
+          clearTimeout(waiting.timer);
+          if (p.status === "ok") waiting.resolve(p);
+          else waiting.reject(p.error || { code: "error" });
+        }
+        break;
+      }
       default:
         this.on.frame?.(frame);
     }
   }
 
-  deliver(channel, message) {
+  /** Passes a message on once, whichever way it came; `live` when it came as it was posted. */
+  deliver(channel, message, live = false) {
     let seen = this.seen.get(channel);
     if (!seen) this.seen.set(channel, (seen = new Set()));
     if (seen.has(message.seq)) return;
     seen.add(message.seq);
     this.last.set(channel, Math.max(this.last.get(channel) ?? 0, message.seq));
-    this.on.message(channel, message);
+    this.on.message(channel, message, live);
   }
 
   startPinging() {

@@ -8,9 +8,13 @@ import { fill, strings } from "./strings.js";
 const T = strings();
 const FOLLOWING = "venue.following";
 
-/** The people view. `follow`/`unfollow` tell the hub; `zoneName` names a room by its id. */
-export function peopleSection({ h, token, follow, unfollow, zoneName }) {
+/**
+ * The people view. `follow`/`unfollow` tell the hub; `zoneName` names a room by its id;
+ * `message(person)` opens a direct conversation; `names` learns the names seen here.
+ */
+export function peopleSection({ h, token, follow, unfollow, zoneName, message, names }) {
   let following = loadList(FOLLOWING); // [{id, name, company}]
+  for (const person of following) names.learn(person);
   const seen = new Map(); // id → {status, zone, kind, hidden}
   const search = h("input", { id: "people-search", type: "search", autocomplete: "off" });
   const results = h("ul", { class: "people", "aria-label": T.searchResults });
@@ -42,6 +46,8 @@ export function peopleSection({ h, token, follow, unfollow, zoneName }) {
     list.replaceChildren(...following.map((person) => h("li", { "data-id": person.id },
       h("span", { class: "name" }, person.name),
       h("span", { class: "where" }, describe(person.id)),
+      h("button", { type: "button", class: "quiet", "aria-label": fill(T.messageName, { name: person.name }),
+        onclick: () => message(person) }, T.sendMessage),
       h("button", { type: "button", class: "quiet", "aria-label": fill(T.unfollowName, { name: person.name }),
         onclick: () => {
           following = following.filter((f) => f.id !== person.id);
@@ -62,6 +68,7 @@ export function peopleSection({ h, token, follow, unfollow, zoneName }) {
       return;
     }
     const { people } = await r.json();
+    for (const person of people) names.learn(person);
     results.replaceChildren(...people.map((person) => h("li", {},
       h("span", { class: "name" }, person.company ? `${person.name}, ${person.company}` : person.name),
       following.some((f) => f.id === person.id) ? "" : h("button", { type: "button",
@@ -80,6 +87,9 @@ export function peopleSection({ h, token, follow, unfollow, zoneName }) {
   return {
     el,
     ids: () => following.map((f) => f.id),
+    /** The people followed, [{id, name, company}]. */
+    following: () => following,
+    render,
     /** A `presence.changed` frame's payload. */
     changed(p) {
       const now = seen.get(p.user_id) || {};

@@ -9,6 +9,8 @@ const SHELL = [
   "/assets/app.js",
   "/assets/chat.js",
   "/assets/hub.js",
+  "/assets/names.js",
+  "/assets/outbox.js",
   "/assets/people.js",
   "/assets/saved.js",
   "/assets/strings.js",

@@ -19,6 +19,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -183,6 +184,94 @@ def sign_in(page, ticket, who):
     page.get_by_role("button", name="Sign in").click()
 
 
+def chat_tab(page):
+    """The Chat tab, whatever unread count its name carries."""
+    return page.get_by_role("navigation").get_by_role("button", name=re.compile(r"^Chat"))
+
+
+def open_chat(page, title):
+    """Opens the conversation `title` from the chat list."""
+    chat_tab(page).click()
+    back = page.get_by_role("button", name="← All chats")
+    if back.is_visible():
+        back.click()
+    page.get_by_role("list", name="Conversations").get_by_role("button", name=re.compile(re.escape(title))).click()
+    expect(page.get_by_role("heading", name=title)).to_be_visible()
+
+
+def send(page, text):
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
+def direct_messages_and_groups(grace, ada):
+    """A direct conversation and a group between two browsers: the unread and mention badge of a
+    conversation the other page had not opened, typing, read receipts, reactions, edits,
+    deletes, and a group made on one phone appearing on the other."""
+    grace.get_by_role("button", name="People").click()
+    grace.get_by_role("button", name="Send Ada Byron a message").click()
+    expect(grace.get_by_role("heading", name="Ada Byron")).to_be_visible()
+    # "@Ada" is written as her id, so the appliance counts it as a mention of her.
+    send(grace, "Hi @Ada, coffee after the keynote?")
+    mine = grace.get_by_role("list", name="Messages").locator("li").first
+    expect(mine).to_contain_text("coffee after the keynote")
+
+    # Ada's page had no such conversation: its badge brings it, with the mention counted.
+    expect(ada.get_by_role("button", name="Chat, 1 unread")).to_be_visible(timeout=2000)
+    chat_tab(ada).click()
+    ada.get_by_role("button", name="← All chats").click()
+    listed = ada.get_by_role("list", name="Conversations").get_by_role("button", name=re.compile("Grace Lovelace"))
+    expect(listed).to_contain_text("1 unread, 1 mention")
+    ada.screenshot(path=os.path.join(SHOTS, "attendee-chats-desktop.png"))
+    audit(ada, "chat list")
+    listed.click()
+    theirs = ada.get_by_role("list", name="Messages")
+    expect(theirs.locator("li").first.locator("mark")).to_have_text("@You")
+    # Opening it reads it: Grace sees it seen, and Ada's badge is gone.
+    expect(grace.get_by_text("Seen by Ada Byron")).to_be_visible(timeout=2000)
+    expect(chat_tab(ada)).to_have_text("Chat")
+
+    # Typing shows on the other phone, and a reply ends it.
+    ada.get_by_label("Message", exact=True).press_sequentially("Sure")
+    expect(grace.get_by_text("Ada Byron is typing…")).to_be_visible(timeout=2000)
+    ada.get_by_label("Message", exact=True).fill("Sure! By the foyer.")
+    ada.get_by_role("button", name="Send").click()
+    expect(grace.get_by_role("list", name="Messages")).to_contain_text("By the foyer", timeout=2000)
+    expect(grace.get_by_text("Ada Byron is typing…")).to_have_count(0)
+
+    # A reaction, an edit and a delete reach the other page live.
+    first = theirs.locator("li").first
+    first.get_by_text("React").click()
+    first.get_by_role("button", name="React with 👍").click()
+    expect(mine.get_by_role("button", name="👍 1: add or take back yours")).to_be_visible(timeout=2000)
+    expect(first.get_by_role("button", name="👍 1: add or take back yours")).to_have_attribute("aria-pressed", "true")
+    mine.get_by_role("button", name="Edit").click()
+    grace.get_by_label("Edit your message").fill("Hi @Ada, tea after the keynote?")
+    grace.get_by_role("button", name="Save").click()
+    expect(first).to_contain_text("tea after the keynote? (edited)", timeout=2000)
+    reply = theirs.locator("li").last
+    ada.once("dialog", lambda d: d.accept())
+    reply.get_by_role("button", name="Delete").click()
+    expect(grace.get_by_role("list", name="Messages").locator("li").last).to_contain_text("Message deleted", timeout=2000)
+    audit(grace, "direct conversation")
+    grace.screenshot(path=os.path.join(SHOTS, "attendee-direct-phone.png"))
+
+    # A group made on Grace's phone with Ada in it appears on Ada's page, and carries messages.
+    grace.get_by_role("button", name="← All chats").click()
+    grace.get_by_text("New group").click()
+    grace.get_by_label("Group name").fill("Rust folks")
+    grace.get_by_role("checkbox", name="Ada Byron").check()
+    grace.get_by_role("button", name="Create group").click()
+    expect(grace.get_by_role("heading", name="Rust folks")).to_be_visible()
+    send(grace, "Welcome to the group")
+    ada.get_by_role("button", name="← All chats").click()
+    group = ada.get_by_role("list", name="Conversations").get_by_role("button", name=re.compile("Rust folks"))
+    expect(group).to_contain_text("1 unread", timeout=2000)
+    group.click()
+    expect(ada.get_by_role("list", name="Messages")).to_contain_text("Welcome to the group")
+    ada.screenshot(path=os.path.join(SHOTS, "attendee-group-desktop.png"))
+
+
 def main():
     set_up_schedule()
     with sync_playwright() as p:
@@ -312,8 +401,9 @@ def main():
         wide.get_by_label("Nobody: not your status, not your location").check()
         expect(following).to_contain_text("Not sharing where they are", timeout=2000)
         expect(following).not_to_contain_text("online")
-        wide.get_by_role("button", name="Chat", exact=True).click()
-        page.get_by_role("button", name="Chat", exact=True).click()
+        direct_messages_and_groups(page, wide)
+        for p in (page, wide):
+            open_chat(p, "Opening keynote")
 
         # Typed while the appliance cannot be reached: it waits on the phone, and goes out once
         # when the appliance answers again.

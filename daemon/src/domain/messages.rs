@@ -177,7 +177,9 @@ pub fn conversations(
                     OR substr(channel, -length(?2) - 1) = ':' || ?2)
              GROUP BY channel",
         )?
-        .query_map(params![event, user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map(params![event, user], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
     for (channel, last_seq, last_ms) in direct {
         let Some((a, b)) = channel
@@ -211,7 +213,9 @@ pub fn conversations(
                 "SELECT coalesce(max(seq), 0), max(created_ms) FROM messages
                  WHERE event_id = ?1 AND channel = ?2",
             )?
-            .query_row(params![event, group.channel], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .query_row(params![event, group.channel], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         let badge = badge(conn, event, user, &group.channel)?;
         out.push(Conversation {
             channel: group.channel,
@@ -226,7 +230,11 @@ pub fn conversations(
             last_ms: last_ms.unwrap_or(0),
         });
     }
-    out.sort_by(|x, y| y.last_ms.cmp(&x.last_ms).then_with(|| x.channel.cmp(&y.channel)));
+    out.sort_by(|x, y| {
+        y.last_ms
+            .cmp(&x.last_ms)
+            .then_with(|| x.channel.cmp(&y.channel))
+    });
     out.truncate(MAX_CONVERSATIONS);
     Ok(out)
 }

@@ -176,8 +176,12 @@ pub(super) async fn people(
     let found = match query.ids {
         Some(ids) => {
             let ids = ids.split(',').map(str::trim).filter(|id| !id.is_empty());
-            attendees::names(&state.store, state.event_id(), ids.map(String::from).collect())
-                .await?
+            attendees::names(
+                &state.store,
+                state.event_id(),
+                ids.map(String::from).collect(),
+            )
+            .await?
         }
         None => attendees::people(&state.store, state.event_id(), &query.q).await?,
     };

@@ -611,10 +611,21 @@ async fn conversations_are_listed_and_a_direct_message_announces_itself() {
         .collect();
     assert_eq!(ids, vec![&json!("a1"), &json!("a3")], "{named}");
     let (_, found) = get_json(&venued, &a2_token, "/api/v1/people?q=a3").await;
-    assert_eq!(found["people"], json!([]), "a hidden attendee is not found by name");
-    let too_many = (0..101).map(|i| format!("p{i}")).collect::<Vec<_>>().join(",");
-    let (status, refused) =
-        get_json(&venued, &a2_token, &format!("/api/v1/people?ids={too_many}")).await;
+    assert_eq!(
+        found["people"],
+        json!([]),
+        "a hidden attendee is not found by name"
+    );
+    let too_many = (0..101)
+        .map(|i| format!("p{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (status, refused) = get_json(
+        &venued,
+        &a2_token,
+        &format!("/api/v1/people?ids={too_many}"),
+    )
+    .await;
     assert_eq!(status, 422, "{refused}");
     assert!(
         refused["error"]["message"]
