@@ -1,7 +1,8 @@
 // The link to the appliance's hub (docs/protocol/websocket.md): one WebSocket that reconnects
 // with backoff after a sleep or a WiFi drop and resumes every channel from the last `seq` it
 // saw, so no message is missed or shown twice. Where a WebSocket cannot open at all (some
-// captive networks and proxies block it), the same frames come over Server-Sent Events.
+// captive networks and proxies block it), the same frames come over Server-Sent Events, and
+// where that does not get through either (a proxy that refuses or buffers it), by long-poll.
 
 const PING_EVERY_MS = 25_000; // under the server's 90 s silence limit
 const PONG_WITHIN_MS = 10_000; // a link that does not answer is dead, even if the OS thinks not
@@ -11,6 +12,9 @@ const PAGE = 500; // the most a sync.request returns
 // WebSocket attempts that never opened, in a row, before the event stream is used instead.
 const FAILURES_BEFORE_STREAM = 2;
 const ACK_WITHIN_MS = 10_000;
+// Event streams that never opened, in a row, while the appliance answered, before polling.
+const FAILURES_BEFORE_POLL = 2;
+const POLL_WAIT_SECS = 25; // the appliance's longest wait
 
 /** Close reasons after which reconnecting with the same token is pointless. */
 const ENDED = new Set(["token_expired", "attendee_removed"]);
@@ -33,7 +37,10 @@ export class Hub {
     this.nextId = 1;
     this.socket = null;
     this.stream = null; // the EventSource, once the WebSocket has given up
+    this.polling = false; // long-polling, once the event stream has given up too
+    this.pollRound = 0; // the current poll loop: a new subscription starts a new one
     this.neverOpened = 0;
+    this.streamFailures = 0;
     this.stopped = false;
     this.pending = new Map(); // frame id → {resolve, reject, timer}: requests awaiting their ack
   }
@@ -68,8 +75,14 @@ export class Hub {
   /** Reads `channels` from now on (and everything in them not yet seen). */
   subscribe(channels) {
     for (const c of channels) this.channels.add(c);
-    if (this.stream) this.openStream();
-    else if (this.live()) this.sendSubscribe(channels);
+    if (this.polling || this.stream) {
+      // Over HTTP a new channel means a new request: one for all subscribed in this turn.
+      this.reopen ??= setTimeout(() => {
+        this.reopen = null;
+        if (this.polling) this.poll();
+        else if (this.stream) this.openStream();
+      }, 0);
+    } else if (this.live()) this.sendSubscribe(channels);
   }
 
   /** Resumes `channel` from `seq` rather than from its start, unless it is already further. */
@@ -104,6 +117,7 @@ export class Hub {
     clearTimeout(this.retryTimer);
     this.socket?.close(1000, "bye");
     this.stream?.close();
+    this.pollAbort?.abort();
   }
 
   live() {
@@ -112,6 +126,7 @@ export class Hub {
 
   connect() {
     if (this.stopped) return;
+    if (this.polling) return this.poll();
     if (this.stream) return this.openStream();
     this.on.state("connecting");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -142,9 +157,30 @@ export class Hub {
     const query = new URLSearchParams({ channels: channels.join(","), resume, token: this.token });
     const stream = new EventSource(`/api/v1/stream?${query}`);
     this.stream = stream;
-    stream.onopen = () => this.on.state("live");
+    let opened = false;
+    stream.onopen = () => {
+      opened = true;
+      this.streamFailures = 0;
+      this.on.state("live");
+    };
     stream.onerror = () => {
       if (stream !== this.stream) return;
+      if (!opened) {
+        // Never opened: is the appliance down (retry on), or is the stream blocked on the way?
+        stream.close();
+        fetch("/healthz", { cache: "no-store" })
+          .then((r) => {
+            if (stream !== this.stream) return;
+            if (r.ok && ++this.streamFailures >= FAILURES_BEFORE_POLL) {
+              this.stream = null;
+              this.polling = true;
+              return this.poll();
+            }
+            this.retry();
+          })
+          .catch(() => this.retry());
+        return;
+      }
       // The browser retries on its own (with Last-Event-ID) unless the answer was an error.
       if (stream.readyState !== EventSource.CLOSED) return this.on.state("offline");
       this.retry();
@@ -154,6 +190,50 @@ export class Hub {
         this.attempt = 0;
         this.receive(event.data);
       });
+    }
+  }
+
+  /**
+   * One long-poll after another (`GET /api/v1/poll`), each from the positions already seen, so
+   * nothing falls between them. A new subscription aborts the poll under way and starts anew.
+   */
+  async poll() {
+    this.pollAbort?.abort();
+    clearTimeout(this.retryTimer);
+    const round = ++this.pollRound;
+    const abort = new AbortController();
+    this.pollAbort = abort;
+    while (!this.stopped && round === this.pollRound) {
+      const channels = [...this.channels];
+      const resume = channels.map((c) => `${c}=${this.last.get(c) ?? 0}`).join(";");
+      const query = new URLSearchParams({ channels: channels.join(","), resume, wait: POLL_WAIT_SECS });
+      let answer;
+      try {
+        const r = await fetch(`/api/v1/poll?${query}`, {
+          headers: { authorization: `Bearer ${this.token}` }, cache: "no-store", signal: abort.signal,
+        });
+        if (r.status === 401) {
+          this.stopped = true;
+          return this.on.ended("unauthorized");
+        }
+        if (!r.ok) throw new Error(`HTTP ${r.status}`);
+        answer = await r.json();
+      } catch {
+        if (abort.signal.aborted || round !== this.pollRound) return;
+        this.on.state("offline");
+        const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt++);
+        await new Promise((done) => { this.retryTimer = setTimeout(done, ceiling * (0.5 + Math.random() / 2)); });
+        continue;
+      }
+      if (round !== this.pollRound) return;
+      this.attempt = 0;
+      this.on.state("live");
+      if (this.epoch !== null && answer.epoch !== this.epoch) {
+        this.last.clear();
+        this.seen.clear();
+      }
+      this.epoch = answer.epoch;
+      for (const frame of answer.frames) this.handle(frame);
     }
   }
 
@@ -241,6 +321,11 @@ export class Hub {
     } catch {
       return;
     }
+    this.handle(frame);
+  }
+
+  /** One server frame, from whichever transport. */
+  handle(frame) {
     const p = frame.payload || {};
     switch (frame.type) {
       case "welcome":
@@ -259,7 +344,7 @@ export class Hub {
         break;
       case "sync.response":
         for (const m of p.messages || []) this.deliver(p.channel, m);
-        if ((p.too_large || p.has_more) && this.stream) this.fetchMissed(p.channel);
+        if ((p.too_large || p.has_more) && (this.stream || this.polling)) this.fetchMissed(p.channel);
         else if (p.too_large || p.has_more) {
           this.send("sync.request", { channel: p.channel, last_seq: this.last.get(p.channel) ?? 0, limit: PAGE });
         }

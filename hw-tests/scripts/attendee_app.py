@@ -107,10 +107,12 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy
 
 class BlocksWebSockets(http.server.BaseHTTPRequestHandler):
     """A reverse proxy in front of venued that passes plain HTTP (the event stream included,
-    as it arrives) and refuses every WebSocket upgrade, as some captive networks do."""
+    as it arrives) and refuses every WebSocket upgrade, as some captive networks do; with
+    `block_streams`, it refuses the event stream too."""
 
     protocol_version = "HTTP/1.0"  # one response per connection; a stream ends when it closes
     upstream = urllib.parse.urlsplit(URL)
+    block_streams = False
 
     def do_GET(self):
         self.forward()
@@ -124,6 +126,9 @@ class BlocksWebSockets(http.server.BaseHTTPRequestHandler):
     def forward(self):
         if self.headers.get("upgrade", "").lower() == "websocket":
             self.send_error(403, "WebSockets are blocked on this network")
+            return
+        if self.block_streams and self.path.startswith("/api/v1/stream"):
+            self.send_error(403, "Event streams are blocked on this network")
             return
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else None
@@ -146,9 +151,13 @@ class BlocksWebSockets(http.server.BaseHTTPRequestHandler):
             upstream.close()
 
 
-def websocket_blocking_proxy():
+class BlocksStreams(BlocksWebSockets):
+    block_streams = True
+
+
+def websocket_blocking_proxy(handler=BlocksWebSockets):
     """Starts the proxy on a loopback port; its base URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BlocksWebSockets)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}"
@@ -451,6 +460,28 @@ def main():
         announce(over_sse)
         expect(sse_feed.locator("li").first).to_contain_text(over_sse, timeout=2000)
         expect(sse_feed.locator("li")).to_have_count(5)
+
+        # Neither WebSockets nor event streams get through: the page long-polls, and still gets
+        # every announcement, and the chat still sends.
+        polling_proxy = websocket_blocking_proxy(BlocksStreams)
+        polled = browser.new_context(viewport=PHONE).new_page()
+        polls = []
+        polled.on("request", lambda r: "/api/v1/poll?" in r.url and polls.append(r.url))
+        polled.goto(polling_proxy + "/")
+        sign_in(polled, "T2", "Byron")
+        polled_feed = polled.get_by_role("list", name="Announcements")
+        expect(polled_feed.locator("li")).to_have_count(5, timeout=30_000)
+        expect(polled.locator("#link")).to_have_text("Live")
+        assert polls, "the page did not long-poll"
+        over_poll = "Last shuttle at 23:00"
+        announce(over_poll)
+        expect(polled_feed.locator("li").first).to_contain_text(over_poll, timeout=2000)
+        expect(polled_feed.locator("li")).to_have_count(6)
+        polled.get_by_role("button", name="Agenda").click()
+        polled.get_by_role("button", name="Chat about Opening keynote").click()
+        send(polled, "Sent while long-polling")
+        expect(their_chat.get_by_text("Sent while long-polling")).to_have_count(1, timeout=2000)
+        expect(polled.get_by_role("list", name="Messages").get_by_text("Sent while long-polling")).to_have_count(1)
 
         # A token from elsewhere (the organiser's email) as a link: signed in, and the token taken
         # out of the address bar so it is not bookmarked or shared by accident.

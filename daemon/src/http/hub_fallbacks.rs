@@ -188,7 +188,7 @@ pub(crate) async fn post(
     Ok(response)
 }
 
-/// Query of the event stream.
+/// Query of the event stream and of the multi-channel long-poll.
 #[derive(Deserialize)]
 pub struct StreamQuery {
     /// Comma-separated channel names.
@@ -200,6 +200,128 @@ pub struct StreamQuery {
     /// client's first request: `EventSource` sends that header only on its own reconnects.
     #[serde(default)]
     resume: Option<String>,
+    /// The long-poll's wait, in seconds (at most [`MAX_WAIT_SECS`]).
+    #[serde(default)]
+    wait: u64,
+}
+
+/// An attendee's subscription over plain HTTP: the hub's frames for some channels, from given
+/// positions, as the event stream and the long-poll deliver them. Leaves the channels when
+/// dropped.
+struct Feed {
+    hub: crate::hub::Hub,
+    outlet: crate::hub::Outlet,
+    /// The missed messages (or a `too_large` note per channel), to deliver first.
+    backlog: Vec<axum::extract::ws::Utf8Bytes>,
+    /// The last `seq` delivered per channel, in `Last-Event-ID`'s form once joined.
+    positions: std::collections::BTreeMap<String, i64>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(None, self.outlet.connection);
+    }
+}
+
+impl Feed {
+    /// Checks the channels against the token and subscribes, then reads what was missed since
+    /// `resume` (`channel=seq;channel=seq`): subscribing first, so nothing falls between.
+    async fn open(
+        state: &AppState,
+        claims: &Claims,
+        channels: &str,
+        resume: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let names: Vec<String> = channels
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .take(100)
+            .map(str::to_string)
+            .collect();
+        if names.is_empty() {
+            return Err(ApiError::invalid(
+                "give `channels`, e.g. ?channels=announcements,zone:hall-a",
+            ));
+        }
+        for name in &names {
+            let channel = channel(state, name, &claims.sub).await?;
+            if !channel.may_read(claims) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("you may not read `{name}`"),
+                ));
+            }
+        }
+        let positions: std::collections::BTreeMap<String, i64> = resume
+            .map(|id| {
+                id.split(';')
+                    .filter_map(|p| p.rsplit_once('='))
+                    .filter_map(|(c, s)| Some((c.to_string(), s.parse().ok()?)))
+                    .filter(|(c, _)| names.contains(c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let hub = state.hub.clone();
+        let outlet = crate::hub::Outlet {
+            connection: hub.connection_id(),
+            user: std::sync::Arc::from(claims.sub.as_str()),
+            queue: crate::hub::queue::SendQueue::new(crate::hub::SEND_QUEUE_FRAMES),
+            kill: std::sync::Arc::new(tokio::sync::Notify::new()),
+        };
+        for name in &names {
+            hub.subscribe(name, &outlet);
+        }
+        let mut feed = Feed {
+            hub,
+            outlet,
+            backlog: Vec::new(),
+            positions,
+        };
+        for (name, after) in feed.positions.clone() {
+            let (messages, more) = feed.hub.history(&name, after, MAX_RESUME).await?;
+            if more {
+                feed.backlog.push(crate::hub::frame(
+                    "sync.response",
+                    json!({"channel": name, "messages": [], "has_more": true, "too_large": true}),
+                ));
+            } else {
+                for m in messages {
+                    feed.backlog.push(crate::hub::frame(
+                        "message.new",
+                        serde_json::to_value(m).unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+        Ok(feed)
+    }
+
+    /// Notes a delivered frame's position; the frame parsed, and its type.
+    fn delivered(&mut self, frame: &str) -> (serde_json::Value, Option<String>) {
+        let parsed = serde_json::from_str::<serde_json::Value>(frame).unwrap_or_default();
+        if parsed["type"] == "message.new" {
+            if let (Some(c), Some(seq)) = (
+                parsed["payload"]["channel"].as_str(),
+                parsed["payload"]["seq"].as_i64(),
+            ) {
+                let at = self.positions.entry(c.to_string()).or_insert(0);
+                *at = (*at).max(seq);
+            }
+        }
+        let kind = parsed["type"].as_str().map(str::to_string);
+        (parsed, kind)
+    }
+
+    /// Every channel's position, `announcements=12;zone:hall-a=3`.
+    fn resume_id(&self) -> String {
+        let id: Vec<String> = self
+            .positions
+            .iter()
+            .map(|(c, s)| format!("{c}={s}"))
+            .collect();
+        id.join(";")
+    }
 }
 
 /// `GET /api/v1/stream?channels=a,b`: Server-Sent Events carrying the WebSocket's server frames.
@@ -213,109 +335,77 @@ pub(crate) async fn stream(
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
     let claims = attendee_claims(&state, &source, &headers, query.token.as_deref()).await?;
-    let names: Vec<String> = query
-        .channels
-        .split(',')
-        .filter(|c| !c.is_empty())
-        .take(100)
-        .map(str::to_string)
-        .collect();
-    if names.is_empty() {
-        return Err(ApiError::invalid(
-            "give `channels`, e.g. ?channels=announcements,zone:hall-a",
-        ));
-    }
-    for name in &names {
-        let channel = channel(&state, name, &claims.sub).await?;
-        if !channel.may_read(&claims) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("you may not read `{name}`"),
-            ));
-        }
-    }
-    // Positions from Last-Event-ID (or, on a first request, `resume`): `channel=seq;channel=seq`.
-    let mut positions: std::collections::BTreeMap<String, i64> = headers
+    let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .or(query.resume.as_deref())
-        .map(|id| {
-            id.split(';')
-                .filter_map(|p| p.rsplit_once('='))
-                .filter_map(|(c, s)| Some((c.to_string(), s.parse().ok()?)))
-                .filter(|(c, _)| names.contains(c))
-                .collect()
-        })
-        .unwrap_or_default();
-    let hub = state.hub.clone();
-    let outlet = crate::hub::Outlet {
-        connection: hub.connection_id(),
-        user: std::sync::Arc::from(claims.sub.as_str()),
-        queue: crate::hub::queue::SendQueue::new(crate::hub::SEND_QUEUE_FRAMES),
-        kill: std::sync::Arc::new(tokio::sync::Notify::new()),
-    };
-    let connection = outlet.connection;
-    for name in &names {
-        hub.subscribe(name, &outlet);
-    }
-    // Gap-fill after subscribing, as on the WebSocket.
-    let mut backlog = Vec::new();
-    for (name, after) in positions.clone() {
-        let (messages, more) = hub.history(&name, after, MAX_RESUME).await?;
-        if more {
-            backlog.push(crate::hub::frame(
-                "sync.response",
-                json!({"channel": name, "messages": [], "has_more": true, "too_large": true}),
-            ));
-        } else {
-            for m in messages {
-                backlog.push(crate::hub::frame(
-                    "message.new",
-                    serde_json::to_value(m).unwrap_or_default(),
-                ));
-            }
-        }
-    }
-    struct Guard(crate::hub::Hub, u64);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            self.0.unsubscribe(None, self.1);
-        }
-    }
-    let guard = Guard(hub, connection);
-    let backlog = futures::stream::iter(backlog);
-    let live = futures::stream::unfold(outlet, |outlet| async move {
+        .or(query.resume.as_deref());
+    let mut feed = Feed::open(&state, &claims, &query.channels, resume).await?;
+    let backlog = futures::stream::iter(std::mem::take(&mut feed.backlog));
+    let (queue, kill) = (feed.outlet.queue.clone(), feed.outlet.kill.clone());
+    let live = futures::stream::unfold((queue, kill), |(queue, kill)| async move {
         tokio::select! {
-            frame = outlet.queue.pop() => Some((frame, outlet)),
+            frame = queue.pop() => Some((frame, (queue, kill))),
             // A full queue: end the stream; the client reconnects with Last-Event-ID.
-            () = outlet.kill.notified() => None,
+            () = kill.notified() => None,
         }
     });
-    use futures::StreamExt;
     let events = backlog.chain(live).map(move |frame| {
-        let _keep = &guard;
         let mut event = Event::default().data(frame.as_str());
-        if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(frame.as_str()) {
-            if parsed["type"] == "message.new" {
-                if let (Some(c), Some(seq)) = (
-                    parsed["payload"]["channel"].as_str(),
-                    parsed["payload"]["seq"].as_i64(),
-                ) {
-                    let at = positions.entry(c.to_string()).or_insert(0);
-                    *at = (*at).max(seq);
-                }
-                let id: Vec<String> = positions.iter().map(|(c, s)| format!("{c}={s}")).collect();
-                event = event.id(id.join(";"));
-            }
-            if let Some(kind) = parsed["type"].as_str() {
-                event = event.event(kind);
-            }
+        let (_, kind) = feed.delivered(frame.as_str());
+        if kind.as_deref() == Some("message.new") {
+            event = event.id(feed.resume_id());
+        }
+        if let Some(kind) = kind {
+            event = event.event(kind);
         }
         Ok::<_, std::convert::Infallible>(event)
     });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// Most frames one long-poll answer carries; the rest wait for the next poll (by position).
+const MAX_POLL_FRAMES: usize = 500;
+
+/// `GET /api/v1/poll?channels=a,b&resume=a=12;b=3&wait=25`: the event stream's frames as a
+/// long-poll, for networks that pass neither a WebSocket nor a stream. Answers at once with what
+/// was missed since `resume`, else when the first frame comes (with any that came with it), else
+/// empty after `wait` seconds: `{"epoch", "resume", "frames": [...]}`. The next poll sends the
+/// answer's `resume` back, so no message falls between two polls; frames that are not messages
+/// (typing, occupancy, presence) reach only a poll that is waiting.
+pub(crate) async fn long_poll(
+    State(state): State<AppState>,
+    source: Source,
+    headers: HeaderMap,
+    Query(query): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let claims = attendee_claims(&state, &source, &headers, query.token.as_deref()).await?;
+    let mut feed = Feed::open(&state, &claims, &query.channels, query.resume.as_deref()).await?;
+    let mut frames: Vec<axum::extract::ws::Utf8Bytes> = std::mem::take(&mut feed.backlog);
+    if frames.is_empty() {
+        let wait = Duration::from_secs(query.wait.min(MAX_WAIT_SECS));
+        if let Ok(first) = tokio::time::timeout(wait, feed.outlet.queue.pop()).await {
+            frames.push(first);
+        }
+    }
+    while frames.len() < MAX_POLL_FRAMES {
+        match feed.outlet.queue.try_pop() {
+            Some(frame) => frames.push(frame),
+            None => break,
+        }
+    }
+    frames.truncate(MAX_POLL_FRAMES);
+    let frames: Vec<serde_json::Value> = frames
+        .iter()
+        .map(|frame| feed.delivered(frame.as_str()).0)
+        .collect();
+    Ok(Json(json!({
+        "epoch": state.hub.epoch(),
+        "resume": feed.resume_id(),
+        "frames": frames,
+    }))
+    .into_response())
 }

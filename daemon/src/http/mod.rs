@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/stream", get(hub_fallbacks::stream))
+        .route("/api/v1/poll", get(hub_fallbacks::long_poll))
         .route(
             "/api/v1/channels/{channel}/messages",
             get(hub_fallbacks::poll).post(hub_fallbacks::post),

@@ -764,6 +764,83 @@ async fn server_sent_events_carry_the_same_frames_and_resume_with_last_event_id(
     );
 }
 
+/// The long-poll for networks that pass neither a WebSocket nor an event stream: what was
+/// missed since `resume` at once, else the next message when it comes, else an empty answer
+/// after `wait`; the answer's `resume` chains the polls so nothing falls between them.
+#[tokio::test]
+async fn the_long_poll_answers_with_missed_then_next_messages_and_chains_by_position() {
+    let (_dir, venued) = demo().await;
+    let staff = token(&venued, "s1", &["staff"]).await;
+    let attendee = token(&venued, "a1", &["attendee"]).await;
+    let http = reqwest::Client::new();
+    let url = venued.url("/api/v1/channels/announcements/messages");
+    let post = async |key: &str, content: &str| {
+        let r = http
+            .post(&url)
+            .bearer_auth(&staff)
+            .header("idempotency-key", key)
+            .json(&json!({"content": content}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    };
+    post("k-1", "one").await;
+    post("k-2", "two").await;
+    let poll = async |query: &str| -> (u16, Value) {
+        let r = http
+            .get(venued.url(&format!("/api/v1/poll?{query}")))
+            .bearer_auth(&attendee)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    };
+    let contents = |answer: &Value| -> Vec<(String, i64)> {
+        answer["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["type"] == "message.new")
+            .map(|f| {
+                (
+                    f["payload"]["content"].as_str().unwrap().to_string(),
+                    f["payload"]["seq"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // Missed since seq 1: answered at once, with the position to poll from next.
+    let (status, missed) = poll("channels=announcements&resume=announcements=1&wait=25").await;
+    assert_eq!(status, 200, "{missed}");
+    assert_eq!(contents(&missed), [("two".to_string(), 2)]);
+    assert_eq!(missed["resume"], "announcements=2");
+    assert!(missed["epoch"].is_string());
+    // Nothing new: the poll waits, and the next message answers it (posted while it waits, or
+    // just before it subscribed: the position catches it either way).
+    let waiting = poll("channels=announcements&resume=announcements=2&wait=25");
+    let (answer, ()) = tokio::join!(waiting, post("k-3", "three"));
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert_eq!(contents(&answer.1), [("three".to_string(), 3)]);
+    assert_eq!(answer.1["resume"], "announcements=3");
+    // Nothing within `wait`: an empty answer, the position unchanged.
+    let (_, quiet) = poll("channels=announcements&resume=announcements=3&wait=1").await;
+    assert_eq!(quiet["frames"], json!([]));
+    assert_eq!(quiet["resume"], "announcements=3");
+    // Someone else's conversation, and no channel at all, are refused with what to do.
+    let (status, refused) = poll("channels=dm:a2:a3&wait=1").await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, refused) = poll("channels=&wait=1").await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("channels")
+    );
+}
+
 #[tokio::test]
 async fn read_marks_are_stored_forward_only_and_receipts_reach_the_others() {
     let (_dir, venued) = demo().await;
