@@ -116,3 +116,82 @@ async fn the_attendee_app_signs_in_and_shows_announcements_live() {
         venued.map(|v| v.log()).unwrap_or_default()
     );
 }
+
+/// Two appliances of one event, synced through a real relay: an attendee signs in on A in the
+/// browser (A mints the token with its own key), and the same token opens the app on B, whose
+/// verifier learned A's key by sync (`token_key.publish`).
+#[tokio::test]
+#[ignore = "run alone by scripts/test (a browser loads the machine)"]
+async fn a_token_signed_in_on_one_appliance_opens_the_app_on_another() {
+    use hw_tests::relay::{self, Relay};
+    const EVENT: &str = "ev-browser";
+    let dir = tempfile::tempdir().unwrap();
+    let database = relay::sqlite_database(dir.path());
+    let port = relay::free_port().unwrap();
+    let _relay = Relay::start(&database, port, &dir.path().join("relay.log"))
+        .await
+        .unwrap();
+    let mut boxes = Vec::new();
+    for name in ["registration", "hall"] {
+        let (_, token) = relay::add_appliance(&database, "org1", &[EVENT])
+            .await
+            .unwrap();
+        boxes.push(
+            VenuedBuilder::new(&dir.path().join(name))
+                .env("VENUED_EVENT_ID", EVENT)
+                .env("VENUED_MQTT_ENABLED", "false")
+                .env("VENUED_SYNC_RELAY_URL", &format!("http://127.0.0.1:{port}"))
+                .env("VENUED_SYNC_TOKEN", &token)
+                .env("VENUED_SYNC_PULL_WAIT_SECS", "10")
+                .spawn()
+                .await
+                .unwrap(),
+        );
+    }
+    let (a, b) = (&boxes[0], &boxes[1]);
+    Admin::new(a)
+        .import_csv("id,name,email,ticket_code\na1,Grace Lovelace,,T1\n".into())
+        .await
+        .unwrap();
+    // Synced: a token A signs opens B (A's key and the attendee both arrived there).
+    let (status, minted) = Admin::new(a)
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/admin/tokens",
+            Some(serde_json::json!({"attendee_id": "a1"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{minted}");
+    hw_tests::wait_for_json(
+        &b.url("/api/v1/me"),
+        minted["token"].as_str(),
+        "the registration box's key and attendee synced to the hall box",
+        Duration::from_secs(60),
+        |me| me["id"] == "a1",
+    )
+    .await
+    .unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/two_appliances.py");
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(hw_tests::s3::tool("python3"))
+            .arg(&script)
+            .env("VENUE_A_URL", a.url(""))
+            .env("VENUE_B_URL", b.url(""))
+            .env("VENUE_SCREENSHOTS", screenshots())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser run ends within 2 minutes")
+    .expect("python3 from target/test-venv runs (scripts/test installs playwright there)");
+    assert!(
+        output.status.success(),
+        "the two-appliance run failed in Chromium:\n{}\n{}\nA's log:\n{}\nB's log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        a.log(),
+        b.log()
+    );
+}
