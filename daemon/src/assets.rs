@@ -64,6 +64,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../web/saved.js"),
     ),
     (
+        "scan.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/scan.js"),
+    ),
+    (
         "strings.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../web/strings.js"),

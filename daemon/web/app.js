@@ -7,6 +7,7 @@ import { chatSection } from "./chat.js";
 import { Hub } from "./hub.js";
 import { peopleSection } from "./people.js";
 import { nameBook } from "./names.js";
+import { canScan, scanTicket } from "./scan.js";
 import { loadList, saveList } from "./saved.js";
 import { fill, strings } from "./strings.js";
 
@@ -44,10 +45,30 @@ function takeTokenFromUrl() {
   history.replaceState(null, "", url.pathname + url.search + url.hash);
 }
 
-function signInView(notice) {
+/** A ticket code handed over in the URL (`/?ticket=…`, the link in the QR code on a badge or
+ * confirmation, which the phone's camera app opens), taken out of the address bar. */
+function takeTicketFromUrl() {
+  const url = new URL(location.href);
+  const ticket = url.searchParams.get("ticket");
+  if (!ticket) return "";
+  url.searchParams.delete("ticket");
+  history.replaceState(null, "", url.pathname + url.search + url.hash);
+  return ticket.trim();
+}
+
+function signInView(notice, ticketCode = "") {
   link.textContent = "";
   const error = h("p", { id: "sign-in-error", class: "error", role: "alert" });
-  const ticket = h("input", { id: "ticket", name: "ticket_code", required: true, autocomplete: "off", autocapitalize: "characters", spellcheck: "false" });
+  const ticket = h("input", { id: "ticket", name: "ticket_code", required: true, autocomplete: "off", autocapitalize: "characters", spellcheck: "false", value: ticketCode || null });
+  const scanner = h("div", {});
+  const scan = canScan() ? h("button", { type: "button", class: "secondary", onclick: async () => {
+    error.textContent = "";
+    const code = await scanTicket(h, scanner, error);
+    if (code) {
+      ticket.value = code;
+      who.focus();
+    }
+  } }, T.scanTicket) : "";
   const who = h("input", { id: "who", name: "name_or_email", required: true, autocomplete: "family-name" });
   const button = h("button", { type: "submit" }, T.signIn);
   const form = h("form", { "aria-describedby": "sign-in-help", onsubmit: async (e) => {
@@ -59,6 +80,7 @@ function signInView(notice) {
     button.textContent = T.signIn;
   } },
     h("label", { for: "ticket" }, T.ticketCode, ticket),
+    scan, scanner,
     h("label", { for: "who" }, T.nameOrEmail, who),
     button,
     error,
@@ -69,6 +91,7 @@ function signInView(notice) {
     h("p", { id: "sign-in-help", class: "help" }, T.signInHelp),
     form,
   );
+  if (ticketCode) who.focus();
 }
 
 /** Signs in; returns the error to show, or "" once signed in. */
@@ -377,8 +400,9 @@ async function start() {
   document.title = T.title;
   document.getElementById("title").textContent = T.title;
   takeTokenFromUrl();
+  const ticket = takeTicketFromUrl();
   const token = localStorage.getItem(TOKEN_KEY);
-  if (!token) return signInView();
+  if (!token) return signInView("", ticket);
   if (!(await tokenWorks(token))) return signOut(T.sessionEnded);
   homeView(token);
 }

@@ -13,6 +13,7 @@ const SHELL = [
   "/assets/outbox.js",
   "/assets/people.js",
   "/assets/saved.js",
+  "/assets/scan.js",
   "/assets/strings.js",
   "/assets/icon.svg",
   "/assets/app.webmanifest",
