@@ -279,6 +279,9 @@ def direct_messages_and_groups(grace, ada):
     group.click()
     expect(ada.get_by_role("list", name="Messages")).to_contain_text("Welcome to the group")
     ada.screenshot(path=os.path.join(SHOTS, "attendee-group-desktop.png"))
+    grace.get_by_role("button", name="← All chats").click()
+    expect(grace.get_by_role("list", name="Conversations")).to_contain_text("Rust folks")
+    grace.screenshot(path=os.path.join(SHOTS, "attendee-chats-phone.png"))
 
 
 # Chromium on Linux has no BarcodeDetector (Android's and macOS's have), so the scan test gives
@@ -426,6 +429,9 @@ def main():
         wide.screenshot(path=os.path.join(SHOTS, "attendee-announcements-desktop.png"))
 
         # A session's chat, between two browsers: sent on one, shown on the other.
+        wide.get_by_role("button", name="Agenda").click()
+        expect(wide.get_by_role("article", name="Hall A")).to_contain_text("Now: Opening keynote")
+        wide.screenshot(path=os.path.join(SHOTS, "attendee-schedule-desktop.png"))
         for p in (page, wide):
             p.get_by_role("button", name="Agenda").click()
             p.get_by_role("button", name="Chat about Opening keynote").click()
