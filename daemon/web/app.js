@@ -127,9 +127,10 @@ function homeView(token) {
   const tabs = {};
   const hub = new Hub(token, {
     state: (s) => {
+      const was = link.dataset.state;
       link.textContent = states[s];
       link.dataset.state = s;
-      if (s === "live") {
+      if (s === "live" && was !== "live") {
         chat.flush();
         chat.refreshList(); // conversations begun while this page was away
       }
