@@ -1,7 +1,7 @@
-// Scanning the ticket's QR code with the phone's camera, where the browser can (shown only then): it needs
-// BarcodeDetector and a camera, and both need a secure context (HTTPS, or the appliance opened
-// as localhost). On the venue's plain-HTTP WiFi the phone's own camera app does it instead: the
-// QR code's link (`http://venue-edge.local/?ticket=…`) opens the app with the code filled in.
+// Scanning the ticket's QR code with the phone's camera, where the browser can (the button shows
+// only then): it needs BarcodeDetector and a camera, and both need a secure context (HTTPS, or
+// the appliance opened as localhost). On the venue's plain-HTTP WiFi the phone's own camera app does it instead: the
+// QR code's link (the appliance's address and `/?ticket=…`) opens the app with the code filled in.
 
 import { strings } from "./strings.js";
 
