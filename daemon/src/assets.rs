@@ -44,6 +44,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../web/hub.js"),
     ),
     (
+        "kiosk.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../web/kiosk.css"),
+    ),
+    (
+        "kiosk.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/kiosk.js"),
+    ),
+    (
         "names.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../web/names.js"),
@@ -62,6 +72,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "saved.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../web/saved.js"),
+    ),
+    (
+        "scans.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/scans.js"),
     ),
     (
         "scan.js",
@@ -87,6 +102,8 @@ const FILES: &[(&str, &str, &[u8])] = &[
 
 /// The app's page, before its asset links get their versions.
 const INDEX: &str = include_str!("../web/index.html");
+/// The check-in desk's page (`/kiosk`).
+const KIOSK: &str = include_str!("../web/kiosk.html");
 /// The service worker (served at `/sw.js`, so its scope is the whole app), before the URLs of
 /// the shell it keeps get their versions.
 const SERVICE_WORKER: &str = include_str!("../web/sw.js");
@@ -95,6 +112,7 @@ const SERVICE_WORKER: &str = include_str!("../web/sw.js");
 struct Table {
     assets: Vec<Asset>,
     index: Asset,
+    kiosk: Asset,
     service_worker: Asset,
 }
 
@@ -108,6 +126,11 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
         "text/html; charset=utf-8",
         versioned(INDEX, &assets),
     );
+    let kiosk = asset(
+        "kiosk.html",
+        "text/html; charset=utf-8",
+        versioned(KIOSK, &assets),
+    );
     let service_worker = asset(
         "sw.js",
         "text/javascript; charset=utf-8",
@@ -116,6 +139,7 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
     Table {
         assets,
         index,
+        kiosk,
         service_worker,
     }
 });
@@ -159,6 +183,11 @@ pub fn index() -> &'static Asset {
     &TABLE.index
 }
 
+/// The check-in desk's page.
+pub fn kiosk() -> &'static Asset {
+    &TABLE.kiosk
+}
+
 /// The app's service worker.
 pub fn service_worker() -> &'static Asset {
     &TABLE.service_worker
@@ -169,7 +198,7 @@ pub fn all() -> impl Iterator<Item = &'static Asset> {
     TABLE
         .assets
         .iter()
-        .chain([&TABLE.index, &TABLE.service_worker])
+        .chain([&TABLE.index, &TABLE.kiosk, &TABLE.service_worker])
 }
 
 #[cfg(test)]
@@ -177,12 +206,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_page_links_every_script_and_style_with_its_version() {
-        let page = String::from_utf8(index().raw.clone()).unwrap_or_default();
-        for name in ["app.css", "app.js", "app.webmanifest"] {
-            let asset = get(name).unwrap_or_else(|| panic!("{name} is embedded"));
-            let link = format!("/assets/{name}?v={}\"", asset.etag);
-            assert!(page.contains(&link), "the page links {link}");
+    fn the_pages_link_every_script_and_style_with_its_version() {
+        for (page, names) in [
+            (index(), &["app.css", "app.js", "app.webmanifest"][..]),
+            (kiosk(), &["app.css", "kiosk.css", "kiosk.js"][..]),
+        ] {
+            let text = String::from_utf8(page.raw.clone()).unwrap_or_default();
+            for name in names {
+                let asset = get(name).unwrap_or_else(|| panic!("{name} is embedded"));
+                let link = format!("/assets/{name}?v={}\"", asset.etag);
+                assert!(text.contains(&link), "{} links {link}", page.name);
+            }
         }
     }
 
@@ -217,17 +251,20 @@ mod tests {
     }
 
     #[test]
-    fn the_page_has_no_inline_script_or_style_and_no_other_origin() {
-        let page = String::from_utf8(index().raw.clone()).unwrap_or_default();
-        // Every <script> has a src (the CSP forbids inline script, so one would not run).
-        for tag in page.split("<script").skip(1) {
-            let open = tag.split('>').next().unwrap_or_default();
-            assert!(
-                open.contains("src=\"/assets/"),
-                "inline script: <script{open}>"
-            );
+    fn the_pages_have_no_inline_script_or_style_and_no_other_origin() {
+        for page in [index(), kiosk()] {
+            let text = String::from_utf8(page.raw.clone()).unwrap_or_default();
+            // Every <script> has a src (the CSP forbids inline script, so one would not run).
+            for tag in text.split("<script").skip(1) {
+                let open = tag.split('>').next().unwrap_or_default();
+                assert!(
+                    open.contains("src=\"/assets/"),
+                    "inline script in {}: <script{open}>",
+                    page.name
+                );
+            }
+            assert!(!text.contains("style=\""), "inline style in {}", page.name);
         }
-        assert!(!page.contains("style=\""), "inline style in the page");
         for a in all() {
             // An SVG's XML namespace is a name, not a fetch.
             let text = String::from_utf8_lossy(&a.raw).replace("http://www.w3.org/2000/svg", "");

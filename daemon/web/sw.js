@@ -5,14 +5,18 @@
 // The server writes each file's version into these URLs, so any change makes a new cache.
 const SHELL = [
   "/",
+  "/kiosk",
   "/assets/app.css",
   "/assets/app.js",
   "/assets/chat.js",
   "/assets/hub.js",
+  "/assets/kiosk.css",
+  "/assets/kiosk.js",
   "/assets/names.js",
   "/assets/outbox.js",
   "/assets/people.js",
   "/assets/saved.js",
+  "/assets/scans.js",
   "/assets/scan.js",
   "/assets/strings.js",
   "/assets/icon.svg",
@@ -39,8 +43,10 @@ self.addEventListener("fetch", (event) => {
   const url = new URL(request.url);
   if (request.method !== "GET" || url.origin !== location.origin) return;
   if (request.mode === "navigate") {
-    // The network first (a new version of the page), the kept shell when there is none.
-    event.respondWith(fetch(request).catch(() => caches.match("/")));
+    // The network first (a new version of the page), the kept page (the app's, or the kiosk's)
+    // when there is none.
+    event.respondWith(fetch(request).catch(() =>
+      caches.match(url.pathname).then((page) => page || caches.match("/"))));
   } else if (url.pathname.startsWith("/assets/")) {
     // Versioned URLs never change; a module's import (unversioned) takes the kept version
     // only when the network is gone.

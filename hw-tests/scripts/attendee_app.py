@@ -20,15 +20,15 @@ import http.server
 import json
 import os
 import re
-import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
 import uuid
 
-from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect, sync_playwright
+
+from pagetest import audit, control_venued, launch, run
 
 URL = os.environ["VENUE_URL"]
 STAFF = os.environ["VENUE_STAFF_TOKEN"]
@@ -81,25 +81,6 @@ def set_up_schedule():
     for sid, title, zone, start, end in sessions:
         admin_post("sessions", {"id": sid, "title": title, "zone_id": zone,
                                 "starts_at": at(start), "ends_at": at(end)})
-
-
-def audit(page, view):
-    """axe-core in the page: no serious or critical accessibility violation."""
-    results = Axe().run(page)
-    bad = [
-        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
-        for v in results.response["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
-    assert not bad, f"accessibility violations in the {view} view: {bad}"
-
-
-def control_venued(command):
-    """Has the test `STOP` venued (SIGKILL), `START` it again on the same data and port, or
-    `RESTART` it (both)."""
-    print(command, flush=True)
-    answer = sys.stdin.readline().strip()
-    assert answer == "done", f"venued did not {command}: {answer!r}"
 
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te"}
@@ -328,12 +309,7 @@ def ticket_links_and_scans(browser):
 def main():
     set_up_schedule()
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            # A camera that shows a test pattern, allowed without asking, for the QR scan.
-            args=["--no-sandbox", "--disable-dev-shm-usage", "--use-fake-device-for-media-stream",
-                  "--use-fake-ui-for-media-stream"],
-        )
+        browser = launch(p)
         phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
         page = phone.new_page()
         errors = []
@@ -561,8 +537,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as e:
-        print(f"FAILED: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

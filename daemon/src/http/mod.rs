@@ -151,7 +151,32 @@ pub fn router(state: AppState) -> Router {
         time_limit,
     ))
     .layer(axum::middleware::from_fn(in_flight))
+    .layer(axum::middleware::from_fn(no_password_prompt_for_scripts))
     .with_state(state)
+}
+
+/// Drops the `WWW-Authenticate: Basic` challenge from a 401 answering a page's script (a
+/// `fetch` sends `Sec-Fetch-Mode` other than `navigate`): browsers answer that challenge with
+/// their own password dialog, over the kiosk page that asked with credentials it holds. Devices,
+/// `curl` and navigations still get the challenge.
+async fn no_password_prompt_for_scripts(request: Request, next: Next) -> Response {
+    let from_script = request
+        .headers()
+        .get("sec-fetch-mode")
+        .is_some_and(|mode| mode.as_bytes() != b"navigate");
+    let mut response = next.run(request).await;
+    if from_script
+        && response.status() == axum::http::StatusCode::UNAUTHORIZED
+        && response
+            .headers()
+            .get(axum::http::header::WWW_AUTHENTICATE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"Basic"))
+    {
+        response
+            .headers_mut()
+            .remove(axum::http::header::WWW_AUTHENTICATE);
+    }
+    response
 }
 
 /// Marks the request in flight on its connection (`listener::Conn`) until its response is

@@ -1,5 +1,5 @@
-//! The pages people open: the attendee app at `/`, its files under `/assets/`, its service
-//! worker at `/sw.js`.
+//! The pages people open: the attendee app at `/`, the check-in desk at `/kiosk`, their files
+//! under `/assets/`, the service worker at `/sw.js`.
 //!
 //! Everything is embedded ([`crate::assets`]). Each answer carries a strong ETag (a repeat load costs a
 //! 304), gzip when the browser accepts it, and the security headers of a page that holds
@@ -34,6 +34,7 @@ const REVALIDATE: &str = "no-cache";
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(app))
+        .route("/kiosk", get(kiosk))
         .route("/sw.js", get(service_worker))
         .route("/assets/{name}", get(asset))
 }
@@ -41,6 +42,11 @@ pub fn routes() -> Router<AppState> {
 /// `GET /`: the attendee app.
 async fn app(headers: HeaderMap) -> Response {
     serve(assets::index(), &headers, REVALIDATE)
+}
+
+/// `GET /kiosk`: the check-in desk.
+async fn kiosk(headers: HeaderMap) -> Response {
+    serve(assets::kiosk(), &headers, REVALIDATE)
 }
 
 /// `GET /sw.js`: the service worker that keeps the app's shell for dead spots. From the root,

@@ -46,7 +46,7 @@ async fn the_attendee_app_signs_in_and_shows_announcements_live() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
-    let mut venued = Some(start(&data, port).await);
+    let venued = Some(start(&data, port).await);
     let admin = Admin::new(venued.as_ref().unwrap());
     admin
         .import_csv(
@@ -68,13 +68,52 @@ async fn the_attendee_app_signs_in_and_shows_announcements_live() {
         .await
         .unwrap();
     assert_eq!(status, 201, "{minted}");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/attendee_app.py");
-    let mut python = tokio::process::Command::new(hw_tests::s3::tool("python3"))
-        .arg(&script)
+    drive(
+        "attendee_app.py",
+        &[
+            (
+                "VENUE_STAFF_TOKEN",
+                minted["token"].as_str().unwrap().to_string(),
+            ),
+            ("VENUE_ADMIN_TOKEN", venued.as_ref().unwrap().admin_token()),
+        ],
+        &data,
+        port,
+        venued,
+        Duration::from_secs(240),
+    )
+    .await;
+}
+
+/// Runs `hw-tests/scripts/{script}` with `VENUE_URL`, `VENUE_SCREENSHOTS` and `env`, and does
+/// what it asks on its stdout: `STOP` (SIGKILL venued), `START` (again, on the same data and
+/// port), `RESTART` (both), `CHECKINS <attendee id>` (answers how many check-ins the database
+/// holds for them). Fails with the script's output and venued's log unless it exits 0.
+#[allow(
+    clippy::print_stdout,
+    reason = "the script's lines (the figures BENCHMARKS.md records) show with --nocapture"
+)]
+async fn drive(
+    script: &str,
+    env: &[(&str, String)],
+    data: &std::path::Path,
+    port: u16,
+    venued: Option<Venued>,
+    within: Duration,
+) {
+    let mut venued = venued;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(script);
+    let mut command = tokio::process::Command::new(hw_tests::s3::tool("python3"));
+    command
+        .arg(&path)
         .env("VENUE_URL", format!("http://127.0.0.1:{port}"))
-        .env("VENUE_STAFF_TOKEN", minted["token"].as_str().unwrap())
-        .env("VENUE_ADMIN_TOKEN", venued.as_ref().unwrap().admin_token())
-        .env("VENUE_SCREENSHOTS", screenshots())
+        .env("VENUE_SCREENSHOTS", screenshots());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut python = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -98,23 +137,85 @@ async fn the_attendee_app_signs_in_and_shows_announcements_live() {
                 venued.take().unwrap().kill9().await.unwrap();
             }
             if line == "START" || line == "RESTART" {
-                venued = Some(start(&data, port).await);
+                venued = Some(start(data, port).await);
             }
             if ["STOP", "START", "RESTART"].contains(&line.as_str()) {
                 stdin.write_all(b"done\n").await.unwrap();
             }
+            if let Some(attendee) = line.strip_prefix("CHECKINS ") {
+                let db = hw_tests::open_db(data).unwrap();
+                let n: i64 = db
+                    .query_row(
+                        "SELECT count(*) FROM checkins WHERE attendee_id = ?1",
+                        [attendee],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                stdin.write_all(format!("{n}\n").as_bytes()).await.unwrap();
+            }
         }
         python.wait().await.unwrap()
     };
-    let status = tokio::time::timeout(Duration::from_secs(240), run)
+    let status = tokio::time::timeout(within, run)
         .await
-        .expect("the browser run ends within 4 minutes");
+        .unwrap_or_else(|_| panic!("{script} ends within {within:?}"));
     let stderr = errors.await.unwrap().unwrap_or_default();
     assert!(
         status.success(),
-        "the attendee app failed in Chromium:\n{printed}\n{stderr}\nvenued log:\n{}",
+        "{script} failed in Chromium:\n{printed}\n{stderr}\nvenued log:\n{}",
         venued.map(|v| v.log()).unwrap_or_default()
     );
+}
+
+/// The check-in desk: a kiosk signs in with its device credentials (kept across a reload),
+/// checks people in by a scanner's keystrokes (a ticket code, or the badge QR code's link) and by
+/// name search, answers a doubled scan "already checked in" and an unknown code "unknown
+/// ticket", and keeps scans made while venued is stopped (a reload in between included) until
+/// it is back, when each is stored exactly once.
+#[tokio::test]
+#[ignore = "run alone by scripts/test (a browser loads the machine)"]
+async fn the_kiosk_checks_people_in_by_scan_and_search_and_keeps_scans_while_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let venued = start(&data, port).await;
+    let admin = Admin::new(&venued);
+    admin
+        .import_csv(
+            "id,name,company,ticket_code\n\
+             a1,Grace Lovelace,Analytical Engines,T1\n\
+             a2,Ada Byron,,T2\n\
+             a3,Grace Hopper,Navy,T3\n\
+             a4,Alan Turing,Bletchley,T4\n\
+             a5,Katherine Johnson,NASA,T5\n"
+                .into(),
+        )
+        .await
+        .unwrap();
+    let (status, device) = admin
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/admin/devices",
+            Some(serde_json::json!({"id": "desk-1", "kind": "kiosk", "name": "Desk 1"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{device}");
+    drive(
+        "kiosk.py",
+        &[
+            ("VENUE_KIOSK_ID", "desk-1".to_string()),
+            (
+                "VENUE_KIOSK_PASSWORD",
+                device["password"].as_str().unwrap().to_string(),
+            ),
+        ],
+        &data,
+        port,
+        Some(venued),
+        Duration::from_secs(240),
+    )
+    .await;
 }
 
 /// Two appliances of one event, synced through a real relay: an attendee signs in on A in the
