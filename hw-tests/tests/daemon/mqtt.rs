@@ -1174,3 +1174,70 @@ async fn regression_a_stopped_daemon_does_not_declare_pinging_kiosks_lost() {
             .contains("venued_mqtt_keep_alive_expired_total 1")
     );
 }
+
+/// Found by the signage display, which reconnects under its own id the moment it dropped its
+/// link: a connection whose link failed to start (the router had just ended the previous one)
+/// left its will handler behind, and the next connection under that id panicked a broker task
+/// on it (`try_send(..).unwrap()` on a closed channel). Here a display connects, disconnects and
+/// reconnects at once, and takes itself over, many times: no panic, its last connection works,
+/// and its will still goes out when it vanishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_device_reconnecting_at_once_under_its_id_never_panics_the_broker() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .spawn()
+        .await
+        .unwrap();
+    let password = register(&venued, "door", "signage").await;
+    let addr = venued.mqtt_addr("tcp").await.unwrap();
+    let status = "venue/default/signage/door/status";
+    let connect = raw_connect("door", &password, (status, r#"{"v":1,"state":"lost"}"#), 30);
+    register(&venued, "wall", "signage").await;
+    let mut wall = device(&venued, "wall").await.unwrap();
+    wall.client
+        .subscribe(status, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        // Connect, say goodbye and connect again without waiting; and a takeover mid-way.
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        first.write_all(&connect).await.unwrap();
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        second.write_all(&connect).await.unwrap();
+        first.write_all(&[0xe0, 0x00]).await.unwrap();
+        drop(first);
+        second.write_all(&[0xe0, 0x00]).await.unwrap();
+        drop(second);
+    }
+    let last = mqtt::connect(
+        addr,
+        Options {
+            id: "door",
+            credentials: Some(("door", &password)),
+            will: Some((status.into(), r#"{"v":1,"state":"lost"}"#.into())),
+            keep_alive: None,
+        },
+    )
+    .await
+    .unwrap();
+    last.client
+        .publish(status, QoS::AtLeastOnce, true, r#"{"v":1,"state":"ready"}"#)
+        .await
+        .unwrap();
+    loop {
+        let (message, _) = wall.message_on(status, WAIT).await.unwrap();
+        if message["state"] == "ready" {
+            break;
+        }
+    }
+    last.vanish();
+    loop {
+        let (message, _) = wall.message_on(status, Duration::from_secs(30)).await.unwrap();
+        if message["state"] == "lost" {
+            break;
+        }
+    }
+    let log = venued.log();
+    assert!(!log.contains("panicked"), "the broker panicked:\n{log}");
+}

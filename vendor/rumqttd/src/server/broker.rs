@@ -541,14 +541,28 @@ async fn remote<P: Protocol>(
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        // venue-edge patch 4: the earlier connection's task may be gone (its link failed to
+        // start): then nobody waits for this and it is not an error.
+        let _ = sender.try_send(awaiting_will);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
+    // venue-edge patch 4: kept to tell this connection's handler from a later one's.
+    let own_will_tx = will_tx.clone();
     will_handlers
         .lock()
         .unwrap()
         .insert(client_id.clone(), will_tx);
+    // Removes this connection's will handler, and never a later connection's of the same id.
+    let forget_will = || {
+        let mut handlers = will_handlers.lock().unwrap();
+        if handlers
+            .get(&client_id)
+            .is_some_and(|s| s.same_channel(&own_will_tx))
+        {
+            handlers.remove(&client_id);
+        }
+    };
 
     // Start the link
     let mut link = match RemoteLink::new(
@@ -564,6 +578,7 @@ async fn remote<P: Protocol>(
         Ok(l) => l,
         Err(e) => {
             error!(error=?e, "Remote link error");
+            forget_will();
             return;
         }
     };
@@ -613,7 +628,7 @@ async fn remote<P: Protocol>(
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
             // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            forget_will();
             // as will delay interval has passed, publish the will message
             true
         }
