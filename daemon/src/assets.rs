@@ -54,6 +54,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../web/kiosk.js"),
     ),
     (
+        "mqtt.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/mqtt.js"),
+    ),
+    (
         "names.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../web/names.js"),
@@ -77,6 +82,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "scans.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../web/scans.js"),
+    ),
+    (
+        "signage.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../web/signage.css"),
+    ),
+    (
+        "signage.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/signage.js"),
     ),
     (
         "scan.js",
@@ -104,6 +119,8 @@ const FILES: &[(&str, &str, &[u8])] = &[
 const INDEX: &str = include_str!("../web/index.html");
 /// The check-in desk's page (`/kiosk`).
 const KIOSK: &str = include_str!("../web/kiosk.html");
+/// A room's display (`/signage/{display}`).
+const SIGNAGE: &str = include_str!("../web/signage.html");
 /// The service worker (served at `/sw.js`, so its scope is the whole app), before the URLs of
 /// the shell it keeps get their versions.
 const SERVICE_WORKER: &str = include_str!("../web/sw.js");
@@ -113,6 +130,7 @@ struct Table {
     assets: Vec<Asset>,
     index: Asset,
     kiosk: Asset,
+    signage: Asset,
     service_worker: Asset,
 }
 
@@ -131,6 +149,11 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
         "text/html; charset=utf-8",
         versioned(KIOSK, &assets),
     );
+    let signage = asset(
+        "signage.html",
+        "text/html; charset=utf-8",
+        versioned(SIGNAGE, &assets),
+    );
     let service_worker = asset(
         "sw.js",
         "text/javascript; charset=utf-8",
@@ -140,6 +163,7 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
         assets,
         index,
         kiosk,
+        signage,
         service_worker,
     }
 });
@@ -188,6 +212,11 @@ pub fn kiosk() -> &'static Asset {
     &TABLE.kiosk
 }
 
+/// A room display's page.
+pub fn signage() -> &'static Asset {
+    &TABLE.signage
+}
+
 /// The app's service worker.
 pub fn service_worker() -> &'static Asset {
     &TABLE.service_worker
@@ -195,10 +224,12 @@ pub fn service_worker() -> &'static Asset {
 
 /// Every asset, the page and the service worker.
 pub fn all() -> impl Iterator<Item = &'static Asset> {
-    TABLE
-        .assets
-        .iter()
-        .chain([&TABLE.index, &TABLE.kiosk, &TABLE.service_worker])
+    TABLE.assets.iter().chain([
+        &TABLE.index,
+        &TABLE.kiosk,
+        &TABLE.signage,
+        &TABLE.service_worker,
+    ])
 }
 
 #[cfg(test)]
@@ -210,6 +241,7 @@ mod tests {
         for (page, names) in [
             (index(), &["app.css", "app.js", "app.webmanifest"][..]),
             (kiosk(), &["app.css", "kiosk.css", "kiosk.js"][..]),
+            (signage(), &["signage.css", "signage.js"][..]),
         ] {
             let text = String::from_utf8(page.raw.clone()).unwrap_or_default();
             for name in names {
@@ -252,7 +284,7 @@ mod tests {
 
     #[test]
     fn the_pages_have_no_inline_script_or_style_and_no_other_origin() {
-        for page in [index(), kiosk()] {
+        for page in [index(), kiosk(), signage()] {
             let text = String::from_utf8(page.raw.clone()).unwrap_or_default();
             // Every <script> has a src (the CSP forbids inline script, so one would not run).
             for tag in text.split("<script").skip(1) {

@@ -161,6 +161,15 @@ const en = {
   result_already: "Already checked in",
   result_unknown: "Unknown ticket",
   result_problem: "Not checked in",
+  // A room's display (signage.js).
+  signageSetup: "Set up display {display}",
+  signageSetupHelp: "Enter the display's device id and password, as venue IT registered it. The display stays signed in.",
+  signageRefused: "This display's credentials do not work (wrong, changed or revoked). Enter them again.",
+  signageOffline: "Reconnecting to the venue's appliance…",
+  timeNow: "Time now",
+  roomFull: "FULL",
+  appQr: "QR code of the venue app's address",
+  openTheApp: "Open the venue app:",
 };
 
 const languages = { en };

@@ -12,11 +12,14 @@ const SHELL = [
   "/assets/hub.js",
   "/assets/kiosk.css",
   "/assets/kiosk.js",
+  "/assets/mqtt.js",
   "/assets/names.js",
   "/assets/outbox.js",
   "/assets/people.js",
   "/assets/saved.js",
   "/assets/scans.js",
+  "/assets/signage.css",
+  "/assets/signage.js",
   "/assets/scan.js",
   "/assets/strings.js",
   "/assets/icon.svg",
@@ -45,8 +48,14 @@ self.addEventListener("fetch", (event) => {
   if (request.mode === "navigate") {
     // The network first (a new version of the page), the kept page (the app's, or the kiosk's)
     // when there is none.
-    event.respondWith(fetch(request).catch(() =>
-      caches.match(url.pathname).then((page) => page || caches.match("/"))));
+    // A display's page (one per display, the same file) is kept when it loads.
+    event.respondWith(fetch(request).then((page) => {
+      if (page.ok && url.pathname.startsWith("/signage/")) {
+        const copy = page.clone();
+        caches.open(CACHE).then((cache) => cache.put(url.pathname, copy));
+      }
+      return page;
+    }).catch(() => caches.match(url.pathname).then((page) => page || caches.match("/"))));
   } else if (url.pathname.startsWith("/assets/")) {
     // Versioned URLs never change; a module's import (unversioned) takes the kept version
     // only when the network is gone.

@@ -98,6 +98,25 @@ pub fn history(
     Ok((rows, more))
 }
 
+/// The last `n` messages of `channel` that are not deleted, oldest first.
+pub fn latest(
+    conn: &Connection,
+    event: &str,
+    channel: &str,
+    n: usize,
+) -> Result<Vec<Message>, DomainError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m
+         WHERE m.event_id = ?1 AND m.channel = ?2 AND m.deleted = 0
+         ORDER BY m.seq DESC LIMIT ?3"
+    ))?;
+    let mut rows = stmt
+        .query_map(params![event, channel, n as i64], row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.reverse();
+    Ok(rows)
+}
+
 /// Moves `user`'s read watermark in `channel` forward to `seq` (never back, never past the
 /// channel's last message); the watermark now.
 pub fn mark_read(

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod messages;
 pub mod retained;
 pub mod schedule;
+pub mod signage;
 pub mod token_keys;
 
 use crate::oplog::ApplyError;

@@ -220,6 +220,41 @@ impl FromRequestParts<AppState> for KioskOrAdmin {
     }
 }
 
+/// The signage display a request is for: its own device (kind `signage`, id = the display), or
+/// the admin token (any display). Another device gets 403: a display reads only its own view.
+pub(super) enum SignageOrAdmin {
+    /// The display's device.
+    Display(String),
+    /// The admin token.
+    Admin,
+}
+
+impl FromRequestParts<AppState> for SignageOrAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = authorization(parts).is_some_and(|v| v.starts_with("Bearer "));
+        if bearer {
+            return Admin::from_request_parts(parts, state)
+                .await
+                .map(|_| Self::Admin);
+        }
+        let device = Device::from_request_parts(parts, state).await?;
+        if device.kind != DeviceKind::Signage {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "device `{}` is a {}; only signage displays may do this",
+                    device.id,
+                    device.kind.as_str()
+                ),
+            ));
+        }
+        Ok(Self::Display(device.id))
+    }
+}
+
 /// Refuses devices other than kiosks.
 pub(super) fn require_kiosk(device: &Device) -> Result<(), ApiError> {
     if device.kind == DeviceKind::Kiosk {

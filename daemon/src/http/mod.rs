@@ -13,6 +13,7 @@ mod kiosk;
 pub mod listener;
 mod ops;
 pub mod pages;
+mod signage;
 pub mod ws;
 
 use std::sync::Arc;
@@ -105,6 +106,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/me", get(attendee::me))
         .route("/api/v1/people", get(attendee::people))
         .route("/api/v1/me/conversations", get(attendee::conversations))
+        .route("/api/v1/signage/{display}", get(signage::view))
+        .route("/api/v1/app-qr.svg", get(signage::app_qr))
         .route(
             "/api/v1/me/privacy",
             axum::routing::put(attendee::set_privacy),

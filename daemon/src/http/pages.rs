@@ -1,5 +1,5 @@
-//! The pages people open: the attendee app at `/`, the check-in desk at `/kiosk`, their files
-//! under `/assets/`, the service worker at `/sw.js`.
+//! The pages people open: the attendee app at `/`, the check-in desk at `/kiosk`, a room's
+//! display at `/signage/{display}`, their files under `/assets/`, the service worker at `/sw.js`.
 //!
 //! Everything is embedded ([`crate::assets`]). Each answer carries a strong ETag (a repeat load costs a
 //! 304), gzip when the browser accepts it, and the security headers of a page that holds
@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(app))
         .route("/kiosk", get(kiosk))
+        .route("/signage/{display}", get(signage))
         .route("/sw.js", get(service_worker))
         .route("/assets/{name}", get(asset))
 }
@@ -47,6 +48,28 @@ async fn app(headers: HeaderMap) -> Response {
 /// `GET /kiosk`: the check-in desk.
 async fn kiosk(headers: HeaderMap) -> Response {
     serve(assets::kiosk(), &headers, REVALIDATE)
+}
+
+/// `GET /signage/{display}`: a room's display. Its MQTT link goes to the broker's WebSocket
+/// listener, another port of this host, which `connect-src` then names (that port only).
+async fn signage(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    let mut response = serve(assets::signage(), &headers, REVALIDATE);
+    let host = super::signage::request_host(&headers).map(|(host, _)| host);
+    if let (Some(host), Some(ws), Some(_)) = (host, state.mqtt_bound.ws, &state.mqtt) {
+        let policy = CONTENT_SECURITY_POLICY.replace(
+            "connect-src 'self'",
+            &format!("connect-src 'self' ws://{host}:{}", ws.port()),
+        );
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
+    response
 }
 
 /// `GET /sw.js`: the service worker that keeps the app's shell for dead spots. From the root,

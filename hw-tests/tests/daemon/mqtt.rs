@@ -1233,7 +1233,10 @@ async fn regression_a_device_reconnecting_at_once_under_its_id_never_panics_the_
     }
     last.vanish();
     loop {
-        let (message, _) = wall.message_on(status, Duration::from_secs(30)).await.unwrap();
+        let (message, _) = wall
+            .message_on(status, Duration::from_secs(30))
+            .await
+            .unwrap();
         if message["state"] == "lost" {
             break;
         }
