@@ -39,6 +39,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../web/chat.js"),
     ),
     (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../web/console.css"),
+    ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/console.js"),
+    ),
+    (
         "hub.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../web/hub.js"),
@@ -119,6 +129,8 @@ const FILES: &[(&str, &str, &[u8])] = &[
 const INDEX: &str = include_str!("../web/index.html");
 /// The check-in desk's page (`/kiosk`).
 const KIOSK: &str = include_str!("../web/kiosk.html");
+/// Venue IT's console (`/console`).
+const CONSOLE: &str = include_str!("../web/console.html");
 /// A room's display (`/signage/{display}`).
 const SIGNAGE: &str = include_str!("../web/signage.html");
 /// The service worker (served at `/sw.js`, so its scope is the whole app), before the URLs of
@@ -131,6 +143,7 @@ struct Table {
     index: Asset,
     kiosk: Asset,
     signage: Asset,
+    console: Asset,
     service_worker: Asset,
 }
 
@@ -154,6 +167,11 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
         "text/html; charset=utf-8",
         versioned(SIGNAGE, &assets),
     );
+    let console = asset(
+        "console.html",
+        "text/html; charset=utf-8",
+        versioned(CONSOLE, &assets),
+    );
     let service_worker = asset(
         "sw.js",
         "text/javascript; charset=utf-8",
@@ -164,6 +182,7 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
         index,
         kiosk,
         signage,
+        console,
         service_worker,
     }
 });
@@ -217,6 +236,11 @@ pub fn signage() -> &'static Asset {
     &TABLE.signage
 }
 
+/// Venue IT's console page.
+pub fn console() -> &'static Asset {
+    &TABLE.console
+}
+
 /// The app's service worker.
 pub fn service_worker() -> &'static Asset {
     &TABLE.service_worker
@@ -242,6 +266,7 @@ mod tests {
             (index(), &["app.css", "app.js", "app.webmanifest"][..]),
             (kiosk(), &["app.css", "kiosk.css", "kiosk.js"][..]),
             (signage(), &["signage.css", "signage.js"][..]),
+            (console(), &["app.css", "console.css", "console.js"][..]),
         ] {
             let text = String::from_utf8(page.raw.clone()).unwrap_or_default();
             for name in names {
@@ -284,7 +309,7 @@ mod tests {
 
     #[test]
     fn the_pages_have_no_inline_script_or_style_and_no_other_origin() {
-        for page in [index(), kiosk(), signage()] {
+        for page in [index(), kiosk(), signage(), console()] {
             let text = String::from_utf8(page.raw.clone()).unwrap_or_default();
             // Every <script> has a src (the CSP forbids inline script, so one would not run).
             for tag in text.split("<script").skip(1) {

@@ -247,10 +247,20 @@ async function deskView(credentials) {
   queue.send(); // scans kept from before a reload
 }
 
+/** Credentials handed over in the address's fragment (`#id=…&password=…`: the QR code the
+ * console shows when venue IT registers the kiosk), kept and taken out of the address bar. */
+function takeCredentialsFromUrl() {
+  const given = new URLSearchParams(location.hash.slice(1));
+  if (!given.get("id") || !given.get("password")) return;
+  localStorage.setItem(CREDENTIALS, JSON.stringify({ id: given.get("id"), password: given.get("password") }));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
 async function start() {
   navigator.serviceWorker?.register("/sw.js").catch(() => {});
   document.title = T.kioskTitle;
   document.getElementById("title").textContent = T.kioskTitle;
+  takeCredentialsFromUrl();
   const credentials = saved();
   if (!credentials) return signInView();
   // Offline at start: keep the credentials and work from the queue; a 401 signs out later.

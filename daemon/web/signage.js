@@ -237,6 +237,12 @@ async function run(credentials) {
 }
 
 navigator.serviceWorker?.register("/sw.js").catch(() => {});
+// Credentials handed over in the fragment (the QR code the console shows at registration).
+const given = new URLSearchParams(location.hash.slice(1));
+if (given.get("password")) {
+  localStorage.setItem(CREDENTIALS, JSON.stringify({ id: given.get("id") || display, password: given.get("password") }));
+  history.replaceState(null, "", location.pathname + location.search);
+}
 const credentials = saved();
 if (credentials) run(credentials);
 else setupView();

@@ -9,6 +9,8 @@ const SHELL = [
   "/assets/app.css",
   "/assets/app.js",
   "/assets/chat.js",
+  "/assets/console.css",
+  "/assets/console.js",
   "/assets/hub.js",
   "/assets/kiosk.css",
   "/assets/kiosk.js",

@@ -4,6 +4,7 @@
 
 pub mod attendees;
 pub mod checkins;
+pub mod console;
 pub mod devices;
 pub mod entities;
 pub mod groups;

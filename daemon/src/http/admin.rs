@@ -160,16 +160,50 @@ pub(super) struct NewDevice {
 pub(super) async fn create_device(
     State(state): State<AppState>,
     _: Admin,
+    headers: axum::http::HeaderMap,
     ApiJson(new): ApiJson<NewDevice>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (device, password) =
         devices::create(&state.store, state.event_id(), new.id, new.kind, new.name).await?;
     state.auth.forget_device(&device.id);
     tracing::info!(device = %device.id, kind = device.kind.as_str(), "device registered");
+    let setup = setup_link(&state, &headers, &device.id, device.kind, &password)
+        .map(|url| json!({"url": url, "qr_svg": crate::qr::svg(&url)}));
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "device": device, "password": password })),
+        Json(json!({ "device": device, "password": password, "setup": setup })),
     ))
+}
+
+/// The link that sets up a kiosk or display page in one scan: the page's address with the
+/// credentials in the fragment (`#id=…&password=…`), which browsers never send to a server.
+/// Gateways have no page: `None`.
+fn setup_link(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    id: &str,
+    kind: devices::DeviceKind,
+    password: &str,
+) -> Option<String> {
+    let base = super::signage::app_url(state, headers);
+    let fragment = format!("id={}&password={}", encode(id), encode(password));
+    match kind {
+        devices::DeviceKind::Kiosk => Some(format!("{base}kiosk#{fragment}")),
+        devices::DeviceKind::Signage => Some(format!("{base}signage/{}#{fragment}", encode(id))),
+        devices::DeviceKind::Gateway => None,
+    }
+}
+
+/// `text` percent-encoded but for unreserved characters.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `GET /api/v1/admin/devices`.

@@ -6,6 +6,7 @@
 
 mod admin;
 mod attendee;
+mod console;
 pub mod error;
 pub(crate) mod extract;
 pub mod hub_fallbacks;
@@ -107,6 +108,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/people", get(attendee::people))
         .route("/api/v1/me/conversations", get(attendee::conversations))
         .route("/api/v1/signage/{display}", get(signage::view))
+        .route("/api/v1/admin/overview", get(console::overview))
+        .route(
+            "/api/v1/admin/overview/stream",
+            get(console::overview_stream),
+        )
+        .route("/api/v1/admin/announcements", post(console::announce))
         .route("/api/v1/app-qr.svg", get(signage::app_qr))
         .route(
             "/api/v1/me/privacy",

@@ -93,8 +93,13 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
 
 /// `GET /api/v1/status`: what this appliance is and how it is doing.
 pub(super) async fn status(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(status_of(&state).await?))
+}
+
+/// The body of `GET /api/v1/status` (the console's overview carries it too).
+pub(super) async fn status_of(state: &AppState) -> Result<serde_json::Value, ApiError> {
     let backlog = outbox::backlog(&state.store).await?;
-    Ok(Json(json!({
+    Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "node_id": state.store.node_id(),
         "event_id": state.event_id(),
@@ -112,7 +117,7 @@ pub(super) async fn status(State(state): State<AppState>) -> Result<impl IntoRes
             Some(agent) => json!({"enabled": true, "agent": agent.status()}),
             None => json!({"enabled": false}),
         },
-    })))
+    }))
 }
 
 /// `GET /api/v1/zones/occupancy`: badges present per zone. Anonymous counts, so open like the

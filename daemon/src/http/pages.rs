@@ -1,5 +1,5 @@
 //! The pages people open: the attendee app at `/`, the check-in desk at `/kiosk`, a room's
-//! display at `/signage/{display}`, their files under `/assets/`, the service worker at `/sw.js`.
+//! display at `/signage/{display}`, venue IT's console at `/console`, their files under `/assets/`, the service worker at `/sw.js`.
 //!
 //! Everything is embedded ([`crate::assets`]). Each answer carries a strong ETag (a repeat load costs a
 //! 304), gzip when the browser accepts it, and the security headers of a page that holds
@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(app))
         .route("/kiosk", get(kiosk))
+        .route("/console", get(console))
         .route("/signage/{display}", get(signage))
         .route("/sw.js", get(service_worker))
         .route("/assets/{name}", get(asset))
@@ -48,6 +49,11 @@ async fn app(headers: HeaderMap) -> Response {
 /// `GET /kiosk`: the check-in desk.
 async fn kiosk(headers: HeaderMap) -> Response {
     serve(assets::kiosk(), &headers, REVALIDATE)
+}
+
+/// `GET /console`: venue IT's console (it holds nothing until the admin token is given).
+async fn console(headers: HeaderMap) -> Response {
+    serve(assets::console(), &headers, REVALIDATE)
 }
 
 /// `GET /signage/{display}`: a room's display. Its MQTT link goes to the broker's WebSocket

@@ -91,7 +91,7 @@ pub(super) fn request_host(headers: &HeaderMap) -> Option<(&str, Option<u16>)> {
 
 /// The attendee app's address: by the name the appliance advertises (`<hostname>.local`, on
 /// the port this request came in on) when mDNS is on, else as this request reached it.
-fn app_url(state: &AppState, headers: &HeaderMap) -> String {
+pub(super) fn app_url(state: &AppState, headers: &HeaderMap) -> String {
     let (host, port) = request_host(headers).unwrap_or(("localhost", None));
     let port = port.map(|p| format!(":{p}")).unwrap_or_default();
     if state.config.mdns.enabled {
