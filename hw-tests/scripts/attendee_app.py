@@ -28,7 +28,7 @@ import uuid
 
 from playwright.sync_api import expect, sync_playwright
 
-from pagetest import audit, control_venued, launch, run
+from pagetest import audit, control_venued, first_load, launch, run
 
 URL = os.environ["VENUE_URL"]
 STAFF = os.environ["VENUE_STAFF_TOKEN"]
@@ -142,30 +142,6 @@ def websocket_blocking_proxy(handler=BlocksWebSockets):
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}"
-
-
-FIRST_LOAD_BUDGET = 150 * 1024  # bytes on the wire, issue #15
-
-
-def first_load(page):
-    """What the first visit cost (nothing cached): bytes on the wire against the budget, and
-    when the sign-in form was usable. Prints the figures BENCHMARKS.md records."""
-    perf = page.evaluate(
-        """() => {
-          const nav = performance.getEntriesByType('navigation')[0];
-          const res = performance.getEntriesByType('resource');
-          const sum = (key) => nav[key] + res.reduce((a, e) => a + e[key], 0);
-          return { wire: sum('transferSize'), body: sum('encodedBodySize'),
-                   decoded: sum('decodedBodySize'), files: res.length + 1,
-                   dcl: nav.domContentLoadedEventEnd, usable: performance.now() };
-        }"""
-    )
-    print(
-        f"first load: {perf['files']} files, {perf['wire']} bytes on the wire "
-        f"({perf['body']} compressed bodies, {perf['decoded']} decoded); "
-        f"DOMContentLoaded {perf['dcl']:.0f} ms, sign-in form usable by {perf['usable']:.0f} ms"
-    )
-    assert perf["wire"] <= FIRST_LOAD_BUDGET, f"first load {perf['wire']} B over the budget"
 
 
 def sign_in(page, ticket, who):
@@ -328,7 +304,7 @@ def main():
         # Signed out: the form, and a wrong pair says so without saying which half.
         page.goto(URL + "/")
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-        first_load(page)
+        first_load(page, "attendee app")
         sign_in(page, "T1", "Nobody")
         expect(page.get_by_role("alert")).to_contain_text(WRONG_PAIR)
         sign_in(page, "NO-SUCH-TICKET", "Lovelace")

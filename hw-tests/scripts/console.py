@@ -21,7 +21,7 @@ import urllib.request
 import paho.mqtt.client as paho
 from playwright.sync_api import expect, sync_playwright
 
-from pagetest import audit, launch, run
+from pagetest import audit, first_load, launch, run
 
 URL = os.environ["VENUE_URL"]
 ADMIN = os.environ["VENUE_ADMIN_TOKEN"]
@@ -71,6 +71,7 @@ def main():
         # The admin token, and nothing without it.
         page.goto(URL + "/console")
         expect(page.get_by_role("heading", name="Sign in with the admin token")).to_be_visible()
+        first_load(page, "console")
         page.get_by_label("Admin token").fill("not-the-token")
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_role("alert")).to_contain_text("not this appliance's admin token")

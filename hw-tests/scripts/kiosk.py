@@ -18,7 +18,7 @@ import time
 
 from playwright.sync_api import expect, sync_playwright
 
-from pagetest import audit, checkins, control_venued, launch, run
+from pagetest import audit, checkins, control_venued, first_load, launch, run
 
 URL = os.environ["VENUE_URL"]
 KIOSK = os.environ["VENUE_KIOSK_ID"]
@@ -51,6 +51,7 @@ def main():
         # password dialog opens over the page).
         page.goto(URL + "/kiosk")
         expect(page.get_by_role("heading", name="Set up this kiosk")).to_be_visible()
+        first_load(page, "kiosk")
         page.get_by_label("Device id").fill(KIOSK)
         page.get_by_label("Password").fill("not-the-password")
         page.get_by_role("button", name="Sign in").click()

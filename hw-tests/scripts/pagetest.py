@@ -28,6 +28,31 @@ def audit(page, view):
     assert not bad, f"accessibility violations in the {view} view: {bad}"
 
 
+FIRST_LOAD_BUDGET = 150 * 1024  # bytes on the wire, issue #15 (the attendee app's; each page's)
+
+
+def first_load(page, name):
+    """What the first visit cost (nothing cached): bytes on the wire against the budget, and
+    when the page was usable (measured once its first view shows). Prints the figures
+    BENCHMARKS.md records."""
+    perf = page.evaluate(
+        """() => {
+          const nav = performance.getEntriesByType('navigation')[0];
+          const res = performance.getEntriesByType('resource');
+          const sum = (key) => nav[key] + res.reduce((a, e) => a + e[key], 0);
+          return { wire: sum('transferSize'), body: sum('encodedBodySize'),
+                   decoded: sum('decodedBodySize'), files: res.length + 1,
+                   dcl: nav.domContentLoadedEventEnd, usable: performance.now() };
+        }"""
+    )
+    print(
+        f"first load of the {name}: {perf['files']} files, {perf['wire']} bytes on the wire "
+        f"({perf['body']} compressed bodies, {perf['decoded']} decoded); "
+        f"DOMContentLoaded {perf['dcl']:.0f} ms, usable by {perf['usable']:.0f} ms"
+    )
+    assert perf["wire"] <= FIRST_LOAD_BUDGET, f"first load of the {name}: {perf['wire']} B over the budget"
+
+
 def ask(line):
     """Sends `line` to the test driving this script and returns its one-line answer."""
     print(line, flush=True)

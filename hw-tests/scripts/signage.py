@@ -23,7 +23,7 @@ import uuid
 
 from playwright.sync_api import expect, sync_playwright
 
-from pagetest import audit, control_venued, launch, run
+from pagetest import audit, control_venued, first_load, launch, run
 
 URL = os.environ["VENUE_URL"]
 DISPLAY = os.environ["VENUE_DISPLAY"]
@@ -83,6 +83,7 @@ def main():
         # Set up once with the display's credentials.
         page.goto(f"{URL}/signage/{DISPLAY}")
         expect(page.get_by_role("heading", name=f"Set up display {DISPLAY}")).to_be_visible()
+        first_load(page, "display")
         audit(page, "signage setup")
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()

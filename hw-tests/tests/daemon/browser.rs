@@ -21,22 +21,22 @@ fn screenshots() -> PathBuf {
 
 /// A loopback port that was free a moment ago: the page's origin must survive a restart of
 /// venued, so the daemon listens on a fixed port here rather than one the kernel picks.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
 
 /// One appliance as the browser tests run it: its data, a fixed HTTP port (the page's origin
 /// must survive a restart) and whatever else it is started with.
-struct Appliance {
-    data: PathBuf,
-    port: u16,
-    env: Vec<(&'static str, String)>,
-    args: Vec<&'static str>,
+pub(crate) struct Appliance {
+    pub(crate) data: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) env: Vec<(&'static str, String)>,
+    pub(crate) args: Vec<&'static str>,
 }
 
 impl Appliance {
-    fn new(data: PathBuf) -> Self {
+    pub(crate) fn new(data: PathBuf) -> Self {
         Appliance {
             data,
             port: free_port(),
@@ -45,7 +45,7 @@ impl Appliance {
         }
     }
 
-    async fn start(&self) -> Venued {
+    pub(crate) async fn start(&self) -> Venued {
         let mut builder = VenuedBuilder::new(&self.data)
             .env("VENUED_HTTP_LISTEN", &format!("127.0.0.1:{}", self.port));
         for (key, value) in &self.env {
@@ -115,7 +115,7 @@ async fn the_attendee_app_signs_in_and_shows_announcements_live() {
     clippy::print_stdout,
     reason = "the script's lines (the figures BENCHMARKS.md records) show with --nocapture"
 )]
-async fn drive(
+pub(crate) async fn drive(
     script: &str,
     env: &[(&str, String)],
     appliance: &Appliance,

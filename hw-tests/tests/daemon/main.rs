@@ -21,6 +21,7 @@ mod journal;
 mod mdns;
 mod mqtt;
 mod mqtt_loss;
+mod page_bench;
 mod pages;
 mod presence;
 mod relay_api;
