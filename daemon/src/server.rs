@@ -195,6 +195,7 @@ impl Daemon {
             started,
             occupancy: OccupancyView::default(),
             beacon_health: presence::HealthView::default(),
+            scanners: presence::ScannerView::default(),
         };
         Ok(Daemon {
             state,
@@ -463,6 +464,7 @@ fn start_ble(
         metrics: state.metrics.presence.clone(),
         subsystems: state.subsystems.clone(),
         health: state.beacon_health.clone(),
+        scanners: state.scanners.clone(),
         mqtt: state.mqtt.clone(),
 
         low_battery_mv: ble.low_battery_mv,

@@ -112,13 +112,22 @@ function consoleView(token) {
           syncResult.textContent = r.status === 202 ? T.syncRetried : T.failed;
         } }, T.syncRetry) : "", syncResult),
       card(T.consoleDevices, table(T.consoleDevicesCaption, [T.device, T.kind, T.name, T.state, T.since], devices)),
-      card(T.consoleBeacons, h("p", {}, fill(T.beaconsHeard, { n: o.beacons.heard })),
+      card(T.consoleBeacons,
+        o.scanners.length ? table(T.scannersCaption, [T.scanner, T.advertsPerSec, T.lastSeen],
+          o.scanners.map((sc) => h("tr", {}, h("th", { scope: "row" }, sc.scanner), h("td", {}, String(sc.adverts_per_sec)),
+            h("td", {}, sc.last_seen_ms ? ago(sc.last_seen_ms) : T.never)))) : h("p", { class: "help" }, T.noScanners),
+        h("p", {}, fill(T.watchdogRestarts, { n: o.ble_watchdog_restarts })),
+        h("p", {}, fill(T.beaconsHeard, { n: o.beacons.heard })),
         o.beacons.low_battery.length
           ? h("ul", {}, ...o.beacons.low_battery.map((b) => h("li", { class: "state-degraded" }, fill(T.lowBattery, { beacon: b.beacon, mv: b.battery_mv }))))
           : h("p", { class: "help" }, T.noLowBattery)),
       card(T.consoleAlerts, o.alerts.length
         ? h("ul", {}, ...o.alerts.map((a) => h("li", {}, h("strong", {}, `${a.severity}: `), `${a.message} (${a.source}, ${ago(a.raised_at)})`)))
-        : h("p", { class: "help" }, T.noAlerts)));
+        : h("p", { class: "help" }, T.noAlerts),
+        h("h3", {}, T.conflicts),
+        o.conflicts.length
+          ? h("ul", {}, ...o.conflicts.map((c) => h("li", {}, fill(T.conflict, { kind: c.kind, entity: c.entity_id }))))
+          : h("p", { class: "help" }, T.noConflicts)));
   }
   const syncResult = h("p", { class: "result", role: "status" });
 

@@ -82,6 +82,8 @@ def main():
         expect(subsystems.get_by_role("row", name="store")).to_contain_text("ok")
         ble = subsystems.get_by_role("row", name="ble")
         expect(ble).to_contain_text("ok")
+        scanners = page.get_by_role("table", name="Each scanner: adverts a second, and when it last heard one.")
+        expect(scanners.get_by_role("row", name="scanner-a")).to_contain_text("s ago", timeout=5000)
 
         # A kiosk comes online, then its network goes: offline, without a reload.
         devices = page.get_by_role("table", name="Kiosks, displays and gateways: online while connected over MQTT.")

@@ -17,6 +17,9 @@ use super::extract::{Admin, ApiJson};
 use crate::domain::console;
 use crate::mqtt::topics::Tree;
 
+/// Conflicts the overview lists (the newest; the admin API has them all).
+const CONFLICTS: u32 = 5;
+
 /// How often the stream looks for a change in the overview.
 const STREAM_EVERY: Duration = Duration::from_secs(1);
 
@@ -32,6 +35,20 @@ async fn overview_of(state: &AppState) -> Result<Json_, ApiError> {
     view["disk_free_bytes"] = json!(state.store.free_bytes().ok());
     view["beacons"] = json!({"heard": beacons.len(), "low_battery": low});
     view["parked_ops"] = json!(parked);
+    view["scanners"] = json!(state.scanners.get());
+    view["ble_watchdog_restarts"] = json!(state.metrics.presence.watchdog_restarts.get());
+    view["conflicts"] = json!(
+        state
+            .store
+            .read(|conn| {
+                crate::oplog::outbox::newest_conflicts(conn, CONFLICTS)
+                    .map_err(crate::store::StoreError::from)
+            })
+            .await?
+            .into_iter()
+            .map(|c| json!({"op_id": c.op_id, "kind": c.kind, "entity_id": c.entity_id}))
+            .collect::<Vec<_>>()
+    );
     Ok(view)
 }
 

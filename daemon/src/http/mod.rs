@@ -51,6 +51,8 @@ pub struct AppState {
     pub occupancy: crate::presence::OccupancyView,
     /// Beacon health (last seen, battery) from BLE presence.
     pub beacon_health: crate::presence::HealthView,
+    /// Each BLE scanner's traffic, from BLE presence.
+    pub scanners: crate::presence::ScannerView,
     /// Publishing into the embedded MQTT broker, when it runs.
     pub mqtt: Option<crate::mqtt::MqttHandle>,
     /// Where MQTT listens.

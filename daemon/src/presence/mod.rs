@@ -10,9 +10,11 @@
 mod health;
 pub mod outputs;
 pub mod record;
+mod scanners;
 pub mod source;
 
 pub use health::{BeaconHealth, HealthView};
+pub use scanners::{ScannerStats, ScannerView};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -182,6 +184,8 @@ pub struct PresenceTask {
     pub subsystems: Subsystems,
     /// Where beacon health is published.
     pub health: HealthView,
+    /// Where each scanner's traffic is published (the console shows it).
+    pub scanners: ScannerView,
     /// The low-battery threshold, millivolts.
     pub low_battery_mv: u16,
     /// Where every received advert is recorded, if anywhere.
@@ -203,6 +207,7 @@ impl PresenceTask {
         let mut engine = PresenceEngine::new(self.engine.clone());
         let mut health = health::Tracker::new(self.low_battery_mv);
         let mut registry = Registry::new(&self.store);
+        let mut scanner_counts = scanners::ScannerCounts::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(Duration::from_secs(PURGE_INTERVAL_SECS));
@@ -219,16 +224,17 @@ impl PresenceTask {
                     if let Some(recorder) = &mut self.recorder {
                         recorder.record(&advert);
                     }
-                    self.feed(&mut engine, &mut health, &advert, &mut pending, outputs.as_ref());
+                    self.feed(&mut engine, &mut health, &mut scanner_counts, &advert, &mut pending, outputs.as_ref());
                 }
                 Some(advert) = gateways.recv() => {
                     if let Some(recorder) = &mut self.recorder {
                         recorder.record(&advert);
                     }
-                    self.feed(&mut engine, &mut health, &advert, &mut pending, outputs.as_ref());
+                    self.feed(&mut engine, &mut health, &mut scanner_counts, &advert, &mut pending, outputs.as_ref());
                 }
                 _ = tick.tick() => {
                     let now = crate::store::now_ms();
+                    scanner_counts.publish(&self.scanners, std::time::Instant::now());
                     pending.extend(engine.tick(now));
                     self.publish(&engine);
                     if health.changed() {
@@ -253,6 +259,7 @@ impl PresenceTask {
         &self,
         engine: &mut PresenceEngine,
         health: &mut health::Tracker,
+        scanner_counts: &mut scanners::ScannerCounts,
         advert: &Advertisement,
         events: &mut Vec<PresenceEvent>,
         outputs: Option<&outputs::MqttOutputs>,
@@ -263,6 +270,7 @@ impl PresenceTask {
             return;
         };
         self.metrics.advert(&advert.scanner);
+        scanner_counts.advert(&advert.scanner, advert.at_ms);
         let Some(rssi) = advert.rssi else {
             self.metrics.rejected("no_rssi");
             return;

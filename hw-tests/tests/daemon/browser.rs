@@ -32,7 +32,7 @@ pub(crate) struct Appliance {
     pub(crate) data: PathBuf,
     pub(crate) port: u16,
     pub(crate) env: Vec<(&'static str, String)>,
-    pub(crate) args: Vec<&'static str>,
+    pub(crate) args: Vec<String>,
 }
 
 impl Appliance {
@@ -252,7 +252,7 @@ async fn a_signage_display_follows_occupancy_content_and_announcements_with_a_fl
         "VENUED_MQTT_LISTEN_WS",
         format!("127.0.0.1:{}", free_port()),
     ));
-    appliance.args.push("--demo");
+    appliance.args.push("--demo".into());
     let venued = appliance.start().await;
     let admin = Admin::new(&venued);
     let (status, device) = admin
@@ -320,11 +320,19 @@ async fn the_console_shows_health_live_and_does_venue_its_tasks() {
         replay::write(&mut adverts, &advert).unwrap();
     }
     std::fs::write(&recording, adverts).unwrap();
+    let config = dir.path().join("venued.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ble]\nsource = \"replay\"\nreplay_file = {:?}\n\
+             [[ble.scanners]]\nid = \"scanner-a\"\nzone = \"hall-a\"\n",
+            recording.display().to_string()
+        ),
+    )
+    .unwrap();
     let mut appliance = Appliance::new(dir.path().join("data"));
-    appliance.env.push(("VENUED_BLE_SOURCE", "replay".into()));
-    appliance
-        .env
-        .push(("VENUED_BLE_REPLAY_FILE", recording.to_str().unwrap().into()));
+    appliance.args.push("--config".into());
+    appliance.args.push(config.to_str().unwrap().into());
     let venued = appliance.start().await;
     let password = Admin::new(&venued).device("desk-1", "kiosk").await.unwrap();
     let mqtt = venued.mqtt_addr("tcp").await.unwrap();

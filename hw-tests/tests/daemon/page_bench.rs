@@ -57,7 +57,7 @@ async fn a_displays_memory_over_a_compressed_day() {
         .unwrap_or(20_000);
     let dir = tempfile::tempdir().unwrap();
     let mut appliance = Appliance::new(dir.path().join("data"));
-    appliance.args.push("--demo");
+    appliance.args.push("--demo".into());
     let venued = appliance.start().await;
     let password = Admin::new(&venued)
         .device("door-b", "signage")
