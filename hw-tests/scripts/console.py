@@ -91,6 +91,7 @@ def main():
         expect(desk).to_contain_text("not seen yet")
         kiosk = kiosk_online()
         expect(desk).to_contain_text("online", timeout=5000)
+        expect(desk).to_contain_text("s ago")  # when it was last heard of
         page.screenshot(path=os.path.join(SHOTS, "console-desktop.png"), full_page=True)
         audit(page, "console")
         vanish(kiosk)

@@ -31,6 +31,17 @@ pub fn get(conn: &Connection, topic: &str) -> Result<Option<Vec<u8>>, DomainErro
         .optional()?)
 }
 
+/// `topic`'s retained payload and when it was stored (ms since the epoch), if any.
+pub fn get_dated(conn: &Connection, topic: &str) -> Result<Option<(Vec<u8>, i64)>, DomainError> {
+    Ok(conn
+        .query_row(
+            "SELECT payload, updated_ms FROM mqtt_retained WHERE topic = ?1",
+            [topic],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
 /// Every retained (topic, payload).
 pub fn all(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>, DomainError> {
     let mut stmt = conn.prepare("SELECT topic, payload FROM mqtt_retained")?;
