@@ -196,6 +196,15 @@ impl FromRequestParts<AppState> for Device {
     }
 }
 
+/// The device a request authenticates as, or `None` for the admin token (`Bearer`), whichever
+/// it sends: what the endpoints that serve both a device and venue IT share.
+async fn device_or_admin(parts: &mut Parts, state: &AppState) -> Result<Option<Device>, ApiError> {
+    if authorization(parts).is_some_and(|v| v.starts_with("Bearer ")) {
+        return Admin::from_request_parts(parts, state).await.map(|_| None);
+    }
+    Device::from_request_parts(parts, state).await.map(Some)
+}
+
 /// A kiosk, or an admin acting for one (lookups).
 pub(super) enum KioskOrAdmin {
     /// A kiosk device.
@@ -208,15 +217,10 @@ impl FromRequestParts<AppState> for KioskOrAdmin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = authorization(parts).is_some_and(|v| v.starts_with("Bearer "));
-        if bearer {
-            return Admin::from_request_parts(parts, state)
-                .await
-                .map(|_| Self::Admin);
+        match device_or_admin(parts, state).await? {
+            None => Ok(Self::Admin),
+            Some(device) => require_kiosk(&device).map(|()| Self::Kiosk),
         }
-        let device = Device::from_request_parts(parts, state).await?;
-        require_kiosk(&device)?;
-        Ok(Self::Kiosk)
     }
 }
 
@@ -233,38 +237,29 @@ impl FromRequestParts<AppState> for SignageOrAdmin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = authorization(parts).is_some_and(|v| v.starts_with("Bearer "));
-        if bearer {
-            return Admin::from_request_parts(parts, state)
-                .await
-                .map(|_| Self::Admin);
+        match device_or_admin(parts, state).await? {
+            None => Ok(Self::Admin),
+            Some(device) => require_kind(&device, DeviceKind::Signage, "signage displays")
+                .map(|()| Self::Display(device.id)),
         }
-        let device = Device::from_request_parts(parts, state).await?;
-        if device.kind != DeviceKind::Signage {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "device `{}` is a {}; only signage displays may do this",
-                    device.id,
-                    device.kind.as_str()
-                ),
-            ));
-        }
-        Ok(Self::Display(device.id))
     }
 }
 
 /// Refuses devices other than kiosks.
 pub(super) fn require_kiosk(device: &Device) -> Result<(), ApiError> {
-    if device.kind == DeviceKind::Kiosk {
+    require_kind(device, DeviceKind::Kiosk, "kiosks")
+}
+
+/// Refuses devices other than `kind` (`plural` names them in the 403).
+fn require_kind(device: &Device, kind: DeviceKind, plural: &str) -> Result<(), ApiError> {
+    if device.kind == kind {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
-                "device `{}` is a {}; only kiosks may do this",
+                "device `{}` is a {}; only {plural} may do this",
                 device.id,
                 device.kind.as_str()
             ),
