@@ -79,6 +79,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../web/outbox.js"),
     ),
     (
+        "page.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/page.js"),
+    ),
+    (
         "people.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../web/people.js"),

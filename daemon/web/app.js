@@ -9,6 +9,7 @@ import { peopleSection } from "./people.js";
 import { nameBook } from "./names.js";
 import { canScan, scanTicket } from "./scan.js";
 import { loadList, saveList } from "./saved.js";
+import { h } from "./page.js";
 import { fill, strings } from "./strings.js";
 
 const T = strings();
@@ -17,17 +18,6 @@ const SAVED_ANNOUNCEMENTS = "venue.announcements"; // the last ones, readable in
 const KEEP_ANNOUNCEMENTS = 50;
 const main = document.getElementById("main");
 const link = document.getElementById("link");
-
-/** An element with attributes and children (strings become text, never HTML). */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (v !== false && v != null) el.setAttribute(k, v === true ? "" : v);
-  }
-  el.append(...children);
-  return el;
-}
 
 function show(...children) {
   main.replaceChildren(...children);

@@ -5,24 +5,13 @@
 // device up), set a display's content, retry parked sync ops, post an announcement. Everything
 // goes through the admin API with the admin token.
 
-import { newKey } from "./scans.js";
+import { h, newKey } from "./page.js";
 import { fill, strings } from "./strings.js";
 
 const T = strings();
 const TOKEN = "venue.admin"; // kept for this browser tab only
 const main = document.getElementById("main");
 const link = document.getElementById("link");
-
-/** An element with attributes and children (strings become text, never HTML). */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (v !== false && v != null) el.setAttribute(k, v === true ? "" : v);
-  }
-  el.append(...children);
-  return el;
-}
 
 function signInView(notice) {
   link.textContent = "";

@@ -4,6 +4,7 @@
 // understood without reading. Scans go through a queue in IndexedDB (scans.js): nothing scanned
 // while the appliance is unreachable is lost, and nothing is checked in twice.
 
+import { basic, h, savedCredentials } from "./page.js";
 import { scanQueue } from "./scans.js";
 import { canScan, scanTicket, ticketFrom } from "./scan.js";
 import { fill, strings } from "./strings.js";
@@ -14,32 +15,6 @@ const RECENT = 8; // results kept on screen
 const HEALTH_EVERY_MS = 10_000;
 const main = document.getElementById("main");
 const link = document.getElementById("link");
-
-/** An element with attributes and children (strings become text, never HTML). */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (v !== false && v != null) el.setAttribute(k, v === true ? "" : v);
-  }
-  el.append(...children);
-  return el;
-}
-
-function basic({ id, password }) {
-  // btoa takes Latin-1 only: encode as UTF-8 first.
-  const bytes = new TextEncoder().encode(`${id}:${password}`);
-  return `Basic ${btoa(String.fromCharCode(...bytes))}`;
-}
-
-function saved() {
-  try {
-    const c = JSON.parse(localStorage.getItem(CREDENTIALS));
-    return c?.id && c?.password ? c : null;
-  } catch {
-    return null;
-  }
-}
 
 /** Whether the appliance takes these credentials: "ok", "wrong" or "unreachable". */
 async function check(credentials) {
@@ -261,7 +236,7 @@ async function start() {
   document.title = T.kioskTitle;
   document.getElementById("title").textContent = T.kioskTitle;
   takeCredentialsFromUrl();
-  const credentials = saved();
+  const credentials = savedCredentials(CREDENTIALS);
   if (!credentials) return signInView();
   // Offline at start: keep the credentials and work from the queue; a 401 signs out later.
   if ((await check(credentials)) === "wrong") {

@@ -3,16 +3,11 @@
 // dead spot, a reload or a switch of transport never posts it twice
 // (docs/protocol/websocket.md, "Delivery, idempotency, resume").
 
+import { newKey } from "./page.js";
 import { loadList, saveList } from "./saved.js";
 
 const KEY = "venue.outbox";
 const RETRY_MS = 3000;
-
-/** A random key; `crypto.randomUUID` exists only on HTTPS pages, and the venue LAN is HTTP. */
-function newKey() {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /**
  * The outbox. `sent(item, {seq, message_id})` is called when the appliance has stored an item, `changed()`

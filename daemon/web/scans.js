@@ -4,6 +4,8 @@
 // tablet (a reload or a crash of the browser keeps it) and is checked in once when it is back
 // (docs/http-api.md, `POST /api/v1/checkins`).
 
+import { newKey } from "./page.js";
+
 const DB = "venue-kiosk";
 const STORE = "scans";
 const RETRY_MIN_MS = 1000;
@@ -20,12 +22,6 @@ async function open() {
   const r = indexedDB.open(DB, 1);
   r.onupgradeneeded = () => r.result.createObjectStore(STORE, { keyPath: "seq", autoIncrement: true });
   return request(r);
-}
-
-/** A random key; `crypto.randomUUID` exists only on HTTPS pages, and the venue LAN is HTTP. */
-export function newKey() {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /**

@@ -6,6 +6,7 @@
 // replaces what it changes, so the page's memory stays flat however long it runs.
 
 import { connectMqtt } from "./mqtt.js";
+import { basic, h, savedCredentials } from "./page.js";
 import { fill, strings } from "./strings.js";
 
 const T = strings();
@@ -15,31 +16,6 @@ const RELOAD_VIEW_MS = 10 * 60_000; // sessions edited in the admin API (they ar
 const POLL_MS = 15_000; // without MQTT, the view is read this often instead
 const main = document.getElementById("main");
 const display = decodeURIComponent(location.pathname.split("/")[2] || "");
-
-/** An element with attributes and children (strings become text, never HTML). */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (v !== false && v != null) el.setAttribute(k, v === true ? "" : v);
-  }
-  el.append(...children);
-  return el;
-}
-
-function basic({ id, password }) {
-  const bytes = new TextEncoder().encode(`${id}:${password}`);
-  return `Basic ${btoa(String.fromCharCode(...bytes))}`;
-}
-
-function saved() {
-  try {
-    const c = JSON.parse(localStorage.getItem(CREDENTIALS));
-    return c?.id && c?.password ? c : null;
-  } catch {
-    return null;
-  }
-}
 
 function setupView(notice) {
   const id = h("input", { id: "device-id", required: true, value: display, autocapitalize: "none", spellcheck: "false" });
@@ -243,6 +219,6 @@ if (given.get("password")) {
   localStorage.setItem(CREDENTIALS, JSON.stringify({ id: given.get("id") || display, password: given.get("password") }));
   history.replaceState(null, "", location.pathname + location.search);
 }
-const credentials = saved();
+const credentials = savedCredentials(CREDENTIALS);
 if (credentials) run(credentials);
 else setupView();

@@ -17,6 +17,7 @@ const SHELL = [
   "/assets/mqtt.js",
   "/assets/names.js",
   "/assets/outbox.js",
+  "/assets/page.js",
   "/assets/people.js",
   "/assets/saved.js",
   "/assets/scans.js",
