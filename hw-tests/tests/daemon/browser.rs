@@ -82,22 +82,11 @@ async fn the_attendee_app_signs_in_and_shows_announcements_live() {
         )
         .await
         .unwrap();
-    let (status, minted) = admin
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/admin/tokens",
-            Some(serde_json::json!({"attendee_id": "staff1", "roles": ["staff"]})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{minted}");
+    let staff = super::hub::token(venued.as_ref().unwrap(), "staff1", &["staff"]).await;
     drive(
         "attendee_app.py",
         &[
-            (
-                "VENUE_STAFF_TOKEN",
-                minted["token"].as_str().unwrap().to_string(),
-            ),
+            ("VENUE_STAFF_TOKEN", staff),
             ("VENUE_ADMIN_TOKEN", venued.as_ref().unwrap().admin_token()),
         ],
         &appliance,
@@ -212,23 +201,12 @@ async fn the_kiosk_checks_people_in_by_scan_and_search_and_keeps_scans_while_off
         )
         .await
         .unwrap();
-    let (status, device) = admin
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/admin/devices",
-            Some(serde_json::json!({"id": "desk-1", "kind": "kiosk", "name": "Desk 1"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{device}");
+    let password = admin.device("desk-1", "kiosk").await.unwrap();
     drive(
         "kiosk.py",
         &[
             ("VENUE_KIOSK_ID", "desk-1".to_string()),
-            (
-                "VENUE_KIOSK_PASSWORD",
-                device["password"].as_str().unwrap().to_string(),
-            ),
+            ("VENUE_KIOSK_PASSWORD", password),
         ],
         &appliance,
         Some(venued),
@@ -254,40 +232,18 @@ async fn a_signage_display_follows_occupancy_content_and_announcements_with_a_fl
     ));
     appliance.args.push("--demo".into());
     let venued = appliance.start().await;
-    let admin = Admin::new(&venued);
-    let (status, device) = admin
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/admin/devices",
-            Some(
-                serde_json::json!({"id": "door-hall-a", "kind": "signage", "name": "Hall A door"}),
-            ),
-        )
+    let password = Admin::new(&venued)
+        .device("door-hall-a", "signage")
         .await
         .unwrap();
-    assert_eq!(status, 201, "{device}");
-    let (status, staff) = admin
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/admin/tokens",
-            Some(serde_json::json!({"attendee_id": "att-0001", "roles": ["staff"]})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{staff}");
+    let staff = super::hub::token(&venued, "att-0001", &["staff"]).await;
     drive(
         "signage.py",
         &[
             ("VENUE_DISPLAY", "door-hall-a".to_string()),
-            (
-                "VENUE_DISPLAY_PASSWORD",
-                device["password"].as_str().unwrap().to_string(),
-            ),
+            ("VENUE_DISPLAY_PASSWORD", password),
             ("VENUE_ADMIN_TOKEN", venued.admin_token()),
-            (
-                "VENUE_STAFF_TOKEN",
-                staff["token"].as_str().unwrap().to_string(),
-            ),
+            ("VENUE_STAFF_TOKEN", staff),
         ],
         &appliance,
         Some(venued),

@@ -63,24 +63,13 @@ async fn a_displays_memory_over_a_compressed_day() {
         .device("door-b", "signage")
         .await
         .unwrap();
-    let (status, staff) = Admin::new(&venued)
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/admin/tokens",
-            Some(serde_json::json!({"attendee_id": "att-0001", "roles": ["staff"]})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{staff}");
+    let staff = super::hub::token(&venued, "att-0001", &["staff"]).await;
     drive(
         "signage_bench.py",
         &[
             ("VENUE_DISPLAY_PASSWORD", password),
             ("VENUE_ADMIN_TOKEN", venued.admin_token()),
-            (
-                "VENUE_STAFF_TOKEN",
-                staff["token"].as_str().unwrap().to_string(),
-            ),
+            ("VENUE_STAFF_TOKEN", staff),
             ("VENUE_BENCH_UPDATES", updates.to_string()),
         ],
         &appliance,
