@@ -9,7 +9,7 @@ import { peopleSection } from "./people.js";
 import { nameBook } from "./names.js";
 import { canScan, scanTicket } from "./scan.js";
 import { loadList, saveList } from "./saved.js";
-import { h } from "./page.js";
+import { clock, h } from "./page.js";
 import { fill, strings } from "./strings.js";
 
 const T = strings();
@@ -229,16 +229,6 @@ function announcementsSection() {
       save();
     },
   };
-}
-
-/** The time of day of an RFC 3339 instant, in `timeZone` (the event's) when it is valid. */
-function clock(instant, timeZone) {
-  const options = { hour: "2-digit", minute: "2-digit" };
-  try {
-    return new Date(instant).toLocaleTimeString([], { ...options, timeZone: timeZone || undefined });
-  } catch {
-    return new Date(instant).toLocaleTimeString([], options);
-  }
 }
 
 /** Rooms with what is on now and next, and their live occupancy against capacity. */

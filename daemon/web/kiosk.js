@@ -4,7 +4,7 @@
 // understood without reading. Scans go through a queue in IndexedDB (scans.js): nothing scanned
 // while the appliance is unreachable is lost, and nothing is checked in twice.
 
-import { basic, h, savedCredentials } from "./page.js";
+import { basic, clock, h, savedCredentials } from "./page.js";
 import { scanQueue } from "./scans.js";
 import { canScan, scanTicket, ticketFrom } from "./scan.js";
 import { fill, strings } from "./strings.js";
@@ -73,10 +73,6 @@ function sound(kind) {
   } catch {
     // No sound on this device: the colour, icon and text still say it.
   }
-}
-
-function clock(instant) {
-  return new Date(instant).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
 async function deskView(credentials) {

@@ -1,5 +1,5 @@
-// What the pages' scripts share: building elements, random keys, and the credentials a kiosk or
-// a display keeps for itself.
+// What the pages' scripts share: building elements, random keys, times of day, and the
+// credentials a kiosk or a display keeps for itself.
 
 /** An element with attributes and children (strings become text, never HTML). */
 export function h(tag, attrs = {}, ...children) {
@@ -16,6 +16,16 @@ export function h(tag, attrs = {}, ...children) {
 export function newKey() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The time of day of an RFC 3339 instant, in `timeZone` (the event's) when it is valid. */
+export function clock(instant, timeZone) {
+  const options = { hour: "2-digit", minute: "2-digit" };
+  try {
+    return new Date(instant).toLocaleTimeString([], { ...options, timeZone: timeZone || undefined });
+  } catch {
+    return new Date(instant).toLocaleTimeString([], options);
+  }
 }
 
 /** The `Authorization` header of a device's `{id, password}`. */

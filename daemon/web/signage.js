@@ -6,7 +6,7 @@
 // replaces what it changes, so the page's memory stays flat however long it runs.
 
 import { connectMqtt } from "./mqtt.js";
-import { basic, h, savedCredentials } from "./page.js";
+import { basic, clock, h, savedCredentials } from "./page.js";
 import { fill, strings } from "./strings.js";
 
 const T = strings();
@@ -33,15 +33,6 @@ function setupView(notice) {
     h("label", { for: "device-password" }, T.devicePassword, password),
     h("button", { type: "submit" }, T.signIn),
     notice ? h("p", { class: "error", role: "alert" }, notice) : ""));
-}
-
-function time(instant, timeZone) {
-  const options = { hour: "2-digit", minute: "2-digit" };
-  try {
-    return new Date(instant).toLocaleTimeString([], { ...options, timeZone: timeZone || undefined });
-  } catch {
-    return new Date(instant).toLocaleTimeString([], options);
-  }
 }
 
 /** The display's parts, made once; updates change their text, never add to them. */
@@ -130,7 +121,7 @@ async function run(credentials) {
     if (items.some((i) => i.key === key)) return;
     // From the view a message has `created_at`; bridged to MQTT, the envelope's `ts`.
     const at = m.created_at || m.ts;
-    const el = h("li", {}, at ? h("time", { datetime: at }, time(at, view?.event?.timezone)) : "", m.content);
+    const el = h("li", {}, at ? h("time", { datetime: at }, clock(at, view?.event?.timezone)) : "", m.content);
     items.unshift({ key, el });
     ui.announcements.prepend(el);
     while (items.length > ANNOUNCEMENTS) items.pop().el.remove();
@@ -139,14 +130,14 @@ async function run(credentials) {
   /** The clock, and what is on now and next in the room (both move with time). */
   function tick() {
     const zone = view?.event?.timezone;
-    ui.clock.textContent = time(new Date().toISOString(), zone);
+    ui.clock.textContent = clock(new Date().toISOString(), zone);
     const sessions = view?.room?.sessions || [];
     const at = new Date();
     const current = sessions.find((s) => s.starts_at && new Date(s.starts_at) <= at && at < new Date(s.ends_at || s.starts_at));
     const next = sessions.find((s) => s.starts_at && new Date(s.starts_at) > at);
     const show = (slot, s, none) => {
       slot.title.textContent = s ? s.title : none;
-      slot.when.textContent = s ? `${time(s.starts_at, zone)}${s.ends_at ? `–${time(s.ends_at, zone)}` : ""}${s.speakers ? ` · ${s.speakers}` : ""}` : "";
+      slot.when.textContent = s ? `${clock(s.starts_at, zone)}${s.ends_at ? `–${clock(s.ends_at, zone)}` : ""}${s.speakers ? ` · ${s.speakers}` : ""}` : "";
     };
     show(ui.now, current, T.nothingNow);
     show(ui.next, next, T.nothingNext);
