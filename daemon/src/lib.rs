@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod oplog;
 pub mod presence;
+pub mod print;
 pub mod qr;
 pub mod replica;
 pub mod server;

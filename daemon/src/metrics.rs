@@ -364,6 +364,50 @@ impl ConnectionMetrics {
     }
 }
 
+/// A `printer` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrinterLabel {
+    /// The printer's id.
+    pub printer: String,
+}
+
+/// Badge printing.
+#[derive(Clone)]
+pub struct PrintMetrics {
+    /// Print jobs that ended, by `reason` (`done`, `failed`).
+    pub jobs: Family<WhyLabel, Counter>,
+    /// Send attempts that did not reach the printer and will be retried.
+    pub retries: Counter,
+    /// 1 when the printer answers and can print, 0 when it is offline or needs attention.
+    pub printer_up: Family<PrinterLabel, Gauge>,
+}
+
+impl PrintMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            jobs: Family::default(),
+            retries: Counter::default(),
+            printer_up: Family::default(),
+        };
+        registry.register(
+            "venued_print_jobs",
+            "Badge print jobs that ended, by reason (done, failed)",
+            m.jobs.clone(),
+        );
+        registry.register(
+            "venued_print_retries",
+            "Print job sends that did not reach the printer and wait to be retried",
+            m.retries.clone(),
+        );
+        registry.register(
+            "venued_printer_up",
+            "1 when the printer answers and can print, 0 when offline or needing attention",
+            m.printer_up.clone(),
+        );
+        m
+    }
+}
+
 /// All metrics of the daemon.
 #[derive(Clone)]
 pub struct Metrics {
@@ -386,6 +430,8 @@ pub struct Metrics {
     pub replica: ReplicaMetrics,
     /// Connections and the hub.
     pub connections: ConnectionMetrics,
+    /// Badge printing.
+    pub print: PrintMetrics,
 }
 
 /// Replica gauges, set from its status just before each scrape.
@@ -546,6 +592,7 @@ impl Metrics {
         let sync = SyncMetrics::new(&mut registry);
         let replica = ReplicaMetrics::new(&mut registry);
         let connections = ConnectionMetrics::new(&mut registry);
+        let print = PrintMetrics::new(&mut registry);
         Self {
             registry: Arc::new(registry),
             store,
@@ -557,6 +604,7 @@ impl Metrics {
             sync,
             replica,
             connections,
+            print,
         }
     }
 

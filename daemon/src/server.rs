@@ -196,6 +196,7 @@ impl Daemon {
             occupancy: OccupancyView::default(),
             beacon_health: presence::HealthView::default(),
             scanners: presence::ScannerView::default(),
+            print: crate::print::Printing::default(),
         };
         Ok(Daemon {
             state,
@@ -288,9 +289,26 @@ impl Daemon {
                 state.config.event.id.clone(),
                 adverts,
                 inbox,
+                state.print.waker(),
                 &mut background,
             )
         });
+        if state.config.print.enabled {
+            let deps = crate::print::Deps::new(
+                state.store.clone(),
+                state.config.event.id.clone(),
+                state.store.node_id().to_string(),
+                state.config.print.clone(),
+                state.config.print_template.clone(),
+                state.metrics.print.clone(),
+                state.mqtt.clone(),
+                &state.print,
+            );
+            crate::print::start(deps, &mut background, stop_rx.clone());
+            state.subsystems.set("print", SubsystemState::Ok);
+        } else {
+            state.subsystems.set("print", SubsystemState::Disabled);
+        }
         let retention_ms = state.config.store.idempotency_retention_hours * 3_600_000;
         background.spawn(purge_idempotency_keys(
             state.store.clone(),

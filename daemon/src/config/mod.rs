@@ -19,6 +19,7 @@ mod http;
 mod log;
 mod mdns;
 mod mqtt;
+mod print;
 mod replica;
 mod store;
 mod sync;
@@ -29,6 +30,7 @@ pub use http::*;
 pub use log::*;
 pub use mdns::*;
 pub use mqtt::*;
+pub use print::*;
 pub use replica::*;
 pub use store::*;
 pub use sync::*;
@@ -52,6 +54,7 @@ struct RawConfig {
     sync: SyncConfig,
     replica: ReplicaConfig,
     mdns: MdnsConfig,
+    print: PrintConfig,
 }
 
 /// The validated configuration the daemon runs with.
@@ -81,6 +84,10 @@ pub struct Config {
     pub replica: ReplicaConfig,
     /// LAN advertising (mDNS) settings.
     pub mdns: MdnsConfig,
+    /// Badge printing settings.
+    pub print: PrintConfig,
+    /// The badge template (`print.template`, or the built-in one).
+    pub print_template: crate::print::template::Template,
 }
 
 /// Keys whose values `check-config` never prints.
@@ -104,6 +111,7 @@ impl Config {
             sync: self.sync.clone(),
             replica: self.replica.clone(),
             mdns: self.mdns.clone(),
+            print: self.print.clone(),
         };
         let table = toml::Table::try_from(raw).unwrap_or_default();
         let mut lines = Vec::new();
@@ -275,6 +283,7 @@ pub fn load_str(
             "sync" => raw.sync = section(key, value, origin, &defaults, &mut problems),
             "replica" => raw.replica = section(key, value, origin, &defaults, &mut problems),
             "mdns" => raw.mdns = section(key, value, origin, &defaults, &mut problems),
+            "print" => raw.print = section(key, value, origin, &defaults, &mut problems),
             _ => problems.push(ConfigProblem::UnknownKey {
                 key: key.clone(),
                 source: origin.into(),
@@ -506,6 +515,7 @@ fn validate(
     sync::validate(&raw.sync, problems);
     replica::validate(&raw.replica, problems);
     mdns::validate(&raw.mdns, problems);
+    let print_template = print::validate(&raw.print, problems);
     let data_dir = match data_dir_override {
         Some(p) => p.to_path_buf(),
         None if !raw.data_dir.is_empty() => PathBuf::from(&raw.data_dir),
@@ -530,6 +540,8 @@ fn validate(
         sync: raw.sync,
         replica: raw.replica,
         mdns: raw.mdns,
+        print: raw.print,
+        print_template,
     }
 }
 

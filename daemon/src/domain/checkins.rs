@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::idempotency::{self, Stored};
+use super::print_jobs::{self, BadgeChoice};
 use super::{DomainError, rfc3339};
 use crate::oplog::CHECKIN_RECORD;
 use crate::store::Store;
@@ -19,6 +20,9 @@ pub struct CheckinRequest {
     /// The code printed on the ticket (QR or barcode).
     #[serde(default)]
     pub ticket_code: Option<String>,
+    /// Print a badge or not; when absent, the kiosk's print setting decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub badge: Option<BadgeChoice>,
 }
 
 /// The answer: HTTP status and body.
@@ -30,6 +34,8 @@ pub struct CheckinOutcome {
     pub body: serde_json::Value,
     /// Whether this answer was replayed from an earlier request with the same key.
     pub replayed: bool,
+    /// Whether a badge was queued for printing (the print worker is to be woken).
+    pub badge_queued: bool,
 }
 
 /// Records a check-in by `device_id` under `key`, or replays the answer first given for `key`.
@@ -52,6 +58,7 @@ pub async fn check_in(
     };
     let hash = idempotency::request_hash(&serde_json::to_value(&request).unwrap_or_default());
     let principal = format!("device:{device_id}");
+    let choice = request.badge;
     let (event_id, device_id, key) = (event_id.to_string(), device_id.to_string(), key.to_string());
     store
         .write(move |ctx| {
@@ -63,13 +70,17 @@ pub async fn check_in(
                     status: stored.status,
                     body: stored.response,
                     replayed: true,
+                    badge_queued: false,
                 });
             }
             // Unknown attendees are not remembered under the key: a retry after the attendee
             // list is imported must succeed.
             let attendee = find_attendee(ctx.conn(), &event_id, &target)?;
-            let (status, body) = match existing_checkin(ctx.conn(), &attendee.id)? {
-                Some(existing) => (200, answer(&attendee, &existing, true)),
+            let (status, mut body, checkin_id) = match existing_checkin(ctx.conn(), &attendee.id)? {
+                Some(existing) => {
+                    let id = existing.id.clone();
+                    (200, answer(&attendee, &existing, true), id)
+                }
                 None => {
                     let op = ctx.new_op(
                         &event_id,
@@ -83,9 +94,23 @@ pub async fn check_in(
                         device_id: Some(device_id.clone()),
                     };
                     ctx.apply_owned(op)?;
-                    (201, answer(&attendee, &fresh, false))
+                    let id = fresh.id.clone();
+                    (201, answer(&attendee, &fresh, false), id)
                 }
             };
+            // The badge's job is written in this transaction: committed with the check-in, or
+            // not at all.
+            let now = ctx.now_ms();
+            body["badge"] = print_jobs::for_checkin(
+                ctx.conn(),
+                &device_id,
+                &attendee.id,
+                &checkin_id,
+                status == 201,
+                choice,
+                now,
+            )?;
+            let badge_queued = body["badge"]["job_id"].is_i64();
             let stored = Stored {
                 request_hash: hash,
                 status,
@@ -96,6 +121,7 @@ pub async fn check_in(
                 status,
                 body,
                 replayed: false,
+                badge_queued,
             })
         })
         .await

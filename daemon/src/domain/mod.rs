@@ -10,6 +10,8 @@ pub mod entities;
 pub mod groups;
 pub mod idempotency;
 pub mod messages;
+pub mod print_jobs;
+pub mod printers;
 pub mod retained;
 pub mod schedule;
 pub mod signage;

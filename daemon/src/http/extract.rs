@@ -207,8 +207,8 @@ async fn device_or_admin(parts: &mut Parts, state: &AppState) -> Result<Option<D
 
 /// A kiosk, or an admin acting for one (lookups).
 pub(super) enum KioskOrAdmin {
-    /// A kiosk device.
-    Kiosk,
+    /// A kiosk device, by id.
+    Kiosk(String),
     /// The admin token.
     Admin,
 }
@@ -219,7 +219,7 @@ impl FromRequestParts<AppState> for KioskOrAdmin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match device_or_admin(parts, state).await? {
             None => Ok(Self::Admin),
-            Some(device) => require_kiosk(&device).map(|()| Self::Kiosk),
+            Some(device) => require_kiosk(&device).map(|()| Self::Kiosk(device.id)),
         }
     }
 }

@@ -37,6 +37,9 @@ pub(super) async fn check_in(
         })?;
     let outcome =
         checkins::check_in(&state.store, state.event_id(), &device.id, key, request).await?;
+    if outcome.badge_queued {
+        state.print.wake();
+    }
     let status = if outcome.replayed {
         StatusCode::OK
     } else {

@@ -14,6 +14,7 @@ mod kiosk;
 pub mod listener;
 mod ops;
 pub mod pages;
+mod print;
 mod signage;
 pub mod ws;
 
@@ -63,6 +64,8 @@ pub struct AppState {
     pub sync: Option<sync_agent::agent::AgentHandle>,
     /// The S3 replica, when `[replica]` is enabled.
     pub replica: Option<crate::replica::Replica>,
+    /// Badge printing: the queue's signal and printer health.
+    pub print: crate::print::Printing,
 }
 
 impl AppState {
@@ -99,6 +102,20 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/admin/devices/{id}/password",
             post(admin::reset_device_password),
         )
+        .route(
+            "/api/v1/admin/devices/{id}/print",
+            axum::routing::put(print::set_mode),
+        )
+        .route(
+            "/api/v1/admin/printers",
+            get(print::list).post(print::create),
+        )
+        .route(
+            "/api/v1/admin/printers/{id}",
+            get(print::get_one).put(print::put).delete(print::remove),
+        )
+        .route("/api/v1/print/jobs", get(print::jobs).post(print::reprint))
+        .route("/api/v1/print/jobs/{id}", get(print::job))
         .route("/api/v1/admin/conflicts", get(admin::conflicts))
         .route("/api/v1/admin/sync/parked", get(admin::sync_parked))
         .route("/api/v1/admin/sync/retry", post(admin::sync_retry))

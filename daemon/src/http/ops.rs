@@ -109,6 +109,11 @@ pub(super) async fn status_of(state: &AppState) -> Result<serde_json::Value, Api
         "subsystems": state.subsystems.snapshot(),
         "mqtt": state.mqtt_bound,
         "hub": {"epoch": state.hub.epoch(), "long_polls_waiting": state.hub.long_polls_waiting()},
+        "print": {
+            "printers": state.print.health.snapshot(),
+            "jobs": crate::domain::print_jobs::counts(&state.store).await.unwrap_or_default()
+                .into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        },
         "replica": match &state.replica {
             Some(r) => json!({"enabled": true, "state": r.status()}),
             None => json!({"enabled": false}),

@@ -48,6 +48,8 @@ pub(super) struct Ingest {
     checkins: Arc<Semaphore>,
     pending: Arc<Semaphore>,
     inbox: Option<super::Inbox>,
+    /// Woken when a check-in queued a badge (the print queue's signal).
+    badge_queued: Arc<tokio::sync::Notify>,
 }
 
 impl Ingest {
@@ -58,8 +60,10 @@ impl Ingest {
         losses: Arc<super::losses::Losses>,
         adverts: Option<mpsc::Sender<Advertisement>>,
         inbox: Option<super::Inbox>,
+        badge_queued: Arc<tokio::sync::Notify>,
     ) -> Self {
         Self {
+            badge_queued,
             handle,
             event_id,
             metrics,
@@ -251,6 +255,8 @@ struct CheckinMessage {
     attendee_id: Option<String>,
     #[serde(default)]
     ticket_code: Option<String>,
+    #[serde(default)]
+    badge: Option<crate::domain::print_jobs::BadgeChoice>,
 }
 
 async fn check_in(ingest: &Ingest, kiosk: &str, payload: &[u8]) {
@@ -279,6 +285,7 @@ async fn check_in(ingest: &Ingest, kiosk: &str, payload: &[u8]) {
     let request = CheckinRequest {
         attendee_id: message.attendee_id,
         ticket_code: message.ticket_code,
+        badge: message.badge,
     };
     let outcome = checkins::check_in(
         &ingest.handle.store,
@@ -290,6 +297,9 @@ async fn check_in(ingest: &Ingest, kiosk: &str, payload: &[u8]) {
     .await;
     let answer = match outcome {
         Ok(outcome) => {
+            if outcome.badge_queued {
+                ingest.badge_queued.notify_one();
+            }
             let result = match (outcome.replayed, outcome.status) {
                 (true, _) => "replayed",
                 (false, 201) => "new",

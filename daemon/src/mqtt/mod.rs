@@ -399,6 +399,7 @@ impl Mqtt {
         event_id: String,
         adverts: Option<mpsc::Sender<Advertisement>>,
         inbox: Option<Inbox>,
+        badge_queued: Arc<tokio::sync::Notify>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> MqttStop {
         let losses = Arc::new(losses::Losses::new(self.front.metrics.clone()));
@@ -414,6 +415,7 @@ impl Mqtt {
             losses,
             adverts,
             inbox,
+            badge_queued,
         ));
         tasks.spawn(ingest::run(self.rx, ingest, self.front.stop.clone()));
         for listener in self.listeners {

@@ -24,6 +24,17 @@ pub enum Topic<'a> {
         /// The kiosk.
         kiosk: &'a str,
     },
+    /// `kiosk/{kiosk}/print/result`: the kiosk's badge print jobs as they change (daemon →
+    /// kiosk, QoS 1).
+    PrintResult {
+        /// The kiosk.
+        kiosk: &'a str,
+    },
+    /// `printer/{printer}/status` (retained printer health, daemon-owned).
+    PrinterStatus {
+        /// The printer.
+        printer: &'a str,
+    },
     /// `kiosk/{id}/status`, `signage/{id}/status`, `gateway/{id}/status` (retained; will `lost`).
     Status {
         /// The device kind the topic is for.
@@ -137,6 +148,8 @@ impl Tree {
         Some(match levels.as_slice() {
             ["kiosk", k, "checkin"] => Topic::Checkin { kiosk: id(k)? },
             ["kiosk", k, "checkin", "result"] => Topic::CheckinResult { kiosk: id(k)? },
+            ["kiosk", k, "print", "result"] => Topic::PrintResult { kiosk: id(k)? },
+            ["printer", p, "status"] => Topic::PrinterStatus { printer: id(p)? },
             [kind, i, "status"] => Topic::Status {
                 kind: match *kind {
                     "kiosk" => DeviceKind::Kiosk,
@@ -243,7 +256,8 @@ struct Private {
     owner: DeviceKind,
 }
 
-/// What carries personal data: check-ins (names, companies, ticket codes) and raw adverts
+/// What carries personal data: check-ins (names, companies, ticket codes), badge print jobs
+/// (whose badge) and raw adverts
 /// (badge identifiers, so where a person is). Everything else of the tree (statuses, signage
 /// content, occupancy, alerts, the daemon's status, bridged hub channels) is readable by every
 /// connection; docs/protocol/mqtt-topics.md has the table.
@@ -255,6 +269,11 @@ const PRIVATE: &[Private] = &[
     },
     Private {
         levels: &["kiosk", "+", "checkin", "result"],
+        id_level: 1,
+        owner: DeviceKind::Kiosk,
+    },
+    Private {
+        levels: &["kiosk", "+", "print", "result"],
         id_level: 1,
         owner: DeviceKind::Kiosk,
     },
@@ -303,6 +322,11 @@ mod tests {
         let t = tree();
         let cases = [
             ("kiosk/k1/checkin", Topic::Checkin { kiosk: "k1" }),
+            ("kiosk/k1/print/result", Topic::PrintResult { kiosk: "k1" }),
+            (
+                "printer/desk-1/status",
+                Topic::PrinterStatus { printer: "desk-1" },
+            ),
             (
                 "kiosk/k1/checkin/result",
                 Topic::CheckinResult { kiosk: "k1" },
@@ -404,6 +428,7 @@ mod tests {
         // Own private topics, and everything shared.
         for (who, filter) in [
             (kiosk, "kiosk/k1/checkin/result"),
+            (kiosk, "kiosk/k1/print/result"),
             (kiosk, "kiosk/k1/#"),
             (gateway, "gateway/gw1/BTtoMQTT/+"),
             (display, "presence/+"),
@@ -420,6 +445,8 @@ mod tests {
         for (who, filter) in [
             (kiosk, "kiosk/k2/checkin/result"),
             (kiosk, "kiosk/+/checkin/result"),
+            (kiosk, "kiosk/k2/print/result"),
+            (display, "kiosk/+/print/#"),
             (kiosk, "kiosk/+/#"),
             (kiosk, "#"),
             (display, "kiosk/k1/checkin/result"),

@@ -98,6 +98,7 @@ pub static ENTITIES: &[Entity] = &[
             ("name", FieldType::Text(SHORT)),
             ("email", FieldType::OptText(SHORT)),
             ("company", FieldType::OptText(SHORT)),
+            ("role", FieldType::OptText(SHORT)),
             ("ticket_code", FieldType::OptText(128)),
             ("badge_beacon_id", FieldType::OptText(128)),
             ("privacy", FieldType::OneOf(PRIVACY_LEVELS)),

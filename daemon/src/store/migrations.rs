@@ -317,6 +317,47 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DROP TABLE token_keys;
     ALTER TABLE token_keys_next RENAME TO token_keys;
     "#,
+    // 9: badge printing. Printers and print jobs are this appliance's own (not ops, like
+    // devices): a job is an outbox row written with the check-in that asks for it.
+    r#"
+    CREATE TABLE printers (
+        id          TEXT PRIMARY KEY,
+        event_id    TEXT NOT NULL,
+        name        TEXT NOT NULL DEFAULT '',
+        kind        TEXT NOT NULL CHECK (kind IN ('ipp', 'zpl')),
+        uri         TEXT NOT NULL,
+        media       TEXT NOT NULL,
+        kiosks      TEXT NOT NULL DEFAULT '[]',
+        zpl_font    TEXT,
+        created_ms  INTEGER NOT NULL,
+        removed_ms  INTEGER
+    ) STRICT;
+    -- One row per badge to print, sent in `id` order per printer. `printer_job_id` is the IPP
+    -- job id once the printer accepted it; `detail` the printer's last word (why it waits or
+    -- failed).
+    CREATE TABLE print_jobs (
+        id               INTEGER PRIMARY KEY,
+        printer_id       TEXT NOT NULL,
+        attendee_id      TEXT NOT NULL,
+        checkin_id       TEXT,
+        requested_by     TEXT NOT NULL,
+        reason           TEXT NOT NULL CHECK (reason IN ('checkin', 'reprint')),
+        state            TEXT NOT NULL
+                         CHECK (state IN ('queued', 'sending', 'printing', 'done', 'failed', 'cancelled')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms  INTEGER NOT NULL,
+        printer_job_id   INTEGER,
+        detail           TEXT,
+        created_ms       INTEGER NOT NULL,
+        updated_ms       INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX print_jobs_open ON print_jobs (printer_id, id)
+        WHERE state IN ('queued', 'sending', 'printing');
+    CREATE INDEX print_jobs_attendee ON print_jobs (attendee_id, id);
+    ALTER TABLE devices ADD COLUMN print_mode TEXT NOT NULL DEFAULT 'always'
+        CHECK (print_mode IN ('always', 'ask', 'never'));
+    ALTER TABLE attendees ADD COLUMN role TEXT;
+    "#,
 ];
 
 /// The schema version this build writes and reads.
