@@ -11,6 +11,7 @@
 pub mod bluez;
 pub mod disk;
 pub mod mqtt;
+pub mod printer;
 pub mod relay;
 pub mod s3;
 

@@ -24,6 +24,7 @@ mod mqtt_loss;
 mod page_bench;
 mod pages;
 mod presence;
+mod printing;
 mod relay_api;
 mod replica;
 mod soak;

@@ -1,0 +1,211 @@
+//! A real IPP Everywhere printer for tests: CUPS's `ippeveprinter` (Debian `cups-ipp-utils`),
+//! which keeps every document it is sent in a spool directory.
+//!
+//! `ippeveprinter` will not start without DNS-SD, so this also runs a private system bus
+//! (`dbus-daemon`) and an `avahi-daemon` on it that is allowed the loopback interface only:
+//! nothing is announced on the machine's real interfaces. avahi-daemon keeps a fixed pid file,
+//! so one [`Dnssd`] runs at a time; the tests that need it share one test function.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A private system bus with an avahi-daemon on loopback.
+pub struct Dnssd {
+    dir: tempfile::TempDir,
+    _bus: Child,
+    _avahi: Child,
+    /// The bus address, for `DBUS_SYSTEM_BUS_ADDRESS`.
+    pub address: String,
+}
+
+impl Dnssd {
+    /// Starts the bus and avahi, and waits until avahi has registered on the bus.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("system_bus_socket");
+        let bus_conf = dir.path().join("bus.conf");
+        std::fs::write(
+            &bus_conf,
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
+                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+                 <busconfig><type>system</type><listen>unix:path={}</listen>\
+                 <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
+                 <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n",
+                socket.display()
+            ),
+        )?;
+        let mut bus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", bus_conf.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start dbus-daemon (Debian package dbus-daemon)")?;
+        let stdout = bus.stdout.take().context("dbus-daemon stdout")?;
+        let address = tokio::time::timeout(
+            Duration::from_secs(20),
+            BufReader::new(stdout).lines().next_line(),
+        )
+        .await
+        .context("dbus-daemon printed no address within 20 s")??
+        .context("dbus-daemon exited before listening")?
+        .trim()
+        .to_string();
+        let avahi_conf = dir.path().join("avahi.conf");
+        // Loopback only: mDNS never leaves this machine's `lo`.
+        std::fs::write(
+            &avahi_conf,
+            "[server]\nuse-ipv4=yes\nuse-ipv6=no\nallow-interfaces=lo\nenable-dbus=yes\n\
+             [wide-area]\nenable-wide-area=no\n[publish]\npublish-hinfo=no\npublish-workstation=no\n",
+        )?;
+        let mut avahi = Command::new("avahi-daemon")
+            .arg("-f")
+            .arg(&avahi_conf)
+            .args(["--no-drop-root", "--no-chroot", "--no-rlimits"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start avahi-daemon (Debian package avahi-daemon)")?;
+        let stderr = avahi.stderr.take().context("avahi stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        // "Server startup complete" is avahi's own readiness line.
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains("Server startup complete") {
+                    return Ok::<_, std::io::Error>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
+        .context("avahi-daemon did not start within 20 s")??;
+        if !ready {
+            bail!("avahi-daemon exited before it was ready (is another one running?)");
+        }
+        // Keep reading its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self {
+            dir,
+            _bus: bus,
+            _avahi: avahi,
+            address,
+        })
+    }
+
+    /// A new spool directory under this fixture.
+    pub fn spool(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(&path)?;
+        Ok(path)
+    }
+}
+
+/// A running `ippeveprinter`.
+pub struct IppPrinter {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Where it keeps the documents it received.
+    pub spool: PathBuf,
+}
+
+impl IppPrinter {
+    /// Starts a printer named `name` on `port`, accepting `formats` (e.g. `application/pdf`),
+    /// spooling to `spool`; returns once it accepts connections.
+    pub async fn start(
+        dnssd: &Dnssd,
+        name: &str,
+        port: u16,
+        formats: &str,
+        spool: &Path,
+    ) -> anyhow::Result<Self> {
+        let child = Command::new("ippeveprinter")
+            .args(["-p", &port.to_string(), "-k", "-d"])
+            .arg(spool)
+            .args(["-f", formats, name])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &dnssd.address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start ippeveprinter (Debian package cups-ipp-utils)")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // ippeveprinter prints nothing when it is ready: its port taking a connection is the sign.
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("ippeveprinter did not listen on {port} within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Self {
+            child,
+            port,
+            spool: spool.to_path_buf(),
+        })
+    }
+
+    /// The printer's URI.
+    pub fn uri(&self) -> String {
+        format!("ipp://127.0.0.1:{}/ipp/print", self.port)
+    }
+
+    /// Stops it (as a printer switched off).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+/// The documents in `spool` (ippeveprinter names them after the job).
+pub fn spooled(spool: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(spool)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "pdf"));
+    files.sort();
+    files
+}
+
+/// The text of a PDF (`pdftotext` from Debian `poppler-utils`).
+pub fn pdf_text(pdf: &Path) -> anyhow::Result<String> {
+    let out = std::process::Command::new("pdftotext")
+        .arg(pdf)
+        .arg("-")
+        .output()
+        .context("cannot run pdftotext (Debian package poppler-utils)")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The QR codes on a PDF's first page: rasterised by `pdftoppm`, read by `zbarimg`.
+pub fn pdf_qr_codes(pdf: &Path) -> anyhow::Result<Vec<String>> {
+    let dir = tempfile::tempdir()?;
+    let png = dir.path().join("page");
+    let status = std::process::Command::new("pdftoppm")
+        .args(["-r", "150", "-png", "-singlefile"])
+        .arg(pdf)
+        .arg(&png)
+        .status()
+        .context("cannot run pdftoppm (Debian package poppler-utils)")?;
+    if !status.success() {
+        bail!("pdftoppm failed on {}", pdf.display());
+    }
+    let out = std::process::Command::new("zbarimg")
+        .args(["-q", "--raw"])
+        .arg(png.with_extension("png"))
+        .output()
+        .context("cannot run zbarimg (Debian package zbar-tools)")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}

@@ -1,0 +1,404 @@
+//! Badge printing against real printers: CUPS's `ippeveprinter` (IPP Everywhere) and a raw ZPL
+//! sink on TCP that the test runs. A kiosk check-in prints exactly one badge; the badge carries
+//! the name as text and the ticket code as a QR code; a printer that is off, a daemon killed
+//! with jobs queued and a printer that refuses the document are each handled without losing or
+//! doubling a badge.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hw_tests::mqtt::{self, Options};
+use hw_tests::printer::{Dnssd, IppPrinter, pdf_qr_codes, pdf_text, spooled};
+use hw_tests::relay::free_port;
+use hw_tests::{Admin, Venued, VenuedBuilder, wait_for_json};
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+
+/// Fast checks and retries, so faults resolve in seconds.
+fn builder(data: &Path) -> VenuedBuilder {
+    VenuedBuilder::new(data)
+        .env("VENUED_PRINT_PROBE_INTERVAL_SECS", "1")
+        .env("VENUED_PRINT_RETRY_MAX_SECS", "1")
+        .env("VENUED_PRINT_TRACK_INTERVAL_MS", "100")
+        .env("VENUED_EVENT_NAME", "Venue Edge Conf")
+}
+
+async fn check_in(venued: &Venued, auth: &str, key: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(venued.url("/api/v1/checkins"))
+        .header("authorization", auth)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Waits until job `id` is in `state`; the job.
+async fn job_in(venued: &Venued, id: i64, state: &str) -> Value {
+    wait_for_json(
+        &venued.url(&format!("/api/v1/print/jobs/{id}")),
+        Some(&venued.admin_token()),
+        &format!("print job {id} reaching `{state}`"),
+        Duration::from_secs(60),
+        |job| job["state"] == state,
+    )
+    .await
+    .unwrap()
+}
+
+async fn add_printer(admin: &Admin, id: &str, kind: &str, uri: &str, kiosks: &[&str]) {
+    let (status, body) = admin
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/admin/printers",
+            Some(json!({"id": id, "kind": kind, "uri": uri, "kiosks": kiosks})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+}
+
+/// The spooled PDFs that carry `name`.
+fn badges_of(spools: &[&Path], name: &str) -> usize {
+    spools
+        .iter()
+        .flat_map(|s| spooled(s))
+        .filter(|pdf| pdf_text(pdf).unwrap_or_default().contains(name))
+        .count()
+}
+
+/// One test function for every IPP scenario: avahi-daemon (which `ippeveprinter` needs) runs
+/// one instance per machine.
+#[tokio::test]
+async fn ipp_badges_print_once_each_through_printer_outages_crashes_and_refusals() {
+    let dnssd = Dnssd::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut venued = builder(&data).spawn().await.unwrap();
+    let admin = Admin::new(&venued);
+    admin
+        .import_csv(
+            "id,name,company,role,ticket_code\n\
+             a1,Ada Lovelace,Analytical Engines Ltd,Speaker,TCK-0001\n\
+             a2,Grace Hopper,US Navy,Attendee,TCK-0002\n\
+             a3,Zoë Ångström,Δέλτα,Attendee,TCK-0003\n\
+             a4,Иван Петров,,Attendee,TCK-0004\n\
+             a5,Alan Turing,,Attendee,TCK-0005\n"
+                .into(),
+        )
+        .await
+        .unwrap();
+    let k1 = admin.kiosk("k1").await.unwrap();
+    let port = free_port().unwrap();
+    let spool_1 = dnssd.spool("spool-1").unwrap();
+    let printer = IppPrinter::start(&dnssd, "Desk1", port, "application/pdf", &spool_1)
+        .await
+        .unwrap();
+    add_printer(&admin, "desk-1", "ipp", &printer.uri(), &["k1"]).await;
+
+    // A check-in prints exactly one badge: the name as text, the ticket code as a QR code.
+    let (status, answer) = check_in(&venued, &k1, "c-1", json!({"ticket_code": "TCK-0001"})).await;
+    assert_eq!(status, 201, "{answer}");
+    let job = answer["badge"]["job_id"].as_i64().unwrap();
+    assert_eq!(answer["badge"]["printer_id"], "desk-1");
+    let done = job_in(&venued, job, "done").await;
+    assert!(done["printer_job_id"].as_i64().is_some(), "{done}");
+    let pdfs = spooled(&spool_1);
+    assert_eq!(pdfs.len(), 1, "{pdfs:?}");
+    let text = pdf_text(&pdfs[0]).unwrap();
+    for shown in [
+        "Ada Lovelace",
+        "Analytical Engines Ltd",
+        "Speaker",
+        "Venue Edge Conf",
+    ] {
+        assert!(text.contains(shown), "`{shown}` not on the badge: {text}");
+    }
+    assert_eq!(
+        pdf_qr_codes(&pdfs[0]).unwrap(),
+        vec!["TCK-0001".to_string()]
+    );
+
+    // A second check-in of the same person does not print again; asked for, it does.
+    let (status, again) = check_in(&venued, &k1, "c-2", json!({"attendee_id": "a1"})).await;
+    assert_eq!((status, &again["badge"]), (200, &Value::Null), "{again}");
+    let (_, asked) = check_in(
+        &venued,
+        &k1,
+        "c-3",
+        json!({"attendee_id": "a1", "badge": "print"}),
+    )
+    .await;
+    job_in(&venued, asked["badge"]["job_id"].as_i64().unwrap(), "done").await;
+    assert_eq!(badges_of(&[&spool_1], "Ada Lovelace"), 2);
+    // Skipped on request.
+    let (_, skipped) = check_in(
+        &venued,
+        &k1,
+        "c-4",
+        json!({"attendee_id": "a5", "badge": "skip"}),
+    )
+    .await;
+    assert_eq!(skipped["badge"], Value::Null, "{skipped}");
+
+    // The printer is off when the job is created: the job waits, and prints when it returns.
+    printer.stop().await.unwrap();
+    let (_, answer) = check_in(&venued, &k1, "c-5", json!({"attendee_id": "a2"})).await;
+    let job = answer["badge"]["job_id"].as_i64().unwrap();
+    let waiting = wait_for_json(
+        &venued.url(&format!("/api/v1/print/jobs/{job}")),
+        Some(&venued.admin_token()),
+        "the job waiting for its printer",
+        Duration::from_secs(30),
+        |j| {
+            j["state"] == "queued"
+                && j["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("unreachable"))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(waiting["attempts"].as_i64().unwrap() >= 1, "{waiting}");
+    let status = wait_for_json(
+        &venued.url("/api/v1/status"),
+        None,
+        "the printer seen offline",
+        Duration::from_secs(30),
+        |s| s["print"]["printers"]["desk-1"]["state"] == "offline",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status["print"]["printers"]["desk-1"]["needs_attention"],
+        true
+    );
+    assert!(
+        venued
+            .metrics()
+            .await
+            .unwrap()
+            .contains("venued_printer_up{printer=\"desk-1\"} 0")
+    );
+    let spool_2 = dnssd.spool("spool-2").unwrap();
+    let printer = IppPrinter::start(&dnssd, "Desk1", port, "application/pdf", &spool_2)
+        .await
+        .unwrap();
+    job_in(&venued, job, "done").await;
+    assert_eq!(badges_of(&[&spool_1, &spool_2], "Grace Hopper"), 1);
+
+    // venued killed (-9) with jobs queued: after the restart each prints exactly once.
+    printer.stop().await.unwrap();
+    let (_, three) = check_in(&venued, &k1, "c-6", json!({"attendee_id": "a3"})).await;
+    let (_, four) = check_in(&venued, &k1, "c-7", json!({"attendee_id": "a4"})).await;
+    let jobs = [
+        three["badge"]["job_id"].as_i64().unwrap(),
+        four["badge"]["job_id"].as_i64().unwrap(),
+    ];
+    venued.kill9().await.unwrap();
+    let spool_3 = dnssd.spool("spool-3").unwrap();
+    let _printer = IppPrinter::start(&dnssd, "Desk1", port, "application/pdf", &spool_3)
+        .await
+        .unwrap();
+    venued = builder(&data).spawn().await.unwrap();
+    for job in jobs {
+        job_in(&venued, job, "done").await;
+    }
+    let spools = [spool_1.as_path(), spool_2.as_path(), spool_3.as_path()];
+    assert_eq!(badges_of(&spools, "Zoë Ångström"), 1);
+    assert_eq!(badges_of(&spools, "Иван Петров"), 1);
+    // In order: a3's badge before a4's.
+    let order: Vec<String> = spooled(&spool_3)
+        .iter()
+        .map(|p| pdf_text(p).unwrap())
+        .collect();
+    assert!(
+        order[0].contains("Zoë") && order[1].contains("Иван"),
+        "{order:?}"
+    );
+
+    // A printer that refuses the document: the job fails with the printer's reason, in the API
+    // and on the kiosk's MQTT topic.
+    let admin = Admin::new(&venued);
+    let password = admin.device("k2", "kiosk").await.unwrap();
+    let k2 = hw_tests::basic("k2", &password);
+    let raster_port = free_port().unwrap();
+    let spool_4 = dnssd.spool("spool-4").unwrap();
+    let _raster = IppPrinter::start(&dnssd, "Raster", raster_port, "image/pwg-raster", &spool_4)
+        .await
+        .unwrap();
+    add_printer(
+        &admin,
+        "desk-2",
+        "ipp",
+        &format!("ipp://127.0.0.1:{raster_port}/ipp/print"),
+        &["k2"],
+    )
+    .await;
+    let mut kiosk = mqtt::connect(
+        venued.mqtt_addr("tcp").await.unwrap(),
+        Options::device("k2", &password),
+    )
+    .await
+    .unwrap();
+    let result_topic = "venue/default/kiosk/k2/print/result";
+    kiosk
+        .client
+        .subscribe(result_topic, rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // The retained printer status arriving on a later subscription proves the first is in place.
+    let status_topic = "venue/default/printer/desk-2/status";
+    kiosk
+        .client
+        .subscribe(status_topic, rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (status, retained) = kiosk
+        .message_on(status_topic, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(retained && status["state"].is_string(), "{status}");
+    let (_, answer) = check_in(
+        &venued,
+        &k2,
+        "c-8",
+        json!({"attendee_id": "a5", "badge": "print"}),
+    )
+    .await;
+    let job = answer["badge"]["job_id"].as_i64().unwrap();
+    let failed = job_in(&venued, job, "failed").await;
+    let reason = failed["detail"].as_str().unwrap_or_default().to_string();
+    // ippeveprinter answers `client-error-attributes-or-values-not-supported` naming the
+    // document format; other printers say `client-error-document-format-not-supported`.
+    assert!(
+        reason.starts_with("the printer refused the badge: client-error-"),
+        "{failed}"
+    );
+    assert!(reason.contains("document-format"), "{failed}");
+    loop {
+        let (message, _) = kiosk
+            .message_on(result_topic, Duration::from_secs(30))
+            .await
+            .unwrap();
+        if message["job"]["state"] == "failed" {
+            assert_eq!(message["job"]["id"], job);
+            assert_eq!(message["job"]["detail"], reason.as_str());
+            break;
+        }
+    }
+    assert!(spooled(&spool_4).is_empty());
+    // Staff reprint from the kiosk (its own printer), and the kiosk sees only its own jobs.
+    let reprint = reqwest::Client::new()
+        .post(venued.url("/api/v1/print/jobs"))
+        .header("authorization", &k2)
+        .json(&json!({"attendee_id": "a5"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reprint.status(), 201);
+    let listed: Value = reqwest::Client::new()
+        .get(venued.url("/api/v1/print/jobs"))
+        .header("authorization", &k2)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jobs = listed["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{listed}");
+    assert!(
+        jobs.iter().all(|j| j["requested_by"] == "device:k2"),
+        "{listed}"
+    );
+}
+
+/// A Zebra-style printer: the test listens on TCP as a ZPL printer's port 9100 does and checks
+/// what arrives.
+#[tokio::test]
+async fn zpl_badges_carry_the_name_as_text_and_the_ticket_code_as_a_qr_command() {
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = sink.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let venued = builder(&dir.path().join("data")).spawn().await.unwrap();
+    let admin = Admin::new(&venued);
+    admin
+        .import_csv("id,name,ticket_code\nz1,Ada ^XZ Lovelace,TCK-9^9\n".into())
+        .await
+        .unwrap();
+    let k1 = admin.kiosk("k1").await.unwrap();
+    add_printer(
+        &admin,
+        "zebra-1",
+        "zpl",
+        &format!("tcp://127.0.0.1:{port}"),
+        &["k1"],
+    )
+    .await;
+    let (status, answer) = check_in(&venued, &k1, "z-1", json!({"attendee_id": "z1"})).await;
+    assert_eq!(status, 201, "{answer}");
+    // The health check connects too (and sends nothing): keep the connection that sends a label.
+    let label = loop {
+        let (mut conn, _) = tokio::time::timeout(Duration::from_secs(30), sink.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut received = String::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut received))
+            .await
+            .unwrap()
+            .unwrap();
+        if !received.is_empty() {
+            break received;
+        }
+    };
+    job_in(&venued, answer["badge"]["job_id"].as_i64().unwrap(), "done").await;
+    assert!(
+        label.starts_with("^XA") && label.trim_end().ends_with("^XZ"),
+        "{label}"
+    );
+    assert_eq!(label.matches("^XA").count(), 1, "{label}");
+    assert_eq!(
+        label.matches("^XZ").count(),
+        1,
+        "one label, the name cannot end it: {label}"
+    );
+    let fields: Vec<String> = label
+        .split("^FD")
+        .skip(1)
+        .map(|f| unescape(f.split("^FS").next().unwrap_or_default()))
+        .collect();
+    assert!(
+        fields.contains(&"Ada ^XZ Lovelace".to_string()),
+        "{fields:?}"
+    );
+    assert!(fields.contains(&"MA,TCK-9^9".to_string()), "{fields:?}");
+    assert!(label.contains("^BQN,2,"), "{label}");
+}
+
+/// ZPL's `^FH\` escapes (`\XX`, a hex byte) undone.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = field
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
