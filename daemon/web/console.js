@@ -1,8 +1,8 @@
 // Venue IT's console (`/console`): is the box fine? Health at a glance (each subsystem with its
 // reason, the appliance, sync, the replica, devices online or not, beacons with low batteries,
-// alerts), live from `GET /api/v1/admin/overview/stream`; and the few things venue IT does:
-// import attendees, register a kiosk or display (its password once, with a QR code that sets the
-// device up), set a display's content, retry parked sync ops, post an announcement. Everything
+// alerts, badge printers), live from `GET /api/v1/admin/overview/stream`; and the few things venue
+// IT does: import attendees, register a kiosk or display (its password once, with a QR code that
+// sets the device up), add a badge printer, set a display's content, retry parked sync ops, post an announcement. Everything
 // goes through the admin API with the admin token.
 
 import { h, newKey } from "./page.js";
@@ -82,6 +82,13 @@ function consoleView(token) {
         h("td", {}, d.name), stateCell(online, online ? (online === "ready" ? T.online : online === "offline" ? T.offline : online) : T.neverSeen),
         h("td", {}, ago(d.state_at)));
     });
+    const printers = Object.entries(s.print.printers).map(([id, p]) =>
+      h("tr", { "data-printer": id }, h("th", { scope: "row" }, id),
+        stateCell(p.needs_attention ? "offline" : "ok", T[`state_${p.state}`] || p.state),
+        h("td", {}, [...p.reasons, p.message].filter(Boolean).join("; ") || (p.needs_attention ? T.needsAttention : "")),
+        h("td", {}, p.markers.map((m) => `${m.name} ${m.level < 0 ? "?" : `${m.level} %`}`).join(", ")),
+        h("td", {}, ago(p.checked_at))));
+    const jobs = s.print.jobs;
     health.replaceChildren(
       card(T.consoleAppliance, h("dl", {},
         h("dt", {}, T.event), h("dd", {}, s.event_id),
@@ -110,6 +117,11 @@ function consoleView(token) {
         o.beacons.low_battery.length
           ? h("ul", {}, ...o.beacons.low_battery.map((b) => h("li", { class: "state-degraded" }, fill(T.lowBattery, { beacon: b.beacon, mv: b.battery_mv }))))
           : h("p", { class: "help" }, T.noLowBattery)),
+      card(T.consolePrinters,
+        printers.length ? table(T.printersCaption, [T.printer, T.state, T.reason, T.supplies, T.checked], printers)
+          : h("p", { class: "help" }, T.noPrinters),
+        h("p", {}, fill(T.printJobs, { queued: (jobs.queued || 0) + (jobs.sending || 0), printing: jobs.printing || 0,
+          done: jobs.done || 0, failed: jobs.failed || 0 }))),
       card(T.consoleAlerts, o.alerts.length
         ? h("ul", {}, ...o.alerts.map((a) => h("li", {}, h("strong", {}, `${a.severity}: `), `${a.message} (${a.source}, ${ago(a.raised_at)})`)))
         : h("p", { class: "help" }, T.noAlerts),
@@ -153,7 +165,7 @@ function consoleView(token) {
     }
   }
 
-  actions.append(importCard(call), registerCard(call), signageCard(call), announceCard(call));
+  actions.append(importCard(call), registerCard(call), printerCard(call), signageCard(call), announceCard(call));
   follow();
 }
 
@@ -215,6 +227,46 @@ function registerCard(call) {
     h("label", { for: "device-new-name" }, T.name, name),
     h("button", { type: "submit" }, T.registerButton)),
     shown);
+}
+
+/** Label sizes offered for a new printer, in millimetres. */
+const MEDIA = { "4x3": [101.6, 76.2], "4x6": [101.6, 152.4], a6: [105, 148] };
+
+function printerCard(call) {
+  const id = h("input", { id: "printer-id", required: true, autocapitalize: "none", spellcheck: "false" });
+  const kind = h("select", { id: "printer-kind" },
+    ...["ipp", "zpl"].map((k) => h("option", { value: k }, T[`kind_printer_${k}`])));
+  const uri = h("input", { id: "printer-uri", required: true, autocapitalize: "none", spellcheck: "false",
+    placeholder: "ipp://10.0.0.21:631/ipp/print" });
+  kind.addEventListener("change", () => {
+    uri.placeholder = kind.value === "zpl" ? "tcp://10.0.0.22:9100" : "ipp://10.0.0.21:631/ipp/print";
+  });
+  const kiosks = h("input", { id: "printer-kiosks", autocapitalize: "none", spellcheck: "false" });
+  const media = h("select", { id: "printer-media" },
+    ...Object.keys(MEDIA).map((m) => h("option", { value: m }, T[`media_${m}`])));
+  const result = h("p", { role: "status", class: "result" });
+  return card(T.printerTitle, h("p", { class: "help" }, T.printerHelp),
+    h("form", { onsubmit: async (e) => {
+      e.preventDefault();
+      const [width_mm, height_mm] = MEDIA[media.value];
+      const body = {
+        id: id.value.trim(), kind: kind.value, uri: uri.value.trim(), media: { width_mm, height_mm },
+        kiosks: kiosks.value.split(",").map((k) => k.trim()).filter(Boolean),
+      };
+      const r = await call("POST", "/api/v1/admin/printers", JSON.stringify(body), { "content-type": "application/json" });
+      if (r.status === 201) {
+        result.textContent = fill(T.printerAdded, { id: body.id });
+        id.value = uri.value = kiosks.value = "";
+      } else {
+        result.textContent = r.body?.error?.message || T.failed;
+      }
+    } },
+    h("label", { for: "printer-id" }, T.printerId, id),
+    h("label", { for: "printer-kind" }, T.printerKind, kind),
+    h("label", { for: "printer-uri" }, T.printerUri, uri),
+    h("label", { for: "printer-kiosks" }, T.printerKiosks, kiosks),
+    h("label", { for: "printer-media" }, T.printerMedia, media),
+    h("button", { type: "submit" }, T.printerButton)), result);
 }
 
 function signageCard(call) {

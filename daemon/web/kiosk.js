@@ -12,6 +12,7 @@ import { fill, strings } from "./strings.js";
 const T = strings();
 const CREDENTIALS = "venue.kiosk"; // {id, password}: a kiosk is a dedicated device
 const RECENT = 8; // results kept on screen
+const BADGE_EVERY_MS = 1000; // how often a printing badge's state is looked at
 const HEALTH_EVERY_MS = 10_000;
 const main = document.getElementById("main");
 const link = document.getElementById("link");
@@ -93,9 +94,41 @@ async function deskView(credentials) {
       icons[kind] ? h("span", { class: "icon", "aria-hidden": "true" }, icons[kind]) : "",
       h("p", { class: "title" }, title),
       ...lines.filter(Boolean).map((line) => h("p", { class: "line" }, line)),
-      // Where the badge's print state will show once badge printing exists (issue #18).
       h("p", { class: "line print", hidden: true }));
     if (kind !== "ready") sound(kind);
+  }
+
+  /** The badge line of the panel: the job's state as it changes, and a button to print or
+   * reprint. Stops following once the panel shows another person. */
+  async function badge(line, attendeeId, state) {
+    const button = (label) => h("button", { type: "button", class: "secondary", onclick: async () => {
+      // The scanner types into whatever has focus: back to the scan field, not this button.
+      code.focus();
+      line.replaceChildren(T.badgeSending);
+      const r = await fetch("/api/v1/print/jobs", {
+        method: "POST",
+        headers: { authorization: auth(), "content-type": "application/json" },
+        body: JSON.stringify({ attendee_id: attendeeId }),
+      }).catch(() => null);
+      const body = r ? await r.json().catch(() => null) : null;
+      if (r?.status === 201) badge(line, attendeeId, { job_id: body.id, state: body.state });
+      else line.replaceChildren(fill(T.badgeNone, { detail: body?.error?.message || T.unreachable }), " ", button(label));
+    } }, label);
+    line.hidden = false;
+    if (state.state === "available") return line.replaceChildren(button(T.printBadge));
+    if (state.state === "not_printed") return line.replaceChildren(fill(T.badgeNone, { detail: state.detail }));
+    let job = state;
+    for (;;) {
+      if (!line.isConnected) return;
+      if (job.state === "done") return line.replaceChildren(T.badgePrinted, " ", button(T.reprintBadge));
+      if (job.state === "failed" || job.state === "cancelled") {
+        return line.replaceChildren(fill(T.badgeFailed, { detail: job.detail || job.state }), " ", button(T.reprintBadge));
+      }
+      line.replaceChildren(job.detail ? fill(T.badgeWaiting, { detail: job.detail }) : T.badgePrinting);
+      await new Promise((next) => setTimeout(next, BADGE_EVERY_MS));
+      const r = await fetch(`/api/v1/print/jobs/${state.job_id}`, { headers: { authorization: auth() } }).catch(() => null);
+      if (r?.ok) job = await r.json();
+    }
   }
 
   function answered(scan, status, body) {
@@ -118,6 +151,9 @@ async function deskView(credentials) {
     } else {
       kind = "problem";
       show(kind, T.scanRefused, body.error?.message);
+    }
+    if (a && body.badge && (kind === "welcome" || kind === "already")) {
+      badge(result.querySelector(".print"), a.id, body.badge);
     }
     recent.prepend(h("li", { "data-kind": kind },
       h("span", { class: "icon", "aria-hidden": "true" }, { welcome: "✓", already: "!", unknown: "✕", problem: "✕" }[kind]),

@@ -14,6 +14,7 @@ Every check raises AssertionError with what was expected; the exit status says w
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import urllib.request
@@ -120,7 +121,7 @@ def main():
 
         # Registering a kiosk: the password once, and a QR code that sets the tablet up.
         page.get_by_label("Device id", exact=True).fill("desk-2")
-        page.get_by_label("Kind").select_option("kiosk")
+        page.locator("#device-new-kind").select_option("kiosk")
         page.get_by_label("Name", exact=True).fill("Desk 2")
         page.get_by_role("button", name="Register").click()
         password = page.locator(".once .password").text_content()
@@ -151,6 +152,25 @@ def main():
         page.locator("#announcement").fill("Coffee is in the foyer")
         page.get_by_role("button", name="Post to everyone").click()
         expect(page.get_by_text("Posted.")).to_be_visible()
+
+        # A badge printer: a ZPL port this script listens on. Added in the console, it shows ready;
+        # when the port closes (the printer switched off), offline, without a reload.
+        zebra = socket.socket()
+        zebra.bind(("127.0.0.1", 0))
+        zebra.listen(16)
+        page.get_by_label("Printer id").fill("zebra-1")
+        page.locator("#printer-kind").select_option("zpl")
+        page.get_by_label("Address").fill(f"tcp://127.0.0.1:{zebra.getsockname()[1]}")
+        page.get_by_label("Kiosks (ids, comma-separated)").fill("desk-2")
+        page.get_by_role("button", name="Add printer").click()
+        expect(page.get_by_text("Added zebra-1.")).to_be_visible()
+        printers = page.get_by_role("table", name="Each printer: its state, what it says, its supplies, and when it was last asked.")
+        row = printers.locator('tr[data-printer="zebra-1"]')
+        expect(row.locator("td").first).to_have_text("ready", timeout=15_000)
+        zebra.close()
+        expect(row.locator("td").first).to_have_text("offline", timeout=15_000)
+        expect(row.locator("td").first).to_have_class("state-offline")
+        expect(row).to_contain_text("printer unreachable")
 
         phone = browser.new_context(viewport=PHONE).new_page()
         phone.goto(URL + "/console")

@@ -8,13 +8,19 @@ attendees and the kiosk, and passes:
   VENUE_URL              the appliance, e.g. http://127.0.0.1:41234
   VENUE_KIOSK_ID         the kiosk's device id
   VENUE_KIOSK_PASSWORD   its password
+  VENUE_ADMIN_TOKEN      the admin token (to register a badge printer)
   VENUE_SCREENSHOTS      a directory for the screenshots
 
 Every check raises AssertionError with what was expected; the exit status says whether all held.
 """
 
+import json
 import os
+import queue
+import socket
+import threading
 import time
+import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
 
@@ -24,6 +30,7 @@ URL = os.environ["VENUE_URL"]
 KIOSK = os.environ["VENUE_KIOSK_ID"]
 PASSWORD = os.environ["VENUE_KIOSK_PASSWORD"]
 SHOTS = os.environ["VENUE_SCREENSHOTS"]
+ADMIN = os.environ["VENUE_ADMIN_TOKEN"]
 TABLET = {"width": 1024, "height": 768}
 
 
@@ -31,6 +38,45 @@ def scan(page, code):
     """What a keyboard-wedge scanner does: types into whatever has focus, then Enter."""
     page.keyboard.type(code)
     page.keyboard.press("Enter")
+
+
+class Zebra:
+    """A ZPL label printer's port 9100, on loopback: each connection that sends a label puts it
+    on `labels` (health checks connect and send nothing)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.labels = queue.Queue()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed: the printer is off
+            with conn:
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+            if data:
+                self.labels.put(data.decode())
+
+    def off(self):
+        # shutdown first: close alone leaves the port listening while accept() blocks on it.
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def add_printer(uri):
+    body = json.dumps({"id": "zebra-1", "kind": "zpl", "uri": uri, "kiosks": [KIOSK]}).encode()
+    request = urllib.request.Request(URL + "/api/v1/admin/printers", data=body, method="POST", headers={
+        "authorization": f"Bearer {ADMIN}", "content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201, response.status
 
 
 def main():
@@ -117,6 +163,27 @@ def main():
         expect(recent.locator("li").nth(2)).to_contain_text("Checked in: Alan Turing")
         assert checkins("a4") == 1, f"Alan Turing checked in {checkins('a4')} times"
         assert checkins("a5") == 1, f"Katherine Johnson checked in {checkins('a5')} times"
+
+        # A badge printer for this kiosk: a check-in shows the badge printing, then printed; a
+        # reprint prints one more; with the printer off, a badge asked for says why it waits.
+        zebra = Zebra()
+        add_printer(f"tcp://127.0.0.1:{zebra.port}")
+        scan(page, "T6")
+        expect(result).to_contain_text("Welcome, Dorothy Vaughan!")
+        badge = result.locator(".print")
+        expect(badge).to_contain_text("Badge printed.", timeout=15_000)
+        label = zebra.labels.get(timeout=15)
+        assert "Dorothy Vaughan" in label and label.startswith("^XA"), label
+        badge.get_by_role("button", name="Reprint badge").click()
+        expect(badge).to_contain_text("Badge printed.", timeout=15_000)
+        assert "Dorothy Vaughan" in zebra.labels.get(timeout=15), "the reprint did not arrive"
+        page.screenshot(path=os.path.join(SHOTS, "kiosk-badge.png"))
+        zebra.off()
+        scan(page, "T6")
+        expect(result).to_contain_text("Dorothy Vaughan is already checked in")
+        badge.get_by_role("button", name="Print badge").click()
+        expect(badge).to_contain_text("Badge waiting: printer unreachable", timeout=15_000)
+        assert zebra.labels.empty(), "a label arrived at a printer that is off"
 
         assert not dialogs, f"the page opened dialogs: {dialogs}"
         assert not errors, f"errors in the page: {errors}"

@@ -125,9 +125,10 @@ pub async fn set_mode(store: &Store, kiosk: String, mode: PrintMode) -> Result<(
         .await
 }
 
-/// What to do about a badge for a check-in by `kiosk`: the job's summary when one was queued,
-/// a `not_printed` note when one was asked for and cannot be, `null` otherwise. Runs inside
-/// the check-in's transaction.
+/// What to do about a badge for a check-in by `kiosk`: the job's summary when one was queued;
+/// a `not_printed` note when one was asked for and cannot be; `available` with the printer when
+/// none was printed but the kiosk has a printer (staff may offer one); `null` otherwise. Runs
+/// inside the check-in's transaction.
 pub(crate) fn for_checkin(
     conn: &Connection,
     kiosk: &str,
@@ -138,39 +139,42 @@ pub(crate) fn for_checkin(
     now_ms: u64,
 ) -> Result<Value, DomainError> {
     let mode = mode_of(conn, kiosk)?;
+    if mode == PrintMode::Never {
+        return Ok(match choice {
+            Some(BadgeChoice::Print) => not_printed(format!(
+                "kiosk `{kiosk}` is set to never print; change its print setting in the console"
+            )),
+            _ => Value::Null,
+        });
+    }
     let wanted = match (choice, mode) {
         (Some(BadgeChoice::Skip), _) => false,
-        (Some(BadgeChoice::Print), PrintMode::Never) => {
-            return Ok(not_printed(format!(
-                "kiosk `{kiosk}` is set to never print; change its print setting in the console"
-            )));
-        }
         (Some(BadgeChoice::Print), _) => true,
         // A second check-in of the same person never prints by itself.
         (None, PrintMode::Always) => first,
         (None, _) => false,
     };
-    if !wanted {
-        return Ok(Value::Null);
+    let printer = super::printers::for_kiosk(conn, kiosk)?;
+    match (wanted, printer) {
+        (true, Some(printer)) => {
+            let job = enqueue(
+                conn,
+                &printer,
+                attendee_id,
+                Some(checkin_id),
+                &format!("device:{kiosk}"),
+                "checkin",
+                now_ms,
+            )?;
+            Ok(job.summary())
+        }
+        (true, None) if choice.is_some() => Ok(not_printed(format!(
+            "no printer prints for kiosk `{kiosk}`; add the kiosk to a printer in the console"
+        ))),
+        // Nothing printed, but the kiosk has a printer: staff may offer the badge.
+        (_, Some(printer)) => Ok(json!({ "state": "available", "printer_id": printer })),
+        (_, None) => Ok(Value::Null),
     }
-    let Some(printer) = super::printers::for_kiosk(conn, kiosk)? else {
-        return Ok(match choice {
-            Some(_) => not_printed(format!(
-                "no printer prints for kiosk `{kiosk}`; add the kiosk to a printer in the console"
-            )),
-            None => Value::Null,
-        });
-    };
-    let job = enqueue(
-        conn,
-        &printer,
-        attendee_id,
-        Some(checkin_id),
-        &format!("device:{kiosk}"),
-        "checkin",
-        now_ms,
-    )?;
-    Ok(job.summary())
 }
 
 fn not_printed(reason: String) -> Value {

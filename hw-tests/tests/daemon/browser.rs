@@ -181,7 +181,8 @@ pub(crate) async fn drive(
 /// checks people in by a scanner's keystrokes (a ticket code, or the badge QR code's link) and by
 /// name search, answers a doubled scan "already checked in" and an unknown code "unknown
 /// ticket", and keeps scans made while venued is stopped (a reload in between included) until
-/// it is back, when each is stored exactly once.
+/// it is back, when each is stored exactly once; with a badge printer it shows the badge
+/// printing, then printed, reprints on request, and says why a badge waits.
 #[tokio::test]
 #[ignore = "run alone by scripts/test (a browser loads the machine)"]
 async fn the_kiosk_checks_people_in_by_scan_and_search_and_keeps_scans_while_offline() {
@@ -196,7 +197,8 @@ async fn the_kiosk_checks_people_in_by_scan_and_search_and_keeps_scans_while_off
              a2,Ada Byron,,T2\n\
              a3,Grace Hopper,Navy,T3\n\
              a4,Alan Turing,Bletchley,T4\n\
-             a5,Katherine Johnson,NASA,T5\n"
+             a5,Katherine Johnson,NASA,T5\n\
+             a6,Dorothy Vaughan,NASA,T6\n"
                 .into(),
         )
         .await
@@ -207,6 +209,7 @@ async fn the_kiosk_checks_people_in_by_scan_and_search_and_keeps_scans_while_off
         &[
             ("VENUE_KIOSK_ID", "desk-1".to_string()),
             ("VENUE_KIOSK_PASSWORD", password),
+            ("VENUE_ADMIN_TOKEN", venued.admin_token()),
         ],
         &appliance,
         Some(venued),
@@ -256,7 +259,8 @@ async fn a_signage_display_follows_occupancy_content_and_announcements_with_a_fl
 /// going degraded when the recording ends, and a kiosk going offline when its MQTT link
 /// vanishes, both without a reload; a CSV with bad lines gets each line's error; registering a
 /// kiosk shows its password once and a QR code that decodes to the kiosk page's address with
-/// the id and password, which sets a tablet up in one scan.
+/// the id and password, which sets a tablet up in one scan; a badge printer added in the
+/// console shows ready, then offline when it goes away.
 #[tokio::test]
 #[ignore = "run alone by scripts/test (a browser loads the machine)"]
 async fn the_console_shows_health_live_and_does_venue_its_tasks() {
@@ -289,6 +293,10 @@ async fn the_console_shows_health_live_and_does_venue_its_tasks() {
     let mut appliance = Appliance::new(dir.path().join("data"));
     appliance.args.push("--config".into());
     appliance.args.push(config.to_str().unwrap().into());
+    // A printer that goes away shows as offline within a second or two.
+    appliance
+        .env
+        .push(("VENUED_PRINT_PROBE_INTERVAL_SECS", "1".into()));
     let venued = appliance.start().await;
     let password = Admin::new(&venued).device("desk-1", "kiosk").await.unwrap();
     let mqtt = venued.mqtt_addr("tcp").await.unwrap();
