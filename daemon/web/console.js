@@ -245,7 +245,24 @@ function printerCard(call) {
   const media = h("select", { id: "printer-media" },
     ...Object.keys(MEDIA).map((m) => h("option", { value: m }, T[`media_${m}`])));
   const result = h("p", { role: "status", class: "result" });
-  return card(T.printerTitle, h("p", { class: "help" }, T.printerHelp),
+  const found = h("ul", { class: "found", "aria-label": T.printersFound });
+  const find = h("button", { type: "button", class: "secondary", onclick: async () => {
+    find.disabled = true;
+    found.replaceChildren(h("li", { class: "help" }, T.printersSearching));
+    const r = await call("GET", "/api/v1/admin/printers/discover?secs=4");
+    find.disabled = false;
+    const printers = r.status === 200 ? r.body.printers : null;
+    if (!printers) return found.replaceChildren(h("li", { class: "error" }, r.body?.error?.message || T.failed));
+    if (!printers.length) return found.replaceChildren(h("li", { class: "help" }, T.printersNone));
+    found.replaceChildren(...printers.map((p) => h("li", {},
+      h("button", { type: "button", class: "quiet", onclick: () => {
+        kind.value = "ipp";
+        uri.value = p.uri;
+        found.replaceChildren();
+        id.focus();
+      } }, fill(T.printerUse, { name: p.name.split("._")[0], model: p.model || "", uri: p.uri })))));
+  } }, T.printersFind);
+  return card(T.printerTitle, h("p", { class: "help" }, T.printerHelp), find, found,
     h("form", { onsubmit: async (e) => {
       e.preventDefault();
       const [width_mm, height_mm] = MEDIA[media.value];

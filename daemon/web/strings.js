@@ -296,6 +296,11 @@ const en = {
   media_4x6: "4 × 6 in (102 × 152 mm)",
   media_a6: "A6 (105 × 148 mm)",
   printerButton: "Add printer",
+  printersFind: "Find printers on the network",
+  printersFound: "Printers found on the network",
+  printersSearching: "Looking for IPP printers…",
+  printersNone: "No IPP printer answered. Type its address below.",
+  printerUse: "Use {name} {model} ({uri})",
   printerAdded: "Added {id}. Its state shows under Badge printers.",
 };
 

@@ -66,8 +66,10 @@ def main():
         page = browser.new_context(viewport=DESKTOP).new_page()
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        # 401: the wrong token; 422: the bad CSV; 409: finding printers with mDNS off.
         page.on("console", lambda m: m.type == "error" and "status of 401" not in m.text
-                and "status of 422" not in m.text and errors.append(m.text))
+                and "status of 422" not in m.text and "status of 409" not in m.text
+                and errors.append(m.text))
 
         # The admin token, and nothing without it.
         page.goto(URL + "/console")
@@ -158,6 +160,9 @@ def main():
         zebra = socket.socket()
         zebra.bind(("127.0.0.1", 0))
         zebra.listen(16)
+        # Tests run venued with mDNS off: finding printers says so rather than multicasting.
+        page.get_by_role("button", name="Find printers on the network").click()
+        expect(page.get_by_role("list", name="Printers found on the network")).to_contain_text("mDNS is off")
         page.get_by_label("Printer id").fill("zebra-1")
         page.locator("#printer-kind").select_option("zpl")
         page.get_by_label("Address").fill(f"tcp://127.0.0.1:{zebra.getsockname()[1]}")

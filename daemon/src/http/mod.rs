@@ -110,6 +110,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/admin/printers",
             get(print::list).post(print::create),
         )
+        .route("/api/v1/admin/printers/discover", get(print::discover))
         .route(
             "/api/v1/admin/printers/{id}",
             get(print::get_one).put(print::put).delete(print::remove),

@@ -72,6 +72,42 @@ pub(super) async fn put(
     Ok(Json(printer))
 }
 
+/// Query of `GET /api/v1/admin/printers/discover`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DiscoverQuery {
+    #[serde(default)]
+    secs: Option<u64>,
+}
+
+/// `GET /api/v1/admin/printers/discover?secs=3`: IPP printers answering DNS-SD on the LAN.
+pub(super) async fn discover(
+    State(state): State<AppState>,
+    _: Admin,
+    query: Result<Query<DiscoverQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid(format!("{e}; use ?secs=1..10")))?;
+    if !state.config.mdns.enabled {
+        // Browsing multicasts on the LAN: not when venue IT turned mDNS off.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "mdns_off",
+            "mDNS is off (`[mdns] enabled = false`); type the printer's address instead",
+        ));
+    }
+    let wait = std::time::Duration::from_secs(query.secs.unwrap_or(3).clamp(1, 10));
+    let found = crate::print::discover::ipp_printers(&state.config.mdns, wait)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mdns_unavailable",
+                e.to_string(),
+            )
+        })?;
+    Ok(Json(json!({ "printers": found })))
+}
+
 /// `GET /api/v1/admin/printers/{id}`.
 pub(super) async fn get_one(
     State(state): State<AppState>,

@@ -5,6 +5,7 @@
 //! transaction as the check-in that asks for a badge, and not ops: like signage, they are local
 //! presentation (docs/architecture.md).
 
+pub mod discover;
 pub mod fonts;
 pub mod ipp;
 pub mod pdf;

@@ -33,7 +33,10 @@ fn ip(args: &[&str]) {
 impl Lan {
     /// `10.77.0.1` (the appliance) and `10.77.0.2` (the phone).
     fn new() -> Lan {
-        let tag = std::process::id() % 100_000;
+        // Unique per test in this process too: the tests of this module run side by side.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+        let tag = std::process::id() % 10_000 * 10 + n;
         let lan = Lan {
             appliance: format!("ve-box-{tag}"),
             phone: format!("ve-phone-{tag}"),
@@ -133,4 +136,51 @@ fn venued_node(dir: &tempfile::TempDir) -> String {
             r.get(0)
         })
         .unwrap()
+}
+
+/// The console's "find printers": an IPP printer announcing itself by DNS-SD on the venue LAN
+/// (python-zeroconf in the other namespace, as a printer's own responder would) is found by
+/// `GET /api/v1/admin/printers/discover` with the address to register.
+#[tokio::test]
+async fn the_console_finds_ipp_printers_on_the_lan() {
+    let lan = Lan::new();
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .in_netns(&lan.appliance)
+        .env("VENUED_MDNS_ENABLED", "true")
+        .env("VENUED_HTTP_LISTEN", "0.0.0.0:8080")
+        .spawn()
+        .await
+        .unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/ipp_announce.py");
+    let python = hw_tests::s3::tool("python3");
+    let announce = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &lan.phone])
+        .arg(&python)
+        .arg(&script)
+        .args(["10.77.0.2", "http://10.77.0.1:8080", &venued.admin_token()])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), announce)
+        .await
+        .expect("the search ends within a minute")
+        .expect("python3 from target/test-venv runs (scripts/test installs zeroconf there)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "no answer: {text}{}\nvenued log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        venued.log()
+    );
+    let found: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        found["printers"],
+        serde_json::json!([{
+            "name": "Desk Label Printer._ipp._tcp.local.",
+            "model": "Example LabelWriter 4XL",
+            "uri": "ipp://10.77.0.2:631/ipp/print",
+            "formats": "application/pdf,image/pwg-raster",
+        }]),
+        "{found}"
+    );
 }

@@ -125,7 +125,10 @@ async fn ipp_badges_print_once_each_through_printer_outages_crashes_and_refusals
     // A second check-in of the same person does not print again; asked for, it does.
     let (status, again) = check_in(&venued, &k1, "c-2", json!({"attendee_id": "a1"})).await;
     assert_eq!(status, 200, "{again}");
-    assert_eq!(again["badge"], json!({"state": "available", "printer_id": "desk-1"}));
+    assert_eq!(
+        again["badge"],
+        json!({"state": "available", "printer_id": "desk-1"})
+    );
     let (_, asked) = check_in(
         &venued,
         &k1,
@@ -402,4 +405,126 @@ fn unescape(field: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The benchmark of BENCHMARKS.md ("Badge printing"): 20 kiosks, each with its own
+/// `ippeveprinter`, each checking one person in per second; the time from sending the check-in
+/// to the printer accepting the badge's job (its `printing` state on the kiosk's
+/// `print/result`), p50 and p99. `VENUE_BENCH_SECS` sets the length (default 60).
+#[tokio::test]
+#[ignore = "a benchmark: run alone, by hand (BENCHMARKS.md gives the command)"]
+async fn bench_checkin_to_badge_accepted_by_the_printer() {
+    const KIOSKS: usize = 20;
+    let secs: usize = std::env::var("VENUE_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let dnssd = Dnssd::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .env("VENUED_PRINT_TRACK_INTERVAL_MS", "200")
+        .spawn()
+        .await
+        .unwrap();
+    let admin = Admin::new(&venued);
+    let mut csv = String::from("id,name,company,ticket_code\n");
+    for n in 0..KIOSKS * secs {
+        csv.push_str(&format!("b{n},Attendee Number {n},Company {n},TB{n}\n"));
+    }
+    admin.import_csv(csv).await.unwrap();
+    let mut printers = Vec::new();
+    let mut kiosks = Vec::new();
+    for k in 0..KIOSKS {
+        let id = format!("k{k}");
+        let spool = dnssd.spool(&format!("spool-{k}")).unwrap();
+        let printer = IppPrinter::start(
+            &dnssd,
+            &format!("Desk{k}"),
+            free_port().unwrap(),
+            "application/pdf",
+            &spool,
+        )
+        .await
+        .unwrap();
+        let password = admin.device(&id, "kiosk").await.unwrap();
+        add_printer(&admin, &format!("p{k}"), "ipp", &printer.uri(), &[&id]).await;
+        let mut mqtt = mqtt::connect(
+            venued.mqtt_addr("tcp").await.unwrap(),
+            Options::device(&id, &password),
+        )
+        .await
+        .unwrap();
+        let topic = format!("venue/default/kiosk/{id}/print/result");
+        mqtt.client
+            .subscribe(&topic, rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let status = format!("venue/default/printer/p{k}/status");
+        mqtt.client
+            .subscribe(&status, rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        mqtt.message_on(&status, Duration::from_secs(30))
+            .await
+            .unwrap();
+        printers.push(printer);
+        kiosks.push((
+            id,
+            hw_tests::basic(&format!("k{k}"), &password),
+            mqtt,
+            topic,
+        ));
+    }
+    let started = std::time::Instant::now();
+    let mut runs = Vec::new();
+    for (k, (id, auth, mut mqtt, topic)) in kiosks.into_iter().enumerate() {
+        let url = venued.url("/api/v1/checkins");
+        runs.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            for s in 0..secs {
+                tick.tick().await;
+                let sent = std::time::Instant::now();
+                let response: Value = client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("idempotency-key", format!("{id}-{s}"))
+                    .json(&json!({"attendee_id": format!("b{}", s * KIOSKS + k)}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let job = response["badge"]["job_id"].as_i64().unwrap();
+                loop {
+                    let (message, _) = mqtt
+                        .message_on(&topic, Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    if message["job"]["id"] == job && message["job"]["state"] == "printing" {
+                        latencies.push(sent.elapsed());
+                        break;
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for run in runs {
+        all.extend(run.await.unwrap());
+    }
+    all.sort();
+    let at = |q: f64| all[((all.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    println!(
+        "check-in to badge accepted by the printer, {KIOSKS} kiosks x 1/s for {secs} s ({} badges, {:.0} s): p50 {:?}, p99 {:?}, max {:?}",
+        all.len(),
+        started.elapsed().as_secs_f64(),
+        at(0.50),
+        at(0.99),
+        all[all.len() - 1]
+    );
+    assert_eq!(all.len(), KIOSKS * secs);
 }
