@@ -106,19 +106,21 @@ pub(super) fn validate(print: &PrintConfig, problems: &mut Vec<ConfigProblem>) -
         return Template::default_badge();
     }
     match std::fs::read_to_string(&print.template) {
-        Ok(text) => match Template::from_json(&text) {
-            Ok(template) => template,
-            Err(e) => {
-                for problem in e.0 {
-                    invalid(
-                        problems,
-                        "print.template",
-                        format!("{}: {problem}", print.template),
-                    );
+        Ok(text) => {
+            match Template::from_json(&text).and_then(|mut t| t.load_images().map(|()| t)) {
+                Ok(template) => template,
+                Err(e) => {
+                    for problem in e.0 {
+                        invalid(
+                            problems,
+                            "print.template",
+                            format!("{}: {problem}", print.template),
+                        );
+                    }
+                    Template::default_badge()
                 }
-                Template::default_badge()
             }
-        },
+        }
         Err(e) => {
             invalid(
                 problems,

@@ -8,6 +8,7 @@
 pub mod discover;
 pub mod fonts;
 pub mod ipp;
+pub mod logo;
 pub mod pdf;
 pub mod template;
 pub mod zpl;
@@ -21,8 +22,8 @@ pub enum RenderError {
     /// The ticket code does not fit a QR code.
     #[error("the ticket code cannot be a QR code: {0}")]
     Qr(String),
-    /// The PDF writer failed.
-    #[error("cannot write the badge's PDF: {0}")]
+    /// The PDF writer failed, or the logo could not be drawn.
+    #[error("cannot draw the badge: {0}")]
     Pdf(String),
 }
 

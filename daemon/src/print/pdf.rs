@@ -64,6 +64,24 @@ pub fn render(
                         direction(words).1,
                     );
                 }
+                Field::Image { area, png, .. } => {
+                    let Some(png) = png else { continue };
+                    let image =
+                        krilla::image::Image::from_png(krilla::Data::from(png.clone()), true)
+                            .map_err(RenderError::Pdf)?;
+                    let (pw, ph) = image.size();
+                    let (bx, by) = (area.x / 100.0 * width, area.y / 100.0 * height);
+                    let (bw, bh) = (area.w / 100.0 * width, area.h / 100.0 * height);
+                    let (w, h) = super::logo::fit((pw as f32, ph as f32), bw, bh);
+                    if let Some(size) = krilla::geom::Size::from_wh(w, h) {
+                        surface.push_transform(&krilla::geom::Transform::from_translate(
+                            bx + (bw - w) / 2.0,
+                            by + (bh - h) / 2.0,
+                        ));
+                        surface.draw_image(image, size);
+                        surface.pop();
+                    }
+                }
                 Field::Qr { x, y, size } => {
                     let Some(code) = badge.ticket_code.as_deref().filter(|c| !c.is_empty()) else {
                         continue;

@@ -1,6 +1,8 @@
 //! Badge templates as data: fields placed on the label in percent of its size, so one template
 //! fits every label a printer holds, and a check that names every problem at once.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// The most fields a template may have; a badge is a handful of lines and a code.
@@ -38,6 +40,18 @@ pub enum Field {
         /// Where the text sits in its box.
         #[serde(default)]
         align: Align,
+    },
+    /// A picture (the event's logo): a PNG file, scaled to fit its box with its proportions kept,
+    /// centred. Printed in grey levels on IPP printers, in black and white on ZPL ones.
+    Image {
+        /// The PNG file, read when the configuration is loaded.
+        path: String,
+        /// The box, as for text.
+        #[serde(flatten)]
+        area: Area,
+        /// The file's bytes, once loaded ([`Template::load_images`]).
+        #[serde(skip)]
+        png: Option<Arc<Vec<u8>>>,
     },
     /// A QR code of the attendee's ticket code: the kiosk and the attendee sign-in scan it.
     Qr {
@@ -251,6 +265,10 @@ impl Template {
                         (_, None) => {}
                     }
                 }
+                Field::Image { area, .. } => {
+                    check_span(&mut problems, &at, "x", "w", area.x, area.w);
+                    check_span(&mut problems, &at, "y", "h", area.y, area.h);
+                }
                 Field::Qr { x, y, size } => {
                     check_span(&mut problems, &at, "x", "size", *x, 0.0);
                     check_span(&mut problems, &at, "y", "size", *y, 0.0);
@@ -269,6 +287,41 @@ impl Template {
         }
     }
 }
+
+impl Template {
+    /// Reads every image field's file and checks it is a PNG of at most [`MAX_IMAGE_BYTES`]
+    /// and 4096 × 4096 pixels.
+    pub fn load_images(&mut self) -> Result<(), TemplateError> {
+        let mut problems = Vec::new();
+        for (n, field) in self.fields.iter_mut().enumerate() {
+            let Field::Image { path, png, .. } = field else {
+                continue;
+            };
+            match std::fs::read(&*path) {
+                Ok(bytes) if bytes.len() > MAX_IMAGE_BYTES => problems.push(format!(
+                    "field {}: `{path}` is larger than {MAX_IMAGE_BYTES} bytes; a logo needs far less",
+                    n + 1
+                )),
+                Ok(bytes) => match super::logo::decode(&bytes) {
+                    Ok(_) => *png = Some(Arc::new(bytes)),
+                    Err(e) => problems.push(format!("field {}: `{path}`: {e}", n + 1)),
+                },
+                Err(e) => problems.push(format!(
+                    "field {}: cannot read `{path}`: {e}; give a PNG file's path",
+                    n + 1
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(TemplateError(problems))
+        }
+    }
+}
+
+/// The largest logo file accepted.
+pub const MAX_IMAGE_BYTES: usize = 4 << 20;
 
 /// A start and a length in percent: both finite, the start 0-100, the length up to what is
 /// left of the label.

@@ -66,6 +66,20 @@ pub fn render(
                     escape(words)
                 );
             }
+            Field::Image { area, png, .. } => {
+                let Some(png) = png else { continue };
+                let pixels = super::logo::decode(png).map_err(RenderError::Pdf)?;
+                let (bw, bh) = (pct(area.w, width) as f32, pct(area.h, height) as f32);
+                let (w, h) = super::logo::fit((pixels.width as f32, pixels.height as f32), bw, bh);
+                let (w, h) = ((w as u32).max(1), (h as u32).max(1));
+                let left = pct(area.x, width) + (bw as u32).saturating_sub(w) / 2;
+                let top = pct(area.y, height) + (bh as u32).saturating_sub(h) / 2;
+                let _ = writeln!(
+                    out,
+                    "^FO{left},{top}{}^FS",
+                    super::logo::zpl_graphic(&pixels, w, h)
+                );
+            }
             Field::Qr { x, y, size } => {
                 let Some(code) = badge.ticket_code.as_deref().filter(|c| !c.is_empty()) else {
                     continue;
