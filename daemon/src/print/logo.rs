@@ -94,7 +94,6 @@ pub fn zpl_graphic(pixels: &Pixels, width: u32, height: u32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::print::fonts::Fonts;
     use crate::print::template::{Area, Badge, Field, Media, Template};
 
