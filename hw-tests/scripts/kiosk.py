@@ -177,7 +177,7 @@ def main():
         badge.get_by_role("button", name="Reprint badge").click()
         expect(badge).to_contain_text("Badge printed.", timeout=15_000)
         assert "Dorothy Vaughan" in zebra.labels.get(timeout=15), "the reprint did not arrive"
-        page.screenshot(path=os.path.join(SHOTS, "kiosk-badge.png"))
+        page.screenshot(path=os.path.join(SHOTS, "kiosk-badge-tablet.png"))
         zebra.off()
         scan(page, "T6")
         expect(result).to_contain_text("Dorothy Vaughan is already checked in")

@@ -329,10 +329,14 @@ async fn zpl_badges_carry_the_name_as_text_and_the_ticket_code_as_a_qr_command()
     let venued = builder(&dir.path().join("data")).spawn().await.unwrap();
     let admin = Admin::new(&venued);
     admin
-        .import_csv("id,name,ticket_code\nz1,Ada ^XZ Lovelace,TCK-9^9\n".into())
+        .import_csv(
+            "id,name,ticket_code\nz1,Ada ^XZ Lovelace,TCK-9^9\nz2,Grace Hopper,TCK-2\nz3,Alan Turing,TCK-3\n"
+                .into(),
+        )
         .await
         .unwrap();
-    let k1 = admin.kiosk("k1").await.unwrap();
+    let password = admin.device("k1", "kiosk").await.unwrap();
+    let k1 = hw_tests::basic("k1", &password);
     add_printer(
         &admin,
         "zebra-1",
@@ -380,6 +384,75 @@ async fn zpl_badges_carry_the_name_as_text_and_the_ticket_code_as_a_qr_command()
     );
     assert!(fields.contains(&"MA,TCK-9^9".to_string()), "{fields:?}");
     assert!(label.contains("^BQN,2,"), "{label}");
+
+    // Over MQTT the check-in takes the same `badge` field: skipped, then printed.
+    let mut kiosk = mqtt::connect(
+        venued.mqtt_addr("tcp").await.unwrap(),
+        Options::device("k1", &password),
+    )
+    .await
+    .unwrap();
+    let result = "venue/default/kiosk/k1/checkin/result";
+    kiosk
+        .client
+        .subscribe(result, rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // The retained printer status arriving on a later subscription proves the first is in place.
+    let status = "venue/default/printer/zebra-1/status";
+    kiosk
+        .client
+        .subscribe(status, rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    kiosk
+        .message_on(status, Duration::from_secs(30))
+        .await
+        .unwrap();
+    for (attendee, choice) in [("z2", json!("skip")), ("z3", Value::Null)] {
+        let mut request =
+            json!({"v": 1, "id": format!("mqtt-{attendee}"), "attendee_id": attendee});
+        if !choice.is_null() {
+            request["badge"] = choice.clone();
+        }
+        kiosk
+            .client
+            .publish(
+                "venue/default/kiosk/k1/checkin",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                request.to_string(),
+            )
+            .await
+            .unwrap();
+        let (answer, _) = kiosk
+            .message_on(result, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(answer["status"], 201, "{answer}");
+        let badge = &answer["checkin"]["badge"];
+        if choice.is_null() {
+            let job = badge["job_id"].as_i64().unwrap();
+            job_in(&venued, job, "done").await;
+        } else {
+            assert_eq!(badge["state"], "available", "{answer}");
+        }
+    }
+    let label = loop {
+        let (mut conn, _) = tokio::time::timeout(Duration::from_secs(30), sink.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut received = String::new();
+        conn.read_to_string(&mut received).await.unwrap();
+        if !received.is_empty() {
+            break received;
+        }
+    };
+    assert!(
+        label.contains("Alan Turing") && !label.contains("Grace"),
+        "{label}"
+    );
 }
 
 /// Rasterises `pdf` at 100 dpi (`pdftoppm`) and compares it with docs/badges/default.png: the
