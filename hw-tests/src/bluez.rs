@@ -7,19 +7,18 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::system_bus::PrivateBus;
 
 /// The Debian interpreter that has python3-dbus and python3-dbusmock.
 const PYTHON: &str = "/usr/bin/python3";
 
 /// A running private bus with a mock `org.bluez`. Both processes stop when this is dropped.
 pub struct VirtualBluez {
-    _dir: tempfile::TempDir,
-    _bus: Child,
+    _bus: PrivateBus,
     mock: Option<Child>,
     /// The bus address, for `DBUS_SYSTEM_BUS_ADDRESS`.
     pub address: String,
@@ -28,41 +27,12 @@ pub struct VirtualBluez {
 impl VirtualBluez {
     /// Starts the bus and the mock.
     pub async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let socket = dir.path().join("system_bus_socket");
-        let config = dir.path().join("bus.conf");
-        // The policy dbusmock's own PrivateDBus writes: everything allowed on a private bus.
-        std::fs::write(
-            &config,
-            format!(
-                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
-                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
-                 <busconfig><type>system</type><listen>unix:path={}</listen>\
-                 <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
-                 <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n",
-                socket.display()
-            ),
-        )?;
-        let mut bus = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .args(["--nofork", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start dbus-daemon (Debian package dbus-daemon)")?;
-        let stdout = bus.stdout.take().context("dbus-daemon stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        // The daemon prints its address once it listens: that line is the readiness event.
-        let address = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .context("dbus-daemon printed no address within 20 s")??
-            .context("dbus-daemon exited before listening")?;
+        let bus = PrivateBus::start().await?;
+        let address = bus.address.clone();
         let mut this = Self {
-            _dir: dir,
             _bus: bus,
             mock: None,
-            address: address.trim().to_string(),
+            address,
         };
         this.start_bluetoothd()?;
         Ok(this)

@@ -14,6 +14,7 @@ pub mod mqtt;
 pub mod printer;
 pub mod relay;
 pub mod s3;
+pub mod system_bus;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

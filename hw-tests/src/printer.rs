@@ -15,10 +15,11 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::system_bus::PrivateBus;
+
 /// A private system bus with an avahi-daemon on loopback.
 pub struct Dnssd {
-    dir: tempfile::TempDir,
-    _bus: Child,
+    bus: PrivateBus,
     _avahi: Child,
     /// The bus address, for `DBUS_SYSTEM_BUS_ADDRESS`.
     pub address: String,
@@ -27,39 +28,9 @@ pub struct Dnssd {
 impl Dnssd {
     /// Starts the bus and avahi, and waits until avahi has registered on the bus.
     pub async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let socket = dir.path().join("system_bus_socket");
-        let bus_conf = dir.path().join("bus.conf");
-        std::fs::write(
-            &bus_conf,
-            format!(
-                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
-                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
-                 <busconfig><type>system</type><listen>unix:path={}</listen>\
-                 <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
-                 <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n",
-                socket.display()
-            ),
-        )?;
-        let mut bus = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", bus_conf.display()))
-            .args(["--nofork", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start dbus-daemon (Debian package dbus-daemon)")?;
-        let stdout = bus.stdout.take().context("dbus-daemon stdout")?;
-        let address = tokio::time::timeout(
-            Duration::from_secs(20),
-            BufReader::new(stdout).lines().next_line(),
-        )
-        .await
-        .context("dbus-daemon printed no address within 20 s")??
-        .context("dbus-daemon exited before listening")?
-        .trim()
-        .to_string();
-        let avahi_conf = dir.path().join("avahi.conf");
+        let bus = PrivateBus::start().await?;
+        let address = bus.address.clone();
+        let avahi_conf = bus.dir().join("avahi.conf");
         // Loopback only: mDNS never leaves this machine's `lo`.
         std::fs::write(
             &avahi_conf,
@@ -95,8 +66,7 @@ impl Dnssd {
         // Keep reading its log so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
-            dir,
-            _bus: bus,
+            bus,
             _avahi: avahi,
             address,
         })
@@ -104,7 +74,7 @@ impl Dnssd {
 
     /// A new spool directory under this fixture.
     pub fn spool(&self, name: &str) -> anyhow::Result<PathBuf> {
-        let path = self.dir.path().join(name);
+        let path = self.bus.dir().join(name);
         std::fs::create_dir_all(&path)?;
         Ok(path)
     }

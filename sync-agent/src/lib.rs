@@ -30,9 +30,10 @@ pub use hlc::{ClockAhead, Hlc, HlcClock, MAX_CLOCK_AHEAD_MS};
 pub use wire::{OP_SCHEMA_VERSION, Op};
 
 /// An error and all its sources, `: `-separated: SDK and HTTP errors put the useful part (refused,
-/// timed out, no such bucket) in a source, not in their own message.
+/// timed out, no such bucket) in a source, not in their own message. The daemon's printer client
+/// uses it too.
 #[cfg(any(feature = "agent", feature = "replica"))]
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -254,7 +254,7 @@ impl Client {
             .body(body)
             .send()
             .await
-            .map_err(|e| IppError::Unreachable(error_chain(&e)))?;
+            .map_err(|e| IppError::Unreachable(sync_agent::error_chain(&e)))?;
         if !response.status().is_success() {
             return Err(IppError::Refused {
                 status: format!("HTTP {}", response.status()),
@@ -267,7 +267,7 @@ impl Client {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| IppError::Unreachable(error_chain(&e)))?
+            .map_err(|e| IppError::Unreachable(sync_agent::error_chain(&e)))?
         {
             if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
                 return Err(IppError::Garbled(format!(
@@ -423,19 +423,6 @@ fn keywords_or_names(attr: Option<&IppAttribute>) -> Vec<String> {
         Some(v) => one(v).into_iter().collect(),
         None => Vec::new(),
     }
-}
-
-/// An error with its causes, so "connection refused" is not hidden behind "error sending
-/// request".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -112,23 +112,31 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_logo_prints_as_a_zpl_graphic_and_in_the_pdf() {
+    /// A template of one image field, top left, half the label, its file holding `bytes`.
+    fn logo_template(bytes: &[u8]) -> (tempfile::TempDir, Template) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("logo.png");
-        std::fs::write(&path, half_black_png()).unwrap_or_else(|e| panic!("{e}"));
-        let mut template = Template {
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+        let area = Area {
+            x: 0.0,
+            y: 0.0,
+            w: 50.0,
+            h: 50.0,
+        };
+        let path = path.display().to_string();
+        let template = Template {
             fields: vec![Field::Image {
-                path: path.display().to_string(),
-                area: Area {
-                    x: 0.0,
-                    y: 0.0,
-                    w: 50.0,
-                    h: 50.0,
-                },
+                path,
+                area,
                 png: None,
             }],
         };
+        (dir, template)
+    }
+
+    #[test]
+    fn a_logo_prints_as_a_zpl_graphic_and_in_the_pdf() {
+        let (_dir, mut template) = logo_template(&half_black_png());
         assert_eq!(template.load_images(), Ok(()));
         let badge = Badge {
             name: "Ada".into(),
@@ -159,21 +167,7 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_png_is_named() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("logo.png");
-        std::fs::write(&path, b"GIF89a").unwrap_or_else(|e| panic!("{e}"));
-        let mut template = Template {
-            fields: vec![Field::Image {
-                path: path.display().to_string(),
-                area: Area {
-                    x: 0.0,
-                    y: 0.0,
-                    w: 50.0,
-                    h: 50.0,
-                },
-                png: None,
-            }],
-        };
+        let (_dir, mut template) = logo_template(b"GIF89a");
         let problems = template
             .load_images()
             .err()

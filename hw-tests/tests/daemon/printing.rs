@@ -61,6 +61,37 @@ async fn add_printer(admin: &Admin, id: &str, kind: &str, uri: &str, kiosks: &[&
     assert_eq!(status, 201, "{body}");
 }
 
+/// Kiosk `id` on MQTT, subscribed to `topic` and known to be: the retained status of
+/// `printer`, subscribed to after it, has arrived. The client, and that status and its retain
+/// flag.
+async fn kiosk_listening(
+    venued: &Venued,
+    id: &str,
+    password: &str,
+    topic: &str,
+    printer: &str,
+) -> (mqtt::Client, Value, bool) {
+    let mut kiosk = mqtt::connect(
+        venued.mqtt_addr("tcp").await.unwrap(),
+        Options::device(id, password),
+    )
+    .await
+    .unwrap();
+    let status = format!("venue/default/printer/{printer}/status");
+    for filter in [topic, &status] {
+        kiosk
+            .client
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let (value, retained) = kiosk
+        .message_on(&status, Duration::from_secs(30))
+        .await
+        .unwrap();
+    (kiosk, value, retained)
+}
+
 /// The spooled PDFs that carry `name`.
 fn badges_of(spools: &[&Path], name: &str) -> usize {
     spools
@@ -240,29 +271,9 @@ async fn ipp_badges_print_once_each_through_printer_outages_crashes_and_refusals
         &["k2"],
     )
     .await;
-    let mut kiosk = mqtt::connect(
-        venued.mqtt_addr("tcp").await.unwrap(),
-        Options::device("k2", &password),
-    )
-    .await
-    .unwrap();
     let result_topic = "venue/default/kiosk/k2/print/result";
-    kiosk
-        .client
-        .subscribe(result_topic, rumqttc::QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    // The retained printer status arriving on a later subscription proves the first is in place.
-    let status_topic = "venue/default/printer/desk-2/status";
-    kiosk
-        .client
-        .subscribe(status_topic, rumqttc::QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let (status, retained) = kiosk
-        .message_on(status_topic, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (mut kiosk, status, retained) =
+        kiosk_listening(&venued, "k2", &password, result_topic, "desk-2").await;
     assert!(retained && status["state"].is_string(), "{status}");
     let (_, answer) = check_in(
         &venued,
@@ -386,29 +397,8 @@ async fn zpl_badges_carry_the_name_as_text_and_the_ticket_code_as_a_qr_command()
     assert!(label.contains("^BQN,2,"), "{label}");
 
     // Over MQTT the check-in takes the same `badge` field: skipped, then printed.
-    let mut kiosk = mqtt::connect(
-        venued.mqtt_addr("tcp").await.unwrap(),
-        Options::device("k1", &password),
-    )
-    .await
-    .unwrap();
     let result = "venue/default/kiosk/k1/checkin/result";
-    kiosk
-        .client
-        .subscribe(result, rumqttc::QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    // The retained printer status arriving on a later subscription proves the first is in place.
-    let status = "venue/default/printer/zebra-1/status";
-    kiosk
-        .client
-        .subscribe(status, rumqttc::QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    kiosk
-        .message_on(status, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (mut kiosk, _, _) = kiosk_listening(&venued, "k1", &password, result, "zebra-1").await;
     for (attendee, choice) in [("z2", json!("skip")), ("z3", Value::Null)] {
         let mut request =
             json!({"v": 1, "id": format!("mqtt-{attendee}"), "attendee_id": attendee});
@@ -566,25 +556,8 @@ async fn bench_checkin_to_badge_accepted_by_the_printer() {
         .unwrap();
         let password = admin.device(&id, "kiosk").await.unwrap();
         add_printer(&admin, &format!("p{k}"), "ipp", &printer.uri(), &[&id]).await;
-        let mut mqtt = mqtt::connect(
-            venued.mqtt_addr("tcp").await.unwrap(),
-            Options::device(&id, &password),
-        )
-        .await
-        .unwrap();
         let topic = format!("venue/default/kiosk/{id}/print/result");
-        mqtt.client
-            .subscribe(&topic, rumqttc::QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        let status = format!("venue/default/printer/p{k}/status");
-        mqtt.client
-            .subscribe(&status, rumqttc::QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        mqtt.message_on(&status, Duration::from_secs(30))
-            .await
-            .unwrap();
+        let (mqtt, _, _) = kiosk_listening(&venued, &id, &password, &topic, &format!("p{k}")).await;
         printers.push(printer);
         kiosks.push((
             id,
