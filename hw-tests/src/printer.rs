@@ -30,6 +30,7 @@ impl Dnssd {
     pub async fn start() -> anyhow::Result<Self> {
         let bus = PrivateBus::start().await?;
         let address = bus.address.clone();
+        clear_stale_pid_file();
         let avahi_conf = bus.dir().join("avahi.conf");
         // Loopback only: mDNS never leaves this machine's `lo`.
         std::fs::write(
@@ -77,6 +78,24 @@ impl Dnssd {
         let path = self.bus.dir().join(name);
         std::fs::create_dir_all(&path)?;
         Ok(path)
+    }
+}
+
+/// avahi-daemon refuses to start while its pid file names a live process: one left by a test
+/// that was killed (its avahi gone, or a zombie) is removed.
+fn clear_stale_pid_file() {
+    let file = Path::new("/run/avahi-daemon/pid");
+    let Ok(pid) = std::fs::read_to_string(file) else {
+        return;
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    // The state is the field after the command's closing parenthesis; `Z` is a zombie.
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next());
+    if matches!(state, None | Some("Z")) {
+        let _ = std::fs::remove_file(file);
     }
 }
 

@@ -317,19 +317,17 @@ pub async fn list(
         .await
 }
 
-/// The next job of `printer_id` to work on: the oldest open one (sent ones first, so a job the
-/// printer has is tracked before the next is sent). `None` when there is none.
-pub async fn next_open(store: &Store, printer_id: String) -> Result<Option<Job>, DomainError> {
+/// `printer_id`'s open jobs (queued, sending, printing), oldest first.
+pub async fn open_of(store: &Store, printer_id: String) -> Result<Vec<Job>, DomainError> {
     store
         .read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM print_jobs
-                     WHERE printer_id = ?1 AND state IN ('queued', 'sending', 'printing')
-                     ORDER BY id LIMIT 1"
-                ))?
-                .query_row(params![printer_id], row)
-                .optional()?)
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM print_jobs
+                 WHERE printer_id = ?1 AND state IN ('queued', 'sending', 'printing')
+                 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map(params![printer_id], row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
 }

@@ -1,5 +1,7 @@
-//! The print queue's worker: one task per printer with open jobs, taking them strictly in order,
-//! each sent, tracked to completion, or retried with backoff while the printer is away.
+//! The print queue's worker: one task per printer with open jobs, sending them strictly in
+//! order (each once the printer has taken the one before; the printer queues them), tracking
+//! every job the printer holds to its end side by side, and retrying with backoff while the
+//! printer is away.
 //!
 //! Exactly once across a crash: an IPP job is submitted under a name made of this appliance's
 //! node id and the job's id, so a job found in `sending` after a restart is first looked up on
@@ -61,58 +63,96 @@ pub async fn run(deps: Arc<Deps>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Works through `printer_id`'s open jobs in order until none is due, then hands back to the
-/// supervisor.
+/// What one send attempt came to.
+enum Sent {
+    /// The IPP printer holds the job now: it is tracked from here.
+    Accepted(Box<Job>),
+    /// The job ended (ZPL delivered, or failed): the next may go.
+    Ended,
+    /// It waits (a retry is scheduled): nothing more goes to this printer until it is due.
+    Waiting,
+}
+
+/// Feeds `printer_id`'s jobs to it strictly in order, each as soon as the printer has taken
+/// the one before (the printer queues them itself), while the jobs it holds are tracked side
+/// by side; hands back to the supervisor when nothing is left to send or follow.
 async fn serve_printer(deps: Arc<Deps>, printer_id: String, mut shutdown: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(deps.config.track_interval_ms);
+    let mut trackers = tokio::task::JoinSet::new();
+    let mut tracked = std::collections::HashSet::new();
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let job = match print_jobs::next_open(&deps.store, printer_id.clone()).await {
-            Ok(Some(job)) => job,
-            Ok(None) => break,
-            Err(e) => {
+        let (jobs, printer) = match (
+            print_jobs::open_of(&deps.store, printer_id.clone()).await,
+            printers::get(&deps.store, printer_id.clone()).await,
+        ) {
+            (Ok(jobs), Ok(printer)) => (jobs, printer),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(printer = %printer_id, error = %e, "cannot read the print queue");
                 break;
             }
         };
-        if job.state == "queued" && job.next_attempt_ms > now_ms() {
-            break;
+        let (held, waiting): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| j.state == "printing");
+        for job in held {
+            if tracked.insert(job.id) {
+                trackers.spawn(follow(deps.clone(), printer.clone(), job));
+            }
         }
-        let printer = match printers::get(&deps.store, printer_id.clone()).await {
-            Ok(p) => p,
-            Err(_) => break,
+        let sent = match waiting.into_iter().next() {
+            Some(job) if !(job.state == "queued" && job.next_attempt_ms > now_ms()) => {
+                tokio::select! {
+                    sent = send(&deps, &printer, job) => sent,
+                    _ = shutdown.changed() => break,
+                }
+            }
+            _ => Sent::Waiting,
         };
-        let finished = tokio::select! {
-            finished = work(&deps, &printer, job) => finished,
-            _ = shutdown.changed() => false,
-        };
-        if !finished {
-            break;
+        match sent {
+            Sent::Accepted(job) => {
+                if tracked.insert(job.id) {
+                    trackers.spawn(follow(deps.clone(), printer.clone(), *job));
+                }
+            }
+            Sent::Ended => {}
+            Sent::Waiting if trackers.is_empty() => break,
+            // Nothing to send now: look again when a tracked job ends, or shortly (a job may
+            // have been queued meanwhile).
+            Sent::Waiting => tokio::select! {
+                ended = trackers.join_next() => {
+                    if let Some(Ok(id)) = ended {
+                        tracked.remove(&id);
+                    }
+                }
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => break,
+            },
         }
     }
+    // At shutdown a tracked job stays `printing` and is followed again after the restart.
+    trackers.shutdown().await;
     // The supervisor looks again: a retry to schedule, or jobs queued meanwhile.
     deps.wake.notify_one();
 }
 
-/// Takes `job` one step to an end; `true` when the job ended (the next may go), `false` when
-/// it waits (retry scheduled).
-async fn work(deps: &Deps, printer: &Printer, job: Job) -> bool {
+/// Hands `job` to `printer`.
+async fn send(deps: &Deps, printer: &Printer, job: Job) -> Sent {
     match printer.kind {
-        PrinterKind::Ipp => work_ipp(deps, printer, job).await,
-        PrinterKind::Zpl => work_zpl(deps, printer, job).await,
+        PrinterKind::Ipp => send_ipp(deps, printer, job).await,
+        PrinterKind::Zpl => send_zpl(deps, printer, job).await,
     }
 }
 
-async fn work_ipp(deps: &Deps, printer: &Printer, job: Job) -> bool {
+async fn send_ipp(deps: &Deps, printer: &Printer, job: Job) -> Sent {
     let timeout = Duration::from_secs(deps.config.timeout_secs);
     let client = match ipp::Client::new(&printer.uri, timeout) {
         Ok(c) => c,
         Err(e) => return fail(deps, &job, format!("bad printer address: {e}")).await,
     };
     let name = job_name(deps, &job);
-    let mut printer_job = job.printer_job_id.and_then(|id| i32::try_from(id).ok());
-    if printer_job.is_none() && job.state == "sending" {
+    if job.state == "sending" {
         // A previous attempt may have reached the printer before a crash or a lost answer.
         match client.find_job(&name).await {
             Ok(Some(id)) => {
@@ -121,62 +161,65 @@ async fn work_ipp(deps: &Deps, printer: &Printer, job: Job) -> bool {
                     printer_job = id,
                     "the printer already had this badge; tracking it"
                 );
-                printer_job = Some(id);
-                let _ = record(
-                    deps,
-                    &job,
-                    Update::Printing {
-                        printer_job_id: id.into(),
-                    },
-                )
-                .await;
+                return accepted(deps, &job, id).await;
             }
             Ok(None) => {}
             Err(e) => return retry(deps, &job, e.to_string()).await,
         }
     }
-    let printer_job = match printer_job {
-        Some(id) => id,
-        None => {
-            let pdf = match render_pdf(deps, &job).await {
-                Ok(pdf) => pdf,
-                Err(reason) => return fail(deps, &job, reason).await,
-            };
-            if record(deps, &job, Update::Sending).await.is_none() {
-                return false;
-            }
-            match client.print_pdf(&name, pdf).await {
-                Ok(id) => {
-                    let _ = record(
-                        deps,
-                        &job,
-                        Update::Printing {
-                            printer_job_id: id.into(),
-                        },
-                    )
-                    .await;
-                    id
-                }
-                Err(IppError::Refused {
-                    transient: false,
-                    status,
-                    message,
-                }) => {
-                    let reason = match message {
-                        Some(m) => format!("the printer refused the badge: {status} ({m})"),
-                        None => format!("the printer refused the badge: {status}"),
-                    };
-                    return fail(deps, &job, reason).await;
-                }
-                Err(e) => return retry(deps, &job, e.to_string()).await,
-            }
-        }
+    let pdf = match render_pdf(deps, &job).await {
+        Ok(pdf) => pdf,
+        Err(reason) => return fail(deps, &job, reason).await,
     };
-    track(deps, &client, &job, printer_job).await
+    if record(deps, &job, Update::Sending).await.is_none() {
+        return Sent::Waiting;
+    }
+    match client.print_pdf(&name, pdf).await {
+        Ok(id) => accepted(deps, &job, id).await,
+        Err(IppError::Refused {
+            transient: false,
+            status,
+            message,
+        }) => {
+            let reason = match message {
+                Some(m) => format!("the printer refused the badge: {status} ({m})"),
+                None => format!("the printer refused the badge: {status}"),
+            };
+            fail(deps, &job, reason).await
+        }
+        Err(e) => retry(deps, &job, e.to_string()).await,
+    }
+}
+
+/// The printer took `job` as its job `id`.
+async fn accepted(deps: &Deps, job: &Job, id: i32) -> Sent {
+    let update = Update::Printing {
+        printer_job_id: id.into(),
+    };
+    match record(deps, job, update).await {
+        Some(job) => Sent::Accepted(Box::new(job)),
+        None => Sent::Waiting,
+    }
+}
+
+/// Follows `job`, which `printer` holds, to its end; the job's id.
+async fn follow(deps: Arc<Deps>, printer: Printer, job: Job) -> i64 {
+    let timeout = Duration::from_secs(deps.config.timeout_secs);
+    let printer_job = job.printer_job_id.and_then(|id| i32::try_from(id).ok());
+    match (ipp::Client::new(&printer.uri, timeout), printer_job) {
+        (Ok(client), Some(printer_job)) => track(&deps, &client, &job, printer_job).await,
+        (Err(e), _) => {
+            fail(&deps, &job, format!("bad printer address: {e}")).await;
+        }
+        (_, None) => {
+            fail(&deps, &job, "the printer's job id was lost".into()).await;
+        }
+    }
+    job.id
 }
 
 /// Follows the printer's job to its end.
-async fn track(deps: &Deps, client: &ipp::Client, job: &Job, printer_job: i32) -> bool {
+async fn track(deps: &Deps, client: &ipp::Client, job: &Job, printer_job: i32) {
     let interval = Duration::from_millis(deps.config.track_interval_ms);
     loop {
         match client.job(printer_job).await {
@@ -187,12 +230,16 @@ async fn track(deps: &Deps, client: &ipp::Client, job: &Job, printer_job: i32) -
                         .jobs
                         .get_or_create(&WhyLabel { reason: "done" })
                         .inc();
-                    return true;
+                    return;
                 }
-                7 => return fail(deps, job, "cancelled at the printer".into()).await,
+                7 => {
+                    fail(deps, job, "cancelled at the printer".into()).await;
+                    return;
+                }
                 8 => {
                     let why = describe(&status.reasons, status.message.as_deref());
-                    return fail(deps, job, format!("the printer aborted the badge: {why}")).await;
+                    fail(deps, job, format!("the printer aborted the badge: {why}")).await;
+                    return;
                 }
                 _ => {
                     let waiting = status
@@ -207,12 +254,13 @@ async fn track(deps: &Deps, client: &ipp::Client, job: &Job, printer_job: i32) -
                 }
             },
             Err(IppError::Refused { status, .. }) if status == "client-error-not-found" => {
-                return fail(
+                fail(
                     deps,
                     job,
                     format!("the printer no longer knows its job {printer_job} (was it restarted?); reprint if no badge came out"),
                 )
                 .await;
+                return;
             }
             Err(e) => {
                 let _ = record(
@@ -227,7 +275,7 @@ async fn track(deps: &Deps, client: &ipp::Client, job: &Job, printer_job: i32) -
     }
 }
 
-async fn work_zpl(deps: &Deps, printer: &Printer, job: Job) -> bool {
+async fn send_zpl(deps: &Deps, printer: &Printer, job: Job) -> Sent {
     let badge = match print_jobs::badge(&deps.store, &deps.event_id, job.attendee_id.clone()).await
     {
         Ok(b) => b,
@@ -244,7 +292,7 @@ async fn work_zpl(deps: &Deps, printer: &Printer, job: Job) -> bool {
         Err(e) => return fail(deps, &job, e.to_string()).await,
     };
     if record(deps, &job, Update::Sending).await.is_none() {
-        return false;
+        return Sent::Waiting;
     }
     let timeout = Duration::from_secs(deps.config.timeout_secs);
     match tokio::time::timeout(timeout, send_raw(&printer.uri, label.as_bytes())).await {
@@ -254,7 +302,7 @@ async fn work_zpl(deps: &Deps, printer: &Printer, job: Job) -> bool {
                 .jobs
                 .get_or_create(&WhyLabel { reason: "done" })
                 .inc();
-            true
+            Sent::Ended
         }
         Ok(Err(e)) => retry(deps, &job, format!("printer unreachable: {e}")).await,
         Err(_) => {
@@ -321,7 +369,7 @@ fn describe(reasons: &[String], message: Option<&str>) -> String {
     }
 }
 
-async fn retry(deps: &Deps, job: &Job, detail: String) -> bool {
+async fn retry(deps: &Deps, job: &Job, detail: String) -> Sent {
     let attempts = job.attempts.max(1) as u32;
     let backoff_ms = 1000u64
         .saturating_mul(1 << attempts.min(16).saturating_sub(1))
@@ -330,17 +378,17 @@ async fn retry(deps: &Deps, job: &Job, detail: String) -> bool {
     tracing::info!(job = job.id, printer = %job.printer_id, %detail, retry_in_ms = backoff_ms, "badge waits for its printer");
     let at_ms = now_ms() + backoff_ms as i64;
     let _ = record(deps, job, Update::Retry { at_ms, detail }).await;
-    false
+    Sent::Waiting
 }
 
-async fn fail(deps: &Deps, job: &Job, reason: String) -> bool {
+async fn fail(deps: &Deps, job: &Job, reason: String) -> Sent {
     tracing::warn!(job = job.id, printer = %job.printer_id, %reason, "badge not printed");
     deps.metrics
         .jobs
         .get_or_create(&WhyLabel { reason: "failed" })
         .inc();
     let _ = record(deps, job, Update::Failed(reason)).await;
-    true
+    Sent::Ended
 }
 
 /// Stores `update` and tells the kiosk that asked (MQTT); `None` when it could not be stored.
