@@ -110,7 +110,8 @@ pub struct IppPrinter {
 
 impl IppPrinter {
     /// Starts a printer named `name` on `port`, accepting `formats` (e.g. `application/pdf`),
-    /// spooling to `spool`; returns once it accepts connections.
+    /// spooling to `spool`; returns once it accepts connections. It simulates printing: each
+    /// job takes it 5-15 s, and it answers `server-error-busy` meanwhile.
     pub async fn start(
         dnssd: &Dnssd,
         name: &str,
@@ -118,7 +119,21 @@ impl IppPrinter {
         formats: &str,
         spool: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_with(dnssd, name, port, formats, spool, &[]).await
+    }
+
+    /// As [`Self::start`], with more `ippeveprinter` arguments; `["-c", "/bin/true"]` makes a
+    /// printer that prints each job at once (for benchmarks of the appliance, not the printer).
+    pub async fn start_with(
+        dnssd: &Dnssd,
+        name: &str,
+        port: u16,
+        formats: &str,
+        spool: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let child = Command::new("ippeveprinter")
+            .args(extra)
             .args(["-p", &port.to_string(), "-k", "-d"])
             .arg(spool)
             .args(["-f", formats, name])

@@ -38,6 +38,13 @@ pub enum IppError {
     Garbled(String),
 }
 
+impl IppError {
+    /// Whether the printer refused only because it is busy with other jobs.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Refused { status, .. } if status == "server-error-busy")
+    }
+}
+
 /// A job's state as the printer reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobStatus {

@@ -187,6 +187,21 @@ async fn send_ipp(deps: &Deps, printer: &Printer, job: Job) -> Sent {
             };
             fail(deps, &job, reason).await
         }
+        // A printer still busy with the badge before: soon again, without backing off (its
+        // queue is full, it is not away).
+        Err(e @ IppError::Refused { .. }) if e.is_busy() => {
+            let at_ms = now_ms() + deps.config.track_interval_ms as i64;
+            let _ = record(
+                deps,
+                &job,
+                Update::Retry {
+                    at_ms,
+                    detail: e.to_string(),
+                },
+            )
+            .await;
+            Sent::Waiting
+        }
         Err(e) => retry(deps, &job, e.to_string()).await,
     }
 }
