@@ -3,8 +3,8 @@
 //! hundred bytes.
 //!
 //! Field data is sent in UTF-8 (`^CI28`) with `^FH`, so `^`, `~` and `\` in a name cannot end
-//! a field or start a command. Font 0 holds Latin, Greek and Cyrillic; other scripts need a
-//! font stored on the printer, named by the printer's `zpl_font` (e.g. `E:NOTOSANS.TTF`).
+//! a field or start a command. Font 0 covers Latin text (more on recent firmware); other scripts
+//! need a font stored on the printer, named by the printer's `zpl_font` (e.g. `E:NOTOSANS.TTF`).
 
 use std::fmt::Write as _;
 
