@@ -20,6 +20,11 @@ use venued::metrics::StoreMetrics;
 use venued::oplog::ApplyError;
 use venued::store::{Store, StoreOptions};
 
+/// The allocator `venued` runs with (`daemon/src/bin/venued/main.rs`), so the bench measures the
+/// writer as the daemon runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CALLERS: usize = 64;
 const OPS_PER_CALLER: usize = 50;
 const STEADY_RATE_PER_SEC: u64 = 1_000;

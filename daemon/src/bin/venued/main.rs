@@ -18,6 +18,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use venued::config::{self, Config, ENV_PREFIX};
 use venued::server::Daemon;
 
+/// mimalloc instead of glibc's malloc. The store's writer frees each group's ops together once
+/// the committed-op stream is done with them, often on another thread than the one that made
+/// them; glibc's arenas spend measurably longer on that (consolidating and unlinking chunks)
+/// than mimalloc's per-thread free lists (BENCHMARKS.md, "Store"). The store bench uses the
+/// same allocator so that it measures what runs here. It is built without transparent huge
+/// pages (`no_thp` in Cargo.toml): on an appliance counted in megabytes, a 2 MiB page resident
+/// for a few bytes of it is a poor trade.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// sysexits' EX_CONFIG: the configuration is wrong. The unit file tells systemd not to restart
 /// on it (`RestartPreventExitStatus=78`), since a restart cannot fix a bad file.
 const EX_CONFIG: u8 = 78;
