@@ -1213,8 +1213,10 @@ async fn regression_a_device_reconnecting_at_once_under_its_id_never_panics_the_
     // Connections of the loop the broker has not handled yet may still take a new one over
     // (as MQTT says a later CONNECT of the same id does): connect until one stays.
     let mut last = None;
+    // Taken over before its CONNACK is one of those (the broker closes it); no CONNACK at all
+    // within 10 s is the bug this test pins, and fails it.
     for _ in 0..20 {
-        let client = mqtt::connect(
+        let connected = mqtt::connect(
             addr,
             Options {
                 id: "door",
@@ -1223,8 +1225,12 @@ async fn regression_a_device_reconnecting_at_once_under_its_id_never_panics_the_
                 keep_alive: None,
             },
         )
-        .await
-        .unwrap();
+        .await;
+        let client = match connected {
+            Ok(client) => client,
+            Err(e) if e.to_string().starts_with("connection failed") => continue,
+            Err(e) => panic!("the display's connection got no answer: {e:#}"),
+        };
         client
             .client
             .publish(status, QoS::AtLeastOnce, true, r#"{"v":1,"state":"ready"}"#)

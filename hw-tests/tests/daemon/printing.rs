@@ -272,6 +272,11 @@ async fn ipp_badges_print_once_each_through_printer_outages_crashes_and_refusals
     )
     .await;
     let result_topic = "venue/default/kiosk/k2/print/result";
+    // The printer's first status goes out when its first probe answers, which may be after a
+    // subscriber arrives (then live, not retained): wait for it on one connection, then a new
+    // subscriber must get it retained.
+    let (first, _, _) = kiosk_listening(&venued, "k2", &password, result_topic, "desk-2").await;
+    first.vanish();
     let (mut kiosk, status, retained) =
         kiosk_listening(&venued, "k2", &password, result_topic, "desk-2").await;
     assert!(retained && status["state"].is_string(), "{status}");
