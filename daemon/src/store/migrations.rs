@@ -120,7 +120,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX checkins_attendee ON checkins (attendee_id);
 
-    -- Kiosks, signage displays and BLE gateways. Credentials are hashes (domain::devices). Devices are
+    -- Kiosks, signage displays and BLE gateways. Credentials are argon2 PHC strings. Devices are
     -- this appliance's local access list and are not replicated (see docs/architecture.md).
     CREATE TABLE devices (
         id             TEXT PRIMARY KEY,
