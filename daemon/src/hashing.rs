@@ -1,4 +1,6 @@
-//! A fixed pool of threads for argon2 (hashing device passwords, verifying logins).
+//! A fixed pool of threads for argon2: verifying device passwords stored by earlier versions,
+//! which hashed them with argon2 (today's are salted SHA-256, see `domain::devices`; an argon2
+//! hash is replaced at the device's first successful login).
 //!
 //! Why not `spawn_blocking`: each argon2 run needs ~19 MiB, and glibc keeps freed memory in
 //! its arenas. 300 kiosks logging in after a restart left the daemon at ~400 MiB resident. Here
@@ -111,16 +113,19 @@ pub fn verify(password: &[u8], phc: &str) -> bool {
 }
 
 /// argon2 refused to hash (a parameter or salt it cannot take: a bug, not bad input).
+#[cfg(test)]
 #[derive(Debug, thiserror::Error)]
 #[error("argon2 could not hash: {0}")]
-pub struct HashError(argon2::password_hash::Error);
+pub(crate) struct HashError(argon2::password_hash::Error);
 
+#[cfg(test)]
 impl From<argon2::password_hash::Error> for HashError {
     fn from(e: argon2::password_hash::Error) -> Self {
         Self(e)
     }
 }
 
+#[cfg(test)]
 impl From<argon2::Error> for HashError {
     fn from(e: argon2::Error) -> Self {
         Self(e.into())
@@ -128,8 +133,9 @@ impl From<argon2::Error> for HashError {
 }
 
 /// Hashes `password` with argon2id (default parameters, random salt) into a PHC string, with
-/// this thread's reused working memory (call it on the pool, through [`run`]).
-pub fn hash(password: &[u8]) -> Result<String, HashError> {
+/// this thread's reused working memory: what earlier versions stored, which tests need to make.
+#[cfg(test)]
+pub(crate) fn hash(password: &[u8]) -> Result<String, HashError> {
     use argon2::password_hash::{Output, PasswordHash, SaltString, rand_core::OsRng};
     use argon2::{Algorithm, Argon2, Params, Version};
     let salt = SaltString::generate(&mut OsRng);
@@ -188,7 +194,7 @@ mod tests {
 
     #[test]
     fn verification_with_reused_memory_agrees_with_the_library() {
-        let phc = crate::domain::devices::hash_password("correct horse").expect("hashes");
+        let phc = hash(b"correct horse").expect("hashes");
         assert!(verify(b"correct horse", &phc));
         assert!(!verify(b"wrong horse", &phc));
         assert!(

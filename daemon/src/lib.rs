@@ -18,7 +18,7 @@
 //! - [`health`]: subsystem states for readiness and status.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`presence`]: BLE adverts → presence engine → privacy → occupancy and zone transitions.
-//! - [`hashing`]: the argon2 threads for device passwords.
+//! - [`hashing`]: the argon2 threads for device password hashes stored by earlier versions.
 //! - [`demo`]: the sample event of `--demo`.
 //! - [`server`]: start-up and graceful shutdown of the whole daemon.
 

@@ -201,6 +201,8 @@ pub struct WhyLabel {
 pub struct MqttMetrics {
     /// Client connections open now.
     pub connections: Gauge,
+    /// Client connections that reached the broker and have ended since start.
+    pub connections_closed: Counter,
     /// Connections refused before reaching the broker, by reason.
     pub refused: Family<WhyLabel, Counter>,
     /// Failed device logins.
@@ -231,6 +233,7 @@ impl MqttMetrics {
     fn new(registry: &mut Registry) -> Self {
         let m = Self {
             connections: Gauge::default(),
+            connections_closed: Counter::default(),
             refused: Family::default(),
             auth_failures: Counter::default(),
             publishes_in: Counter::default(),
@@ -247,6 +250,11 @@ impl MqttMetrics {
             "venued_mqtt_connections",
             "MQTT client connections open now",
             m.connections.clone(),
+        );
+        registry.register(
+            "venued_mqtt_connections_closed",
+            "MQTT client connections that reached the broker and ended (counted once the broker has closed its side)",
+            m.connections_closed.clone(),
         );
         registry.register(
             "venued_mqtt_refused_connections",

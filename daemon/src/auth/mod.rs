@@ -1,10 +1,12 @@
 //! Authentication of admins (bearer token) and devices (id and password).
 //!
 //! The admin token is 256 random bits, so its SHA-256 is enough to store it safely; device
-//! passwords are argon2id hashes. Verifying argon2 costs tens of milliseconds, so a successful
-//! verification is remembered for [`DEVICE_CACHE_TTL_SECS`] as the SHA-256 of what was presented
-//! (never the password), and at most [`ARGON2_VERIFY_SLOTS`] verifications run at once, which
-//! bounds what a flood of wrong passwords can cost.
+//! passwords are 160 random bits drawn by the appliance, stored as salted SHA-256 for the same
+//! reason (`domain::devices` says why argon2 is not used for them). A successful verification is
+//! remembered for [`DEVICE_CACHE_TTL_SECS`] as the SHA-256 of what was presented (never the
+//! password), which spares the database read on a kiosk's every request. Hashes an earlier
+//! version stored with argon2 still verify, at most [`ARGON2_VERIFY_SLOTS`] at once, and are
+//! replaced by the cheap form on the first success.
 
 pub mod tokens;
 
@@ -26,11 +28,12 @@ use crate::store::{Store, meta};
 
 /// The admin token's file name in the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
-/// How long a verified device credential is trusted without re-running argon2.
+/// How long a verified device credential is trusted without checking the store again.
 pub const DEVICE_CACHE_TTL_SECS: u64 = 300;
 /// Most device credentials remembered at once.
 const DEVICE_CACHE_MAX_ENTRIES: usize = 10_000;
-/// Most argon2 verifications running at once (the Pi 5 and the test machine have few cores).
+/// Most argon2 verifications (of hashes stored by earlier versions) running at once: the Pi 5
+/// and the test machine have few cores.
 pub const ARGON2_VERIFY_SLOTS: usize = 2;
 
 /// Why a request was not authenticated.
@@ -198,16 +201,14 @@ impl Authenticator {
         let Some(credential) = devices::credential(store, id.to_string()).await? else {
             return Err(AuthError::Denied);
         };
-        let _slot = self
-            .verify_slots
-            .acquire()
-            .await
-            .map_err(|_| AuthError::Denied)?;
-        let password = password.to_string();
-        let hash = credential.password_hash;
-        let ok = crate::hashing::run(move || crate::hashing::verify(password.as_bytes(), &hash))
-            .await
-            .unwrap_or(false);
+        let ok = match devices::check_password(password, &credential.password_hash) {
+            devices::PasswordCheck::Match => true,
+            devices::PasswordCheck::Mismatch => false,
+            devices::PasswordCheck::Argon2 => {
+                self.verify_argon2(store, id, password, credential.password_hash)
+                    .await
+            }
+        };
         if !ok {
             return Err(AuthError::Denied);
         }
@@ -215,6 +216,26 @@ impl Authenticator {
             self.remember(id, presented, credential.kind);
         }
         Ok(credential.kind)
+    }
+
+    /// Verifies a hash stored by an earlier version (argon2) on the argon2 threads and, when it
+    /// matches, stores the cheap form in its place, so each device pays this once.
+    async fn verify_argon2(&self, store: &Store, id: &str, password: &str, stored: String) -> bool {
+        let Ok(_slot) = self.verify_slots.acquire().await else {
+            return false;
+        };
+        let (presented, phc) = (password.to_string(), stored.clone());
+        let ok = crate::hashing::run(move || crate::hashing::verify(presented.as_bytes(), &phc))
+            .await
+            .unwrap_or(false);
+        if ok {
+            let new_hash = devices::hash_password(password);
+            // The login stands either way; the next one tries the upgrade again.
+            if let Err(e) = devices::upgrade_hash(store, id.to_string(), stored, new_hash).await {
+                tracing::warn!(device = id, error = %e, "could not replace an argon2 password hash");
+            }
+        }
+        ok
     }
 
     /// Forgets a device's cached verification (after revocation or a password reset).
@@ -268,5 +289,95 @@ mod tests {
         let retry = limiter.check(a).expect_err("over budget");
         assert!(retry <= Duration::from_secs(AUTH_FAILURE_WINDOW_SECS));
         assert!(limiter.check(b).is_ok());
+    }
+
+    async fn stored_hash(store: &Store, id: &str) -> String {
+        devices::credential(store, id.to_string())
+            .await
+            .expect("reads")
+            .expect("an active device")
+            .password_hash
+    }
+
+    /// Device passwords are stored as salted SHA-256; an argon2 hash an earlier version stored
+    /// still verifies, and is replaced by the cheap form at the first successful login only.
+    #[tokio::test]
+    async fn device_passwords_verify_and_earlier_argon2_hashes_are_upgraded_on_login() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path(),
+            &crate::store::StoreOptions::default(),
+            crate::metrics::StoreMetrics::detached(),
+        )
+        .expect("store");
+        let (_, password) =
+            devices::create(&store, "ev", "k1".into(), DeviceKind::Kiosk, "desk".into())
+                .await
+                .expect("registers");
+        let current = stored_hash(&store, "k1").await;
+        assert!(current.starts_with("sha256$"), "{current}");
+        assert!(!current.contains(&password), "never the password itself");
+
+        let auth = Authenticator::new(String::new());
+        assert_eq!(
+            auth.device(&store, "k1", &password).await.ok(),
+            Some(DeviceKind::Kiosk)
+        );
+        assert!(auth.device(&store, "k1", "wrong").await.is_err());
+        assert!(auth.device(&store, "k2", &password).await.is_err());
+
+        // What an earlier version stored for the same password.
+        let argon2 = crate::hashing::hash(password.as_bytes()).expect("hashes");
+        assert!(
+            devices::upgrade_hash(&store, "k1".into(), current, argon2.clone())
+                .await
+                .expect("writes")
+        );
+        let auth = Authenticator::new(String::new());
+        assert!(auth.device(&store, "k1", "wrong").await.is_err());
+        assert_eq!(
+            stored_hash(&store, "k1").await,
+            argon2,
+            "a wrong password changes nothing"
+        );
+        assert_eq!(
+            auth.device(&store, "k1", &password).await.ok(),
+            Some(DeviceKind::Kiosk)
+        );
+        let upgraded = stored_hash(&store, "k1").await;
+        assert!(upgraded.starts_with("sha256$"), "{upgraded}");
+        let auth = Authenticator::new(String::new());
+        assert_eq!(
+            auth.device(&store, "k1", &password).await.ok(),
+            Some(DeviceKind::Kiosk),
+            "the upgraded hash verifies"
+        );
+    }
+
+    #[test]
+    fn a_malformed_stored_hash_never_matches() {
+        let good = devices::hash_password("pw");
+        assert_eq!(
+            devices::check_password("pw", &good),
+            devices::PasswordCheck::Match
+        );
+        assert_eq!(
+            devices::check_password("pX", &good),
+            devices::PasswordCheck::Mismatch
+        );
+        for stored in [
+            "",
+            "sha256$",
+            "sha256$zz$00",
+            "sha256$00$",
+            "md5$00$00",
+            &format!("{good}$x"),
+        ] {
+            assert_eq!(
+                devices::check_password("pw", stored),
+                devices::PasswordCheck::Mismatch,
+                "{stored}"
+            );
+        }
     }
 }

@@ -1,7 +1,16 @@
-//! The device registry: kiosks, signage displays and BLE gateways, with argon2-hashed passwords.
+//! The device registry: kiosks, signage displays and BLE gateways, with hashed passwords.
 //!
 //! Devices are this appliance's local access list: they are not ops and do not sync, because a
 //! credential hash has no business on the relay (docs/architecture.md records this exception).
+//!
+//! A device password is never chosen by a person: the appliance draws it, 160 random bits. A
+//! slow, memory-hard hash (argon2) protects guessable secrets against offline guessing; a
+//! 160-bit secret cannot be guessed however fast each try is, so a salted SHA-256 protects it as
+//! well, as for the admin token and API keys generally. What argon2 cost here was real: ~70 ms
+//! of CPU and 19 MiB per verification, so 500 kiosks reconnecting after a restart waited up to
+//! ~19 s and the daemon kept ~40 MiB of working areas for good. Hashes stored by earlier
+//! versions (argon2 PHC strings) still verify, on the argon2 threads, and are replaced by the
+//! new form at the device's first successful login ([`upgrade_hash`]).
 
 use base64::Engine;
 use rusqlite::{OptionalExtension, params};
@@ -62,7 +71,8 @@ pub struct Device {
 pub struct Credential {
     /// The device kind.
     pub kind: DeviceKind,
-    /// The argon2 PHC string.
+    /// The stored hash: `sha256$<salt>$<digest>` (hex), or an earlier version's argon2 PHC
+    /// string.
     pub password_hash: String,
 }
 
@@ -71,10 +81,84 @@ pub fn generate_password() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 20]>())
 }
 
-/// Hashes a password with argon2id (default parameters). Slow by design: call off the runtime.
-pub fn hash_password(password: &str) -> Result<String, DomainError> {
-    crate::hashing::hash(password.as_bytes())
-        .map_err(|e| DomainError::Invalid(format!("cannot hash password: {e}")))
+/// The scheme prefix of a stored device password hash.
+const SHA256_SCHEME: &str = "sha256";
+/// Random salt per hash, bytes.
+const SALT_LEN: usize = 16;
+
+/// Hashes a device password for storage: `sha256$<salt hex>$<digest hex>`, the digest taken
+/// over the salt and the password. Cheap: see the module docs for why that is safe here.
+pub fn hash_password(password: &str) -> String {
+    let salt: [u8; SALT_LEN] = rand::random();
+    format!(
+        "{SHA256_SCHEME}${}${}",
+        hex::encode(salt),
+        hex::encode(salted_sha256(&salt, password))
+    )
+}
+
+fn salted_sha256(salt: &[u8], password: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::new()
+        .chain_update(salt)
+        .chain_update(password.as_bytes())
+        .finalize()
+        .into()
+}
+
+/// What checking a password against a stored hash found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// The password is right.
+    Match,
+    /// The password is wrong, or the stored hash is unusable.
+    Mismatch,
+    /// The stored hash is an earlier version's argon2 PHC string: verify it with
+    /// [`crate::hashing::verify`] on the argon2 threads, then [`upgrade_hash`].
+    Argon2,
+}
+
+/// Checks `password` against a stored hash; argon2 hashes are left to the caller (they are
+/// slow and belong on the argon2 threads).
+pub fn check_password(password: &str, stored: &str) -> PasswordCheck {
+    if stored.starts_with("$argon2") {
+        return PasswordCheck::Argon2;
+    }
+    let mut parts = stored.split('$');
+    let (Some(SHA256_SCHEME), Some(salt), Some(digest), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return PasswordCheck::Mismatch;
+    };
+    let (Ok(salt), Ok(digest)) = (hex::decode(salt), hex::decode(digest)) else {
+        return PasswordCheck::Mismatch;
+    };
+    // Comparing digests of a salted 160-bit secret: how long the comparison takes can reveal at
+    // most a prefix of the stored digest, which does not help anyone find a preimage.
+    match salted_sha256(&salt, password).as_slice() == digest.as_slice() {
+        true => PasswordCheck::Match,
+        false => PasswordCheck::Mismatch,
+    }
+}
+
+/// Replaces a device's earlier-version hash by `new_hash`, if it still holds `old_hash` (a
+/// password reset or revocation meanwhile wins). Whether it was replaced.
+pub async fn upgrade_hash(
+    store: &Store,
+    id: String,
+    old_hash: String,
+    new_hash: String,
+) -> Result<bool, DomainError> {
+    store
+        .write(move |ctx| {
+            let n = ctx.conn().execute(
+                "UPDATE devices SET password_hash = ?1
+                 WHERE id = ?2 AND password_hash = ?3 AND revoked_ms IS NULL",
+                params![new_hash, id, old_hash],
+            )?;
+            Ok(n == 1)
+        })
+        .await
 }
 
 /// Registers a device (or re-registers a revoked one) and returns it with its password, which
@@ -97,7 +181,7 @@ pub async fn create(
         ));
     }
     let password = generate_password();
-    let hash = hashed(password.clone()).await?;
+    let hash = hash_password(&password);
     let event_id = event_id.to_string();
     let device = store
         .write(move |ctx| {
@@ -137,7 +221,7 @@ pub async fn create(
 /// Gives an active device a new password; returns it.
 pub async fn reset_password(store: &Store, id: String) -> Result<String, DomainError> {
     let password = generate_password();
-    let hash = hashed(password.clone()).await?;
+    let hash = hash_password(&password);
     store
         .write(move |ctx| {
             let n = ctx.conn().execute(
@@ -211,10 +295,4 @@ pub async fn credential(store: &Store, id: String) -> Result<Option<Credential>,
             }))
         })
         .await
-}
-
-async fn hashed(password: String) -> Result<String, DomainError> {
-    crate::hashing::run(move || hash_password(&password))
-        .await
-        .ok_or(DomainError::Store(crate::store::StoreError::JobPanicked))?
 }

@@ -44,6 +44,9 @@ const SHUTDOWN_DRAIN_IDLE: Duration = Duration::from_millis(100);
 const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(1);
 /// At most one warning per this many milliseconds about refused clients; the rest are counted.
 const LOG_INTERVAL_MS: u64 = 1000;
+/// When a client's side ends, how long the front waits for the broker to close its side after
+/// reading everything the client sent.
+const BROKER_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// What every connection needs; shared by all listeners.
 pub struct Front {
@@ -442,6 +445,7 @@ where
     .await;
     front.sessions.closed(&client_id, &kill);
     front.metrics.connections.dec();
+    front.metrics.connections_closed.inc();
     if let Some(refused) = reason {
         let reason = match &refused {
             Refused::Denied(d) => {
@@ -599,11 +603,21 @@ where
             }
         }
     };
-    tokio::select! {
+    let outcome = tokio::select! {
         result = upstream => result.err(),
         () = downstream => None,
         () = kill.notified() => None,
-    }
+    };
+    // End the broker's stream instead of resetting it, and wait (bounded) until the broker has
+    // read all the client sent and closed its side: a client's DISCONNECT is then always seen
+    // as one, and a connection counts as closed only once the broker is done with it.
+    let _ = broker_tx.shutdown().await;
+    let mut sink = [0u8; 512];
+    let _ = tokio::time::timeout(BROKER_CLOSE_WAIT, async {
+        while matches!(broker_rx.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    outcome
 }
 
 /// Checks one packet a client sent after CONNECT.

@@ -1210,45 +1210,50 @@ async fn regression_a_device_reconnecting_at_once_under_its_id_never_panics_the_
         second.write_all(&[0xe0, 0x00]).await.unwrap();
         drop(second);
     }
-    // Connections of the loop the broker has not handled yet may still take a new one over
-    // (as MQTT says a later CONNECT of the same id does): connect until one stays.
-    let mut last = None;
-    // Taken over before its CONNACK is one of those (the broker closes it); no CONNACK at all
-    // within 10 s is the bug this test pins, and fails it.
-    for _ in 0..20 {
-        let connected = mqtt::connect(
-            addr,
-            Options {
-                id: "door",
-                credentials: Some(("door", &password)),
-                will: Some((status.into(), r#"{"v":1,"state":"lost"}"#.into())),
-                keep_alive: None,
-            },
-        )
-        .await;
-        let client = match connected {
-            Ok(client) => client,
-            Err(e) if e.to_string().starts_with("connection failed") => continue,
-            Err(e) => panic!("the display's connection got no answer: {e:#}"),
-        };
-        client
-            .client
-            .publish(status, QoS::AtLeastOnce, true, r#"{"v":1,"state":"ready"}"#)
+    // A connection of the loop the broker has not handled yet would take a new one over (as
+    // MQTT says a later CONNECT of the same id does): wait until the broker has closed all 200.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = venued.metrics().await.unwrap();
+        let closed = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("venued_mqtt_connections_closed_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if closed >= 200.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker handled {closed} of the loop's 200 connections in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // No CONNACK at all is the bug this test pins.
+    let last = mqtt::connect(
+        addr,
+        Options {
+            id: "door",
+            credentials: Some(("door", &password)),
+            will: Some((status.into(), r#"{"v":1,"state":"lost"}"#.into())),
+            keep_alive: None,
+        },
+    )
+    .await
+    .expect("the display connects once the others are handled");
+    last.client
+        .publish(status, QoS::AtLeastOnce, true, r#"{"v":1,"state":"ready"}"#)
+        .await
+        .unwrap();
+    loop {
+        let (message, _) = wall
+            .message_on(status, Duration::from_secs(10))
             .await
             .unwrap();
-        let mut ready = false;
-        while let Ok((message, _)) = wall.message_on(status, Duration::from_secs(2)).await {
-            if message["state"] == "ready" {
-                ready = true;
-                break;
-            }
-        }
-        if ready {
-            last = Some(client);
+        if message["state"] == "ready" {
             break;
         }
     }
-    let last = last.expect("the display's connection stays once the others are handled");
     // Its will still goes out when it vanishes.
     last.vanish();
     loop {
