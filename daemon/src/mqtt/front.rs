@@ -34,8 +34,11 @@ use crate::store::Store;
 /// daemon, so only the first connections after start can race it).
 const BROKER_CONNECT_ATTEMPTS: u32 = 50;
 const BROKER_CONNECT_BACKOFF_MS: u64 = 20;
-/// Bytes read from a client at once.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes a connection reads at once while it is quiet: most kiosks and displays send and get a
+/// few small packets a minute, and hundreds of them stay connected all day.
+const READ_MIN: usize = 1024;
+/// ...up to this many once reads keep filling the room they were given (a busy gateway).
+const READ_MAX: usize = 16 * 1024;
 /// Buffer of the in-memory pipe between a WebSocket and the relay.
 const WS_PIPE_BYTES: usize = 64 * 1024;
 /// At shutdown, a connection closes once the broker has sent it nothing for this long...
@@ -47,6 +50,28 @@ const LOG_INTERVAL_MS: u64 = 1000;
 /// When a client's side ends, how long the front waits for the broker to close its side after
 /// reading everything the client sent.
 const BROKER_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// How much one direction of a connection reads at once: [`READ_MIN`], doubled each time a read
+/// fills all the room it was offered, up to [`READ_MAX`]. It never shrinks: a connection that
+/// was busy once is likely to be busy again.
+struct ReadSize(usize);
+
+impl ReadSize {
+    fn new() -> Self {
+        Self(READ_MIN)
+    }
+
+    fn get(&self) -> usize {
+        self.0
+    }
+
+    /// Notes a read of `n` bytes into `room` bytes of space.
+    fn read(&mut self, n: usize, room: usize) {
+        if n >= room {
+            self.0 = (self.0 * 2).min(READ_MAX);
+        }
+    }
+}
 
 /// What every connection needs; shared by all listeners.
 pub struct Front {
@@ -222,11 +247,14 @@ pub async fn serve_tcp(
         };
         let _ = stream.set_nodelay(true);
         let front = front.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => relay(front, stream, peer.ip(), level).await,
-                Some(acceptor) => {
+        // A task per kind of stream: a task's future is as large as its largest state, so a
+        // plain connection must not carry room for a TLS session it never has.
+        match tls.clone() {
+            None => {
+                tokio::spawn(relay(front, stream, peer.ip(), level));
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
                     match tokio::time::timeout(front.connect_timeout, acceptor.accept(stream)).await
                     {
                         Ok(Ok(stream)) => relay(front, stream, peer.ip(), level).await,
@@ -236,9 +264,9 @@ pub async fn serve_tcp(
                         }
                         Err(_) => front.refused("connect_timeout"),
                     }
-                }
+                });
             }
-        });
+        }
     }
 }
 
@@ -296,11 +324,14 @@ async fn pipe_websocket(socket: WebSocket, pipe: tokio::io::DuplexStream) {
         let _ = pipe_tx.shutdown().await;
     };
     let outbound = async {
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut size = ReadSize::new();
+        let mut buf = vec![0u8; size.get()];
         loop {
             match pipe_rx.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    size.read(n, buf.len());
+                    buf.resize(size.get(), 0);
                     if sink
                         .send(Message::Binary(buf[..n].to_vec().into()))
                         .await
@@ -338,7 +369,7 @@ where
             .await;
         return;
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_MIN);
     let first = tokio::time::timeout(
         front.connect_timeout,
         read_packet(&mut client, &mut buf, front.max_packet),
@@ -532,7 +563,8 @@ where
     // Broker → client. At shutdown it keeps going until the broker has been quiet for a moment
     // (bounded), so the final retained `daemon/status` offline reaches every subscriber.
     let downstream = async {
-        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut size = ReadSize::new();
+        let mut chunk = vec![0u8; size.get()];
         let mut drain_until = None;
         loop {
             let read = match drain_until {
@@ -562,11 +594,14 @@ where
                     if client_tx.write_all(&chunk[..n]).await.is_err() {
                         return;
                     }
+                    size.read(n, chunk.len());
+                    chunk.resize(size.get(), 0);
                 }
             }
         }
     };
     let upstream = async {
+        let mut size = ReadSize::new();
         let mut keep_alive = super::keepalive::KeepAlive::new(
             keep_alive_secs,
             std::time::Instant::now(),
@@ -587,12 +622,16 @@ where
                 }
                 buf.drain(..checked);
             }
-            buf.reserve(READ_CHUNK);
+            buf.reserve(size.get());
+            let room = buf.capacity() - buf.len();
             let deadline = keep_alive.deadline(front.stalled());
             // `read_buf` is cancel-safe: a read the deadline cuts short has taken nothing.
             match tokio::time::timeout_at(deadline.into(), client_rx.read_buf(&mut buf)).await {
                 Ok(Ok(0) | Err(_)) => return Ok(()),
-                Ok(Ok(_)) => keep_alive.heard(std::time::Instant::now(), front.stalled()),
+                Ok(Ok(n)) => {
+                    size.read(n, room);
+                    keep_alive.heard(std::time::Instant::now(), front.stalled());
+                }
                 // Past the deadline as it was: look again with the stall time known now.
                 Err(_) if keep_alive.deadline(front.stalled()) > std::time::Instant::now() => {}
                 Err(_) => {
@@ -670,7 +709,7 @@ async fn read_packet<S: AsyncRead + Unpin>(
         if let Some(len) = packet::frame_len(buf, max)? {
             return Ok(Some(len));
         }
-        buf.reserve(READ_CHUNK);
+        buf.reserve(READ_MIN);
         match client.read_buf(buf).await {
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}

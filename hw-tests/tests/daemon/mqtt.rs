@@ -1268,3 +1268,125 @@ async fn regression_a_device_reconnecting_at_once_under_its_id_never_panics_the_
     let log = venued.log();
     assert!(!log.contains("panicked"), "the broker panicked:\n{log}");
 }
+
+/// Drives a bare rumqttc event loop until `done` says so; what it saw, for the failure message.
+async fn poll_until(
+    events: &mut rumqttc::EventLoop,
+    mut done: impl FnMut(&rumqttc::Event) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.poll())
+            .await
+            .map_err(|_| anyhow::anyhow!("not within {WAIT:?}"))??;
+        if done(&event) {
+            return Ok(());
+        }
+    }
+}
+
+/// A display with a persistent session (clean session off) that goes away gets, when it comes
+/// back, the QoS 1 messages published meanwhile, in order, and is told its session was kept.
+/// Coming back with a clean session drops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_gets_the_qos1_messages_it_missed_after_reconnecting() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    const MISSED: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .spawn()
+        .await
+        .unwrap();
+    let addr = venued.mqtt_addr("tcp").await.unwrap();
+    let password = register(&venued, "hall", "signage").await;
+    register(&venued, "wall", "signage").await;
+    register(&venued, "gw-1", "gateway").await;
+    let filter = "venue/default/alert/info/+";
+    let topic = "venue/default/alert/info/gw-1";
+    let session = |clean: bool| {
+        let mut options = MqttOptions::new("hall", addr.ip().to_string(), addr.port());
+        options.set_credentials("hall", &password);
+        options.set_clean_session(clean);
+        options.set_keep_alive(Duration::from_secs(15));
+        options
+    };
+    let connected = |present: bool| move |e: &Event| matches!(e, Event::Incoming(Packet::ConnAck(a)) if a.session_present == present);
+
+    // Subscribe in a persistent session, then leave with DISCONNECT.
+    let (hall, mut events) = AsyncClient::new(session(false), 64);
+    poll_until(&mut events, connected(false)).await.unwrap();
+    hall.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    poll_until(&mut events, |e| {
+        matches!(e, Event::Incoming(Packet::SubAck(_)))
+    })
+    .await
+    .unwrap();
+    hall.disconnect().await.unwrap();
+    let _ = poll_until(&mut events, |_| false).await;
+    drop(events);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !venued
+        .metrics()
+        .await
+        .unwrap()
+        .contains("venued_mqtt_connections_closed_total 1")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker never closed the display's connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Meanwhile: a gateway publishes; another display sees the last one, so the broker has all.
+    let mut wall = device(&venued, "wall").await.unwrap();
+    wall.client
+        .subscribe(filter, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let gateway = device(&venued, "gw-1").await.unwrap();
+    mqtt::await_subscribed(&gateway, topic, std::slice::from_mut(&mut wall))
+        .await
+        .unwrap();
+    for seq in 0..MISSED {
+        gateway
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, seq.to_string())
+            .await
+            .unwrap();
+    }
+    let last = (MISSED - 1).to_string();
+    loop {
+        match wall.next(WAIT).await {
+            Some(Received::Message(_, payload, _)) if payload == last.as_bytes() => break,
+            Some(Received::Message(..)) => {}
+            other => panic!("the other display stopped getting messages: {other:?}"),
+        }
+    }
+
+    // Back in the same session: told it was kept, and every missed message arrives, in order.
+    let (_hall, mut events) = AsyncClient::new(session(false), 64);
+    poll_until(&mut events, connected(true))
+        .await
+        .expect("the session was kept");
+    let mut got = Vec::new();
+    poll_until(&mut events, |e| {
+        if let Event::Incoming(Packet::Publish(p)) = e
+            && p.payload != mqtt::PROBE
+        {
+            got.push(String::from_utf8_lossy(&p.payload).into_owned());
+        }
+        got.len() == MISSED
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{} of {MISSED} missed messages came back: {e}", got.len()));
+    let expected: Vec<String> = (0..MISSED).map(|s| s.to_string()).collect();
+    assert_eq!(got, expected);
+    drop(events);
+
+    // A clean session starts empty.
+    let (_hall, mut events) = AsyncClient::new(session(true), 64);
+    poll_until(&mut events, connected(false))
+        .await
+        .expect("a clean session is never present");
+}

@@ -3,7 +3,8 @@
 //! directory and samples its CPU time and resident memory from `/proc`.
 //!
 //! - `idle`: a fresh daemon doing nothing.
-//! - `mqtt-devices`: N kiosks connected and idle (keep-alive traffic only).
+//! - `mqtt-devices`: N kiosks connected as the kiosk page connects (its two result topics
+//!   subscribed, its status published retained), then idle (keep-alives only).
 //! - `mqtt-checkins`: kiosks checking attendees in over MQTT at a fixed rate; round-trip
 //!   latency from publish to result (each result follows an fsync'd commit).
 //! - `mqtt-fanin`: BLE gateways publishing QoS 0 adverts into the daemon's link at a fixed
@@ -57,7 +58,7 @@ enum Mode {
         #[arg(long)]
         demo: bool,
     },
-    /// N kiosks connected over MQTT and idle.
+    /// N kiosks connected over MQTT as a kiosk connects, then idle.
     MqttDevices {
         /// Devices to connect.
         #[arg(long, default_value_t = 500)]
@@ -65,6 +66,9 @@ enum Mode {
         /// Length of the measuring window once all are connected.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Connect only: no subscriptions, no status (what each connection costs by itself).
+        #[arg(long)]
+        bare: bool,
     },
     /// Check-ins over MQTT at a fixed rate, each a new attendee.
     MqttCheckins {
@@ -206,7 +210,11 @@ async fn main() -> anyhow::Result<()> {
             settle,
             demo,
         } => idle(seconds, settle, demo).await,
-        Mode::MqttDevices { devices, seconds } => mqtt_devices(devices, seconds).await,
+        Mode::MqttDevices {
+            devices,
+            seconds,
+            bare,
+        } => mqtt_devices(devices, seconds, bare).await,
         Mode::MqttCheckins {
             rate,
             seconds,
@@ -408,13 +416,35 @@ async fn metric_sum(venued: &hw_tests::Venued, name: &str) -> anyhow::Result<f64
         .sum())
 }
 
-async fn mqtt_devices(devices: usize, seconds: u64) -> anyhow::Result<()> {
+async fn mqtt_devices(devices: usize, seconds: u64, bare: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let venued = VenuedBuilder::new(&dir.path().join("data")).spawn().await?;
     let passwords = register(&venued, "kiosk-", "kiosk", devices).await?;
     let connecting = Instant::now();
     let clients = connect_all(&venued, "kiosk-", &passwords).await?;
     let connect_secs = connecting.elapsed().as_secs_f64();
+    // What the kiosk page does once connected: its results, its status. Each kiosk's filters are
+    // its own, so the broker keeps two filter logs per kiosk.
+    for (i, kiosk) in clients.iter().enumerate().filter(|_| !bare) {
+        for topic in ["checkin/result", "print/result"] {
+            kiosk
+                .client
+                .subscribe(
+                    format!("venue/default/kiosk/kiosk-{i}/{topic}"),
+                    rumqttc::QoS::AtLeastOnce,
+                )
+                .await?;
+        }
+        kiosk
+            .client
+            .publish(
+                format!("venue/default/kiosk/kiosk-{i}/status"),
+                rumqttc::QoS::AtLeastOnce,
+                true,
+                r#"{"v":1,"state":"ready"}"#,
+            )
+            .await?;
+    }
     let mut sampler = Sampler::start(venued.pid())?;
     let mut every = tokio::time::interval(Duration::from_secs(1));
     while sampler.started.elapsed() < Duration::from_secs(seconds) {
@@ -424,6 +454,7 @@ async fn mqtt_devices(devices: usize, seconds: u64) -> anyhow::Result<()> {
     let mut summary = sampler.finish()?;
     summary["mode"] = "mqtt-devices".into();
     summary["devices"] = devices.into();
+    summary["bare"] = bare.into();
     summary["connected_per_venued"] = metric_sum(&venued, "venued_mqtt_connections").await?.into();
     summary["connect_all_secs"] = connect_secs.into();
     drop(clients);

@@ -42,6 +42,11 @@ pub struct Network<P> {
     protocol: P,
 }
 
+/// Read buffer of a new connection (venue-edge patch 5; upstream allocates 10 KiB each way).
+const READ_BUF_START: usize = 1024;
+/// Most a busy connection's read buffer grows to by itself (a larger packet still fits).
+const READ_BUF_MAX: usize = 16 * 1024;
+
 impl<P: Protocol> Network<P> {
     pub fn new(
         socket: Box<dyn N>,
@@ -51,8 +56,10 @@ impl<P: Protocol> Network<P> {
     ) -> Network<P> {
         Network {
             socket,
-            read: BytesMut::with_capacity(10 * 1024),
-            write: BytesMut::with_capacity(10 * 1024),
+            // Small while the connection is quiet; `read_bytes` grows the read buffer for a busy
+            // one, writes grow the write buffer to the largest batch (venue-edge patch 5).
+            read: BytesMut::with_capacity(READ_BUF_START),
+            write: BytesMut::with_capacity(512),
             max_incoming_size,
             max_connection_buffer_len,
             // Overwritten by keepalive value in connect packet, otherwise we
@@ -73,7 +80,12 @@ impl<P: Protocol> Network<P> {
         // TODO: Fix this cancellation bug and write unit test
         let mut total_read = 0;
         loop {
+            let room = self.read.capacity() - self.read.len();
             let read = self.socket.read_buf(&mut self.read).await?;
+            if read >= room && self.read.capacity() < READ_BUF_MAX {
+                // The read filled all the room it had: more is waiting, read more at once.
+                self.read.reserve(self.read.capacity());
+            }
             if 0 == read {
                 let error = if self.read.is_empty() {
                     io::Error::new(ErrorKind::ConnectionAborted, "connection closed by peer")
