@@ -19,8 +19,11 @@ pub const DEFAULT_TOPIC_ROOT: &str = "venue";
 pub const DEFAULT_MQTT_MAX_CONNECTIONS: usize = 1000;
 /// Default bytes per in-memory log segment per subscription filter (1 MiB).
 pub const DEFAULT_SEGMENT_BYTES: usize = 1024 * 1024;
-/// Default segments kept per subscription filter.
-pub const DEFAULT_SEGMENT_COUNT: usize = 3;
+/// Default segments kept per subscription filter: 10 MiB per filter, filled only as the filter's
+/// traffic fills it. Ten gateways publishing 50,000 alerts to ten displays as fast as they can
+/// lost 3-52 % of the deliveries at 3 MiB and none at 10 MiB (docs/operations.md, "Sizing the
+/// MQTT broker").
+pub const DEFAULT_SEGMENT_COUNT: usize = 10;
 /// Default time a new connection has to send CONNECT, milliseconds.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 

@@ -23,7 +23,8 @@ const INTERNAL_LINKS: usize = 8;
 /// QoS 0 messages per router read; also caps retained messages sent on a QoS 0 wildcard
 /// subscription, which displays should not use anyway (they subscribe to exact topics).
 const MAX_OUTGOING_PACKET_COUNT: u64 = 200;
-/// The broker's read-batch length (broker → client inflight is fixed at 100 inside rumqttd).
+/// The broker's read-batch length (broker → client QoS 1 inflight is fixed inside rumqttd: 1,000
+/// since vendor/rumqttd patch 6).
 const MAX_INFLIGHT_COUNT: usize = 100;
 
 /// Why the broker could not start.

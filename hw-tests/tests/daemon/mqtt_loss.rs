@@ -17,8 +17,9 @@ const SUBSCRIBERS: usize = 10;
 const PER_PUBLISHER: usize = 5_000;
 const MAX_PACKET: usize = 64 * 1024;
 const FILTER: &str = "venue/default/alert/info/+";
-/// Brings a message to the size of a gateway's advert report (about 180 bytes), so the run is
-/// several times what the broker keeps per filter by default (3 MiB).
+/// Brings a message to the size of a gateway's advert report (about 180 bytes), so the stalled
+/// display's run (200,000 messages, about 40 MB) is several times what the broker keeps per
+/// filter by default (10 MiB).
 const PADDING: &str = "{\"id\":\"C0:00:00:00:00:01\",\"rssi\":-58,\"manufacturerdata\":\"4c000215f7826da64fa24e988024bc5b71e0893e00010001c5\",\"servicedata\":\"0000\"}";
 
 /// Messages the broker dropped on their way to clients (the daemon's own link and queues are
