@@ -365,8 +365,25 @@ async fn run(
         summary["venued_mqtt_dropped_total"] = crate::metric_sum(v, "venued_mqtt_dropped_total")
             .await?
             .into();
+        // `subscriber_behind` is what the displays lost and should equal `lost`; the others
+        // are the daemon's own link and queues, which no client here sees.
+        summary["venued_mqtt_dropped_by_reason"] =
+            dropped_by_reason(&v.metrics().await?).into();
     }
     Ok(summary)
+}
+
+/// `venued_mqtt_dropped_total{reason="…"} N` lines as `{reason: N}`.
+fn dropped_by_reason(metrics: &str) -> serde_json::Map<String, serde_json::Value> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("venued_mqtt_dropped_total{reason=\""))
+        .filter_map(|l| {
+            let (reason, rest) = l.split_once('"')?;
+            let n: f64 = rest.rsplit_once(' ')?.1.parse().ok()?;
+            Some((reason.to_string(), n.into()))
+        })
+        .collect()
 }
 
 /// Runs the scenario against venued, then against Mosquitto, and prints both and the ratios.
