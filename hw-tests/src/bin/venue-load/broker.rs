@@ -367,8 +367,7 @@ async fn run(
             .into();
         // `subscriber_behind` is what the displays lost and should equal `lost`; the others
         // are the daemon's own link and queues, which no client here sees.
-        summary["venued_mqtt_dropped_by_reason"] =
-            dropped_by_reason(&v.metrics().await?).into();
+        summary["venued_mqtt_dropped_by_reason"] = dropped_by_reason(&v.metrics().await?).into();
     }
     Ok(summary)
 }

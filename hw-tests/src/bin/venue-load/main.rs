@@ -3,8 +3,8 @@
 //! directory and samples its CPU time and resident memory from `/proc`.
 //!
 //! - `idle`: a fresh daemon doing nothing.
-//! - `mqtt-devices`: N kiosks connected as the kiosk page connects (its two result topics
-//!   subscribed, its status published retained), then idle (keep-alives only).
+//! - `mqtt-devices`: N MQTT kiosks connected as docs/protocol/mqtt-topics.md has them (their
+//!   two result topics subscribed, their status published retained), then idle (keep-alives only).
 //! - `mqtt-checkins`: kiosks checking attendees in over MQTT at a fixed rate; round-trip
 //!   latency from publish to result (each result follows an fsync'd commit).
 //! - `mqtt-fanin`: BLE gateways publishing QoS 0 adverts into the daemon's link at a fixed
@@ -423,7 +423,7 @@ async fn mqtt_devices(devices: usize, seconds: u64, bare: bool) -> anyhow::Resul
     let connecting = Instant::now();
     let clients = connect_all(&venued, "kiosk-", &passwords).await?;
     let connect_secs = connecting.elapsed().as_secs_f64();
-    // What the kiosk page does once connected: its results, its status. Each kiosk's filters are
+    // What an MQTT kiosk does once connected: its results, its status. Each kiosk's filters are
     // its own, so the broker keeps two filter logs per kiosk.
     for (i, kiosk) in clients.iter().enumerate().filter(|_| !bare) {
         for topic in ["checkin/result", "print/result"] {
