@@ -222,6 +222,18 @@ impl Venued {
         Ok(reqwest::get(self.url("/metrics")).await?.text().await?)
     }
 
+    /// A metric's value from `/metrics`, summed over its label sets (`name` is the whole series
+    /// name, e.g. `venued_mqtt_dropped_total`; 0 when absent).
+    pub async fn metric_sum(&self, name: &str) -> anyhow::Result<f64> {
+        Ok(self
+            .metrics()
+            .await?
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum())
+    }
+
     /// Where MQTT listens, from `/api/v1/status`: `tcp`, `v5`, `ws`, `tls` (absent when off).
     pub async fn mqtt_addr(&self, listener: &str) -> anyhow::Result<SocketAddr> {
         let status: serde_json::Value = reqwest::get(self.url("/api/v1/status"))

@@ -1212,23 +1212,7 @@ async fn regression_a_device_reconnecting_at_once_under_its_id_never_panics_the_
     }
     // A connection of the loop the broker has not handled yet would take a new one over (as
     // MQTT says a later CONNECT of the same id does): wait until the broker has closed all 200.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = venued.metrics().await.unwrap();
-        let closed = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("venued_mqtt_connections_closed_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if closed >= 200.0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the broker handled {closed} of the loop's 200 connections in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    await_connections_closed(&venued, 200, Duration::from_secs(30)).await;
     // No CONNACK at all is the bug this test pins.
     let last = mqtt::connect(
         addr,
@@ -1269,7 +1253,28 @@ async fn regression_a_device_reconnecting_at_once_under_its_id_never_panics_the_
     assert!(!log.contains("panicked"), "the broker panicked:\n{log}");
 }
 
-/// Drives a bare rumqttc event loop until `done` says so; what it saw, for the failure message.
+/// Waits until the broker has closed at least `n` client connections since the start
+/// (`venued_mqtt_connections_closed_total`, counted once the broker has closed its side).
+async fn await_connections_closed(venued: &Venued, n: usize, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let closed = venued
+            .metric_sum("venued_mqtt_connections_closed_total")
+            .await
+            .unwrap();
+        if closed >= n as f64 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker closed {closed} of {n} connections within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Drives a bare rumqttc event loop until `done` says so; an error when the connection fails or
+/// `done` is not met within [`WAIT`].
 async fn poll_until(
     events: &mut rumqttc::EventLoop,
     mut done: impl FnMut(&rumqttc::Event) -> bool,
@@ -1287,7 +1292,7 @@ async fn poll_until(
 
 /// A display with a persistent session (clean session off) that goes away gets, when it comes
 /// back, the QoS 1 messages published meanwhile, in order, and is told its session was kept.
-/// Coming back with a clean session drops them.
+/// Coming back with a clean session is told none was kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_session_gets_the_qos1_messages_it_missed_after_reconnecting() {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
@@ -1324,19 +1329,7 @@ async fn a_persistent_session_gets_the_qos1_messages_it_missed_after_reconnectin
     hall.disconnect().await.unwrap();
     let _ = poll_until(&mut events, |_| false).await;
     drop(events);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !venued
-        .metrics()
-        .await
-        .unwrap()
-        .contains("venued_mqtt_connections_closed_total 1")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the broker never closed the display's connection"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_connections_closed(&venued, 1, WAIT).await;
 
     // Meanwhile: a gateway publishes; another display sees the last one, so the broker has all.
     let mut wall = device(&venued, "wall").await.unwrap();

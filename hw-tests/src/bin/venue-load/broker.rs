@@ -362,9 +362,8 @@ async fn run(
         "rss_kib_max": load["venued_rss_kib_max"],
     });
     if let Broker::Venued(v) = broker {
-        summary["venued_mqtt_dropped_total"] = crate::metric_sum(v, "venued_mqtt_dropped_total")
-            .await?
-            .into();
+        summary["venued_mqtt_dropped_total"] =
+            v.metric_sum("venued_mqtt_dropped_total").await?.into();
         // `subscriber_behind` is what the displays lost and should equal `lost`; the others
         // are the daemon's own link and queues, which no client here sees.
         summary["venued_mqtt_dropped_by_reason"] = dropped_by_reason(&v.metrics().await?).into();

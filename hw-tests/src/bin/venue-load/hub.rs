@@ -425,7 +425,8 @@ pub(crate) async fn hold(connections: usize, processes: usize, seconds: u64) -> 
     }
     let rss_held = rss_kib(pid)?;
     // At the ceiling /metrics itself may be refused; it is read again after the run.
-    let open = super::metric_sum(&venued, "venued_hub_websockets_open")
+    let open = venued
+        .metric_sum("venued_hub_websockets_open")
         .await
         .unwrap_or(f64::NAN);
     // Then one announcement to everyone: the connections are alive, not just counted.
@@ -438,10 +439,10 @@ pub(crate) async fn hold(connections: usize, processes: usize, seconds: u64) -> 
     let done = workers.next_lines(Duration::from_secs(120)).await;
     let mut summary = sampler.finish()?;
     let merged = workers.finish().await?;
-    summary["refused_by_the_ceiling"] =
-        super::metric_sum(&venued, "venued_http_connections_refused_total")
-            .await?
-            .into();
+    summary["refused_by_the_ceiling"] = venued
+        .metric_sum("venued_http_connections_refused_total")
+        .await?
+        .into();
     summary["refusal_log_lines"] = venued
         .log()
         .lines()
@@ -544,7 +545,9 @@ pub(crate) async fn spread(
     let done = workers.next_lines(Duration::from_secs(60)).await;
     let mut summary = sampler.finish()?;
     let merged = workers.finish().await?;
-    let slow = super::metric_sum(&venued, "venued_hub_slow_consumers_closed_total").await?;
+    let slow = venued
+        .metric_sum("venued_hub_slow_consumers_closed_total")
+        .await?;
     let expected = connected * sent.load(Ordering::Relaxed);
     summary["mode"] = "ws-spread".into();
     summary["connections"] = connections.into();

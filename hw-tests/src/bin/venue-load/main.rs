@@ -406,16 +406,6 @@ async fn connect_all(
     Ok(clients)
 }
 
-/// A metric's value summed over its label sets, from `/metrics`.
-async fn metric_sum(venued: &hw_tests::Venued, name: &str) -> anyhow::Result<f64> {
-    let text = venued.metrics().await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum())
-}
-
 async fn mqtt_devices(devices: usize, seconds: u64, bare: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let venued = VenuedBuilder::new(&dir.path().join("data")).spawn().await?;
@@ -425,25 +415,27 @@ async fn mqtt_devices(devices: usize, seconds: u64, bare: bool) -> anyhow::Resul
     let connect_secs = connecting.elapsed().as_secs_f64();
     // What an MQTT kiosk does once connected: its results, its status. Each kiosk's filters are
     // its own, so the broker keeps two filter logs per kiosk.
-    for (i, kiosk) in clients.iter().enumerate().filter(|_| !bare) {
-        for topic in ["checkin/result", "print/result"] {
+    if !bare {
+        for (i, kiosk) in clients.iter().enumerate() {
+            for topic in ["checkin/result", "print/result"] {
+                kiosk
+                    .client
+                    .subscribe(
+                        format!("venue/default/kiosk/kiosk-{i}/{topic}"),
+                        rumqttc::QoS::AtLeastOnce,
+                    )
+                    .await?;
+            }
             kiosk
                 .client
-                .subscribe(
-                    format!("venue/default/kiosk/kiosk-{i}/{topic}"),
+                .publish(
+                    format!("venue/default/kiosk/kiosk-{i}/status"),
                     rumqttc::QoS::AtLeastOnce,
+                    true,
+                    r#"{"v":1,"state":"ready"}"#,
                 )
                 .await?;
         }
-        kiosk
-            .client
-            .publish(
-                format!("venue/default/kiosk/kiosk-{i}/status"),
-                rumqttc::QoS::AtLeastOnce,
-                true,
-                r#"{"v":1,"state":"ready"}"#,
-            )
-            .await?;
     }
     let mut sampler = Sampler::start(venued.pid())?;
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -455,7 +447,7 @@ async fn mqtt_devices(devices: usize, seconds: u64, bare: bool) -> anyhow::Resul
     summary["mode"] = "mqtt-devices".into();
     summary["devices"] = devices.into();
     summary["bare"] = bare.into();
-    summary["connected_per_venued"] = metric_sum(&venued, "venued_mqtt_connections").await?.into();
+    summary["connected_per_venued"] = venued.metric_sum("venued_mqtt_connections").await?.into();
     summary["connect_all_secs"] = connect_secs.into();
     drop(clients);
     venued.terminate(Duration::from_secs(10)).await?;
@@ -650,10 +642,10 @@ async fn mqtt_fanin(
     }
     let elapsed = started.elapsed().as_secs_f64();
     // Wait until the daemon's counter stops moving: everything queued has been processed.
-    let mut processed = metric_sum(&venued, "venued_ble_adverts_total").await?;
+    let mut processed = venued.metric_sum("venued_ble_adverts_total").await?;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = metric_sum(&venued, "venued_ble_adverts_total").await?;
+        let now = venued.metric_sum("venued_ble_adverts_total").await?;
         if now == processed {
             break;
         }
@@ -668,13 +660,10 @@ async fn mqtt_fanin(
     summary["processed"] = processed.into();
     summary["lost"] = (sent as f64 - processed).into();
     summary["through_bridge"] = through_bridge.into();
-    summary["bridged"] = metric_sum(&venued, "venued_mqtt_bridged_total")
-        .await?
-        .into();
-    summary["dropped"] = metric_sum(&venued, "venued_mqtt_dropped_total")
-        .await?
-        .into();
-    summary["link_unscheduled"] = metric_sum(&venued, "venued_mqtt_link_unscheduled_total")
+    summary["bridged"] = venued.metric_sum("venued_mqtt_bridged_total").await?.into();
+    summary["dropped"] = venued.metric_sum("venued_mqtt_dropped_total").await?.into();
+    summary["link_unscheduled"] = venued
+        .metric_sum("venued_mqtt_link_unscheduled_total")
         .await?
         .into();
     venued.terminate(Duration::from_secs(10)).await?;
@@ -797,9 +786,11 @@ async fn ws_acks(rate: u64, seconds: u64, senders: usize) -> anyhow::Result<()> 
     let mut summary = sampler.finish()?;
     summary["mode"] = "ws-acks".into();
     // The daemon's own view: how long its commits (one fsync each) took on average.
-    let commit_sum = metric_sum(&venued, "venued_store_commit_seconds_sum").await?;
-    let commits = metric_sum(&venued, "venued_store_commit_seconds_count").await?;
-    let groups = metric_sum(&venued, "venued_store_group_writes_sum").await?;
+    let commit_sum = venued.metric_sum("venued_store_commit_seconds_sum").await?;
+    let commits = venued
+        .metric_sum("venued_store_commit_seconds_count")
+        .await?;
+    let groups = venued.metric_sum("venued_store_group_writes_sum").await?;
     summary["store_commit_ms_mean"] = (1000.0 * commit_sum / commits.max(1.0)).into();
     summary["store_writes_per_commit"] = (groups / commits.max(1.0)).into();
     summary["offered_rate"] = rate.into();
