@@ -11,7 +11,10 @@ use tokio_tungstenite::tungstenite::Message;
 use super::hub::{Socket, WAIT, connect, demo, next, send, subscribe, token};
 use hw_tests::VenuedBuilder;
 
-const HEALTHY: usize = 100;
+/// Healthy readers. Each parses every frame in this test process, which shares two cores with
+/// the daemon and, in CI, with other suites; at 100 a reader starved of CPU was (rightly)
+/// closed as a slow consumer itself, so the count is kept to what the process can read.
+const HEALTHY: usize = 20;
 /// Enough that the stalled socket's kernel buffers (several MiB on loopback, where the MSS is
 /// 64 KiB and the send buffer autotunes to it) and its 1,000-frame queue both fill.
 const POSTERS: usize = 300;
@@ -77,14 +80,23 @@ async fn a_stalled_reader_is_closed_as_a_slow_consumer_and_the_healthy_get_every
         .map(|mut socket| {
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(total);
+                let mut ended = String::from("every message read");
                 while latencies.len() < total {
-                    let Ok(Some(Ok(message))) =
-                        tokio::time::timeout(Duration::from_secs(60), socket.next()).await
-                    else {
-                        break;
-                    };
-                    let Message::Text(text) = message else {
-                        continue;
+                    let message =
+                        match tokio::time::timeout(Duration::from_secs(60), socket.next()).await {
+                            Ok(Some(Ok(message))) => message,
+                            other => {
+                                ended = format!("{other:?}");
+                                break;
+                            }
+                        };
+                    let text = match message {
+                        Message::Text(text) => text,
+                        Message::Close(frame) => {
+                            ended = format!("closed: {frame:?}");
+                            break;
+                        }
+                        _ => continue,
                     };
                     let frame: Value = serde_json::from_str(&text).unwrap();
                     match frame["type"].as_str() {
@@ -99,7 +111,7 @@ async fn a_stalled_reader_is_closed_as_a_slow_consumer_and_the_healthy_get_every
                         _ => {}
                     }
                 }
-                (latencies, socket)
+                (latencies, ended, socket)
             })
         })
         .collect();
@@ -166,8 +178,12 @@ async fn a_stalled_reader_is_closed_as_a_slow_consumer_and_the_healthy_get_every
     }
     let mut all = Vec::new();
     for reader in readers {
-        let (latencies, mut socket) = reader.await.unwrap();
-        assert_eq!(latencies.len(), total, "a healthy reader missed messages");
+        let (latencies, ended, mut socket) = reader.await.unwrap();
+        assert_eq!(
+            latencies.len(),
+            total,
+            "a healthy reader missed messages; its stream ended with {ended}"
+        );
         // Still open: a ping is answered.
         send(&mut socket, "ping", "alive", json!({})).await;
         next(&mut socket, "pong").await;
