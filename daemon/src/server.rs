@@ -107,7 +107,8 @@ impl Daemon {
             false => (None, None),
         };
         let store = Store::open_with_hook(&config.data_dir, &options, metrics.store.clone(), hook)?;
-        let admin = auth::ensure_admin_token(&store, &config.data_dir).await?;
+        let provisioned = Some(config.http.admin_token_sha256.as_str()).filter(|h| !h.is_empty());
+        let admin = auth::ensure_admin_token(&store, &config.data_dir, provisioned).await?;
         ensure_event(&store, &config).await?;
         let demo = match demo {
             true => Some(demo::seed(&store, &config.event.id).await?),

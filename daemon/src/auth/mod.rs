@@ -59,8 +59,25 @@ pub struct AdminToken {
 const ADMIN_TOKEN_KEY: &str = "admin_token_sha256";
 
 /// Loads the admin token's hash, or on first start generates a token, writes it to
-/// `<data_dir>/admin-token` with mode 0600, and stores its hash.
-pub async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<AdminToken, DomainError> {
+/// `<data_dir>/admin-token` with mode 0600, and stores its hash. A `provisioned` hash
+/// (`http.admin_token_sha256`, 64 hex digits, already validated) replaces the stored one instead:
+/// the token was made outside and only its hash travels.
+pub async fn ensure_admin_token(
+    store: &Store,
+    data_dir: &Path,
+    provisioned: Option<&str>,
+) -> Result<AdminToken, DomainError> {
+    if let Some(hash) = provisioned {
+        let sha256 = hash.to_ascii_lowercase();
+        let stored = sha256.clone();
+        store
+            .write(move |ctx| Ok::<_, DomainError>(meta::set(ctx.conn(), ADMIN_TOKEN_KEY, &stored)?))
+            .await?;
+        return Ok(AdminToken {
+            sha256,
+            written_to: None,
+        });
+    }
     let existing = store
         .read(|conn| Ok::<_, DomainError>(meta::get(conn, ADMIN_TOKEN_KEY)?))
         .await?;
@@ -289,6 +306,34 @@ mod tests {
         let retry = limiter.check(a).expect_err("over budget");
         assert!(retry <= Duration::from_secs(AUTH_FAILURE_WINDOW_SECS));
         assert!(limiter.check(b).is_ok());
+    }
+
+    /// A provisioned hash replaces a generated token, writes no file, and a later start without
+    /// it keeps the provisioned hash rather than minting a new token.
+    #[tokio::test]
+    async fn a_provisioned_admin_hash_replaces_the_generated_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path(),
+            &crate::store::StoreOptions::default(),
+            crate::metrics::StoreMetrics::detached(),
+        )
+        .expect("store");
+        let generated = ensure_admin_token(&store, dir.path(), None).await.expect("mints");
+        std::fs::remove_file(dir.path().join(ADMIN_TOKEN_FILE)).expect("written");
+        let token = "vat_provisioned-from-the-image";
+        let hash = sha256_hex(token.as_bytes()).to_ascii_uppercase();
+        let provisioned = ensure_admin_token(&store, dir.path(), Some(&hash))
+            .await
+            .expect("stores");
+        assert_ne!(provisioned.sha256, generated.sha256);
+        assert!(provisioned.written_to.is_none());
+        assert!(!dir.path().join(ADMIN_TOKEN_FILE).exists());
+        let auth = Authenticator::new(provisioned.sha256);
+        assert!(auth.is_admin(token));
+        let again = ensure_admin_token(&store, dir.path(), None).await.expect("reads");
+        assert_eq!(again.sha256, sha256_hex(token.as_bytes()));
+        assert!(again.written_to.is_none());
     }
 
     async fn stored_hash(store: &Store, id: &str) -> String {

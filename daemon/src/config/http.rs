@@ -35,6 +35,10 @@ pub struct HttpConfig {
     /// Most open HTTP/WebSocket connections; past it new ones are closed at once (logged and
     /// counted). Default 0: the open-file limit less 512 descriptors for everything else.
     pub max_connections: usize,
+    /// SHA-256 (64 hex digits) of the admin token, when the token is provisioned from outside
+    /// (the appliance image's provisioning file) instead of generated at first start. Set, it
+    /// replaces the stored hash at every start and no token file is written. Default empty.
+    pub admin_token_sha256: String,
 }
 
 impl Default for HttpConfig {
@@ -46,6 +50,7 @@ impl Default for HttpConfig {
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             max_connections: 0,
+            admin_token_sha256: String::new(),
         }
     }
 }
@@ -91,5 +96,15 @@ pub(super) fn validate(http: &HttpConfig, problems: &mut Vec<ConfigProblem>) -> 
         1,
         60,
     );
+    let hash = &http.admin_token_sha256;
+    if !hash.is_empty() && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit())) {
+        invalid(
+            problems,
+            "http.admin_token_sha256",
+            "must be the token's SHA-256 as 64 hex digits, e.g. the output of \
+             `printf %s \"$TOKEN\" | sha256sum`; leave it empty to have a token generated"
+                .to_string(),
+        );
+    }
     http_listen
 }
