@@ -38,6 +38,7 @@ pub mod mqtt;
 pub mod oplog;
 pub mod presence;
 pub mod print;
+pub mod provision;
 pub mod qr;
 pub mod replica;
 pub mod server;

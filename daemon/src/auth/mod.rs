@@ -71,7 +71,9 @@ pub async fn ensure_admin_token(
         let sha256 = hash.to_ascii_lowercase();
         let stored = sha256.clone();
         store
-            .write(move |ctx| Ok::<_, DomainError>(meta::set(ctx.conn(), ADMIN_TOKEN_KEY, &stored)?))
+            .write(move |ctx| {
+                Ok::<_, DomainError>(meta::set(ctx.conn(), ADMIN_TOKEN_KEY, &stored)?)
+            })
             .await?;
         return Ok(AdminToken {
             sha256,
@@ -319,7 +321,9 @@ mod tests {
             crate::metrics::StoreMetrics::detached(),
         )
         .expect("store");
-        let generated = ensure_admin_token(&store, dir.path(), None).await.expect("mints");
+        let generated = ensure_admin_token(&store, dir.path(), None)
+            .await
+            .expect("mints");
         std::fs::remove_file(dir.path().join(ADMIN_TOKEN_FILE)).expect("written");
         let token = "vat_provisioned-from-the-image";
         let hash = sha256_hex(token.as_bytes()).to_ascii_uppercase();
@@ -331,7 +335,9 @@ mod tests {
         assert!(!dir.path().join(ADMIN_TOKEN_FILE).exists());
         let auth = Authenticator::new(provisioned.sha256);
         assert!(auth.is_admin(token));
-        let again = ensure_admin_token(&store, dir.path(), None).await.expect("reads");
+        let again = ensure_admin_token(&store, dir.path(), None)
+            .await
+            .expect("reads");
         assert_eq!(again.sha256, sha256_hex(token.as_bytes()));
         assert!(again.written_to.is_none());
     }

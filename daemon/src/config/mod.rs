@@ -576,6 +576,40 @@ pub fn is_valid_id(id: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The all-comments `/etc/venued/venued.toml` the Debian package installs is the reference
+    /// in docs/operations.md, line for line, and uncommented it is a valid configuration: a key
+    /// renamed or dropped in the code fails here instead of in a venue.
+    #[test]
+    fn the_packaged_config_is_the_documented_reference_and_loads_uncommented() {
+        let packaged = include_str!("../../debian/venued.toml");
+        let docs = include_str!("../../../docs/operations.md");
+        let reference = docs
+            .split_once("## Configuration reference")
+            .and_then(|(_, rest)| rest.split_once("```toml\n"))
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .map(|(block, _)| block)
+            .expect("a toml block under \"Configuration reference\"");
+        let uncommented: String = packaged
+            .lines()
+            .skip_while(|l| !l.is_empty())
+            .skip(1)
+            .map(|l| {
+                assert!(
+                    l.starts_with('#'),
+                    "an active line in the packaged file: {l}"
+                );
+                format!("{}\n", l.strip_prefix("# ").unwrap_or(""))
+            })
+            .collect();
+        assert_eq!(uncommented, reference);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("venued.toml");
+        std::fs::write(&path, &uncommented).expect("writes");
+        if let Err(e) = load(Some(&path), &BTreeMap::new(), None) {
+            panic!("the documented reference does not load: {e}");
+        }
+    }
+
     /// `check-config` printed 4 of the 9 sections; now every key of every section, and no
     /// secret.
     #[test]

@@ -83,10 +83,57 @@ enum Command {
         #[arg(long)]
         from: Option<String>,
     },
+    /// Check an appliance provisioning file (`venue-edge.toml`: a venued.toml with an
+    /// `[appliance]` table) and, with `--into`, write the files the image's first-boot service
+    /// installs. Every problem is printed; exit 78 if there is any.
+    Provision {
+        /// The provisioning file.
+        file: PathBuf,
+        /// Where to write venued.toml, hostname, network, authorized_keys and summary.txt.
+        #[arg(long, value_name = "DIR")]
+        into: Option<PathBuf>,
+    },
+}
+
+/// `venued provision`: validates the file, prints what it would apply (or every problem), and
+/// writes the split files with `--into`.
+fn provision(file: &std::path::Path, into: Option<&std::path::Path>) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            say(format_args!(
+                "venued: cannot read the provisioning file {}: {e}",
+                file.display()
+            ));
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let provisioning = match venued::provision::check(&text, &file.display().to_string()) {
+        Ok(p) => p,
+        Err(errors) => {
+            say(format_args!("venued: {errors}"));
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if let Some(dir) = into {
+        if let Err(e) = provisioning.write_into(dir) {
+            say(format_args!(
+                "venued: cannot write the provisioned files into {}: {e}",
+                dir.display()
+            ));
+            return ExitCode::FAILURE;
+        }
+    }
+    say(format_args!("{} is valid", file.display()));
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before the installed configuration is loaded: provisioning is how a broken one is replaced.
+    if let Some(Command::Provision { file, into }) = &cli.command {
+        return provision(file, into.as_deref());
+    }
     // The library reads no environment itself: it gets the `VENUED_*` overrides and systemd's
     // directories from here. (A variable that is not UTF-8 cannot be one of ours.)
     let env: BTreeMap<String, String> = std::env::vars_os()
@@ -116,6 +163,7 @@ fn main() -> ExitCode {
             ttl,
             role,
         }) => return mint_token(&config, &attendee, ttl, role),
+        Some(Command::Provision { .. }) => return ExitCode::SUCCESS,
         Some(Command::Restore {
             to,
             txid,

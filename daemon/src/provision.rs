@@ -1,0 +1,436 @@
+//! The appliance's provisioning file: one TOML file venue IT writes onto the boot partition.
+//!
+//! It is a `venued.toml` with one more table, `[appliance]`, for what belongs to the box rather
+//! than to the daemon (its host name, its network, who may log in over SSH). [`check`] validates
+//! both halves and reports every problem at once, with the daemon's half checked by the same
+//! loader `venued check-config` uses, so a file that provisions is a file `venued` starts with.
+//! [`Provisioning::write_into`] splits it into the files the image's first-boot service installs
+//! (`image/README.md`); nothing here touches the system itself.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::config::{self, ConfigErrors, ConfigProblem};
+
+/// The provisioning file's name on the boot partition.
+pub const FILE_NAME: &str = "venue-edge.toml";
+
+/// `[appliance]`: the box itself.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Appliance {
+    /// Host name, one DNS label. Also the mDNS name (`<hostname>.local`) unless `mdns.hostname`
+    /// is given. Default `venue-edge`.
+    pub hostname: String,
+    /// OpenSSH public keys allowed to log in as root. None: SSH stays off.
+    pub ssh_authorized_keys: Vec<String>,
+    /// Wired network; DHCP when no address is given.
+    pub network: Network,
+}
+
+/// `[appliance.network]`: the wired interface.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Network {
+    /// Static address with its prefix length, e.g. `10.20.0.5/24`. Empty: DHCP.
+    pub address: String,
+    /// Default gateway for a static address.
+    pub gateway: String,
+    /// DNS servers for a static address.
+    pub dns: Vec<String>,
+}
+
+/// A validated provisioning file.
+#[derive(Debug, Clone)]
+pub struct Provisioning {
+    /// The `[appliance]` table.
+    pub appliance: Appliance,
+    /// The file without `[appliance]`, as TOML: the daemon's configuration.
+    pub venued_toml: String,
+    /// The daemon's configuration, validated.
+    pub config: config::Config,
+}
+
+/// Key types OpenSSH accepts in `authorized_keys`.
+const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Validates a provisioning file's text (`origin` names it in messages). Every problem is
+/// reported, the appliance's and the daemon's together.
+pub fn check(text: &str, origin: &str) -> Result<Provisioning, ConfigErrors> {
+    let fail = |problems| ConfigErrors {
+        origin: origin.into(),
+        problems,
+    };
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| fail(vec![ConfigProblem::Syntax(e.to_string())]))?;
+    let mut problems = Vec::new();
+    let appliance = match table.remove("appliance") {
+        None => Appliance::default(),
+        Some(value) => match value.try_into::<Appliance>() {
+            Ok(a) => a,
+            Err(e) => {
+                problems.push(ConfigProblem::Invalid {
+                    key: "appliance".into(),
+                    reason: e.message().to_string(),
+                });
+                Appliance::default()
+            }
+        },
+    };
+    validate_appliance(&appliance, &mut problems);
+    let venued_toml = toml::to_string(&table).unwrap_or_default();
+    // The daemon's half as `venued` itself would load it: no environment, no --data-dir.
+    let config = match config::load_str(&venued_toml, origin, &BTreeMap::new(), None) {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            problems.extend(errors.problems);
+            None
+        }
+    };
+    match config {
+        Some(config) if problems.is_empty() => Ok(Provisioning {
+            appliance,
+            venued_toml,
+            config,
+        }),
+        _ => Err(fail(problems)),
+    }
+}
+
+fn invalid(problems: &mut Vec<ConfigProblem>, key: &str, reason: String) {
+    problems.push(ConfigProblem::Invalid {
+        key: key.into(),
+        reason,
+    });
+}
+
+fn validate_appliance(a: &Appliance, problems: &mut Vec<ConfigProblem>) {
+    if !a.hostname.is_empty() && !is_dns_label(&a.hostname) {
+        invalid(
+            problems,
+            "appliance.hostname",
+            format!(
+                "`{}` must be one DNS label: 1-63 of a-z, 0-9 and `-`, not starting or ending with `-`",
+                a.hostname
+            ),
+        );
+    }
+    for (i, key) in a.ssh_authorized_keys.iter().enumerate() {
+        if let Err(reason) = check_ssh_key(key) {
+            invalid(
+                problems,
+                &format!("appliance.ssh_authorized_keys[{i}]"),
+                reason,
+            );
+        }
+    }
+    let n = &a.network;
+    if n.address.is_empty() {
+        if !n.gateway.is_empty() || !n.dns.is_empty() {
+            invalid(
+                problems,
+                "appliance.network.address",
+                "a gateway or DNS servers were given without a static address; add `address` \
+                 (e.g. \"10.20.0.5/24\") or remove them to use DHCP"
+                    .into(),
+            );
+        }
+    } else if parse_cidr(&n.address).is_none() {
+        invalid(
+            problems,
+            "appliance.network.address",
+            format!(
+                "`{}` is not an address with a prefix length, e.g. \"10.20.0.5/24\"",
+                n.address
+            ),
+        );
+    }
+    if !n.gateway.is_empty() && n.gateway.parse::<IpAddr>().is_err() {
+        invalid(
+            problems,
+            "appliance.network.gateway",
+            format!("`{}` is not an IP address", n.gateway),
+        );
+    }
+    for (i, dns) in n.dns.iter().enumerate() {
+        if dns.parse::<IpAddr>().is_err() {
+            invalid(
+                problems,
+                &format!("appliance.network.dns[{i}]"),
+                format!("`{dns}` is not an IP address"),
+            );
+        }
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, prefix) = s.split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (prefix <= max).then_some((addr, prefix))
+}
+
+/// One `authorized_keys` line without options: `type base64 [comment]`.
+fn check_ssh_key(line: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    if line.contains('\n') {
+        return Err("one key per list entry, without line breaks".into());
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+        return Err("expected `<type> <base64 key> [comment]`, as in a .pub file".into());
+    };
+    if !SSH_KEY_TYPES.contains(&kind) {
+        return Err(format!(
+            "`{kind}` is not an OpenSSH public key type; paste the whole line of the .pub file \
+             (e.g. \"ssh-ed25519 AAAA... it@venue\")"
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .map_err(|_| {
+            "the key is not valid base64; paste the .pub file's line unchanged".to_string()
+        })?;
+    // The blob starts with its own type as an SSH string: a pasted key of another type, or a
+    // truncated one, does not.
+    let named = bytes.get(4..).zip(bytes.get(..4)).and_then(|(rest, len)| {
+        let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
+        rest.get(..len)
+    });
+    if named != Some(kind.as_bytes()) {
+        return Err(format!(
+            "the key's data does not say `{kind}`: it is truncated or of another type"
+        ));
+    }
+    Ok(())
+}
+
+impl Provisioning {
+    /// The host name the box takes: `appliance.hostname`, else `venue-edge`.
+    pub fn hostname(&self) -> &str {
+        match self.appliance.hostname.as_str() {
+            "" => "venue-edge",
+            name => name,
+        }
+    }
+
+    /// Writes what the first-boot service installs into `dir` (created if missing):
+    /// `venued.toml` (with `mdns.hostname` set to the host name unless given), `hostname`,
+    /// `authorized_keys` (only when keys were given), `network` (a systemd-networkd unit) and
+    /// `summary.txt` (what was applied, without secrets, for the boot partition).
+    pub fn write_into(&self, dir: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::create_dir_all(dir)?;
+        let mut table: toml::Table = self.venued_toml.parse().unwrap_or_default();
+        let mdns = table
+            .entry("mdns")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let Some(mdns) = mdns.as_table_mut() {
+            mdns.entry("hostname")
+                .or_insert_with(|| toml::Value::String(self.hostname().into()));
+        }
+        let venued_toml = format!(
+            "# Written by `venued provision` from the boot partition's {FILE_NAME}; edit that \
+             file, not this one.\n{}",
+            toml::to_string(&table).unwrap_or_default()
+        );
+        let secret = |name: &str, text: &str| -> std::io::Result<()> {
+            let path = dir.join(name);
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))
+        };
+        secret("venued.toml", &venued_toml)?;
+        std::fs::write(dir.join("hostname"), format!("{}\n", self.hostname()))?;
+        let keys = dir.join("authorized_keys");
+        if self.appliance.ssh_authorized_keys.is_empty() {
+            match std::fs::remove_file(&keys) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        } else {
+            secret(
+                "authorized_keys",
+                &self.appliance.ssh_authorized_keys.join("\n"),
+            )?;
+        }
+        std::fs::write(dir.join("network"), self.network_unit())?;
+        std::fs::write(dir.join("summary.txt"), self.summary())
+    }
+
+    /// A systemd-networkd unit for the wired interfaces.
+    fn network_unit(&self) -> String {
+        let n = &self.appliance.network;
+        let mut unit = String::from(
+            "# Written by `venued provision`.\n[Match]\nType=ether\n\n[Network]\nMulticastDNS=no\n\
+             LLMNR=no\n",
+        );
+        if n.address.is_empty() {
+            unit.push_str("DHCP=yes\n");
+        } else {
+            let _ = writeln!(unit, "Address={}", n.address);
+            if !n.gateway.is_empty() {
+                let _ = writeln!(unit, "Gateway={}", n.gateway);
+            }
+            for dns in &n.dns {
+                let _ = writeln!(unit, "DNS={dns}");
+            }
+        }
+        unit
+    }
+
+    /// What was applied, without secrets.
+    fn summary(&self) -> String {
+        let c = &self.config;
+        let network = match self.appliance.network.address.as_str() {
+            "" => "DHCP".to_string(),
+            a => format!("static {a}"),
+        };
+        format!(
+            "event: {}\nhostname: {}\nnetwork: {network}\nrelay: {}\nreplica: {}\nssh keys: {}\n\
+             admin token: {}\n",
+            c.event.id,
+            self.hostname(),
+            if c.sync.relay_url.is_empty() {
+                "off"
+            } else {
+                &c.sync.relay_url
+            },
+            if c.replica.enabled { "on" } else { "off" },
+            self.appliance.ssh_authorized_keys.len(),
+            if c.http.admin_token_sha256.is_empty() {
+                "generated on the box"
+            } else {
+                "provisioned"
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl it@venue";
+
+    #[test]
+    fn a_full_file_splits_into_the_daemon_config_and_the_box() {
+        let text = format!(
+            r#"
+[appliance]
+hostname = "hall-a"
+ssh_authorized_keys = ["{KEY}"]
+[appliance.network]
+address = "10.20.0.5/24"
+gateway = "10.20.0.1"
+dns = ["10.20.0.1"]
+
+[event]
+id = "conf-2026"
+[sync]
+relay_url = "https://relay.example.com"
+token = "vrt_secret"
+"#
+        );
+        let p = check(&text, "venue-edge.toml").expect("valid");
+        assert_eq!(p.config.event.id, "conf-2026");
+        assert_eq!(p.hostname(), "hall-a");
+        let dir = tempfile::tempdir().expect("tempdir");
+        p.write_into(dir.path()).expect("writes");
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).expect(f);
+        let written = config::load_str(&read("venued.toml"), "x", &BTreeMap::new(), None)
+            .expect("the written config loads");
+        assert_eq!(written.mdns.hostname, "hall-a");
+        assert_eq!(written.sync.token, "vrt_secret");
+        assert!(read("network").contains("Address=10.20.0.5/24\nGateway=10.20.0.1\nDNS=10.20.0.1"));
+        assert_eq!(read("authorized_keys"), KEY);
+        assert_eq!(read("hostname"), "hall-a\n");
+        let summary = read("summary.txt");
+        assert!(summary.contains("event: conf-2026"), "{summary}");
+        assert!(!summary.contains("vrt_secret"), "no secret in the summary");
+    }
+
+    #[test]
+    fn an_empty_file_is_dhcp_without_ssh_and_removes_old_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("authorized_keys"), KEY).expect("writes");
+        let p = check("", "f").expect("valid");
+        p.write_into(dir.path()).expect("writes");
+        assert!(!dir.path().join("authorized_keys").exists());
+        let network = std::fs::read_to_string(dir.path().join("network")).expect("network");
+        assert!(network.contains("DHCP=yes"));
+        assert_eq!(p.hostname(), "venue-edge");
+    }
+
+    #[test]
+    fn every_problem_of_both_halves_is_reported_by_key() {
+        let text = r#"
+[appliance]
+hostname = "Hall A"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1yc2EAAAA it@venue", "hello"]
+[appliance.network]
+gateway = "10.0.0.1"
+[event]
+id = "bad id!"
+[mqtt]
+listen = "nowhere"
+"#;
+        let errors = check(text, "venue-edge.toml").expect_err("invalid");
+        let text = errors.to_string();
+        for key in [
+            "appliance.hostname",
+            "appliance.ssh_authorized_keys[0]",
+            "appliance.ssh_authorized_keys[1]",
+            "appliance.network.address",
+            "event.id",
+            "mqtt.listen",
+        ] {
+            assert!(
+                text.contains(&format!("`{key}`")),
+                "{key} missing in:\n{text}"
+            );
+        }
+        assert!(
+            text.starts_with("6 problem(s) in configuration venue-edge.toml"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_toml_are_named() {
+        let errors = check("[appliance]\nwifi = 1\n", "f").expect_err("unknown");
+        assert!(
+            errors.to_string().contains("unknown field `wifi`"),
+            "{errors}"
+        );
+        let errors = check("[event\nid=", "f").expect_err("syntax");
+        assert!(errors.to_string().contains("not valid TOML"), "{errors}");
+        let errors = check("[evnt]\nid = \"x\"\n", "f").expect_err("unknown section");
+        assert!(
+            errors.to_string().contains("unknown key `evnt`"),
+            "{errors}"
+        );
+    }
+}
