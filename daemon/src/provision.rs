@@ -372,6 +372,15 @@ token = "vrt_secret"
         assert!(!summary.contains("vrt_secret"), "no secret in the summary");
     }
 
+    /// The example venue IT copies from the boot partition is itself a valid file.
+    #[test]
+    fn the_example_on_the_boot_partition_is_valid() {
+        let example = include_str!("../../image/venue-edge.example.toml");
+        if let Err(e) = check(example, "venue-edge.example.toml") {
+            panic!("{e}");
+        }
+    }
+
     #[test]
     fn an_empty_file_is_dhcp_without_ssh_and_removes_old_keys() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -1,0 +1,441 @@
+//! The appliance image (`image/build amd64`) booted under QEMU (TCG: KVM does not work here),
+//! checked from outside through forwarded ports the way venue IT meets it: a provisioning file
+//! written into the boot partition with mtools, no mounts.
+//!
+//! One disk goes through three boots: an invalid file (the box stays in its safe state and says
+//! why, on the console and on the boot partition), the corrected file (READY, the provisioned
+//! event, relay and admin token, an MQTT device, no SSH), and a new file with an SSH key
+//! (re-provisioning; the data of the boot before is intact, `/var` has grown to the disk, and
+//! `systemd-analyze security` inside the guest scores venued ≤ 2.0).
+//!
+//! The guest's network is QEMU's user mode with `restrict=on`: it reaches nothing outside the
+//! VM, and only the forwarded loopback ports reach it.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test should fail loudly on any unexpected error"
+)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hw_tests::mqtt::{self, Options};
+use sha2::Digest as _;
+
+/// The first boot (first-boot setup, the data partition grown) took 40-50 s to a login prompt
+/// here, later ones about 25 s to READY; a loaded CI machine gets room.
+const BOOT: Duration = Duration::from_secs(300);
+/// The disk the test grows the image to, as a larger SD card or SSD would be.
+const DISK_BYTES: u64 = 4 << 30;
+
+fn image() -> PathBuf {
+    std::env::var_os("VENUE_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/image/amd64/venue-edge-amd64.img")
+        })
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The boot partition (FAT) starts 1 MiB into the disk; mtools reads and writes it in place.
+fn fat(disk: &Path) -> String {
+    format!("{}@@1M", disk.display())
+}
+
+fn fat_write(disk: &Path, name: &str, text: &str) {
+    let file = disk.with_file_name(name);
+    std::fs::write(&file, text).unwrap();
+    run(Command::new("mcopy")
+        .args(["-o", "-i", &fat(disk)])
+        .arg(&file)
+        .arg(format!("::{name}")));
+}
+
+fn fat_read(disk: &Path, name: &str) -> Option<String> {
+    let out = Command::new("mtype")
+        .args(["-i", &fat(disk), &format!("::{name}")])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).replace('\r', ""))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// A running guest.
+struct Vm {
+    child: std::process::Child,
+    http: u16,
+    mqtt: u16,
+    ssh: u16,
+    monitor: PathBuf,
+    serial: PathBuf,
+}
+
+impl Vm {
+    fn boot(disk: &Path, name: &str) -> Vm {
+        let dir = disk.parent().unwrap();
+        let vars = dir.join("OVMF_VARS.fd");
+        if !vars.exists() {
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+        }
+        let (http, mqtt, ssh) = (free_port(), free_port(), free_port());
+        let monitor = dir.join(format!("{name}.monitor"));
+        let serial = dir.join(format!("{name}.serial"));
+        let child = Command::new("qemu-system-x86_64")
+            .args([
+                "-machine", "q35", "-m", "1024", "-smp", "2", "-display", "none",
+            ])
+            .args([
+                "-drive",
+                "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+            ])
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+            .arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", disk.display()))
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:{http}-:8080,\
+                 hostfwd=tcp:127.0.0.1:{mqtt}-:1883,hostfwd=tcp:127.0.0.1:{ssh}-:22"
+            ))
+            .args(["-device", "virtio-net-pci,netdev=n", "-device", "i6300esb"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("qemu-system-x86_64 (Debian's qemu-system-x86)");
+        Vm {
+            child,
+            http,
+            mqtt,
+            ssh,
+            monitor,
+            serial,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    fn serial(&self) -> String {
+        std::fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    /// Polls `/readyz` until it answers 200: nothing else crosses the VM's boundary to wait on.
+    async fn ready(&mut self, client: &reqwest::Client) {
+        let deadline = Instant::now() + BOOT;
+        loop {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("qemu exited ({status}); console:\n{}", self.serial());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready within {BOOT:?}; console:\n{}",
+                self.serial()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Presses the power button (ACPI) and waits for the guest to shut down cleanly.
+    async fn power_off(mut self) {
+        use std::io::Write as _;
+        let mut monitor = std::os::unix::net::UnixStream::connect(&self.monitor).unwrap();
+        monitor.write_all(b"system_powerdown\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the guest did not power off; console:\n{}", self.serial());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the forwarded SSH port answers: the server's banner, or "" when the guest has no SSH
+/// (QEMU accepts on the host side, then closes when the guest refuses).
+fn ssh_banner(port: u16) -> String {
+    use std::io::Read as _;
+    let Ok(mut stream) = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))) else {
+        return String::new();
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+fn ssh(key: &Path, port: u16, command: &str) -> std::process::Output {
+    Command::new("ssh")
+        .arg("-i")
+        .arg(key)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=20",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "LogLevel=ERROR", "root@127.0.0.1", command])
+        .output()
+        .expect("ssh (openssh-client)")
+}
+
+const ADMIN_TOKEN: &str = "vat_image-test-0f4e1c7a9b2d";
+
+fn provisioning(event: &str, extra_appliance: &str) -> String {
+    let hash = hex::encode(sha2::Sha256::digest(ADMIN_TOKEN.as_bytes()));
+    format!(
+        "[appliance]\nhostname = \"hall-a\"\n{extra_appliance}\n\
+         [event]\nid = \"{event}\"\n\
+         [sync]\nrelay_url = \"http://relay.invalid:9000\"\ntoken = \"vrt_image-test\"\n\
+         [http]\nadmin_token_sha256 = \"{hash}\"\n"
+    )
+}
+
+#[tokio::test]
+#[ignore = "boots the appliance image under QEMU: run by scripts/test after image/build amd64"]
+async fn the_image_provisions_from_its_boot_partition_and_serves() {
+    let image = image();
+    assert!(
+        image.exists(),
+        "{} is missing: run `image/build amd64` first",
+        image.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&image)
+        .arg(&disk));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .and_then(|f| f.set_len(DISK_BYTES))
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+
+    // 1. An invalid file on a new box: nothing starts, every problem is said.
+    fat_write(
+        &disk,
+        "venue-edge.toml",
+        "[appliance]\nhostname = \"Hall A\"\n[event]\nid = \"bad id!\"\n",
+    );
+    let vm = Vm::boot(&disk, "invalid");
+    let deadline = Instant::now() + BOOT;
+    while !vm.serial().contains("login:") {
+        assert!(
+            Instant::now() < deadline,
+            "no login prompt; console:\n{}",
+            vm.serial()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let console = vm.serial();
+    assert!(
+        console.contains("the provisioning file is invalid")
+            && console.contains("`appliance.hostname`")
+            && console.contains("`event.id`"),
+        "the console does not show the problems:\n{console}"
+    );
+    assert!(
+        client.get(vm.url("/readyz")).send().await.is_err(),
+        "venued serves on an unprovisioned box with an invalid file"
+    );
+    vm.power_off().await;
+    let error = fat_read(&disk, "venue-edge-ERROR.txt").expect("venue-edge-ERROR.txt written back");
+    assert!(
+        error.contains("NOT applied") && error.contains("`appliance.hostname`: `Hall A`"),
+        "{error}"
+    );
+    assert!(
+        fat_read(&disk, "venue-edge.toml").is_some(),
+        "the invalid file is left to correct"
+    );
+
+    // 2. The corrected file: READY with what was provisioned, and no SSH without keys.
+    fat_write(&disk, "venue-edge.toml", &provisioning("conf-2026", ""));
+    let mut vm = Vm::boot(&disk, "provisioned");
+    vm.ready(&client).await;
+    let status: serde_json::Value = client
+        .get(vm.url("/api/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["event_id"], "conf-2026", "{status}");
+    assert_eq!(
+        status["sync"]["agent"]["relay"], "http://relay.invalid:9000",
+        "{status}"
+    );
+    let refused = client
+        .post(vm.url("/api/v1/admin/devices"))
+        .bearer_auth("vat_wrong")
+        .json(&serde_json::json!({"id": "kiosk-1", "kind": "kiosk"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let created = client
+        .post(vm.url("/api/v1/admin/devices"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"id": "kiosk-1", "kind": "kiosk"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        created.status(),
+        201,
+        "the provisioned admin token is accepted"
+    );
+    let body: serde_json::Value = created.json().await.unwrap();
+    let password = body["password"].as_str().unwrap().to_string();
+    let mqtt_addr = SocketAddr::from(([127, 0, 0, 1], vm.mqtt));
+    let kiosk = mqtt::connect(mqtt_addr, Options::device("kiosk-1", &password))
+        .await
+        .expect("the device logs in over MQTT");
+    kiosk.client.disconnect().await.unwrap();
+    assert!(
+        mqtt::connect(mqtt_addr, Options::device("kiosk-1", "wrong"))
+            .await
+            .is_err(),
+        "a wrong password is refused"
+    );
+    let banner = ssh_banner(vm.ssh);
+    assert!(
+        !banner.starts_with("SSH-"),
+        "SSH answers without provisioned keys: {banner}"
+    );
+    vm.power_off().await;
+    let applied = fat_read(&disk, "venue-edge-STATUS.txt").expect("venue-edge-STATUS.txt");
+    assert!(applied.contains("event: conf-2026"), "{applied}");
+    assert!(
+        !applied.contains("vrt_image-test"),
+        "a secret on the boot partition: {applied}"
+    );
+    assert!(
+        fat_read(&disk, "venue-edge.toml").is_none(),
+        "the applied file (with secrets) stays"
+    );
+    assert!(
+        fat_read(&disk, "venue-edge-ERROR.txt").is_none(),
+        "the old error stays"
+    );
+
+    // 3. Re-provisioning with an SSH key: the data is intact, /var has the whole disk, and the
+    // service's exposure inside the guest is what the unit promises.
+    let key = dir.path().join("id_ed25519");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key));
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    fat_write(
+        &disk,
+        "venue-edge.toml",
+        &provisioning(
+            "conf-2026",
+            &format!("ssh_authorized_keys = [\"{}\"]", public.trim()),
+        ),
+    );
+    let mut vm = Vm::boot(&disk, "ssh");
+    vm.ready(&client).await;
+    let kiosk = mqtt::connect(
+        SocketAddr::from(([127, 0, 0, 1], vm.mqtt)),
+        Options::device("kiosk-1", &password),
+    )
+    .await
+    .expect("the device registered before the reboot still logs in");
+    kiosk.client.disconnect().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let security = loop {
+        let out = ssh(
+            &key,
+            vm.ssh,
+            "systemd-analyze security venued.service --no-pager",
+        );
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ssh with the provisioned key failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let score: f64 = security
+        .lines()
+        .find_map(|l| l.strip_prefix("→ Overall exposure level for venued.service: "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{security}"));
+    assert!(
+        score <= 2.0,
+        "venued's exposure in the image is {score}:\n{security}"
+    );
+    let var = ssh(&key, vm.ssh, "findmnt -bno SIZE /var");
+    let var_bytes: u64 = String::from_utf8_lossy(&var.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    // The image's data partition is 256 MiB; the 4 GiB disk leaves it 1.7 GiB.
+    assert!(
+        var_bytes > 3 << 29,
+        "/var did not grow to the disk: {var_bytes} bytes"
+    );
+    let hostname = ssh(&key, vm.ssh, "hostname");
+    assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), "hall-a");
+    eprintln!("venued's exposure in the image: {score}; /var {var_bytes} bytes");
+    vm.power_off().await;
+}
