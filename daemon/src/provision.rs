@@ -30,7 +30,29 @@ pub struct Appliance {
     pub ssh_authorized_keys: Vec<String>,
     /// Wired network; DHCP when no address is given.
     pub network: Network,
+    /// MQTT devices (kiosks, displays, gateways) with the passwords they were set up with.
+    pub devices: Vec<ApplianceDevice>,
 }
+
+/// `[[appliance.devices]]`: a device and its password, which `venued provision` hashes into
+/// the daemon's `[[devices]]`; the password itself is not kept on the box.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApplianceDevice {
+    /// Its id, also its MQTT client id and user name.
+    pub id: String,
+    /// `kiosk`, `signage` or `gateway`.
+    pub kind: String,
+    /// A label for staff.
+    pub name: String,
+    /// At least [`MIN_DEVICE_PASSWORD`] characters drawn at random, e.g. from
+    /// `openssl rand -base64 20`: the box stores it with a fast hash, which is only safe for
+    /// secrets nobody could guess.
+    pub password: String,
+}
+
+/// The shortest device password accepted: 160 random bits in base64 are 27 characters.
+pub const MIN_DEVICE_PASSWORD: usize = 27;
 
 /// `[appliance.network]`: the wired interface.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -91,12 +113,48 @@ pub fn check(text: &str, origin: &str) -> Result<Provisioning, ConfigErrors> {
         },
     };
     validate_appliance(&appliance, &mut problems);
+    if !appliance.devices.is_empty() {
+        if table.contains_key("devices") {
+            problems.push(ConfigProblem::Invalid {
+                key: "devices".into(),
+                reason: "declare devices in [[appliance.devices]] (with their passwords), not in \
+                         [[devices]]"
+                    .into(),
+            });
+        }
+        // Hashed here, so the daemon's own checks of `[[devices]]` (ids, kinds, duplicates)
+        // apply to them, with `appliance.` in front of their keys below.
+        let hashed = appliance
+            .devices
+            .iter()
+            .map(|d| {
+                let mut entry = toml::Table::new();
+                entry.insert("id".into(), d.id.clone().into());
+                entry.insert("kind".into(), d.kind.clone().into());
+                entry.insert("name".into(), d.name.clone().into());
+                entry.insert(
+                    "password_hash".into(),
+                    crate::domain::devices::hash_password(&d.password).into(),
+                );
+                toml::Value::Table(entry)
+            })
+            .collect();
+        table.insert("devices".into(), toml::Value::Array(hashed));
+    }
     let venued_toml = toml::to_string(&table).unwrap_or_default();
     // The daemon's half as `venued` itself would load it: no environment, no --data-dir.
     let config = match config::load_str(&venued_toml, origin, &BTreeMap::new(), None) {
         Ok(c) => Some(c),
         Err(errors) => {
-            problems.extend(errors.problems);
+            problems.extend(errors.problems.into_iter().map(|p| match p {
+                ConfigProblem::Invalid { key, reason } if key.starts_with("devices[") => {
+                    ConfigProblem::Invalid {
+                        key: format!("appliance.{key}"),
+                        reason,
+                    }
+                }
+                other => other,
+            }));
             None
         }
     };
@@ -134,6 +192,18 @@ fn validate_appliance(a: &Appliance, problems: &mut Vec<ConfigProblem>) {
                 problems,
                 &format!("appliance.ssh_authorized_keys[{i}]"),
                 reason,
+            );
+        }
+    }
+    for (i, d) in a.devices.iter().enumerate() {
+        if d.password.chars().count() < MIN_DEVICE_PASSWORD {
+            invalid(
+                problems,
+                &format!("appliance.devices[{i}].password"),
+                format!(
+                    "is shorter than {MIN_DEVICE_PASSWORD} characters; draw one at random, e.g. \
+                     `openssl rand -base64 20`"
+                ),
             );
         }
     }
@@ -309,7 +379,7 @@ impl Provisioning {
         };
         format!(
             "event: {}\nhostname: {}\nnetwork: {network}\nrelay: {}\nreplica: {}\nssh keys: {}\n\
-             admin token: {}\n",
+             devices: {}\nadmin token: {}\n",
             c.event.id,
             self.hostname(),
             if c.sync.relay_url.is_empty() {
@@ -319,6 +389,12 @@ impl Provisioning {
             },
             if c.replica.enabled { "on" } else { "off" },
             self.appliance.ssh_authorized_keys.len(),
+            self.appliance
+                .devices
+                .iter()
+                .map(|d| format!("{} ({})", d.id, d.kind))
+                .collect::<Vec<_>>()
+                .join(", "),
             if c.http.admin_token_sha256.is_empty() {
                 "generated on the box"
             } else {
@@ -370,6 +446,39 @@ token = "vrt_secret"
         let summary = read("summary.txt");
         assert!(summary.contains("event: conf-2026"), "{summary}");
         assert!(!summary.contains("vrt_secret"), "no secret in the summary");
+    }
+
+    #[test]
+    fn device_passwords_become_hashes_and_bad_devices_are_named() {
+        let password = "x".repeat(MIN_DEVICE_PASSWORD);
+        let text = format!(
+            "[[appliance.devices]]\nid = \"kiosk-1\"\nkind = \"kiosk\"\npassword = \"{password}\"\n"
+        );
+        let p = check(&text, "f").expect("valid");
+        assert!(
+            !p.venued_toml.contains(&password),
+            "the password itself is not kept"
+        );
+        let [device] = p.config.devices.as_slice() else {
+            panic!("one device: {:?}", p.config.devices);
+        };
+        assert_eq!(
+            crate::domain::devices::check_password(&password, &device.password_hash),
+            crate::domain::devices::PasswordCheck::Match
+        );
+        let text =
+            "[[appliance.devices]]\nid = \"k 1\"\nkind = \"printer\"\npassword = \"short\"\n";
+        let errors = check(text, "f").expect_err("invalid").to_string();
+        for key in [
+            "appliance.devices[0].password",
+            "appliance.devices[0].id",
+            "appliance.devices[0].kind",
+        ] {
+            assert!(
+                errors.contains(&format!("`{key}`")),
+                "{key} missing in:\n{errors}"
+            );
+        }
     }
 
     /// The example venue IT copies from the boot partition is itself a valid file.

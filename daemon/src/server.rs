@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::auth::{self, Authenticator};
 use crate::config::{BleSource, Config};
 use crate::demo::{self, DemoInfo};
-use crate::domain::{DomainError, entities, idempotency};
+use crate::domain::{DomainError, devices, entities, idempotency};
 use crate::health::{SubsystemState, Subsystems};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -110,6 +110,14 @@ impl Daemon {
         let provisioned = Some(config.http.admin_token_sha256.as_str()).filter(|h| !h.is_empty());
         let admin = auth::ensure_admin_token(&store, &config.data_dir, provisioned).await?;
         ensure_event(&store, &config).await?;
+        let declared =
+            devices::ensure_configured(&store, &config.event.id, &config.devices).await?;
+        if declared > 0 {
+            tracing::info!(
+                devices = declared,
+                "devices declared in the configuration registered or updated"
+            );
+        }
         let demo = match demo {
             true => Some(demo::seed(&store, &config.event.id).await?),
             false => None,

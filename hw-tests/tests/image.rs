@@ -4,7 +4,8 @@
 //!
 //! One disk goes through three boots: an invalid file (the box stays in its safe state and says
 //! why, on the console and on the boot partition), the corrected file (READY, the provisioned
-//! event, relay and admin token, an MQTT device, no SSH), and a new file with an SSH key
+//! event, relay and admin token, the provisioned MQTT device and one the admin registers, no
+//! SSH), and a new file with an SSH key
 //! (re-provisioning; the data of the boot before is intact, `/var` has grown to the disk, and
 //! `systemd-analyze security` inside the guest scores venued ≤ 2.0).
 //!
@@ -229,11 +230,15 @@ fn ssh(key: &Path, port: u16, command: &str) -> std::process::Output {
 }
 
 const ADMIN_TOKEN: &str = "vat_image-test-0f4e1c7a9b2d";
+/// The provisioned kiosk's password (27 characters, as `openssl rand -base64 20` gives).
+const KIOSK_PASSWORD: &str = "Qm9vdGVkIHVuZGVyIFFFTVUgVEN";
 
 fn provisioning(event: &str, extra_appliance: &str) -> String {
     let hash = hex::encode(sha2::Sha256::digest(ADMIN_TOKEN.as_bytes()));
     format!(
         "[appliance]\nhostname = \"hall-a\"\n{extra_appliance}\n\
+         [[appliance.devices]]\nid = \"kiosk-1\"\nkind = \"kiosk\"\n\
+         password = \"{KIOSK_PASSWORD}\"\n\
          [event]\nid = \"{event}\"\n\
          [sync]\nrelay_url = \"http://relay.invalid:9000\"\ntoken = \"vrt_image-test\"\n\
          [http]\nadmin_token_sha256 = \"{hash}\"\n"
@@ -320,10 +325,21 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
         status["sync"]["agent"]["relay"], "http://relay.invalid:9000",
         "{status}"
     );
+    let mqtt_addr = SocketAddr::from(([127, 0, 0, 1], vm.mqtt));
+    let kiosk = mqtt::connect(mqtt_addr, Options::device("kiosk-1", KIOSK_PASSWORD))
+        .await
+        .expect("the provisioned kiosk logs in over MQTT");
+    kiosk.client.disconnect().await.unwrap();
+    assert!(
+        mqtt::connect(mqtt_addr, Options::device("kiosk-1", "wrong"))
+            .await
+            .is_err(),
+        "a wrong password is refused"
+    );
     let refused = client
         .post(vm.url("/api/v1/admin/devices"))
         .bearer_auth("vat_wrong")
-        .json(&serde_json::json!({"id": "kiosk-1", "kind": "kiosk"}))
+        .json(&serde_json::json!({"id": "kiosk-2", "kind": "kiosk"}))
         .send()
         .await
         .unwrap();
@@ -331,7 +347,7 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
     let created = client
         .post(vm.url("/api/v1/admin/devices"))
         .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({"id": "kiosk-1", "kind": "kiosk"}))
+        .json(&serde_json::json!({"id": "kiosk-2", "kind": "kiosk"}))
         .send()
         .await
         .unwrap();
@@ -342,17 +358,10 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
     );
     let body: serde_json::Value = created.json().await.unwrap();
     let password = body["password"].as_str().unwrap().to_string();
-    let mqtt_addr = SocketAddr::from(([127, 0, 0, 1], vm.mqtt));
-    let kiosk = mqtt::connect(mqtt_addr, Options::device("kiosk-1", &password))
+    let kiosk = mqtt::connect(mqtt_addr, Options::device("kiosk-2", &password))
         .await
-        .expect("the device logs in over MQTT");
+        .expect("a device the admin registered logs in over MQTT");
     kiosk.client.disconnect().await.unwrap();
-    assert!(
-        mqtt::connect(mqtt_addr, Options::device("kiosk-1", "wrong"))
-            .await
-            .is_err(),
-        "a wrong password is refused"
-    );
     let banner = ssh_banner(vm.ssh);
     assert!(
         !banner.starts_with("SSH-"),
@@ -360,7 +369,11 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
     );
     vm.power_off().await;
     let applied = fat_read(&disk, "venue-edge-STATUS.txt").expect("venue-edge-STATUS.txt");
-    assert!(applied.contains("event: conf-2026"), "{applied}");
+    assert!(
+        applied.contains("event: conf-2026") && applied.contains("devices: kiosk-1 (kiosk)"),
+        "{applied}"
+    );
+    assert!(!applied.contains(KIOSK_PASSWORD), "a password on the boot partition: {applied}");
     assert!(
         !applied.contains("vrt_image-test"),
         "a secret on the boot partition: {applied}"
@@ -391,13 +404,13 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
     );
     let mut vm = Vm::boot(&disk, "ssh");
     vm.ready(&client).await;
-    let kiosk = mqtt::connect(
-        SocketAddr::from(([127, 0, 0, 1], vm.mqtt)),
-        Options::device("kiosk-1", &password),
-    )
-    .await
-    .expect("the device registered before the reboot still logs in");
-    kiosk.client.disconnect().await.unwrap();
+    let mqtt_addr = SocketAddr::from(([127, 0, 0, 1], vm.mqtt));
+    for (id, password) in [("kiosk-1", KIOSK_PASSWORD), ("kiosk-2", password.as_str())] {
+        let kiosk = mqtt::connect(mqtt_addr, Options::device(id, password))
+            .await
+            .unwrap_or_else(|e| panic!("{id} does not log in after re-provisioning: {e}"));
+        kiosk.client.disconnect().await.unwrap();
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     let security = loop {
         let out = ssh(

@@ -342,6 +342,70 @@ mod tests {
         assert!(again.written_to.is_none());
     }
 
+    /// Declared devices log in with their declared password, a revoked one is reinstated at the
+    /// next start, a changed hash replaces the old password, and an unchanged start writes
+    /// nothing.
+    #[tokio::test]
+    async fn devices_declared_in_the_configuration_are_kept_as_declared() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path(),
+            &crate::store::StoreOptions::default(),
+            crate::metrics::StoreMetrics::detached(),
+        )
+        .expect("store");
+        let declare = |password: &str| {
+            vec![crate::config::DeviceConfig {
+                id: "kiosk-1".into(),
+                kind: "kiosk".into(),
+                name: "Desk 1".into(),
+                password_hash: devices::hash_password(password),
+            }]
+        };
+        // A new authenticator per check, as each start of the daemon has: its cache of
+        // verified logins is not what is under test.
+        let logs_in = |password: &'static str| {
+            let store = store.clone();
+            async move {
+                Authenticator::new(String::new())
+                    .device(&store, "kiosk-1", password)
+                    .await
+                    .is_ok()
+            }
+        };
+        let first = declare("first-password-of-27-chars-x");
+        assert_eq!(
+            devices::ensure_configured(&store, "ev", &first)
+                .await
+                .expect("registers"),
+            1
+        );
+        assert!(logs_in("first-password-of-27-chars-x").await);
+        assert_eq!(
+            devices::ensure_configured(&store, "ev", &first)
+                .await
+                .expect("reads"),
+            0
+        );
+        devices::revoke(&store, "kiosk-1".into())
+            .await
+            .expect("revokes");
+        assert!(!logs_in("first-password-of-27-chars-x").await);
+        assert_eq!(
+            devices::ensure_configured(&store, "ev", &first)
+                .await
+                .expect("reinstates"),
+            1
+        );
+        assert!(logs_in("first-password-of-27-chars-x").await);
+        let second = declare("second-password-of-27-chars");
+        devices::ensure_configured(&store, "ev", &second)
+            .await
+            .expect("updates");
+        assert!(!logs_in("first-password-of-27-chars-x").await);
+        assert!(logs_in("second-password-of-27-chars").await);
+    }
+
     async fn stored_hash(store: &Store, id: &str) -> String {
         devices::credential(store, id.to_string())
             .await

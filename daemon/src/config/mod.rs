@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod ble;
+mod devices;
 mod event;
 mod http;
 mod log;
@@ -25,6 +26,7 @@ mod store;
 mod sync;
 
 pub use ble::*;
+pub use devices::*;
 pub use event::*;
 pub use http::*;
 pub use log::*;
@@ -55,6 +57,7 @@ struct RawConfig {
     replica: ReplicaConfig,
     mdns: MdnsConfig,
     print: PrintConfig,
+    devices: Vec<DeviceConfig>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -88,6 +91,8 @@ pub struct Config {
     pub print: PrintConfig,
     /// The badge template (`print.template`, or the built-in one).
     pub print_template: crate::print::template::Template,
+    /// Devices declared in the configuration (`[[devices]]`).
+    pub devices: Vec<DeviceConfig>,
 }
 
 /// Keys whose values `check-config` never prints.
@@ -112,6 +117,7 @@ impl Config {
             replica: self.replica.clone(),
             mdns: self.mdns.clone(),
             print: self.print.clone(),
+            devices: self.devices.clone(),
         };
         let table = toml::Table::try_from(raw).unwrap_or_default();
         let mut lines = Vec::new();
@@ -284,6 +290,7 @@ pub fn load_str(
             "replica" => raw.replica = section(key, value, origin, &defaults, &mut problems),
             "mdns" => raw.mdns = section(key, value, origin, &defaults, &mut problems),
             "print" => raw.print = section(key, value, origin, &defaults, &mut problems),
+            "devices" => raw.devices = field(key, value, &mut problems).unwrap_or_default(),
             _ => problems.push(ConfigProblem::UnknownKey {
                 key: key.clone(),
                 source: origin.into(),
@@ -516,6 +523,7 @@ fn validate(
     replica::validate(&raw.replica, problems);
     mdns::validate(&raw.mdns, problems);
     let print_template = print::validate(&raw.print, problems);
+    devices::validate(&raw.devices, problems);
     let data_dir = match data_dir_override {
         Some(p) => p.to_path_buf(),
         None if !raw.data_dir.is_empty() => PathBuf::from(&raw.data_dir),
@@ -541,6 +549,7 @@ fn validate(
         replica: raw.replica,
         mdns: raw.mdns,
         print: raw.print,
+        devices: raw.devices,
         print_template,
     }
 }

@@ -218,6 +218,43 @@ pub async fn create(
     Ok((device, password))
 }
 
+/// Makes the registry agree with the configuration's `[[devices]]`: each declared device exists,
+/// active, with the declared kind, name and password hash (a revoked one is reinstated, since
+/// the configuration says it belongs). Devices not declared are left alone. The declarations
+/// were validated with the configuration. How many rows changed.
+pub async fn ensure_configured(
+    store: &Store,
+    event_id: &str,
+    declared: &[crate::config::DeviceConfig],
+) -> Result<usize, DomainError> {
+    if declared.is_empty() {
+        return Ok(0);
+    }
+    let declared = declared.to_vec();
+    let event_id = event_id.to_string();
+    store
+        .write(move |ctx| {
+            let now = ctx.now_ms() as i64;
+            let mut changed = 0;
+            for d in &declared {
+                changed += ctx.conn().execute(
+                    "INSERT INTO devices (id, event_id, kind, name, password_hash, created_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET event_id = excluded.event_id,
+                       kind = excluded.kind, name = excluded.name,
+                       password_hash = excluded.password_hash, revoked_ms = NULL
+                     WHERE devices.event_id IS NOT excluded.event_id
+                       OR devices.kind IS NOT excluded.kind OR devices.name IS NOT excluded.name
+                       OR devices.password_hash IS NOT excluded.password_hash
+                       OR devices.revoked_ms IS NOT NULL",
+                    params![d.id, event_id, d.kind, d.name, d.password_hash, now],
+                )?;
+            }
+            Ok(changed)
+        })
+        .await
+}
+
 /// Gives an active device a new password; returns it.
 pub async fn reset_password(store: &Store, id: String) -> Result<String, DomainError> {
     let password = generate_password();
