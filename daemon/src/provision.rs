@@ -20,7 +20,7 @@ use crate::config::{self, ConfigErrors, ConfigProblem};
 pub const FILE_NAME: &str = "venue-edge.toml";
 
 /// `[appliance]`: the box itself.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Appliance {
     /// Host name, one DNS label. Also the mDNS name (`<hostname>.local`) unless `mdns.hostname`
@@ -32,6 +32,24 @@ pub struct Appliance {
     pub network: Network,
     /// MQTT devices (kiosks, displays, gateways) with the passwords they were set up with.
     pub devices: Vec<ApplianceDevice>,
+    /// How long the first boot of an updated slot may take to get `venued` ready before the box
+    /// gives up on it and boots the slot before. Default 180 s.
+    pub update_trial_secs: u64,
+}
+
+/// Default of `appliance.update_trial_secs`.
+pub const DEFAULT_UPDATE_TRIAL_SECS: u64 = 180;
+
+impl Default for Appliance {
+    fn default() -> Self {
+        Self {
+            hostname: String::new(),
+            ssh_authorized_keys: Vec::new(),
+            network: Network::default(),
+            devices: Vec::new(),
+            update_trial_secs: DEFAULT_UPDATE_TRIAL_SECS,
+        }
+    }
 }
 
 /// `[[appliance.devices]]`: a device and its password, which `venued provision` hashes into
@@ -207,6 +225,13 @@ fn validate_appliance(a: &Appliance, problems: &mut Vec<ConfigProblem>) {
             );
         }
     }
+    if !(30..=3600).contains(&a.update_trial_secs) {
+        invalid(
+            problems,
+            "appliance.update_trial_secs",
+            format!("{} is outside 30..=3600", a.update_trial_secs),
+        );
+    }
     let n = &a.network;
     if n.address.is_empty() {
         if !n.gateway.is_empty() || !n.dns.is_empty() {
@@ -308,8 +333,9 @@ impl Provisioning {
 
     /// Writes what the first-boot service installs into `dir` (created if missing):
     /// `venued.toml` (with `mdns.hostname` set to the host name unless given), `hostname`,
-    /// `authorized_keys` (only when keys were given), `network` (a systemd-networkd unit) and
-    /// `summary.txt` (what was applied, without secrets, for the boot partition).
+    /// `authorized_keys` (only when keys were given), `network` (a systemd-networkd unit),
+    /// `update-trial-secs` and `summary.txt` (what was applied, without secrets, for the boot
+    /// partition).
     pub fn write_into(&self, dir: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::create_dir_all(dir)?;
@@ -346,6 +372,10 @@ impl Provisioning {
             )?;
         }
         std::fs::write(dir.join("network"), self.network_unit())?;
+        std::fs::write(
+            dir.join("update-trial-secs"),
+            format!("{}\n", self.appliance.update_trial_secs),
+        )?;
         std::fs::write(dir.join("summary.txt"), self.summary())
     }
 
