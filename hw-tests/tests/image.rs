@@ -590,15 +590,12 @@ async fn an_update_is_tried_once_and_a_failed_one_rolls_back_by_itself() {
         entries.contains("venue-3-a+0-1.conf"),
         "v3 is not marked bad: {entries}"
     );
-    let (_, failed) = sh2(
+    let (kept, failed) = sh2(
         &key,
         vm.ssh,
         "ls -d /var/lib/venue-edge/failed-update-*/venued.db",
     );
-    assert!(
-        failed.contains("venued.db"),
-        "the failed update's database was not kept: {failed}"
-    );
+    assert!(kept, "the failed update's database was not kept: {failed}");
     // v3's venued had moved the schema on (user_version 999); the restored one is v2's.
     let version = |path: &str| sh(&format!("od -An -j60 -N4 -tx1 {path}")).1;
     assert_eq!(

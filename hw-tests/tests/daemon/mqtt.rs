@@ -1376,6 +1376,9 @@ async fn a_persistent_session_gets_the_qos1_messages_it_missed_after_reconnectin
     let expected: Vec<String> = (0..MISSED).map(|s| s.to_string()).collect();
     assert_eq!(got, expected);
     drop(events);
+    // The dropped connection is gone before the same client id connects again: what is under
+    // test is the session, not a takeover racing the old connection's teardown.
+    await_connections_closed(&venued, 2, WAIT).await;
 
     // A clean session starts empty.
     let (_hall, mut events) = AsyncClient::new(session(true), 64);
