@@ -74,6 +74,44 @@ fn fat_read(disk: &Path, name: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).replace('\r', ""))
 }
 
+/// A copy of the built image as a new box's disk, grown to [`DISK_BYTES`].
+fn fresh_disk(dir: &Path) -> PathBuf {
+    let image = image();
+    assert!(
+        image.exists(),
+        "{} is missing: run `image/build amd64` first",
+        image.display()
+    );
+    let disk = dir.join("disk.img");
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&image)
+        .arg(&disk));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .and_then(|f| f.set_len(DISK_BYTES))
+        .unwrap();
+    disk
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// A new SSH key pair: the private key's path and the public key's line.
+fn ssh_key(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("id_ed25519");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key));
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -260,27 +298,9 @@ fn provisioning(event: &str, extra_appliance: &str) -> String {
 #[tokio::test]
 #[ignore = "boots the appliance image under QEMU: run by scripts/test after image/build amd64"]
 async fn the_image_provisions_from_its_boot_partition_and_serves() {
-    let image = image();
-    assert!(
-        image.exists(),
-        "{} is missing: run `image/build amd64` first",
-        image.display()
-    );
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
-    run(Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&image)
-        .arg(&disk));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&disk)
-        .and_then(|f| f.set_len(DISK_BYTES))
-        .unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let disk = fresh_disk(dir.path());
+    let client = http_client();
 
     // 1. An invalid file on a new box: nothing starts, every problem is said.
     fat_write(
@@ -404,11 +424,7 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
 
     // 3. Re-provisioning with an SSH key: the data is intact, /var has the whole disk, and the
     // service's exposure inside the guest is what the unit promises.
-    let key = dir.path().join("id_ed25519");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key));
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let (key, public) = ssh_key(dir.path());
     fat_write(
         &disk,
         "venue-edge.toml",
@@ -485,32 +501,10 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
 #[tokio::test]
 #[ignore = "boots the appliance image under QEMU five times (about 8 minutes): run by hand after image/build amd64"]
 async fn an_update_is_tried_once_and_a_failed_one_rolls_back_by_itself() {
-    let image = image();
-    assert!(
-        image.exists(),
-        "{} is missing: run `image/build amd64` first",
-        image.display()
-    );
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
-    run(Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&image)
-        .arg(&disk));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&disk)
-        .and_then(|f| f.set_len(DISK_BYTES))
-        .unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let key = dir.path().join("id_ed25519");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key));
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let disk = fresh_disk(dir.path());
+    let client = http_client();
+    let (key, public) = ssh_key(dir.path());
     fat_write(
         &disk,
         "venue-edge.toml",

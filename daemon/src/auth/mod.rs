@@ -314,13 +314,7 @@ mod tests {
     /// it keeps the provisioned hash rather than minting a new token.
     #[tokio::test]
     async fn a_provisioned_admin_hash_replaces_the_generated_token() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(
-            dir.path(),
-            &crate::store::StoreOptions::default(),
-            crate::metrics::StoreMetrics::detached(),
-        )
-        .expect("store");
+        let (dir, store) = test_store();
         let generated = ensure_admin_token(&store, dir.path(), None)
             .await
             .expect("mints");
@@ -347,13 +341,7 @@ mod tests {
     /// nothing.
     #[tokio::test]
     async fn devices_declared_in_the_configuration_are_kept_as_declared() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(
-            dir.path(),
-            &crate::store::StoreOptions::default(),
-            crate::metrics::StoreMetrics::detached(),
-        )
-        .expect("store");
+        let (_dir, store) = test_store();
         let declare = |password: &str| {
             vec![crate::config::DeviceConfig {
                 id: "kiosk-1".into(),
@@ -406,6 +394,17 @@ mod tests {
         assert!(logs_in("second-password-of-27-chars").await);
     }
 
+    fn test_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path(),
+            &crate::store::StoreOptions::default(),
+            crate::metrics::StoreMetrics::detached(),
+        )
+        .expect("store");
+        (dir, store)
+    }
+
     async fn stored_hash(store: &Store, id: &str) -> String {
         devices::credential(store, id.to_string())
             .await
@@ -418,13 +417,7 @@ mod tests {
     /// still verifies, and is replaced by the cheap form at the first successful login only.
     #[tokio::test]
     async fn device_passwords_verify_and_earlier_argon2_hashes_are_upgraded_on_login() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(
-            dir.path(),
-            &crate::store::StoreOptions::default(),
-            crate::metrics::StoreMetrics::detached(),
-        )
-        .expect("store");
+        let (_dir, store) = test_store();
         let (_, password) =
             devices::create(&store, "ev", "k1".into(), DeviceKind::Kiosk, "desk".into())
                 .await
