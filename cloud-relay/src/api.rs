@@ -106,6 +106,7 @@ pub fn router<S: RelayStore>(store: S, metrics: Arc<Metrics>) -> Router {
         .route("/v1/admin/appliances/{id}", delete(revoke::<S>))
         .route("/v1/admin/parked", get(parked::<S>))
         .route("/v1/admin/conflicts", get(conflicts::<S>))
+        .route("/v1/admin/log", get(log::<S>))
         .route("/metrics", get(metrics_text::<S>))
         .route(
             "/healthz",
@@ -290,16 +291,15 @@ async fn push_batch<S: RelayStore>(
             ),
         ));
     }
-    let node = bind_node(state, &appliance, &request).await?;
+    // The binding refuses a token that claims another appliance's node; ops of other nodes are
+    // still welcome, as carried ones (the log records the carrier).
+    bind_node(state, &appliance, &request).await?;
     let now = crate::store::now_ms();
     let mut good = Vec::with_capacity(request.ops.len());
     let mut rejected = Vec::new();
     for op in request.ops {
         let checked = wire::check_envelope(&op)
-            .and_then(|()| match &node {
-                Some(node) => wire::check_origin(&op, node),
-                None => Ok(()),
-            })
+            .and_then(|()| wire::check_origin(&op))
             .and_then(|()| wire::check_clock(&op, now));
         match checked {
             Ok(()) => good.push(op),
@@ -527,6 +527,34 @@ async fn parked<S: RelayStore>(
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_LISTING);
     let items = state.store.parked(org, limit).await?;
     Ok(Json(serde_json::json!({ "parked": items })).into_response())
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/admin/log?after=&limit=`: the log, oldest first, each op with its origin and the
+/// appliance that carried it upstream.
+async fn log<S: RelayStore>(
+    State(state): State<Arc<AppState<S>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let org = operator(&state, &headers, peer).await?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("{e}; use ?after=SEQ&limit=1..{MAX_LISTING}"),
+        )
+    })?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_LISTING);
+    let entries = state.store.log(org, q.after, limit).await?;
+    Ok(Json(serde_json::json!({ "log": entries })).into_response())
 }
 
 /// `GET /v1/admin/conflicts`: conflicts appliances resolved and reported.

@@ -294,6 +294,63 @@ async fn conformance<S: RelayStore + Clone>(store: S) {
     assert_eq!(unique, expected, "every op served");
 
     node_binding(&store).await;
+    carried_ops(&store).await;
+}
+
+/// An op carried by another appliance than its origin's is kept once, and the log shows whose
+/// it is and who brought it, to its org's operators only.
+async fn carried_ops<S: RelayStore>(store: &S) {
+    let a = appliance("ap-carry-a", "org-carry", &["ev-carry"]);
+    let b = appliance("ap-carry-b", "org-carry", &["ev-carry"]);
+    add(store, &a).await;
+    add(store, &b).await;
+    store
+        .bind_node(a.id.clone(), "node-carry-a".into())
+        .await
+        .expect("bind a");
+    store
+        .bind_node(b.id.clone(), "node-carry-b".into())
+        .await
+        .expect("bind b");
+    let mut of_a = op("ev-carry", "x1");
+    of_a.origin = "node-carry-a".into();
+    of_a.hlc.node = "node-carry-a".into();
+    let r = store
+        .push(b.clone(), vec![of_a.clone()], vec![], None)
+        .await
+        .expect("B carries A's op");
+    assert_eq!(r.accepted, vec![of_a.id]);
+    let r = store
+        .push(a.clone(), vec![of_a.clone()], vec![], None)
+        .await
+        .expect("A pushes its own op later");
+    assert_eq!(r.duplicates, vec![of_a.id], "kept once");
+    let log = store
+        .log(Some("org-carry".into()), 0, 100)
+        .await
+        .expect("log");
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (
+            log[0].origin.as_str(),
+            log[0].carrier.as_str(),
+            log[0].carrier_node.as_deref(),
+            log[0].kind.as_str()
+        ),
+        (
+            "node-carry-a",
+            "ap-carry-b",
+            Some("node-carry-b"),
+            "attendee.upsert"
+        )
+    );
+    let after = store
+        .log(Some("org-carry".into()), log[0].seq, 100)
+        .await
+        .expect("log after");
+    assert!(after.is_empty());
+    let other_org = store.log(Some("org2".into()), 0, 100).await.expect("log");
+    assert!(other_org.iter().all(|e| e.op_id != of_a.id.to_string()));
 }
 
 /// An appliance is bound to the first node it claims; the binding stands, and no other

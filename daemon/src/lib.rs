@@ -36,6 +36,7 @@ pub mod mdns;
 pub mod metrics;
 pub mod mqtt;
 pub mod oplog;
+pub mod peers;
 pub mod presence;
 pub mod print;
 pub mod provision;

@@ -434,6 +434,8 @@ pub struct Metrics {
     pub mqtt: MqttMetrics,
     /// Sync with the relay.
     pub sync: SyncMetrics,
+    /// Peer sync on the LAN.
+    pub peers: PeerMetrics,
     /// The S3 replica.
     pub replica: ReplicaMetrics,
     /// Connections and the hub.
@@ -490,6 +492,93 @@ impl ReplicaMetrics {
         self.staged_bytes.set(s.staged_bytes as i64);
         self.upload_errors.set(s.upload_errors as i64);
         self.uploaded_txid.set(s.uploaded_txid as i64);
+    }
+}
+
+/// Labels naming a peer appliance (its URL as configured).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// The peer's base URL.
+    pub peer: String,
+}
+
+/// Peer sync on the LAN: refusals either way, ops served, and each peer's state (set from the
+/// peer loops' status just before each scrape).
+#[derive(Clone, Default)]
+pub struct PeerMetrics {
+    /// Requests and answers refused, by reason (`bad_credential`, `foreign_event`, `revoked`,
+    /// `replayed`, `foreign_answer`).
+    pub refused: Family<ReasonLabel, Counter>,
+    /// Ops served to peers.
+    pub served: Counter,
+    connected: Family<PeerLabel, Gauge>,
+    last_contact: Family<PeerLabel, Gauge>,
+    lag: Family<PeerLabel, Gauge>,
+    applied: Family<PeerLabel, Gauge>,
+}
+
+impl PeerMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "venued_peer_refused",
+            "Peer sync requests and answers refused, by reason",
+            m.refused.clone(),
+        );
+        registry.register(
+            "venued_peer_served_ops",
+            "Ops served to peers",
+            m.served.clone(),
+        );
+        for (name, help, family) in [
+            (
+                "venued_peer_connected",
+                "1 when the last call to the peer succeeded",
+                &m.connected,
+            ),
+            (
+                "venued_peer_last_contact_timestamp_seconds",
+                "When the peer last answered a pull",
+                &m.last_contact,
+            ),
+            (
+                "venued_peer_lag_ops",
+                "Ops of the peer's log not pulled yet, as of the last pull",
+                &m.lag,
+            ),
+            (
+                "venued_peer_applied_ops",
+                "New ops applied from the peer since start",
+                &m.applied,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        m
+    }
+
+    /// Counts one refusal.
+    pub fn refuse(&self, reason: &str) {
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Copies a peer loop's status into the gauges.
+    pub fn observe(&self, s: &sync_agent::peer::client::PeerStatus) {
+        let label = PeerLabel {
+            peer: s.url.clone(),
+        };
+        self.connected
+            .get_or_create(&label)
+            .set(i64::from(s.connected));
+        self.last_contact
+            .get_or_create(&label)
+            .set((s.last_contact_ms.unwrap_or(0) / 1000) as i64);
+        self.lag.get_or_create(&label).set(s.lag_ops as i64);
+        self.applied.get_or_create(&label).set(s.applied_ops as i64);
     }
 }
 
@@ -598,6 +687,7 @@ impl Metrics {
         let presence = PresenceMetrics::new(&mut registry);
         let mqtt = MqttMetrics::new(&mut registry);
         let sync = SyncMetrics::new(&mut registry);
+        let peers = PeerMetrics::new(&mut registry);
         let replica = ReplicaMetrics::new(&mut registry);
         let connections = ConnectionMetrics::new(&mut registry);
         let print = PrintMetrics::new(&mut registry);
@@ -610,6 +700,7 @@ impl Metrics {
             presence,
             mqtt,
             sync,
+            peers,
             replica,
             connections,
             print,

@@ -47,6 +47,9 @@ pub enum StartError {
     /// Sync is configured but cannot start.
     #[error("cannot start sync: {0}")]
     Sync(#[from] crate::sync::StartError),
+    /// Peer sync is configured but cannot start.
+    #[error("cannot start peer sync: {0}")]
+    Peers(#[from] crate::peers::StartError),
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {addr}: {source}; is another venued running, or set http.listen")]
     Bind {
@@ -68,6 +71,7 @@ pub struct Daemon {
     /// The bridge's subscription to the committed-op stream, taken at start.
     bridge_stream: Option<crate::store::Subscription>,
     sync_task: Option<tokio::task::JoinHandle<()>>,
+    peer_tasks: Vec<tokio::task::JoinHandle<()>>,
     replica_task: Option<tokio::task::JoinHandle<()>>,
     /// Turned true once on shutdown; every long-running task watches it.
     stop: tokio::sync::watch::Sender<bool>,
@@ -175,6 +179,18 @@ impl Daemon {
             }
             Err(e) => return Err(StartError::Sync(e)),
         };
+        let (peers, peer_tasks, peer_handles) =
+            match crate::peers::start(&config, &store, &metrics.peers, &stop.subscribe()) {
+                Ok(Some(p)) => {
+                    subsystems.set("peers", SubsystemState::Ok);
+                    (Some(p.server), p.tasks, p.handles)
+                }
+                Ok(None) => {
+                    subsystems.set("peers", SubsystemState::Disabled);
+                    (None, Vec::new(), Vec::new())
+                }
+                Err(e) => return Err(StartError::Peers(e)),
+            };
         let replica_task = match &replica {
             Some(r) => {
                 subsystems.set("replica", SubsystemState::Ok);
@@ -193,6 +209,8 @@ impl Daemon {
         let state = AppState {
             store,
             sync,
+            peers,
+            peer_handles,
             replica,
             metrics,
             auth,
@@ -216,6 +234,7 @@ impl Daemon {
             mqtt,
             bridge_stream,
             sync_task,
+            peer_tasks,
             replica_task,
             stop,
         })
@@ -267,6 +286,7 @@ impl Daemon {
             mqtt,
             bridge_stream,
             sync_task,
+            peer_tasks,
             replica_task,
             stop: stop_tx,
             ..
@@ -377,7 +397,11 @@ impl Daemon {
         drop(advertiser);
         // Sync stops mid-call (see `sync_agent::agent::spawn` for why that is safe), the replica
         // between uploads. Both were started before `serve` and saw the same stop signal.
-        for task in [sync_task, replica_task].into_iter().flatten() {
+        for task in [sync_task, replica_task]
+            .into_iter()
+            .flatten()
+            .chain(peer_tasks)
+        {
             background.spawn(async move {
                 let _ = task.await;
             });

@@ -50,7 +50,6 @@ impl SyncStore for StoreSync {
     type Error = DomainError;
 
     async fn pending(&self, max_ops: usize) -> Result<Pending, DomainError> {
-        let node = self.store.node_id().to_string();
         let cached = *self
             .counted
             .lock()
@@ -62,13 +61,14 @@ impl SyncStore for StoreSync {
             .store
             .read(move |conn| {
                 let acked = meta::get_i64(conn, outbox::ACKED)?;
-                let seqs = outbox::pending_seqs(conn, &node, acked, max_ops)?;
+                let seqs = outbox::pending_seqs(conn, acked, max_ops)?;
                 let mut ops = Vec::with_capacity(seqs.len());
                 if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
-                    // One range read, then keep ours: remote ops interleave with local ones.
+                    // One range read, then keep the pending: ops pulled from the relay
+                    // interleave with them.
                     let span = (last - first + 1) as u32;
                     for (seq, op) in oplog::read_after(conn, first - 1, span)? {
-                        if op.origin == node {
+                        if seqs.binary_search(&seq).is_ok() {
                             ops.push((seq, op));
                         }
                     }
@@ -76,8 +76,8 @@ impl SyncStore for StoreSync {
                 let (backlog, oldest) = match cached {
                     // Nothing pending is an exact count, whatever the cache says.
                     _ if seqs.is_empty() => (0, None),
-                    Some(n) => (n, outbox::oldest_pending_ms(conn, &node, acked)?),
-                    None => outbox::pending_count(conn, &node, acked)?,
+                    Some(n) => (n, outbox::oldest_pending_ms(conn, acked)?),
+                    None => outbox::pending_count(conn, acked)?,
                 };
                 let reported = meta::get_i64(conn, outbox::CONFLICTS_REPORTED)?;
                 let conflicts = outbox::conflicts_since(conn, reported, CONFLICTS_PER_REPORT)?;
@@ -138,7 +138,12 @@ impl SyncStore for StoreSync {
             .write(move |ctx| {
                 let mut done = RemoteApplied::default();
                 for op in &ops {
-                    match ctx.try_apply_remote(op)? {
+                    let applied = ctx.try_apply_remote(op)?;
+                    if applied.is_ok() {
+                        // The relay has it: never pushed (an op first met from a peer too).
+                        outbox::mark_upstream(ctx.conn(), &op.id.to_string())?;
+                    }
+                    match applied {
                         Ok(oplog::Applied::New(_)) => done.applied += 1,
                         Ok(oplog::Applied::Duplicate) => done.duplicates += 1,
                         Err(e) => {

@@ -8,6 +8,7 @@
 //! - [`backoff`]: full-jitter exponential backoff.
 //! - [`limit`]: the failed-authentication budget per address both ends of the sync API keep.
 //! - [`agent`]: the push and pull loops, behind the [`agent::SyncStore`] trait.
+//! - [`peer`]: peer sync on the venue LAN: its authentication, and (with `agent`) the pull loop.
 //! - [`replica`]: the Litestream-compatible replica: the LTX codec, the S3 layout, restore.
 //!
 //! Features: `agent` and `replica` (both default). The relay builds with neither: it needs the
@@ -22,6 +23,7 @@ pub mod backoff;
 pub mod codec;
 pub mod hlc;
 pub mod limit;
+pub mod peer;
 #[cfg(feature = "replica")]
 pub mod replica;
 pub mod wire;

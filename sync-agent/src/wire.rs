@@ -253,16 +253,18 @@ pub fn check_clock(op: &Op, now_ms: u64) -> Result<(), Rejection> {
     })
 }
 
-/// Checks that an op was made by the node that pushes it: `origin` and `hlc.node` both name
-/// `node`. An appliance may push only its own ops, so it cannot pass its writes off as another's.
-pub fn check_origin(op: &Op, node: &str) -> Result<(), Rejection> {
-    match op.origin == node && op.hlc.node == node {
+/// Checks that an op names one node as both its `origin` and its `hlc.node`. An op whose origin
+/// is not the pushing appliance's node is *carried*: another appliance of the event pulled it on
+/// the venue LAN and brings it upstream (the relay records who carried it); whose it is stays
+/// the origin's.
+pub fn check_origin(op: &Op) -> Result<(), Rejection> {
+    match op.origin == op.hlc.node {
         true => Ok(()),
         false => Err(Rejection {
             id: op.id,
             code: "origin_forbidden".into(),
             reason: format!(
-                "op names origin `{}` and hlc.node `{}`, but the pushing appliance is node `{node}`; an appliance pushes only its own ops",
+                "op names origin `{}` but hlc.node `{}`; an op's stamp is its origin's",
                 op.origin.chars().take(128).collect::<String>(),
                 op.hlc.node.chars().take(128).collect::<String>()
             ),

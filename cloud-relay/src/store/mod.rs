@@ -91,6 +91,53 @@ pub struct ParkedOp {
     pub parked_ms: u64,
 }
 
+/// One op of the log as operators see it: whose it is and who brought it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LogEntry {
+    /// The relay's sequence.
+    pub seq: u64,
+    /// The op id.
+    pub op_id: String,
+    /// Its event.
+    pub event: String,
+    /// Its kind.
+    pub kind: String,
+    /// The node that made it.
+    pub origin: String,
+    /// The appliance that pushed it first (the only push that stored it).
+    pub carrier: String,
+    /// That appliance's bound node; differs from `origin` for an op carried from a peer.
+    pub carrier_node: Option<String>,
+    /// When the relay stored it.
+    pub received_ms: u64,
+}
+
+impl LogEntry {
+    /// Builds an entry from a log row; `op` is the stored op JSON.
+    pub(crate) fn from_row(
+        seq: i64,
+        op_id: String,
+        event: String,
+        carrier: String,
+        carrier_node: Option<String>,
+        op: &str,
+        received_ms: i64,
+    ) -> Self {
+        let op: serde_json::Value = serde_json::from_str(op).unwrap_or_default();
+        let text = |k: &str| op[k].as_str().unwrap_or_default().to_string();
+        Self {
+            seq: seq as u64,
+            op_id,
+            event,
+            kind: text("kind"),
+            origin: text("origin"),
+            carrier,
+            carrier_node,
+            received_ms: received_ms as u64,
+        }
+    }
+}
+
 /// A conflict an appliance reported.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ConflictRecord {
@@ -219,6 +266,14 @@ pub trait RelayStore: Send + Sync + 'static {
         org: Option<String>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<ParkedOp>, StoreError>> + Send;
+
+    /// The log after `after`, oldest first, at most `limit`, of one org or all.
+    fn log(
+        &self,
+        org: Option<String>,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<LogEntry>, StoreError>> + Send;
 
     /// Reported conflicts, newest first, of one org or all.
     fn conflicts(

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{
-    Appliance, ApplianceInfo, ConflictRecord, NewAppliance, NodeBinding, ParkedOp, Principal,
-    RelayStore, StoreError, now_ms, split_repeats,
+    Appliance, ApplianceInfo, ConflictRecord, LogEntry, NewAppliance, NodeBinding, ParkedOp,
+    Principal, RelayStore, StoreError, now_ms, split_repeats,
 };
 
 const CHANNEL: &str = "venue_relay_log";
@@ -546,6 +546,39 @@ impl RelayStore for PgStore {
                 kid: r.get(1),
                 alg: r.get(2),
                 public_pem: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn log(
+        &self,
+        org: Option<String>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT l.seq, l.op_id, l.event, l.appliance, a.node_id, l.op, l.received_ms
+                 FROM log l JOIN appliances a ON a.id = l.appliance
+                 WHERE ($1::text IS NULL OR a.org = $1) AND l.seq > $2 ORDER BY l.seq LIMIT $3",
+                &[&org, &(after as i64), &i64::from(limit)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                LogEntry::from_row(
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
+                    r.get(6),
+                )
             })
             .collect())
     }

@@ -12,8 +12,8 @@ use sync_agent::wire::{
 use tokio::sync::watch;
 
 use super::{
-    Appliance, ApplianceInfo, ConflictRecord, NewAppliance, NodeBinding, ParkedOp, Principal,
-    RelayStore, StoreError, now_ms, split_repeats,
+    Appliance, ApplianceInfo, ConflictRecord, LogEntry, NewAppliance, NodeBinding, ParkedOp,
+    Principal, RelayStore, StoreError, now_ms, split_repeats,
 };
 
 const READERS: usize = 4;
@@ -424,6 +424,34 @@ impl RelayStore for SqliteStore {
                     alg: r.get(2)?,
                     public_pem: r.get(3)?,
                 })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn log(
+        &self,
+        org: Option<String>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT l.seq, l.op_id, l.event, l.appliance, a.node_id, l.op, l.received_ms
+                 FROM log l JOIN appliances a ON a.id = l.appliance
+                 WHERE (?1 IS NULL OR a.org = ?1) AND l.seq > ?2 ORDER BY l.seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![org, after as i64, limit], |r| {
+                Ok(LogEntry::from_row(
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    &r.get::<_, String>(5)?,
+                    r.get(6)?,
+                ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })

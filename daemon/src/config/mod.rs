@@ -20,6 +20,7 @@ mod http;
 mod log;
 mod mdns;
 mod mqtt;
+mod peers;
 mod print;
 mod replica;
 mod store;
@@ -32,6 +33,7 @@ pub use http::*;
 pub use log::*;
 pub use mdns::*;
 pub use mqtt::*;
+pub use peers::*;
 pub use print::*;
 pub use replica::*;
 pub use store::*;
@@ -54,6 +56,7 @@ struct RawConfig {
     ble: BleConfig,
     mqtt: MqttConfig,
     sync: SyncConfig,
+    peers: PeersConfig,
     replica: ReplicaConfig,
     mdns: MdnsConfig,
     print: PrintConfig,
@@ -83,6 +86,8 @@ pub struct Config {
     pub mqtt_listeners: MqttListeners,
     /// Sync settings.
     pub sync: SyncConfig,
+    /// Peer sync on the LAN.
+    pub peers: PeersConfig,
     /// Replica settings.
     pub replica: ReplicaConfig,
     /// LAN advertising (mDNS) settings.
@@ -96,7 +101,7 @@ pub struct Config {
 }
 
 /// Keys whose values `check-config` never prints.
-const SECRET_KEYS: &[&str] = &["sync.token", "replica.secret_access_key"];
+const SECRET_KEYS: &[&str] = &["sync.token", "peers.key", "replica.secret_access_key"];
 
 impl Config {
     /// Every effective setting, one `section.key = value` line each (TOML values), in section
@@ -114,6 +119,7 @@ impl Config {
             ble: self.ble.clone(),
             mqtt: self.mqtt.clone(),
             sync: self.sync.clone(),
+            peers: self.peers.clone(),
             replica: self.replica.clone(),
             mdns: self.mdns.clone(),
             print: self.print.clone(),
@@ -287,6 +293,7 @@ pub fn load_str(
             "ble" => raw.ble = section(key, value, origin, &defaults, &mut problems),
             "mqtt" => raw.mqtt = section(key, value, origin, &defaults, &mut problems),
             "sync" => raw.sync = section(key, value, origin, &defaults, &mut problems),
+            "peers" => raw.peers = section(key, value, origin, &defaults, &mut problems),
             "replica" => raw.replica = section(key, value, origin, &defaults, &mut problems),
             "mdns" => raw.mdns = section(key, value, origin, &defaults, &mut problems),
             "print" => raw.print = section(key, value, origin, &defaults, &mut problems),
@@ -520,6 +527,7 @@ fn validate(
     ble::validate(&raw.ble, problems);
     let mqtt_listeners = mqtt::validate(&raw.mqtt, problems);
     sync::validate(&raw.sync, problems);
+    peers::validate(&raw.peers, problems);
     replica::validate(&raw.replica, problems);
     mdns::validate(&raw.mdns, problems);
     let print_template = print::validate(&raw.print, problems);
@@ -546,6 +554,7 @@ fn validate(
         mqtt: raw.mqtt,
         mqtt_listeners,
         sync: raw.sync,
+        peers: raw.peers,
         replica: raw.replica,
         mdns: raw.mdns,
         print: raw.print,
@@ -625,6 +634,7 @@ mod tests {
     fn the_effective_settings_name_every_section_and_hide_secrets() {
         let env: BTreeMap<String, String> = [
             ("VENUED_SYNC_TOKEN", "s3cret-token"),
+            ("VENUED_PEERS_KEY", "s3cret-venue-key-0123456789abcdefgh"),
             ("VENUED_REPLICA_SECRET_ACCESS_KEY", "s3cret-key"),
         ]
         .into_iter()
@@ -633,12 +643,13 @@ mod tests {
         let config = load_str("", "t", &env, None).expect("valid");
         let shown = config.effective();
         for section in [
-            "data_dir", "http.", "store.", "event.", "log.", "ble.", "mqtt.", "sync.", "replica.",
-            "mdns.",
+            "data_dir", "http.", "store.", "event.", "log.", "ble.", "mqtt.", "sync.", "peers.",
+            "replica.", "mdns.",
         ] {
             assert!(shown.contains(section), "{section} missing from:\n{shown}");
         }
         assert!(shown.contains("sync.token = \"<redacted>\""), "{shown}");
+        assert!(shown.contains("peers.key = \"<redacted>\""), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
     }
 
@@ -671,6 +682,32 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn peers_need_a_long_venue_key_and_http_urls() {
+        let p = problems(
+            "[peers]\nkey = \"short\"\nurls = \"http://10.0.0.2:8080, ftp://x\"\npull_wait_secs = 99",
+            &[],
+        );
+        for key in ["`peers.key`", "`peers.urls`", "`peers.pull_wait_secs`"] {
+            assert!(p.iter().any(|s| s.starts_with(key)), "{key}: {p:?}");
+        }
+        let p = problems("[peers]\nurls = \"http://10.0.0.2:8080\"", &[]);
+        assert!(p.iter().any(|s| s.contains("no venue key")), "{p:?}");
+        let c = load_str(
+            "[peers]\nurls = \"http://10.0.0.2:8080/, http://10.0.0.3:8080\"\nrevoked = \"n1\"",
+            "t",
+            &env(&[("VENUED_PEERS_KEY", "0123456789abcdef0123456789abcdef")]),
+            None,
+        )
+        .expect("valid");
+        assert!(c.peers.enabled());
+        assert_eq!(
+            c.peers.url_list(),
+            ["http://10.0.0.2:8080", "http://10.0.0.3:8080"]
+        );
+        assert_eq!(c.peers.revoked_nodes(), ["n1"]);
     }
 
     #[test]

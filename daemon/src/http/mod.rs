@@ -14,6 +14,7 @@ mod kiosk;
 pub mod listener;
 mod ops;
 pub mod pages;
+mod peer;
 mod print;
 mod signage;
 pub mod ws;
@@ -62,6 +63,10 @@ pub struct AppState {
     pub hub: crate::hub::Hub,
     /// The sync agent, when `[sync]` names a relay.
     pub sync: Option<sync_agent::agent::AgentHandle>,
+    /// Peer sync's serving side, when `[peers]` has a venue key.
+    pub peers: Option<Arc<crate::peers::PeerServer>>,
+    /// Peer sync's pull loops, one per listed peer.
+    pub peer_handles: Vec<sync_agent::peer::client::PeerHandle>,
     /// The S3 replica, when `[replica]` is enabled.
     pub replica: Option<crate::replica::Replica>,
     /// Badge printing: the queue's signal and printer health.
@@ -166,6 +171,8 @@ pub fn router(state: AppState) -> Router {
                 .put(admin::put_one)
                 .delete(admin::delete_one),
         )
+        .route(sync_agent::peer::HELLO_PATH, get(peer::hello))
+        .route(sync_agent::peer::OPS_PATH, get(peer::ops))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -82,6 +82,9 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     if let Some(replica) = &state.replica {
         state.metrics.replica.observe(&replica.status());
     }
+    for peer in &state.peer_handles {
+        state.metrics.peers.observe(&peer.status());
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -122,7 +125,30 @@ pub(super) async fn status_of(state: &AppState) -> Result<serde_json::Value, Api
             Some(agent) => json!({"enabled": true, "agent": agent.status()}),
             None => json!({"enabled": false}),
         },
+        "peers": peers_status(state),
     }))
+}
+
+/// Peer sync as `/api/v1/status` shows it: each listed peer with its lag in ops and in seconds
+/// (since this box was last level with it).
+fn peers_status(state: &AppState) -> serde_json::Value {
+    if state.peers.is_none() {
+        return json!({"enabled": false});
+    }
+    let now = crate::store::now_ms();
+    let peers: Vec<serde_json::Value> = state
+        .peer_handles
+        .iter()
+        .map(|h| {
+            let s = h.status();
+            let lag_secs = s.last_caught_up_ms.map(|t| now.saturating_sub(t) / 1000);
+            let mut v = serde_json::to_value(&s).unwrap_or_default();
+            v["lag_secs"] = json!(lag_secs);
+            v["last_contact"] = json!(s.last_contact_ms.map(|t| crate::domain::rfc3339(t as i64)));
+            v
+        })
+        .collect();
+    json!({"enabled": true, "peers": peers})
 }
 
 /// `GET /api/v1/zones/occupancy`: badges present per zone. Anonymous counts, so open like the

@@ -22,6 +22,7 @@ pub mod group;
 mod lww;
 pub mod message;
 pub mod outbox;
+pub mod peers;
 pub mod presence;
 pub mod token_key;
 

@@ -1,5 +1,7 @@
-//! The op log as the sync outbox: local ops the relay has not acknowledged (after
-//! `meta.outbox_acked_seq`), the pull cursor, ops parked on either side, and the conflicts
+//! The op log as the sync outbox: ops the relay may not have (after `meta.outbox_acked_seq`,
+//! and not pulled from the relay: `ops.upstream = 0`), whichever node made them — an op pulled
+//! from a peer on the LAN is carried upstream by every box that has it, and the relay keeps it
+//! once by id; the pull cursor, ops parked on either side, and the conflicts
 //! reported to the relay. The sync agent's store (`crate::sync`) and the status endpoints read
 //! and write these; the cursors move in the same transactions as what they describe.
 
@@ -20,7 +22,7 @@ pub const CONFLICTS_REPORTED: &str = "conflicts_reported_ms";
 /// The size and age of the backlog.
 #[derive(Debug, Clone, Serialize)]
 pub struct Backlog {
-    /// Local ops not yet acknowledged.
+    /// Ops (this box's and its peers') the relay has not acknowledged.
     pub ops: u64,
     /// Local sequence the relay has acknowledged up to.
     pub acked_seq: i64,
@@ -30,13 +32,12 @@ pub struct Backlog {
 
 /// Reads the backlog.
 pub async fn backlog(store: &Store) -> Result<Backlog, StoreError> {
-    let node = store.node_id().to_string();
     store
         .read(move |conn| {
             let acked = meta::get_i64(conn, ACKED)?;
             let (count, oldest): (i64, Option<i64>) = conn.query_row(
-                "SELECT count(*), min(received_ms) FROM ops WHERE origin = ?1 AND seq > ?2",
-                params![node, acked],
+                "SELECT count(*), min(received_ms) FROM ops WHERE seq > ?1 AND upstream = 0",
+                params![acked],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             let now = crate::store::now_ms() as i64;
@@ -49,44 +50,44 @@ pub async fn backlog(store: &Store) -> Result<Backlog, StoreError> {
         .await
 }
 
-/// The seqs of up to `max` local ops (of `node`) after `acked`, in log order.
+/// The seqs of up to `max` ops to push after `acked`, in log order.
 pub fn pending_seqs(
     conn: &Connection,
-    node: &str,
     acked: i64,
     max: usize,
 ) -> Result<Vec<i64>, rusqlite::Error> {
-    conn.prepare_cached("SELECT seq FROM ops WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?
-        .query_map(params![node, acked, max as i64], |r| r.get(0))?
-        .collect()
+    conn.prepare_cached(
+        "SELECT seq FROM ops WHERE seq > ?1 AND upstream = 0 ORDER BY seq LIMIT ?2",
+    )?
+    .query_map(params![acked, max as i64], |r| r.get(0))?
+    .collect()
 }
 
-/// How many local ops are after `acked`, and when the oldest of them arrived.
-pub fn pending_count(
-    conn: &Connection,
-    node: &str,
-    acked: i64,
-) -> Result<(u64, Option<i64>), rusqlite::Error> {
+/// How many ops to push are after `acked`, and when the oldest of them arrived.
+pub fn pending_count(conn: &Connection, acked: i64) -> Result<(u64, Option<i64>), rusqlite::Error> {
     let count: i64 = conn.query_row(
-        "SELECT count(*) FROM ops WHERE origin = ?1 AND seq > ?2",
-        params![node, acked],
+        "SELECT count(*) FROM ops WHERE seq > ?1 AND upstream = 0",
+        params![acked],
         |r| r.get(0),
     )?;
-    Ok((count as u64, oldest_pending_ms(conn, node, acked)?))
+    Ok((count as u64, oldest_pending_ms(conn, acked)?))
 }
 
-/// When the oldest local op after `acked` arrived (seq order is arrival order).
-pub fn oldest_pending_ms(
-    conn: &Connection,
-    node: &str,
-    acked: i64,
-) -> Result<Option<i64>, rusqlite::Error> {
+/// When the oldest op to push after `acked` arrived here (seq order is arrival order).
+pub fn oldest_pending_ms(conn: &Connection, acked: i64) -> Result<Option<i64>, rusqlite::Error> {
     conn.query_row(
-        "SELECT received_ms FROM ops WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT 1",
-        params![node, acked],
+        "SELECT received_ms FROM ops WHERE seq > ?1 AND upstream = 0 ORDER BY seq LIMIT 1",
+        params![acked],
         |r| r.get(0),
     )
     .optional()
+}
+
+/// Marks an op as one the relay has (it came from the relay): never pushed.
+pub fn mark_upstream(conn: &Connection, op_id: &str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached("UPDATE ops SET upstream = 1 WHERE id = ?1 AND upstream = 0")?
+        .execute([op_id])?;
+    Ok(())
 }
 
 /// Ops parked on either side.

@@ -648,3 +648,85 @@ fn a_published_token_key_is_installed_once_and_never_replaces_another_source() {
         );
     }
 }
+
+/// Ops met from a peer are pushed to the relay like this box's own; ops that came from the
+/// relay never are (the relay has them), and an op first met from a peer and then pulled from
+/// the relay is not pushed either.
+#[test]
+fn the_outbox_holds_every_op_the_relay_may_lack_whoever_made_it() {
+    let mut conn = db();
+    let attendee = |node: &str, id: &str| {
+        op(
+            node,
+            1_000,
+            "attendee.upsert",
+            id,
+            json!({"name": format!("{node} {id}")}),
+        )
+    };
+    let (own, from_peer, from_relay, both) = (
+        attendee("me", "a1"),
+        attendee("peer", "a2"),
+        attendee("far", "a3"),
+        attendee("peer", "a4"),
+    );
+    apply_all(
+        &mut conn,
+        &[
+            own.clone(),
+            from_peer.clone(),
+            from_relay.clone(),
+            both.clone(),
+        ],
+    );
+    outbox::mark_upstream(&conn, &from_relay.id.to_string()).expect("mark");
+    outbox::mark_upstream(&conn, &both.id.to_string()).expect("mark");
+    let pending = outbox::pending_seqs(&conn, 0, 100).expect("pending");
+    let ids: Vec<String> = read_after(&conn, 0, 100)
+        .expect("read")
+        .into_iter()
+        .filter(|(seq, _)| pending.contains(seq))
+        .map(|(_, op)| op.entity_id)
+        .collect();
+    assert_eq!(ids, ["a1", "a2"]);
+    assert_eq!(outbox::pending_count(&conn, 0).expect("count").0, 2);
+    assert_eq!(
+        outbox::pending_count(&conn, pending[0]).expect("count").0,
+        1
+    );
+}
+
+/// A peer is served every op after its cursor but its own, and the cursor moves past its own;
+/// a large log comes in answers of about the target size, at least one op each.
+#[test]
+fn a_peer_is_served_the_log_but_its_own_ops_in_bounded_answers() {
+    let mut conn = db();
+    let big = "x".repeat(200);
+    let ops: Vec<Op> = (0..6)
+        .map(|i| {
+            let node = if i % 2 == 0 { "caller" } else { "other" };
+            op(
+                node,
+                1_000 + i,
+                "attendee.upsert",
+                &format!("a{i}"),
+                json!({"name": big}),
+            )
+        })
+        .collect();
+    apply_all(&mut conn, &ops);
+    let all = peers::serve(&conn, "caller", 0, 1000, usize::MAX).expect("serve");
+    let got: Vec<&str> = all.ops.iter().map(|o| o.entity_id.as_str()).collect();
+    assert_eq!(got, ["a1", "a3", "a5"]);
+    assert_eq!((all.cursor, all.head, all.has_more), (6, 6, false));
+    let small = peers::serve(&conn, "caller", 0, 1000, 1).expect("serve");
+    assert_eq!(small.ops.len(), 1, "one op fits always");
+    assert!(small.has_more && small.cursor < 6, "{small:?}");
+    let rest = peers::serve(&conn, "caller", small.cursor, 1000, usize::MAX).expect("serve");
+    assert_eq!(rest.ops.len(), 2);
+    let none = peers::serve(&conn, "caller", 6, 1000, usize::MAX).expect("serve");
+    assert!(none.ops.is_empty() && !none.has_more && none.cursor == 6);
+    peers::set_cursor(&conn, "other", 4, 1).expect("set");
+    assert_eq!(peers::cursor(&conn, "other").expect("get"), 4);
+    assert_eq!(peers::cursor(&conn, "never").expect("get"), 0);
+}

@@ -358,6 +358,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         CHECK (print_mode IN ('always', 'ask', 'never'));
     ALTER TABLE attendees ADD COLUMN role TEXT;
     "#,
+    // 10: several appliances on the LAN. The outbox becomes every op the relay may not have,
+    // whichever node made it (`upstream` = 1: it came from the relay, never pushed); until now
+    // only the relay brought other nodes' ops. `peer_cursors`: how far each peer's log was
+    // pulled (its seq).
+    r#"
+    ALTER TABLE ops ADD COLUMN upstream INTEGER NOT NULL DEFAULT 0;
+    UPDATE ops SET upstream = 1
+        WHERE origin <> coalesce((SELECT value FROM meta WHERE key = 'node_id'), '');
+    CREATE TABLE peer_cursors (
+        node        TEXT PRIMARY KEY,
+        cursor      INTEGER NOT NULL,
+        updated_ms  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -18,6 +18,7 @@ mod hub_limits;
 mod hub_social;
 mod idempotency;
 mod journal;
+mod lan;
 mod mdns;
 mod mqtt;
 mod mqtt_loss;

@@ -372,7 +372,9 @@ async fn regression_a_poisoned_clock_or_a_forged_origin_is_parked_by_the_relay()
         "a1",
         json!({"name": "Poison 2100"}),
     );
-    let forged = op_from(
+    // An op whose stamp names another node than its origin: refused. (An op of A's carried
+    // by B, origin and stamp both A's, is welcome: B pulled it on the LAN; sync.rs::lan.)
+    let mut forged = op_from(
         &a_node,
         now,
         "ev1",
@@ -380,6 +382,7 @@ async fn regression_a_poisoned_clock_or_a_forged_origin_is_parked_by_the_relay()
         "a1",
         json!({"device_id": "kiosk-1"}),
     );
+    forged["hlc"]["node"] = json!("node-b");
     let (status, body) = push(
         &relay,
         &b_token,

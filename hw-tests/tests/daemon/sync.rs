@@ -66,7 +66,7 @@ async fn new_box(dir: &Path, name: &str, database: &str) -> anyhow::Result<Box_>
 }
 
 /// CSV of `n` attendees `{prefix}{i}` named `{name}`.
-fn attendees(prefix: &str, n: usize, name: &str) -> String {
+pub(crate) fn attendees(prefix: &str, n: usize, name: &str) -> String {
     let mut csv = String::from("id,name\n");
     for i in 0..n {
         csv.push_str(&format!("{prefix}{i},{name} {i}\n"));
@@ -76,7 +76,7 @@ fn attendees(prefix: &str, n: usize, name: &str) -> String {
 
 /// A digest of everything sync must make equal: the op ids, and the domain state (local message
 /// seqs excluded: each appliance numbers messages in the order it learns of them).
-fn digest(data_dir: &Path) -> anyhow::Result<(u64, usize)> {
+pub(crate) fn digest(data_dir: &Path) -> anyhow::Result<(u64, usize)> {
     let db = open_db(data_dir)?;
     let mut h = DefaultHasher::new();
     let mut ops = 0;
