@@ -82,11 +82,10 @@ impl Publisher {
         }
     }
 
-    /// Publishes one committed group (called by the writer after `COMMIT`, before answering).
-    pub(crate) fn publish(&self, ops: Vec<Committed>, complete: bool) {
-        let Some(through) = ops.last().map(|c| c.seq) else {
-            return;
-        };
+    /// Publishes one committed group that appended ops up to `through` (called by the writer
+    /// after `COMMIT`, before answering). `ops` are all of them when `complete`; else the group
+    /// was too large to carry, and subscribers read `..=through` back from the log.
+    pub(crate) fn publish(&self, ops: Vec<Committed>, complete: bool, through: i64) {
         let ops = match complete {
             true => ops,
             false => Vec::new(),

@@ -394,6 +394,25 @@ async fn a_subscriber_that_falls_behind_reads_the_missed_ops_back_from_the_log()
     assert_eq!(seen, expected, "in log order");
 }
 
+/// Found by the LAN test (#19): a subscriber that was level when a group too large to carry
+/// arrived read back only the first `MAX_BATCH_OPS` of it, because the gap named the last op
+/// carried as the group's end, and `last_seq` stopped there too (peers long-polled on it).
+#[tokio::test]
+async fn a_level_subscriber_gets_every_op_of_a_group_too_large_to_carry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let mut sub = store.subscribe("test");
+    let mut expected = append(&store, 0, 1).await;
+    assert_eq!(drain(&mut sub, expected[0]).await, expected);
+    let group = append(&store, 100_000, committed::MAX_BATCH_OPS + 10).await;
+    assert_eq!(store.last_seq(), *group.last().expect("some"));
+    expected = group;
+    expected.extend(append(&store, 200_000, 1).await);
+    let seen = drain(&mut sub, *expected.last().expect("some")).await;
+    assert_eq!(seen.len(), expected.len(), "each op once");
+    assert_eq!(seen, expected, "in log order");
+}
+
 /// `poll` tells presence, without waiting, whether anything it cares about changed.
 #[tokio::test]
 async fn poll_reports_matches_and_misses_without_waiting() {

@@ -78,6 +78,8 @@ pub struct WriteCtx<'a> {
     committed: Vec<Committed>,
     /// More than `MAX_BATCH_OPS` were appended: the stream announces a gap instead.
     overflowed: bool,
+    /// The seq of the last op this group appended: the end of the gap when it overflowed.
+    last_seq: Option<i64>,
 }
 
 impl WriteCtx<'_> {
@@ -156,6 +158,7 @@ impl WriteCtx<'_> {
     }
 
     fn stream(&mut self, seq: i64, op: impl FnOnce() -> Op) {
+        self.last_seq = Some(seq);
         match self.committed.len() < MAX_BATCH_OPS {
             true => self.committed.push(Committed { seq, op: op() }),
             false => self.overflowed = true,
@@ -263,6 +266,7 @@ fn commit_group(
         // Most jobs append one op.
         committed: Vec::with_capacity(jobs.len()),
         overflowed: false,
+        last_seq: None,
     };
     let mut completions = Vec::with_capacity(jobs.len());
     // Set once SQLite has rolled the whole transaction back on its own (SQLITE_FULL, SQLITE_IOERR
@@ -277,12 +281,14 @@ fn commit_group(
         let outcome = execute_cached(ctx.conn, "SAVEPOINT job");
         let completion = match outcome {
             Ok(()) => {
-                let (appended, streamed) = (ctx.appended, ctx.committed.len());
+                let (appended, streamed, last_seq) =
+                    (ctx.appended, ctx.committed.len(), ctx.last_seq);
                 let (failed, completion) = job.run(&mut ctx);
                 if failed {
                     // Rolled back below: what it appended never happened.
                     ctx.appended = appended;
                     ctx.committed.truncate(streamed);
+                    ctx.last_seq = last_seq;
                 }
                 if ctx.conn.is_autocommit() {
                     // The savepoint went with the transaction; see `lost` above.
@@ -308,7 +314,11 @@ fn commit_group(
         completions.push(completion);
     }
     let appended = ctx.appended;
-    let (committed, complete) = (std::mem::take(&mut ctx.committed), !ctx.overflowed);
+    let (committed, complete, through) = (
+        std::mem::take(&mut ctx.committed),
+        !ctx.overflowed,
+        ctx.last_seq,
+    );
     let high_water = ctx.clock.high_water();
     let mut result = match lost {
         Some(error) => Err(error),
@@ -325,7 +335,9 @@ fn commit_group(
             // Before any caller hears of the commit: a subscriber that looks at the stream before
             // it acts (presence, before it applies anyone's privacy) sees every change a caller
             // was told of.
-            stream.publish(committed, complete);
+            if let Some(through) = through {
+                stream.publish(committed, complete, through);
+            }
             for completion in completions {
                 completion(None);
             }
