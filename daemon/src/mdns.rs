@@ -12,6 +12,8 @@ use crate::config::MdnsConfig;
 
 /// The DNS-SD service type.
 pub const SERVICE_TYPE: &str = "_venue-edge._tcp.local.";
+/// The DNS-SD service type of peer sync (`[peers]`): the same port, for the venue's other boxes.
+pub const PEER_SERVICE_TYPE: &str = "_venue-sync._tcp.local.";
 
 /// What is announced besides the host name.
 pub struct Announced<'a> {
@@ -23,6 +25,8 @@ pub struct Announced<'a> {
     pub event: &'a str,
     /// This appliance's node id.
     pub node: &'a str,
+    /// Announce `_venue-sync._tcp` too (peer sync is on).
+    pub peer_sync: bool,
 }
 
 /// Why the appliance cannot be advertised.
@@ -33,7 +37,7 @@ pub struct MdnsError(#[from] mdns_sd::Error);
 /// A running advertisement; dropping it withdraws it (goodbye packets) and stops the daemon.
 pub struct Advertiser {
     daemon: ServiceDaemon,
-    fullname: String,
+    fullnames: Vec<String>,
 }
 
 /// Starts advertising per `config` (which must be enabled).
@@ -66,17 +70,40 @@ pub fn advertise(config: &MdnsConfig, what: &Announced<'_>) -> Result<Advertiser
         &properties[..],
     )?
     .enable_addr_auto();
-    let fullname = service.get_fullname().to_string();
+    let mut fullnames = vec![service.get_fullname().to_string()];
     daemon.register(service)?;
-    tracing::info!(host = %host.trim_end_matches('.'), service = %fullname, "advertising on the LAN (mDNS)");
-    Ok(Advertiser { daemon, fullname })
+    if what.peer_sync {
+        let properties = [("event", what.event), ("node", what.node)];
+        let peer = ServiceInfo::new(
+            PEER_SERVICE_TYPE,
+            &config.hostname,
+            &host,
+            "",
+            what.http_port,
+            &properties[..],
+        )?
+        .enable_addr_auto();
+        fullnames.push(peer.get_fullname().to_string());
+        daemon.register(peer)?;
+    }
+    tracing::info!(host = %host.trim_end_matches('.'), services = ?fullnames, "advertising on the LAN (mDNS)");
+    Ok(Advertiser { daemon, fullnames })
+}
+
+impl Advertiser {
+    /// Browses for the venue's other boxes (`_venue-sync._tcp`) on the advertised interfaces.
+    pub fn browse_peers(&self) -> Result<mdns_sd::Receiver<mdns_sd::ServiceEvent>, MdnsError> {
+        Ok(self.daemon.browse(PEER_SERVICE_TYPE)?)
+    }
 }
 
 impl Drop for Advertiser {
     fn drop(&mut self) {
         // Best effort: a goodbye so browsers forget the appliance at once rather than after
         // the records' time to live.
-        let _ = self.daemon.unregister(&self.fullname);
+        for name in &self.fullnames {
+            let _ = self.daemon.unregister(name);
+        }
         let _ = self.daemon.shutdown();
     }
 }

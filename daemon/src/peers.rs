@@ -36,10 +36,77 @@ pub struct PeerServer {
 pub struct Peers {
     /// The serving side.
     pub server: Arc<PeerServer>,
-    /// One pull loop per listed peer.
-    pub handles: Vec<PeerHandle>,
-    /// Their tasks.
-    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Starts pull loops: one per listed peer at start, more as mDNS finds them.
+    pub spawner: PeerSpawner,
+}
+
+/// A running pull loop: its handle and its task.
+type Loop = (PeerHandle, tokio::task::JoinHandle<()>);
+
+/// The pull loops, shared between the status endpoint and whoever starts them.
+#[derive(Clone, Default)]
+pub struct PeerList(Arc<std::sync::Mutex<Vec<Loop>>>);
+
+impl PeerList {
+    /// A copy of each loop's status.
+    pub fn statuses(&self) -> Vec<client::PeerStatus> {
+        self.lock().iter().map(|(h, _)| h.status()).collect()
+    }
+
+    /// The loops' tasks, taken out (at shutdown).
+    pub fn take_tasks(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.lock().drain(..).map(|(_, t)| t).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Loop>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Everything a new pull loop needs.
+#[derive(Clone)]
+pub struct PeerSpawner {
+    store: Arc<StorePeers>,
+    key: Arc<VenueKey>,
+    node: String,
+    event: String,
+    wait: std::time::Duration,
+    revoked: Vec<String>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The loops started so far.
+    pub list: PeerList,
+}
+
+impl PeerSpawner {
+    /// Starts pulling from `url`, unless a loop pulls from it (or from `node`, when known)
+    /// already; whether one was started.
+    pub fn add(&self, url: &str, node: Option<&str>) -> Result<bool, client::SpawnError> {
+        let mut list = self.list.lock();
+        let known = list.iter().any(|(h, _)| {
+            let s = h.status();
+            s.url == url || (node.is_some() && s.node.as_deref() == node)
+        });
+        if known {
+            return Ok(false);
+        }
+        let (handle, task) = client::spawn(
+            self.store.clone(),
+            PeerConfig {
+                url: url.to_string(),
+                key: self.key.clone(),
+                node_id: self.node.clone(),
+                event: self.event.clone(),
+                wait: self.wait,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                revoked: self.revoked.clone(),
+            },
+            self.shutdown.clone(),
+        )?;
+        list.push((handle, task));
+        Ok(true)
+    }
 }
 
 /// The op log as a peer loop sees it.
@@ -146,38 +213,85 @@ pub fn start(
             })?
         }
     };
-    let key = Arc::new(key);
-    let sync_store = Arc::new(StorePeers {
-        store: store.clone(),
-        metrics: metrics.clone(),
-    });
-    let mut handles = Vec::new();
-    let mut tasks = Vec::new();
+    let spawner = PeerSpawner {
+        store: Arc::new(StorePeers {
+            store: store.clone(),
+            metrics: metrics.clone(),
+        }),
+        key: Arc::new(key.clone()),
+        node: store.node_id().to_string(),
+        event: config.event.id.clone(),
+        wait: std::time::Duration::from_secs(peers.pull_wait_secs),
+        revoked: peers.revoked_nodes(),
+        shutdown: shutdown.clone(),
+        list: PeerList::default(),
+    };
     for url in peers.url_list() {
-        let (handle, task) = client::spawn(
-            sync_store.clone(),
-            PeerConfig {
-                url: url.clone(),
-                key: key.clone(),
-                node_id: store.node_id().to_string(),
-                event: config.event.id.clone(),
-                wait: std::time::Duration::from_secs(peers.pull_wait_secs),
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                revoked: peers.revoked_nodes(),
-            },
-            shutdown.clone(),
-        )?;
-        handles.push(handle);
-        tasks.push(task);
+        spawner.add(&url, None)?;
     }
-    tracing::info!(peers = handles.len(), "peer sync started");
+    tracing::info!(
+        listed = peers.url_list().len(),
+        discover = peers.discover,
+        "peer sync started"
+    );
     Ok(Some(Peers {
         server: Arc::new(PeerServer {
-            key,
+            key: Arc::new(key),
             nonces: NonceBook::default(),
             revoked: peers.revoked_nodes(),
         }),
-        handles,
-        tasks,
+        spawner,
     }))
+}
+
+/// Pulls from every box of this event that mDNS finds (`_venue-sync._tcp`), until `stop`.
+/// A box listed in `[peers] urls` already is not pulled twice (same URL, or the same node once
+/// its loop said hello).
+pub async fn discover(
+    spawner: PeerSpawner,
+    found: mdns_sd::Receiver<mdns_sd::ServiceEvent>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let event = tokio::select! {
+            e = found.recv_async() => match e {
+                Ok(e) => e,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let mdns_sd::ServiceEvent::ServiceResolved(service) = event else {
+            continue;
+        };
+        let (Some(node), Some(event)) = (
+            service.get_property_val_str("node"),
+            service.get_property_val_str("event"),
+        ) else {
+            continue;
+        };
+        if node == spawner.node || event != spawner.event {
+            continue;
+        }
+        // IPv4 first: the one a venue LAN is sure to route.
+        let mut addresses: Vec<std::net::IpAddr> = service
+            .get_addresses()
+            .iter()
+            .map(|a| a.to_ip_addr())
+            .collect();
+        addresses.sort_by_key(|a| !a.is_ipv4());
+        let Some(address) = addresses.first() else {
+            continue;
+        };
+        let url = match address {
+            std::net::IpAddr::V4(a) => format!("http://{a}:{}", service.get_port()),
+            std::net::IpAddr::V6(a) => format!("http://[{a}]:{}", service.get_port()),
+        };
+        match spawner.add(&url, Some(node)) {
+            Ok(true) => {
+                tracing::info!(%url, %node, "peer found on the LAN (mDNS); pulling from it")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%url, error = %e, "cannot pull from a peer found on the LAN"),
+        }
+    }
 }

@@ -71,7 +71,7 @@ pub struct Daemon {
     /// The bridge's subscription to the committed-op stream, taken at start.
     bridge_stream: Option<crate::store::Subscription>,
     sync_task: Option<tokio::task::JoinHandle<()>>,
-    peer_tasks: Vec<tokio::task::JoinHandle<()>>,
+    peer_spawner: Option<crate::peers::PeerSpawner>,
     replica_task: Option<tokio::task::JoinHandle<()>>,
     /// Turned true once on shutdown; every long-running task watches it.
     stop: tokio::sync::watch::Sender<bool>,
@@ -179,18 +179,22 @@ impl Daemon {
             }
             Err(e) => return Err(StartError::Sync(e)),
         };
-        let (peers, peer_tasks, peer_handles) =
+        let (peers, peer_spawner) =
             match crate::peers::start(&config, &store, &metrics.peers, &stop.subscribe()) {
                 Ok(Some(p)) => {
                     subsystems.set("peers", SubsystemState::Ok);
-                    (Some(p.server), p.tasks, p.handles)
+                    (Some(p.server), Some(p.spawner))
                 }
                 Ok(None) => {
                     subsystems.set("peers", SubsystemState::Disabled);
-                    (None, Vec::new(), Vec::new())
+                    (None, None)
                 }
                 Err(e) => return Err(StartError::Peers(e)),
             };
+        let peer_list = peer_spawner
+            .as_ref()
+            .map(|s| s.list.clone())
+            .unwrap_or_default();
         let replica_task = match &replica {
             Some(r) => {
                 subsystems.set("replica", SubsystemState::Ok);
@@ -210,7 +214,7 @@ impl Daemon {
             store,
             sync,
             peers,
-            peer_handles,
+            peer_list,
             replica,
             metrics,
             auth,
@@ -234,7 +238,7 @@ impl Daemon {
             mqtt,
             bridge_stream,
             sync_task,
-            peer_tasks,
+            peer_spawner,
             replica_task,
             stop,
         })
@@ -286,7 +290,7 @@ impl Daemon {
             mqtt,
             bridge_stream,
             sync_task,
-            peer_tasks,
+            peer_spawner,
             replica_task,
             stop: stop_tx,
             ..
@@ -346,6 +350,22 @@ impl Daemon {
         ));
         let store = state.store.clone();
         let advertiser = advertise(&state, listener.local_addr().ok());
+        if let (Some(spawner), Some(advertiser)) = (&peer_spawner, &advertiser)
+            && state.config.peers.discover
+        {
+            match advertiser.browse_peers() {
+                Ok(found) => {
+                    background.spawn(crate::peers::discover(
+                        spawner.clone(),
+                        found,
+                        stop_rx.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look for peers on the LAN; [peers] urls only")
+                }
+            }
+        }
 
         let (begun_tx, mut begun_rx) = tokio::sync::oneshot::channel::<()>();
         let graceful = async move {
@@ -397,6 +417,9 @@ impl Daemon {
         drop(advertiser);
         // Sync stops mid-call (see `sync_agent::agent::spawn` for why that is safe), the replica
         // between uploads. Both were started before `serve` and saw the same stop signal.
+        let peer_tasks = peer_spawner
+            .map(|s| s.list.take_tasks())
+            .unwrap_or_default();
         for task in [sync_task, replica_task]
             .into_iter()
             .flatten()
@@ -440,6 +463,7 @@ fn advertise(state: &AppState, http: Option<SocketAddr>) -> Option<crate::mdns::
         mqtt_port: state.mqtt_bound.tcp.map(|a| a.port()),
         event: &config.event.id,
         node: state.store.node_id(),
+        peer_sync: state.peers.is_some(),
     };
     match crate::mdns::advertise(&config.mdns, &announced) {
         Ok(advertiser) => {

@@ -106,7 +106,10 @@ function consoleView(token) {
         sync ? h("button", { type: "button", class: "secondary", onclick: async () => {
           const r = await call("POST", "/api/v1/admin/sync/retry");
           syncResult.textContent = r.status === 202 ? T.syncRetried : T.failed;
-        } }, T.syncRetry) : "", syncResult),
+        } }, T.syncRetry) : "", syncResult,
+        h("h3", {}, T.peers),
+        s.peers.enabled ? table(T.peersCaption, [T.peer, T.state, T.peerLag, T.syncLastContact], peers(s.peers.peers, s.node_id))
+          : h("p", { class: "help" }, T.peersOff)),
       card(T.consoleDevices, table(T.consoleDevicesCaption, [T.device, T.kind, T.name, T.state, T.since], devices)),
       card(T.consoleBeacons,
         o.scanners.length ? table(T.scannersCaption, [T.scanner, T.advertsPerSec, T.lastSeen],
@@ -131,6 +134,18 @@ function consoleView(token) {
           : h("p", { class: "help" }, T.noConflicts)));
   }
   const syncResult = h("p", { class: "result", role: "status" });
+
+  /** The venue's other boxes: whether this one reaches them, and how far behind it is. */
+  function peers(list, self) {
+    return list.filter((p) => p.node !== self).map((p) => {
+      const state = p.connected && !p.last_error ? "ok" : p.refused ? "failed" : "offline";
+      const label = state === "ok" ? T.peerOk : state === "failed" ? T.peerRefused : T.peerUnreachable;
+      return h("tr", { "data-peer": p.url }, h("th", { scope: "row" }, p.url),
+        stateCell(state, p.last_error ? `${label}: ${p.last_error}` : label),
+        h("td", {}, p.last_contact_ms ? fill(T.peerLagValue, { ops: p.lag_ops, secs: p.lag_secs ?? "?" }) : ""),
+        h("td", {}, p.last_contact_ms ? ago(p.last_contact_ms) : T.never));
+    });
+  }
 
   /** The overview, live: a stream read with fetch (so the token goes in a header). */
   async function follow() {

@@ -88,6 +88,12 @@ def main():
         scanners = page.get_by_role("table", name="Each scanner: adverts a second, and when it last heard one.")
         expect(scanners.get_by_role("row", name="scanner-a")).to_contain_text("s ago", timeout=5000)
 
+        # The venue's other box (nothing listens there): unreachable, with the reason.
+        peers = page.get_by_role("table", name="Each other box of the venue: whether this one reaches it, and how far behind it is.")
+        other = peers.locator("tr[data-peer='http://127.0.0.1:9']")
+        expect(other).to_contain_text("unreachable", timeout=10_000)
+        expect(other).to_contain_text("peer unreachable")
+
         # A kiosk comes online, then its network goes: offline, without a reload.
         devices = page.get_by_role("table", name="Kiosks, displays and gateways: online while connected over MQTT.")
         desk = devices.locator("tr[data-device='desk-1']")

@@ -24,6 +24,9 @@ pub struct PeersConfig {
     /// Node ids refused even with the key (a box taken out of service; rotate the key when one
     /// is lost), comma-separated.
     pub revoked: String,
+    /// Find the venue's other boxes on the LAN by mDNS (`_venue-sync._tcp`, needs `[mdns]`
+    /// on), besides `urls`. Default on.
+    pub discover: bool,
     /// Seconds a pull waits at a peer for new ops. Default 25.
     pub pull_wait_secs: u64,
 }
@@ -35,6 +38,7 @@ impl Default for PeersConfig {
             key_file: String::new(),
             urls: String::new(),
             revoked: String::new(),
+            discover: true,
             pull_wait_secs: DEFAULT_PEER_PULL_WAIT_SECS,
         }
     }

@@ -65,8 +65,8 @@ pub struct AppState {
     pub sync: Option<sync_agent::agent::AgentHandle>,
     /// Peer sync's serving side, when `[peers]` has a venue key.
     pub peers: Option<Arc<crate::peers::PeerServer>>,
-    /// Peer sync's pull loops, one per listed peer.
-    pub peer_handles: Vec<sync_agent::peer::client::PeerHandle>,
+    /// Peer sync's pull loops, one per listed or found peer.
+    pub peer_list: crate::peers::PeerList,
     /// The S3 replica, when `[replica]` is enabled.
     pub replica: Option<crate::replica::Replica>,
     /// Badge printing: the queue's signal and printer health.

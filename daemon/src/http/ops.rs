@@ -82,8 +82,8 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     if let Some(replica) = &state.replica {
         state.metrics.replica.observe(&replica.status());
     }
-    for peer in &state.peer_handles {
-        state.metrics.peers.observe(&peer.status());
+    for peer in state.peer_list.statuses() {
+        state.metrics.peers.observe(&peer);
     }
     (
         [(
@@ -137,10 +137,10 @@ fn peers_status(state: &AppState) -> serde_json::Value {
     }
     let now = crate::store::now_ms();
     let peers: Vec<serde_json::Value> = state
-        .peer_handles
-        .iter()
-        .map(|h| {
-            let s = h.status();
+        .peer_list
+        .statuses()
+        .into_iter()
+        .map(|s| {
             let lag_secs = s.last_caught_up_ms.map(|t| now.saturating_sub(t) / 1000);
             let mut v = serde_json::to_value(&s).unwrap_or_default();
             v["lag_secs"] = json!(lag_secs);

@@ -146,21 +146,24 @@ pub(super) async fn ops(
     // Under the request time limit, which would cut the answer.
     let most = state.config.http.request_timeout_secs.saturating_sub(5);
     let wait = Duration::from_secs(q.wait.min(MAX_WAIT_SECS).min(most));
-    if state.store.last_seq() <= q.after as i64 && !wait.is_zero() {
-        // Subscribe before looking again, so a commit between the two is not missed.
-        let mut stream = state.store.subscribe("peer_long_poll");
-        if state.store.last_seq() <= q.after as i64 {
-            let _ = tokio::time::timeout(wait, stream.next()).await;
-        }
-    }
-    let caller = node.to_string();
-    let served = state
-        .store
-        .read(move |conn| {
+    let serve = || {
+        let caller = node.to_string();
+        state.store.read(move |conn| {
             oplog::peers::serve(conn, &caller, q.after, limit, ANSWER_TARGET_BYTES)
                 .map_err(crate::domain::DomainError::from)
         })
-        .await?;
+    };
+    let mut served = serve().await?;
+    // Nothing after `after` at all: wait for a commit. Subscribed before looking again, so a
+    // commit between the two reads is not missed.
+    if served.cursor == q.after && !wait.is_zero() {
+        let mut stream = state.store.subscribe("peer_long_poll");
+        served = serve().await?;
+        if served.cursor == q.after {
+            let _ = tokio::time::timeout(wait, stream.next()).await;
+            served = serve().await?;
+        }
+    }
     state.metrics.peers.served.inc_by(served.ops.len() as u64);
     let body = serde_json::to_vec(&PullResponse {
         ops: served.ops,

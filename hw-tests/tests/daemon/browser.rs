@@ -260,7 +260,8 @@ async fn a_signage_display_follows_occupancy_content_and_announcements_with_a_fl
 /// vanishes, both without a reload; a CSV with bad lines gets each line's error; registering a
 /// kiosk shows its password once and a QR code that decodes to the kiosk page's address with
 /// the id and password, which sets a tablet up in one scan; a badge printer added in the
-/// console shows ready, then offline when it goes away.
+/// console shows ready, then offline when it goes away; a peer box that does not answer shows
+/// as unreachable.
 #[tokio::test]
 #[ignore = "run alone by scripts/test (a browser loads the machine)"]
 async fn the_console_shows_health_live_and_does_venue_its_tasks() {
@@ -285,7 +286,8 @@ async fn the_console_shows_health_live_and_does_venue_its_tasks() {
         &config,
         format!(
             "[ble]\nsource = \"replay\"\nreplay_file = {:?}\n\
-             [[ble.scanners]]\nid = \"scanner-a\"\nzone = \"hall-a\"\n",
+             [[ble.scanners]]\nid = \"scanner-a\"\nzone = \"hall-a\"\n\
+             [peers]\nkey = \"a-venue-key-for-the-console-test-0123\"\nurls = \"http://127.0.0.1:9\"\n",
             recording.display().to_string()
         ),
     )

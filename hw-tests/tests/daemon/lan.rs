@@ -91,6 +91,31 @@ async fn same_digest(boxes: &[&Venued], min_ops: usize, within: Duration) -> any
     }
 }
 
+/// Waits until every box holds `ops` ops (a cheap count, for timing), then checks their
+/// digests agree.
+async fn until_ops(boxes: &[&Venued], ops: usize, within: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    for b in boxes {
+        let db = open_db(&b.data_dir)?;
+        loop {
+            let n: i64 = db.query_row("SELECT count(*) FROM ops", [], |r| r.get(0))?;
+            if n as usize >= ops {
+                break;
+            }
+            if started.elapsed() > within {
+                bail!(
+                    "{} has {n} of {ops} ops after {within:?}",
+                    b.data_dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let took = started.elapsed();
+    same_digest(boxes, ops, Duration::from_secs(60)).await?;
+    Ok(took)
+}
+
 /// Check-ins of `attendee` in `data_dir`: (op id, duplicate_of), by op id.
 fn checkins_of(data_dir: &Path, attendee: &str) -> anyhow::Result<Vec<(String, Option<String>)>> {
     let db = open_db(data_dir)?;
@@ -572,4 +597,121 @@ async fn a_revoked_box_gets_nothing_and_gives_nothing_though_it_holds_the_key() 
     };
     assert_eq!(count(&va.data_dir, "theirs"), 0);
     assert_eq!(count(&vr.data_dir, "ours"), 0);
+}
+
+/// Figures for BENCHMARKS.md ("Several boxes on the LAN"), not a check: run by hand with the
+/// release build (the command is there). Three boxes, no relay: how soon a check-in made on one
+/// box is on the other two (1,000 check-ins, round robin), how fast a bulk import crosses, and
+/// how long a box that was off while 200,000 ops were written takes to catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement; BENCHMARKS.md has the command"]
+async fn lan_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = relay::sqlite_database(dir.path());
+    let a = Box_::new(dir.path(), "a", &database).await.unwrap();
+    let b = Box_::new(dir.path(), "b", &database).await.unwrap();
+    let c = Box_::new(dir.path(), "c", &database).await.unwrap();
+    let all = [&a, &b, &c];
+    let va = a.start(VENUE_KEY, &all, None).await.unwrap();
+    let vb = b.start(VENUE_KEY, &all, None).await.unwrap();
+    let mut vc = Some(c.start(VENUE_KEY, &all, None).await.unwrap());
+    Admin::new(&va)
+        .import_csv(attendees("p", 1000, "Person"))
+        .await
+        .unwrap();
+    same_digest(
+        &[&va, &vb, vc.as_ref().unwrap()],
+        1000,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    {
+        let boxes = [&va, &vb, vc.as_ref().unwrap()];
+        let mut kiosks = Vec::new();
+        for (i, v) in boxes.iter().enumerate() {
+            kiosks.push(Admin::new(v).kiosk(&format!("kiosk-{i}")).await.unwrap());
+        }
+        let mut latencies = Vec::new();
+        for i in 0..1000 {
+            let from = i % 3;
+            let attendee = format!("p{i}");
+            check_in(boxes[from], &kiosks[from], &attendee, &format!("c{i}"))
+                .await
+                .unwrap();
+            // Visible everywhere: the later of the two other boxes.
+            let mut slowest = Duration::ZERO;
+            for to in (0..3).filter(|t| *t != from) {
+                let took =
+                    until_checkins(&boxes[to].data_dir, &attendee, 1, Duration::from_secs(10))
+                        .await
+                        .unwrap();
+                slowest = slowest.max(took);
+            }
+            latencies.push(slowest);
+        }
+        latencies.sort();
+        let at =
+            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        println!(
+            "BENCH check-in on one box visible on both others (1,000, round robin): p50 {:?} p90 {:?} p99 {:?} max {:?}",
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            latencies[latencies.len() - 1]
+        );
+    }
+    // Throughput: 100,000 attendees imported on A, until C has them all.
+    let before = digest(&va.data_dir).unwrap().1;
+    let started = Instant::now();
+    Admin::new(&va)
+        .import_csv(attendees("bulk", 100_000, "Bulk"))
+        .await
+        .unwrap();
+    let imported = started.elapsed();
+    until_ops(
+        &[&va, &vb, vc.as_ref().unwrap()],
+        before + 100_000,
+        Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+    let crossed = started.elapsed();
+    println!(
+        "BENCH 100,000 ops imported on A in {imported:?}; on all three boxes after {crossed:?} ({:.0} ops/s end to end)",
+        100_000.0 / crossed.as_secs_f64()
+    );
+    // Catch-up: C off while A and B write 200,000 ops.
+    vc.take()
+        .unwrap()
+        .terminate(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (admin_a, admin_b) = (Admin::new(&va), Admin::new(&vb));
+    for round in 0..10 {
+        let (ra, rb) = tokio::join!(
+            admin_a.import_csv(attendees(&format!("day-a{round}-"), 10_000, "A")),
+            admin_b.import_csv(attendees(&format!("day-b{round}-"), 10_000, "B")),
+        );
+        ra.unwrap();
+        rb.unwrap();
+    }
+    let target = digest(&va.data_dir).unwrap();
+    until_ops(&[&va, &vb], target.1, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let vc = c.start(VENUE_KEY, &all, None).await.unwrap();
+    until_ops(&[&vc], target.1, Duration::from_secs(1200))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    same_digest(&[&va, &vb, &vc], target.1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    println!(
+        "BENCH C, off while 200,000 ops were written, caught up ({} ops in all) in {took:?} ({:.0} ops/s)",
+        target.1,
+        200_000.0 / took.as_secs_f64()
+    );
 }

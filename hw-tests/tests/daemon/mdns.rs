@@ -184,3 +184,78 @@ async fn the_console_finds_ipp_printers_on_the_lan() {
         "{found}"
     );
 }
+
+/// Two boxes of one event with the venue key, each in its own namespace of the "venue LAN" and
+/// no `[peers] urls`: they find each other by mDNS (`_venue-sync._tcp`) and sync. A's demo
+/// attendees reach B, and each pulls from the other's announced address.
+#[tokio::test]
+async fn two_boxes_of_one_event_find_each_other_on_the_lan_and_sync() {
+    let lan = Lan::new();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |ns: &str, name: &str| {
+        VenuedBuilder::new(&dir.path().join(name))
+            .in_netns(ns)
+            .env("VENUED_MDNS_ENABLED", "true")
+            .env("VENUED_MDNS_HOSTNAME", name)
+            .env("VENUED_EVENT_ID", "conf-2026")
+            .env("VENUED_HTTP_LISTEN", "0.0.0.0:8080")
+            .env("VENUED_MQTT_ENABLED", "false")
+            .env("VENUED_PEERS_KEY", "the-venue-key-of-conf-2026-0123456789")
+    };
+    let a = start(&lan.appliance, "hall-a")
+        .arg("--demo")
+        .spawn()
+        .await
+        .unwrap();
+    let b = start(&lan.phone, "hall-b").spawn().await.unwrap();
+    let attendees = |data: &std::path::Path| -> i64 {
+        hw_tests::open_db(data)
+            .unwrap()
+            .query_row("SELECT count(*) FROM attendees", [], |r| r.get(0))
+            .unwrap()
+    };
+    let on_a = attendees(&a.data_dir);
+    assert!(on_a > 0, "the demo seeds attendees");
+    let started = std::time::Instant::now();
+    while attendees(&b.data_dir) < on_a {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "B never got A's attendees; B's log:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each found the other where it announced itself, and keeps a cursor for it.
+    let cursor_of = |data: &std::path::Path, node: &str| -> Option<i64> {
+        hw_tests::open_db(data)
+            .unwrap()
+            .query_row(
+                "SELECT cursor FROM peer_cursors WHERE node = ?1",
+                [node],
+                |r| r.get(0),
+            )
+            .ok()
+    };
+    let node = |data: &std::path::Path| -> String {
+        hw_tests::open_db(data)
+            .unwrap()
+            .query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    assert!(cursor_of(&b.data_dir, &node(&a.data_dir)).is_some_and(|c| c > 0));
+    assert!(
+        b.log().contains("http://10.77.0.1:8080"),
+        "B pulls from A's LAN address: {}",
+        b.log()
+    );
+    while cursor_of(&a.data_dir, &node(&b.data_dir)).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "A never pulled from B; A's log:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
