@@ -30,6 +30,9 @@ pub struct PeerServer {
     pub nonces: NonceBook,
     /// Node ids refused even with the key.
     pub revoked: Vec<String>,
+    /// Turns true when the daemon stops: long-polls answer at once, so they do not hold up the
+    /// drain.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Peer sync, running.
@@ -239,6 +242,7 @@ pub fn start(
             key: Arc::new(key),
             nonces: NonceBook::default(),
             revoked: peers.revoked_nodes(),
+            stop: shutdown.clone(),
         }),
         spawner,
     }))

@@ -160,7 +160,11 @@ pub(super) async fn ops(
         let mut stream = state.store.subscribe("peer_long_poll");
         served = serve().await?;
         if served.cursor == q.after {
-            let _ = tokio::time::timeout(wait, stream.next()).await;
+            let mut stop = server.stop.clone();
+            tokio::select! {
+                _ = tokio::time::timeout(wait, stream.next()) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
             served = serve().await?;
         }
     }

@@ -715,3 +715,33 @@ async fn lan_bench() {
         200_000.0 / took.as_secs_f64()
     );
 }
+
+/// Found by the LAN bench: a box stopping with its peers' long-polls in flight waited out the
+/// whole HTTP drain (8 s) for them, past a 10 s stop timeout. The long-polls now answer at
+/// once when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_box_stops_promptly_while_its_peers_long_poll_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = relay::sqlite_database(dir.path());
+    let a = Box_::new(dir.path(), "a", &database).await.unwrap();
+    let b = Box_::new(dir.path(), "b", &database).await.unwrap();
+    let va = a.start(VENUE_KEY, &[&b], None).await.unwrap();
+    let vb = b.start(VENUE_KEY, &[&a], None).await.unwrap();
+    // B is long-polling A once it has pulled A's log to the end.
+    hw_tests::wait_for_json(
+        &vb.url("/api/v1/status"),
+        None,
+        "B level with A",
+        Duration::from_secs(20),
+        |s| s["peers"]["peers"][0]["last_caught_up_ms"].is_u64(),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let status = va.terminate(Duration::from_secs(5)).await.unwrap();
+    assert!(status.success(), "{status}");
+    println!(
+        "A stopped in {:?} with B's long-poll in flight",
+        started.elapsed()
+    );
+}

@@ -1386,3 +1386,77 @@ async fn a_persistent_session_gets_the_qos1_messages_it_missed_after_reconnectin
         .await
         .expect("a clean session is never present");
 }
+
+/// #14, found by the persistent-session test in CI: a client that takes its own id over (a
+/// display whose old connection the broker has not noticed is dead) must keep the new
+/// connection. Each round, "hall" connects and subscribes; a second connection under the same
+/// id takes it over without the first saying goodbye; the new one must still get a message
+/// published after the takeover, and must not be closed by the old one's teardown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_takeover_keeps_the_new_connection() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    let dir = tempfile::tempdir().unwrap();
+    let venued = VenuedBuilder::new(&dir.path().join("data"))
+        .spawn()
+        .await
+        .unwrap();
+    let addr = venued.mqtt_addr("tcp").await.unwrap();
+    let password = register(&venued, "hall", "signage").await;
+    register(&venued, "gw-1", "gateway").await;
+    let gateway = device(&venued, "gw-1").await.unwrap();
+    let filter = "venue/default/alert/info/+";
+    let topic = "venue/default/alert/info/gw-1";
+    let options = || {
+        let mut o = MqttOptions::new("hall", addr.ip().to_string(), addr.port());
+        o.set_credentials("hall", &password);
+        o.set_keep_alive(Duration::from_secs(15));
+        o
+    };
+    let connected = |e: &Event| matches!(e, Event::Incoming(Packet::ConnAck(_)));
+    for round in 0..20 {
+        let (old, mut old_events) = AsyncClient::new(options(), 64);
+        poll_until(&mut old_events, connected).await.unwrap();
+        old.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        poll_until(&mut old_events, |e| {
+            matches!(e, Event::Incoming(Packet::SubAck(_)))
+        })
+        .await
+        .unwrap();
+        // The takeover: the old connection stays open on our side until the broker closes it.
+        let (new, mut new_events) = AsyncClient::new(options(), 64);
+        poll_until(&mut new_events, connected).await.unwrap();
+        new.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        poll_until(&mut new_events, |e| {
+            matches!(e, Event::Incoming(Packet::SubAck(_)))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: the new connection's SUBACK: {e}"));
+        // The old one is closed by the broker.
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                if old_events.poll().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "round {round}: the old connection was not closed"
+        );
+        let payload = format!(r#"{{"v":1,"id":"r{round}","message":"round {round}"}}"#);
+        gateway
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+        poll_until(
+            &mut new_events,
+            |e| matches!(e, Event::Incoming(Packet::Publish(p)) if p.payload == payload.as_bytes()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: the new connection got no message: {e}"));
+        new.disconnect().await.unwrap();
+        let _ = poll_until(&mut new_events, |_| false).await;
+    }
+}
