@@ -16,7 +16,7 @@ use crate::sync::{attendees, digest};
 
 const EVENT: &str = "ev1";
 /// Ops each of A and C writes while B is down (50,000 in all, #19's figure).
-const BUSY: usize = 25_000;
+const BUSY: usize = 25_002;
 const VENUE_KEY: &str = "venue-key-of-the-test-0123456789abcdef";
 
 /// A box's fixed identity: data dir, HTTP port and relay token.
@@ -358,21 +358,39 @@ async fn three_boxes_stay_one_venue_while_the_relay_is_down_and_the_relay_gets_e
         .unwrap();
     assert_eq!(got["messages"][0]["content"], "coffee at hall B?", "{got}");
 
-    // B is killed; A and C go on writing, 25,000 ops each; B comes back and all three agree.
+    // B is killed; A and C go on writing for a minute, 25,000 ops each; B comes back and all
+    // three agree. (The minute is the scenario: long enough for the others' retries to reach
+    // their longest wait.)
     vb.take().unwrap().kill9().await.unwrap();
+    let down = Instant::now();
     let (admin_a, admin_c) = (Admin::new(&va), Admin::new(&vc));
-    let (ra, rc) = tokio::join!(
-        admin_a.import_csv(attendees("while-b-down-a", BUSY, "A")),
-        admin_c.import_csv(attendees("while-b-down-c", BUSY, "C")),
-    );
-    ra.unwrap();
-    rc.unwrap();
+    const ROUNDS: usize = 6;
+    for round in 0..ROUNDS {
+        let (ra, rc) = tokio::join!(
+            admin_a.import_csv(attendees(&format!("b-down-a{round}-"), BUSY / ROUNDS, "A")),
+            admin_c.import_csv(attendees(&format!("b-down-c{round}-"), BUSY / ROUNDS, "C")),
+        );
+        ra.unwrap();
+        rc.unwrap();
+        let next = down + Duration::from_secs(10 * (round as u64 + 1));
+        tokio::time::sleep_until(next.into()).await;
+    }
     let back = Instant::now();
     let vb = b.start(VENUE_KEY, &all, Some(relay_port)).await.unwrap();
     same_digest(&[&va, &vb, &vc], 2 * BUSY, Duration::from_secs(300))
         .await
         .unwrap();
     println!("B caught up with {} ops in {:?}", 2 * BUSY, back.elapsed());
+    // And the others pull from B again: a check-in on B reaches A and C.
+    let kiosk_b = Admin::new(&vb).kiosk("kiosk-b-again").await.unwrap();
+    check_in(&vb, &kiosk_b, "p250", "after-b-back")
+        .await
+        .unwrap();
+    for v in [&va, &vc] {
+        until_checkins(&v.data_dir, "p250", 1, Duration::from_secs(15))
+            .await
+            .unwrap();
+    }
     let status: Value = reqwest::get(va.url("/api/v1/status"))
         .await
         .unwrap()

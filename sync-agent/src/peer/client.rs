@@ -191,7 +191,9 @@ async fn run<S: PeerStore>(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner))
     };
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    // A short cap: a peer is on the same LAN, a call to a box that is down costs nothing, and a
+    // box that comes back should be pulled from within seconds, not half a minute.
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut session: Option<Session> = None;
     let mut last_logged: Option<String> = None;
     loop {
