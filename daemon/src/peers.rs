@@ -175,7 +175,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The key is too short.
-    #[error("peers.key_file `{path}`: {source}")]
+    #[error("{path}: {source}")]
     Key {
         /// Where the key came from.
         path: String,
@@ -211,7 +211,7 @@ pub fn start(
                     source,
                 })?;
             VenueKey::new(&text).map_err(|source| StartError::Key {
-                path: peers.key_file.clone(),
+                path: format!("peers.key_file `{}`", peers.key_file),
                 source,
             })?
         }
