@@ -195,6 +195,18 @@ async fn peer_metric(v: &Venued, reason: &str) -> anyhow::Result<f64> {
         .unwrap_or(0.0))
 }
 
+/// Attendees whose id starts with `prefix` in `dir`'s database.
+fn attendees_named(dir: &Path, prefix: &str) -> i64 {
+    open_db(dir)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM attendees WHERE id GLOB ?1",
+            [format!("{prefix}*")],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 /// Ops in the relay's log, and each op id's count (must be 1).
 fn relay_log(database: &str) -> anyhow::Result<(usize, usize)> {
     let path = database.strip_prefix("sqlite:").unwrap_or(database);
@@ -516,18 +528,8 @@ async fn a_box_with_a_foreign_key_gets_nothing_and_gives_nothing() {
         }
     }
     // By now each has asked the other at least once: nothing crossed.
-    let count = |dir: &Path, prefix: &str| -> i64 {
-        open_db(dir)
-            .unwrap()
-            .query_row(
-                "SELECT count(*) FROM attendees WHERE id GLOB ?1",
-                [format!("{prefix}*")],
-                |r| r.get(0),
-            )
-            .unwrap()
-    };
-    assert_eq!(count(&va.data_dir, "theirs"), 0);
-    assert_eq!(count(&ve.data_dir, "ours"), 0);
+    assert_eq!(attendees_named(&va.data_dir, "theirs"), 0);
+    assert_eq!(attendees_named(&ve.data_dir, "ours"), 0);
     let status: Value = reqwest::get(ve.url("/api/v1/status"))
         .await
         .unwrap()
@@ -603,18 +605,8 @@ async fn a_revoked_box_gets_nothing_and_gives_nothing_though_it_holds_the_key() 
     )
     .await
     .unwrap();
-    let count = |dir: &Path, prefix: &str| -> i64 {
-        open_db(dir)
-            .unwrap()
-            .query_row(
-                "SELECT count(*) FROM attendees WHERE id GLOB ?1",
-                [format!("{prefix}*")],
-                |row| row.get(0),
-            )
-            .unwrap()
-    };
-    assert_eq!(count(&va.data_dir, "theirs"), 0);
-    assert_eq!(count(&vr.data_dir, "ours"), 0);
+    assert_eq!(attendees_named(&va.data_dir, "theirs"), 0);
+    assert_eq!(attendees_named(&vr.data_dir, "ours"), 0);
 }
 
 /// Figures for BENCHMARKS.md ("Several boxes on the LAN"), not a check: run by hand with the

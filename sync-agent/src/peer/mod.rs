@@ -118,14 +118,11 @@ impl VenueKey {
     /// The answer MAC over the request's nonce and counter, the server's node and the body.
     pub fn answer_mac(&self, nonce: &str, count: u64, node: &str, body: &[u8]) -> String {
         let count = count.to_string();
-        let parts: [&[u8]; 5] = [
-            b"venue-peer-v1 answer",
-            nonce.as_bytes(),
-            count.as_bytes(),
-            node.as_bytes(),
-            body,
-        ];
-        hex::encode(self.mac(&parts).finalize().into_bytes())
+        hex::encode(
+            self.mac(&answer_parts(nonce, &count, node, body))
+                .finalize()
+                .into_bytes(),
+        )
     }
 
     /// Whether `mac` (hex) is the answer's MAC; constant time.
@@ -141,15 +138,26 @@ impl VenueKey {
             return false;
         };
         let count = count.to_string();
-        let parts: [&[u8]; 5] = [
-            b"venue-peer-v1 answer",
-            nonce.as_bytes(),
-            count.as_bytes(),
-            node.as_bytes(),
-            body,
-        ];
-        self.mac(&parts).verify_slice(&bytes).is_ok()
+        self.mac(&answer_parts(nonce, &count, node, body))
+            .verify_slice(&bytes)
+            .is_ok()
     }
+}
+
+/// What an answer's MAC covers, in order.
+fn answer_parts<'a>(
+    nonce: &'a str,
+    count: &'a str,
+    node: &'a str,
+    body: &'a [u8],
+) -> [&'a [u8]; 5] {
+    [
+        b"venue-peer-v1 answer",
+        nonce.as_bytes(),
+        count.as_bytes(),
+        node.as_bytes(),
+        body,
+    ]
 }
 
 /// What a request's MAC covers.
