@@ -19,7 +19,7 @@ use sync_agent::peer::{NonceBook, VenueKey};
 use crate::config::Config;
 use crate::domain::DomainError;
 use crate::metrics::PeerMetrics;
-use crate::oplog::{self, outbox};
+use crate::oplog;
 use crate::store::Store;
 
 /// What the HTTP side needs to serve peers.
@@ -139,18 +139,8 @@ impl PeerStore for StorePeers {
         // committed-op stream, as for ops from the relay.
         self.store
             .write(move |ctx| {
-                let mut done = RemoteApplied::default();
-                for op in &ops {
-                    match ctx.try_apply_remote(op)? {
-                        Ok(oplog::Applied::New(_)) => done.applied += 1,
-                        Ok(oplog::Applied::Duplicate) => done.duplicates += 1,
-                        Err(e) => {
-                            tracing::warn!(op_id = %op.id, kind = %op.kind, peer = %node, error = %e, "op from a peer cannot be applied here; parked");
-                            outbox::park_pulled(ctx.conn(), op, &e.to_string(), ctx.now_ms())?;
-                            done.parked += 1;
-                        }
-                    }
-                }
+                let done =
+                    crate::sync::apply_remote_batch(ctx, &ops, crate::sync::Source::Peer(&node))?;
                 let now = ctx.now_ms();
                 oplog::peers::set_cursor(ctx.conn(), &node, cursor, now)?;
                 Ok::<_, DomainError>(done)

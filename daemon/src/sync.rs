@@ -136,25 +136,7 @@ impl SyncStore for StoreSync {
         // follows from the committed-op stream, exactly as for the same ops made here.
         self.store
             .write(move |ctx| {
-                let mut done = RemoteApplied::default();
-                for op in &ops {
-                    let applied = ctx.try_apply_remote(op)?;
-                    if applied.is_ok() {
-                        // The relay has it: never pushed (an op first met from a peer too).
-                        outbox::mark_upstream(ctx.conn(), &op.id.to_string())?;
-                    }
-                    match applied {
-                        Ok(oplog::Applied::New(_)) => done.applied += 1,
-                        Ok(oplog::Applied::Duplicate) => done.duplicates += 1,
-                        Err(e) => {
-                            // Nothing of the op stays; the op itself is kept here, whole, so
-                            // an upgraded build (or an operator) can apply it later.
-                            tracing::warn!(op_id = %op.id, kind = %op.kind, error = %e, "remote op cannot be applied here; parked");
-                            outbox::park_pulled(ctx.conn(), op, &e.to_string(), ctx.now_ms())?;
-                            done.parked += 1;
-                        }
-                    }
-                }
+                let done = apply_remote_batch(ctx, &ops, Source::Relay)?;
                 if cursor as i64 > meta::get_i64(ctx.conn(), outbox::PULL_CURSOR)? {
                     meta::set(ctx.conn(), outbox::PULL_CURSOR, &cursor.to_string())?;
                 }
@@ -177,6 +159,47 @@ impl SyncStore for StoreSync {
     async fn local_change(&self) {
         self.store.ops_appended().await;
     }
+}
+
+/// Where a batch of remote ops came from.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    /// The relay: each op applied (or already known) is one the relay has, never pushed.
+    Relay,
+    /// A peer on the LAN, by node id: its ops are pushed to the relay like this box's own.
+    Peer(&'a str),
+}
+
+/// Applies a pulled batch inside the caller's write job, each op in its own savepoint
+/// (`WriteCtx::try_apply_remote`). An op that cannot be applied is parked whole, never retried
+/// forever: nothing of it stays, and an upgraded build (or an operator) can apply it later.
+pub(crate) fn apply_remote_batch(
+    ctx: &mut crate::store::WriteCtx<'_>,
+    ops: &[Op],
+    source: Source<'_>,
+) -> Result<RemoteApplied, DomainError> {
+    let from = match source {
+        Source::Relay => "the relay",
+        Source::Peer(node) => node,
+    };
+    let mut done = RemoteApplied::default();
+    for op in ops {
+        let applied = ctx.try_apply_remote(op)?;
+        if applied.is_ok() && matches!(source, Source::Relay) {
+            // The relay has it: never pushed (an op first met from a peer too).
+            outbox::mark_upstream(ctx.conn(), &op.id.to_string())?;
+        }
+        match applied {
+            Ok(oplog::Applied::New(_)) => done.applied += 1,
+            Ok(oplog::Applied::Duplicate) => done.duplicates += 1,
+            Err(e) => {
+                tracing::warn!(op_id = %op.id, kind = %op.kind, from, error = %e, "remote op cannot be applied here; parked");
+                outbox::park_pulled(ctx.conn(), op, &e.to_string(), ctx.now_ms())?;
+                done.parked += 1;
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// Why sync could not start.
