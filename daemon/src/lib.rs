@@ -22,6 +22,7 @@
 //! - [`demo`]: the sample event of `--demo`.
 //! - [`server`]: start-up and graceful shutdown of the whole daemon.
 
+pub mod appliance;
 pub mod assets;
 pub mod auth;
 pub mod bridge;

@@ -91,6 +91,10 @@ impl Daemon {
     pub async fn start(config: Config, demo: bool) -> Result<Daemon, StartError> {
         let started = Instant::now();
         let metrics = Metrics::new();
+        let system = Arc::new(crate::appliance::SystemInfo::from_env());
+        if let Some(error) = &system.provisioning_error {
+            tracing::warn!(%error, "running on the configuration applied before: the newer provisioning file was not applied");
+        }
         let options = StoreOptions {
             readers: config.store.readers,
             max_group_writes: config.store.max_group_writes,
@@ -157,6 +161,7 @@ impl Daemon {
                     metrics.mqtt.clone(),
                     demo.is_some(),
                     &subsystems,
+                    &system,
                 )
                 .await?;
                 tracing::info!(listeners = ?mqtt.bound(), "MQTT broker ready");
@@ -168,17 +173,18 @@ impl Daemon {
             }
         };
         let stop = tokio::sync::watch::Sender::new(false);
-        let (sync, sync_task) = match crate::sync::start(&config, &store, &hub, stop.subscribe()) {
-            Ok(Some((handle, task))) => {
-                subsystems.set("sync", SubsystemState::Ok);
-                (Some(handle), Some(task))
-            }
-            Ok(None) => {
-                subsystems.set("sync", SubsystemState::Disabled);
-                (None, None)
-            }
-            Err(e) => return Err(StartError::Sync(e)),
-        };
+        let (sync, sync_task) =
+            match crate::sync::start(&config, &store, &hub, &system, stop.subscribe()) {
+                Ok(Some((handle, task))) => {
+                    subsystems.set("sync", SubsystemState::Ok);
+                    (Some(handle), Some(task))
+                }
+                Ok(None) => {
+                    subsystems.set("sync", SubsystemState::Disabled);
+                    (None, None)
+                }
+                Err(e) => return Err(StartError::Sync(e)),
+            };
         let (peers, peer_spawner) =
             match crate::peers::start(&config, &store, &metrics.peers, &stop.subscribe()) {
                 Ok(Some(p)) => {
@@ -228,6 +234,7 @@ impl Daemon {
             beacon_health: presence::HealthView::default(),
             scanners: presence::ScannerView::default(),
             print: crate::print::Printing::default(),
+            system,
         };
         Ok(Daemon {
             state,

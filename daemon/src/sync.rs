@@ -228,6 +228,7 @@ pub fn start(
     config: &Config,
     store: &Store,
     hub: &Hub,
+    system: &crate::appliance::SystemInfo,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<(AgentHandle, tokio::task::JoinHandle<()>)>, StartError> {
     let sync = &config.sync;
@@ -255,6 +256,8 @@ pub fn start(
     );
     agent_config.pull_wait = std::time::Duration::from_secs(sync.pull_wait_secs);
     agent_config.heartbeat = std::time::Duration::from_secs(sync.heartbeat_secs);
+    agent_config.image_version = system.image_version.clone();
+    agent_config.slot = system.slot.clone();
     let sync_store = Arc::new(StoreSync::new(store.clone(), hub.clone(), &config.event.id));
     let (handle, task) = agent::spawn(sync_store, agent_config, shutdown)?;
     tracing::info!(relay = %sync.relay_url, "sync agent started");

@@ -89,10 +89,18 @@ function consoleView(token) {
         h("td", {}, p.markers.map((m) => `${m.name} ${m.level < 0 ? "?" : `${m.level} %`}`).join(", ")),
         h("td", {}, ago(p.checked_at))));
     const jobs = s.print.jobs;
+    const system = s.system;
     health.replaceChildren(
+      // A refused provisioning file comes first: the box runs on its earlier configuration, and
+      // venue IT must know that what they wrote on the boot partition did not take.
+      system.provisioning_error ? h("section", { class: "card refused", role: "alert", "aria-labelledby": "card-provisioning" },
+        h("h2", { id: "card-provisioning" }, T.provisioningRefused), h("p", {}, T.provisioningRefusedHelp),
+        h("pre", { class: "problems" }, system.provisioning_error)) : "",
       card(T.consoleAppliance, h("dl", {},
         h("dt", {}, T.event), h("dd", {}, s.event_id),
         h("dt", {}, T.version), h("dd", {}, s.version),
+        ...(system.image_version || system.slot ? [h("dt", {}, T.image),
+          h("dd", {}, fill(T.imageValue, { version: system.image_version || "?", slot: system.slot || "?" }))] : []),
         h("dt", {}, T.uptime), h("dd", {}, duration(s.uptime_secs)),
         h("dt", {}, T.diskFree), h("dd", {}, bytes(o.disk_free_bytes)),
         h("dt", {}, T.node), h("dd", {}, s.node_id))),

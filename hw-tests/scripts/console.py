@@ -85,6 +85,12 @@ def main():
         expect(subsystems.get_by_role("row", name="store")).to_contain_text("ok")
         ble = subsystems.get_by_role("row", name="ble")
         expect(ble).to_contain_text("ok")
+        # In the image: the slot and release, and the provisioning file the box refused, first.
+        refused = page.get_by_role("alert").filter(has_text="Provisioning file not applied")
+        expect(refused).to_contain_text("runs on the configuration it had before")
+        expect(refused).to_contain_text("`event.id`: `bad id!` is not an id")
+        appliance = page.get_by_role("region", name="Appliance")
+        expect(appliance).to_contain_text("1.4.2, slot B")
         scanners = page.get_by_role("table", name="Each scanner: adverts a second, and when it last heard one.")
         expect(scanners.get_by_role("row", name="scanner-a")).to_contain_text("s ago", timeout=5000)
 

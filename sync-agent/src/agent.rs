@@ -104,6 +104,10 @@ pub struct AgentConfig {
     pub version: String,
     /// This appliance's node id, reported to the relay.
     pub node_id: String,
+    /// The appliance image's release, reported to the relay (`None` outside the image).
+    pub image_version: Option<String>,
+    /// The root slot booted, reported to the relay (`None` outside the image).
+    pub slot: Option<String>,
     /// Long-poll length of pulls.
     pub pull_wait: Duration,
     /// How often keys are refetched.
@@ -122,6 +126,8 @@ impl AgentConfig {
             token: token.to_string(),
             version: version.to_string(),
             node_id: node_id.to_string(),
+            image_version: None,
+            slot: None,
             pull_wait: Duration::from_secs(25),
             keys_interval: Duration::from_secs(600),
             heartbeat: Duration::from_secs(30),
@@ -503,6 +509,8 @@ async fn push_loop<S: SyncStore>(inner: Arc<Inner<S>>) {
         let mut report = pending.report;
         report.version = inner.config.version.clone();
         report.node_id = inner.config.node_id.clone();
+        report.image_version = inner.config.image_version.clone();
+        report.slot = inner.config.slot.clone();
         report.pull_lag_ops = {
             let s = inner.status();
             s.pull_head.saturating_sub(s.pull_cursor)

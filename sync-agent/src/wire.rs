@@ -71,6 +71,12 @@ pub struct PushRequest {
 pub struct Report {
     /// The appliance's release.
     pub version: String,
+    /// The appliance image's release, when `venued` runs in the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_version: Option<String>,
+    /// The root slot the appliance booted (`A` or `B`), when it runs in the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
     /// The appliance's node id.
     #[serde(default)]
     pub node_id: String,

@@ -71,6 +71,9 @@ pub struct AppState {
     pub replica: Option<crate::replica::Replica>,
     /// Badge printing: the queue's signal and printer health.
     pub print: crate::print::Printing,
+    /// What the appliance image says about this system (slot, image version, a refused
+    /// provisioning file).
+    pub system: Arc<crate::appliance::SystemInfo>,
 }
 
 impl AppState {

@@ -126,6 +126,7 @@ pub(super) async fn status_of(state: &AppState) -> Result<serde_json::Value, Api
             None => json!({"enabled": false}),
         },
         "peers": peers_status(state),
+        "system": *state.system,
     }))
 }
 

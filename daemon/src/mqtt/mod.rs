@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::appliance::SystemInfo;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::domain::{DomainError, retained, rfc3339};
@@ -311,6 +312,7 @@ impl Mqtt {
         metrics: MqttMetrics,
         demo: bool,
         subsystems: &Subsystems,
+        system: &SystemInfo,
     ) -> Result<Mqtt, MqttError> {
         let mqtt = &config.mqtt;
         let addrs = config.mqtt_listeners;
@@ -327,7 +329,7 @@ impl Mqtt {
             store: store.clone(),
             metrics: metrics.clone(),
         };
-        seed_retained(&handle, subsystems).await?;
+        seed_retained(&handle, subsystems, system).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let front = Arc::new(Front::new(
             tree,
@@ -465,7 +467,11 @@ impl MqttStop {
 }
 
 /// Re-publishes the stored retained state, then the fresh `daemon/status` and alert list.
-async fn seed_retained(handle: &MqttHandle, subsystems: &Subsystems) -> Result<(), DomainError> {
+async fn seed_retained(
+    handle: &MqttHandle,
+    subsystems: &Subsystems,
+    system: &SystemInfo,
+) -> Result<(), DomainError> {
     let rows: Vec<(String, Vec<u8>)> = handle.store.read(retained::all).await?;
     for (topic, payload) in rows {
         match handle.tree.parse(&topic) {
@@ -494,6 +500,8 @@ async fn seed_retained(handle: &MqttHandle, subsystems: &Subsystems) -> Result<(
         "version": env!("CARGO_PKG_VERSION"),
         "node_id": handle.store.node_id(),
         "subsystems": subsystems.snapshot(),
+        "image_version": system.image_version,
+        "slot": system.slot,
     }));
     handle.set_retained("daemon/status", online).await?;
     publish_active_alerts(handle).await

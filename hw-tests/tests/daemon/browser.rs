@@ -261,7 +261,8 @@ async fn a_signage_display_follows_occupancy_content_and_announcements_with_a_fl
 /// kiosk shows its password once and a QR code that decodes to the kiosk page's address with
 /// the id and password, which sets a tablet up in one scan; a badge printer added in the
 /// console shows ready, then offline when it goes away; a peer box that does not answer shows
-/// as unreachable.
+/// as unreachable; in the image, the slot and image version show, and so does a provisioning
+/// file the box refused (the environment the image's unit sets).
 #[tokio::test]
 #[ignore = "run alone by scripts/test (a browser loads the machine)"]
 async fn the_console_shows_health_live_and_does_venue_its_tasks() {
@@ -299,6 +300,20 @@ async fn the_console_shows_health_live_and_does_venue_its_tasks() {
     appliance
         .env
         .push(("VENUED_PRINT_PROBE_INTERVAL_SECS", "1".into()));
+    let refused = dir.path().join("provisioning-error");
+    std::fs::write(
+        &refused,
+        "The provisioning file venue-edge.toml was NOT applied.\r\n  - `event.id`: `bad id!` is not an id\r\n",
+    )
+    .unwrap();
+    appliance.env.extend([
+        ("VENUE_EDGE_IMAGE_VERSION", "1.4.2".into()),
+        ("VENUE_EDGE_SLOT", "B".into()),
+        (
+            "VENUE_EDGE_PROVISIONING_ERROR_FILE",
+            refused.to_str().unwrap().into(),
+        ),
+    ]);
     let venued = appliance.start().await;
     let password = Admin::new(&venued).device("desk-1", "kiosk").await.unwrap();
     let mqtt = venued.mqtt_addr("tcp").await.unwrap();

@@ -6,6 +6,7 @@
     reason = "a test should fail loudly on any unexpected error"
 )]
 
+mod appliance;
 mod bad_input;
 mod bluez;
 mod browser;
