@@ -19,6 +19,14 @@ use crate::config::{self, ConfigErrors, ConfigProblem};
 /// The provisioning file's name on the boot partition.
 pub const FILE_NAME: &str = "venue-edge.toml";
 
+/// Where the image installs what [`Provisioning::write_into`] writes (`venue-provision`'s
+/// `$state`): the configuration names the TLS files there.
+pub const INSTALLED_DIR: &str = "/var/lib/venue-edge";
+
+/// The MQTT over TLS listener a provisioned certificate opens, unless `mqtt.listen_tls` says
+/// otherwise.
+pub const DEFAULT_TLS_LISTEN: &str = "0.0.0.0:8883";
+
 /// `[appliance]`: the box itself.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,6 +43,26 @@ pub struct Appliance {
     /// How long the first boot of an updated slot may take to get `venued` ready before the box
     /// gives up on it and boots the slot before. Default 180 s.
     pub update_trial_secs: u64,
+    /// The box's TLS certificate, for MQTT over TLS.
+    pub tls: Tls,
+}
+
+/// `[appliance.tls]`: a certificate for the box's name, in PEM, pasted into the file. It is
+/// checked here as the MQTT listener will load it, installed beside the configuration, and
+/// opens MQTT over TLS (`mqtt.listen_tls`, 8883 unless given).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// The certificate chain, leaf first (`-----BEGIN CERTIFICATE-----` blocks).
+    pub certificate: String,
+    /// Its private key (PKCS#8, RSA or SEC1 PEM), unencrypted.
+    pub private_key: String,
+}
+
+impl Tls {
+    fn is_given(&self) -> bool {
+        !self.certificate.is_empty() || !self.private_key.is_empty()
+    }
 }
 
 /// Default of `appliance.update_trial_secs`.
@@ -48,6 +76,7 @@ impl Default for Appliance {
             network: Network::default(),
             devices: Vec::new(),
             update_trial_secs: DEFAULT_UPDATE_TRIAL_SECS,
+            tls: Tls::default(),
         }
     }
 }
@@ -159,6 +188,9 @@ pub fn check(text: &str, origin: &str) -> Result<Provisioning, ConfigErrors> {
             .collect();
         table.insert("devices".into(), toml::Value::Array(hashed));
     }
+    if appliance.tls.is_given() {
+        install_tls(&mut table, &mut problems);
+    }
     let venued_toml = toml::to_string(&table).unwrap_or_default();
     // The daemon's half as `venued` itself would load it: no environment, no --data-dir.
     let config = match config::load_str(&venued_toml, origin, &BTreeMap::new(), None) {
@@ -184,6 +216,36 @@ pub fn check(text: &str, origin: &str) -> Result<Provisioning, ConfigErrors> {
         }),
         _ => Err(fail(problems)),
     }
+}
+
+/// Points the daemon's MQTT TLS listener at the certificate the image installs, and opens it on
+/// [`DEFAULT_TLS_LISTEN`] unless the file chose a listener. Files of the daemon's own are refused:
+/// a path on a laptop means nothing on the box.
+fn install_tls(table: &mut toml::Table, problems: &mut Vec<ConfigProblem>) {
+    let mqtt = table
+        .entry("mqtt")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(mqtt) = mqtt.as_table_mut() else {
+        return; // not a table: the daemon's loader names it below
+    };
+    for key in ["tls_cert", "tls_key"] {
+        if mqtt
+            .get(key)
+            .and_then(toml::Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+        {
+            invalid(
+                problems,
+                &format!("mqtt.{key}"),
+                "the certificate is given in [appliance.tls]; remove mqtt.tls_cert and                  mqtt.tls_key, the box installs it and names it there"
+                    .into(),
+            );
+        }
+    }
+    mqtt.insert("tls_cert".into(), format!("{INSTALLED_DIR}/tls.crt").into());
+    mqtt.insert("tls_key".into(), format!("{INSTALLED_DIR}/tls.key").into());
+    mqtt.entry("listen_tls")
+        .or_insert_with(|| DEFAULT_TLS_LISTEN.into());
 }
 
 fn invalid(problems: &mut Vec<ConfigProblem>, key: &str, reason: String) {
@@ -224,6 +286,9 @@ fn validate_appliance(a: &Appliance, problems: &mut Vec<ConfigProblem>) {
                 ),
             );
         }
+    }
+    if a.tls.is_given() {
+        validate_tls(&a.tls, problems);
     }
     if !(30..=3600).contains(&a.update_trial_secs) {
         invalid(
@@ -268,6 +333,47 @@ fn validate_appliance(a: &Appliance, problems: &mut Vec<ConfigProblem>) {
                 format!("`{dns}` is not an IP address"),
             );
         }
+    }
+}
+
+fn validate_tls(tls: &Tls, problems: &mut Vec<ConfigProblem>) {
+    use crate::mqtt::front::{PemProblem, tls_server_config};
+    let missing = |what: &str| {
+        format!(
+            "{what} is missing: paste the whole PEM text, `-----BEGIN …-----` to `-----END …-----`,              between triple quotes (\"\"\"…\"\"\")"
+        )
+    };
+    if tls.certificate.is_empty() {
+        return invalid(
+            problems,
+            "appliance.tls.certificate",
+            missing("the certificate"),
+        );
+    }
+    if tls.private_key.is_empty() {
+        return invalid(
+            problems,
+            "appliance.tls.private_key",
+            missing("its private key"),
+        );
+    }
+    match tls_server_config(tls.certificate.as_bytes(), tls.private_key.as_bytes()) {
+        Ok(_) => {}
+        Err(PemProblem::Certificate(reason)) => invalid(
+            problems,
+            "appliance.tls.certificate",
+            format!("is not a PEM certificate chain ({reason}); give the full chain, leaf first"),
+        ),
+        Err(PemProblem::Key(reason)) => invalid(
+            problems,
+            "appliance.tls.private_key",
+            format!("holds no unencrypted PKCS#8, RSA or SEC1 private key in PEM ({reason})"),
+        ),
+        Err(PemProblem::Identity(reason)) => invalid(
+            problems,
+            "appliance.tls",
+            format!("the certificate and key do not make a usable TLS identity: {reason}"),
+        ),
     }
 }
 
@@ -333,7 +439,8 @@ impl Provisioning {
 
     /// Writes what the first-boot service installs into `dir` (created if missing):
     /// `venued.toml` (with `mdns.hostname` set to the host name unless given), `hostname`,
-    /// `authorized_keys` (only when keys were given), `network` (a systemd-networkd unit),
+    /// `authorized_keys` (only when keys were given), `tls.crt` and `tls.key` (only with
+    /// `[appliance.tls]`), `network` (a systemd-networkd unit),
     /// `update-trial-secs` and `summary.txt` (what was applied, without secrets, for the boot
     /// partition).
     pub fn write_into(&self, dir: &Path) -> std::io::Result<()> {
@@ -370,6 +477,17 @@ impl Provisioning {
                 "authorized_keys",
                 &self.appliance.ssh_authorized_keys.join("\n"),
             )?;
+        }
+        let tls = &self.appliance.tls;
+        for (name, text) in [("tls.crt", &tls.certificate), ("tls.key", &tls.private_key)] {
+            if tls.is_given() {
+                secret(name, text)?;
+            } else {
+                match std::fs::remove_file(dir.join(name)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
         }
         std::fs::write(dir.join("network"), self.network_unit())?;
         std::fs::write(
@@ -409,7 +527,7 @@ impl Provisioning {
         };
         format!(
             "event: {}\nhostname: {}\nnetwork: {network}\nrelay: {}\nreplica: {}\nssh keys: {}\n\
-             devices: {}\nadmin token: {}\n",
+             devices: {}\nadmin token: {}\nmqtt over tls: {}\n",
             c.event.id,
             self.hostname(),
             if c.sync.relay_url.is_empty() {
@@ -429,6 +547,10 @@ impl Provisioning {
                 "generated on the box"
             } else {
                 "provisioned"
+            },
+            match c.mqtt_listeners.tls {
+                Some(addr) => format!("on, port {}", addr.port()),
+                None => "off".into(),
             },
         )
     }
@@ -530,6 +652,87 @@ token = "vrt_secret"
         let network = std::fs::read_to_string(dir.path().join("network")).expect("network");
         assert!(network.contains("DHCP=yes"));
         assert_eq!(p.hostname(), "venue-edge");
+    }
+
+    /// A self-signed certificate for `hall-a.local` and its key, in PEM.
+    fn certificate() -> (String, String) {
+        let made = rcgen::generate_simple_self_signed(vec!["hall-a.local".into()]).expect("cert");
+        (made.cert.pem(), made.key_pair.serialize_pem())
+    }
+
+    fn with_tls(certificate: &str, private_key: &str, rest: &str) -> String {
+        format!(
+            "[appliance.tls]\ncertificate = \"\"\"\n{certificate}\"\"\"\n\
+             private_key = \"\"\"\n{private_key}\"\"\"\n{rest}"
+        )
+    }
+
+    #[test]
+    fn a_certificate_is_installed_and_opens_mqtt_over_tls() {
+        let (cert, key) = certificate();
+        let p = check(&with_tls(&cert, &key, ""), "venue-edge.toml").expect("valid");
+        assert_eq!(
+            p.config.mqtt_listeners.tls,
+            Some(DEFAULT_TLS_LISTEN.parse().unwrap())
+        );
+        assert_eq!(p.config.mqtt.tls_cert, "/var/lib/venue-edge/tls.crt");
+        assert_eq!(p.config.mqtt.tls_key, "/var/lib/venue-edge/tls.key");
+        let dir = tempfile::tempdir().expect("tempdir");
+        p.write_into(dir.path()).expect("writes");
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).expect(f);
+        assert_eq!(read("tls.crt"), cert);
+        assert_eq!(read("tls.key"), key);
+        assert!(read("summary.txt").contains("mqtt over tls: on, port 8883"));
+        assert!(!read("summary.txt").contains("PRIVATE KEY"));
+        // The listener the file chose is kept; a later file without a certificate removes it.
+        let p = check(
+            &with_tls(&cert, &key, "[mqtt]\nlisten_tls = \"0.0.0.0:9883\"\n"),
+            "venue-edge.toml",
+        )
+        .expect("valid");
+        assert_eq!(p.config.mqtt_listeners.tls.map(|a| a.port()), Some(9883));
+        check("", "venue-edge.toml")
+            .expect("valid")
+            .write_into(dir.path())
+            .expect("writes");
+        assert!(!dir.path().join("tls.crt").exists() && !dir.path().join("tls.key").exists());
+    }
+
+    #[test]
+    fn a_bad_certificate_or_key_is_named() {
+        let (cert, key) = certificate();
+        let (_, other_key) = certificate();
+        let problem = |text: &str| {
+            check(text, "venue-edge.toml")
+                .expect_err("invalid")
+                .to_string()
+        };
+        let cases = [
+            (
+                with_tls(&cert, &other_key, ""),
+                "`appliance.tls`: the certificate and key do not make a usable TLS identity",
+            ),
+            (
+                with_tls("hello", &key, ""),
+                "`appliance.tls.certificate`: is not a PEM certificate chain",
+            ),
+            (
+                with_tls(&cert, &cert, ""),
+                "`appliance.tls.private_key`: holds no unencrypted",
+            ),
+            (
+                "[appliance.tls]\nprivate_key = \"x\"\n".to_string(),
+                "`appliance.tls.certificate`: the certificate is missing",
+            ),
+            (
+                with_tls(&cert, &key, "[mqtt]\ntls_cert = \"/home/it/cert.pem\"\n"),
+                "`mqtt.tls_cert`: the certificate is given in [appliance.tls]",
+            ),
+        ];
+        for (text, expected) in cases {
+            let problem = problem(&text);
+            assert!(problem.contains(expected), "{expected} not in:\n{problem}");
+        }
     }
 
     #[test]

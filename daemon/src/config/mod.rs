@@ -103,7 +103,50 @@ pub struct Config {
 /// Keys whose values `check-config` never prints.
 const SECRET_KEYS: &[&str] = &["sync.token", "peers.key", "replica.secret_access_key"];
 
+/// A port `venued` serves to the network with its configuration (what a firewall must open).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedPort {
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// The port number.
+    pub port: u16,
+    /// What answers there, e.g. `http` or `mqtt-tls`.
+    pub what: &'static str,
+}
+
 impl Config {
+    /// The ports `venued` serves to other hosts with this configuration, in a fixed order:
+    /// HTTP (the pages, the APIs, the WebSocket and the peer sync), each MQTT listener that is
+    /// on, and mDNS. A listener bound to a loopback address serves no other host and is left out.
+    pub fn served_ports(&self) -> Vec<ServedPort> {
+        let tcp = |addr: Option<SocketAddr>, what| {
+            addr.filter(|a| !a.ip().is_loopback()).map(|a| ServedPort {
+                protocol: "tcp",
+                port: a.port(),
+                what,
+            })
+        };
+        let m = &self.mqtt_listeners;
+        let mut ports: Vec<ServedPort> = [
+            tcp(Some(self.http_listen), "http"),
+            tcp(m.tcp, "mqtt"),
+            tcp(m.v5, "mqtt-v5"),
+            tcp(m.ws, "mqtt-ws"),
+            tcp(m.tls, "mqtt-tls"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if self.mdns.enabled {
+            ports.push(ServedPort {
+                protocol: "udp",
+                port: 5353,
+                what: "mdns",
+            });
+        }
+        ports
+    }
+
     /// Every effective setting, one `section.key = value` line each (TOML values), in section
     /// order: what `venued check-config` prints. Secrets show as `"<redacted>"` when set.
     pub fn effective(&self) -> String {
@@ -593,6 +636,40 @@ pub fn is_valid_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ports_of(text: &str) -> Vec<(&'static str, u16, &'static str)> {
+        load_str(text, "test", &BTreeMap::new(), None)
+            .expect("valid")
+            .served_ports()
+            .into_iter()
+            .map(|p| (p.protocol, p.port, p.what))
+            .collect()
+    }
+
+    #[test]
+    fn the_served_ports_follow_the_configuration() {
+        assert_eq!(
+            ports_of(""),
+            [
+                ("tcp", 8080, "http"),
+                ("tcp", 1883, "mqtt"),
+                ("tcp", 8083, "mqtt-ws"),
+                ("udp", 5353, "mdns"),
+            ]
+        );
+        assert_eq!(
+            ports_of(
+                "[http]\nlisten = \"0.0.0.0:80\"\n[mqtt]\nlisten = \"127.0.0.1:1883\"\n\
+                 listen_v5 = \"0.0.0.0:1884\"\nlisten_ws = \"\"\n[mdns]\nenabled = false\n"
+            ),
+            [("tcp", 80, "http"), ("tcp", 1884, "mqtt-v5")],
+            "a moved port, a loopback listener, one on, one off, mDNS off"
+        );
+        assert_eq!(
+            ports_of("[mqtt]\nenabled = false\n"),
+            [("tcp", 8080, "http"), ("udp", 5353, "mdns")]
+        );
+    }
 
     /// The all-comments `/etc/venued/venued.toml` the Debian package installs is the reference
     /// in docs/operations.md, line for line, and uncommented it is a valid configuration: a key

@@ -770,44 +770,63 @@ pub enum TlsError {
 
 /// A TLS acceptor for the PEM certificate chain and key at these paths.
 pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, TlsError> {
-    use tokio_rustls::rustls;
-    let open = |path: &str| {
-        std::fs::File::open(path)
-            .map(std::io::BufReader::new)
-            .map_err(|source| TlsError::Unreadable {
-                path: path.into(),
-                source,
-            })
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|source| TlsError::Unreadable {
+            path: path.into(),
+            source,
+        })
     };
-    let bad_cert = |reason: String| TlsError::BadCertificate {
-        path: cert.into(),
-        reason,
-    };
-    let certs = rustls_pemfile::certs(&mut open(cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad_cert(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(bad_cert("no certificate in it".into()));
-    }
-    let bad_key = |reason: String| TlsError::BadKey {
-        path: key.into(),
-        reason,
-    };
-    let key_der = rustls_pemfile::private_key(&mut open(key)?)
-        .map_err(|e| bad_key(e.to_string()))?
-        .ok_or_else(|| bad_key("no key in it".into()))?;
-    let identity = |reason: String| TlsError::Identity {
-        cert: cert.into(),
-        key: key.into(),
-        reason,
-    };
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| identity(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key_der)
-    .map_err(|e| identity(e.to_string()))?;
+    let config = tls_server_config(&read(cert)?, &read(key)?).map_err(|e| match e {
+        PemProblem::Certificate(reason) => TlsError::BadCertificate {
+            path: cert.into(),
+            reason,
+        },
+        PemProblem::Key(reason) => TlsError::BadKey {
+            path: key.into(),
+            reason,
+        },
+        PemProblem::Identity(reason) => TlsError::Identity {
+            cert: cert.into(),
+            key: key.into(),
+            reason,
+        },
+    })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// What is wrong with a PEM certificate chain and key, as [`tls_server_config`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PemProblem {
+    /// The chain is not PEM certificates, or holds none.
+    Certificate(String),
+    /// No PKCS#8, RSA or SEC1 private key.
+    Key(String),
+    /// They do not make an identity (the key is not the certificate's, or an unsupported
+    /// algorithm).
+    Identity(String),
+}
+
+/// A TLS server configuration from a PEM certificate chain (leaf first) and its private key.
+/// `venued provision` checks a provisioning file's certificate with it, so a box is never
+/// provisioned with one its MQTT listener would refuse.
+pub fn tls_server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<tokio_rustls::rustls::ServerConfig, PemProblem> {
+    use tokio_rustls::rustls;
+    let certs = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PemProblem::Certificate(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(PemProblem::Certificate("no certificate in it".into()));
+    }
+    let key_der = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| PemProblem::Key(e.to_string()))?
+        .ok_or_else(|| PemProblem::Key("no key in it".into()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PemProblem::Identity(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| PemProblem::Identity(e.to_string()))
 }

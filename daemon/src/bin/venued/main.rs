@@ -83,6 +83,10 @@ enum Command {
         #[arg(long)]
         from: Option<String>,
     },
+    /// Print the ports venued serves to other hosts with this configuration, one per line as
+    /// `tcp 8080 http` (listeners on loopback are left out): what a firewall must open. The
+    /// appliance image derives its nftables rules from it at every boot.
+    Ports,
     /// Check an appliance provisioning file (`venue-edge.toml`: a venued.toml with an
     /// `[appliance]` table) and, with `--into`, write the files the image's first-boot service
     /// installs. Every problem is printed; exit 78 if there is any.
@@ -163,6 +167,10 @@ fn main() -> ExitCode {
             ttl,
             role,
         }) => return mint_token(&config, &attendee, ttl, role),
+        Some(Command::Ports) => {
+            print_ports(&config);
+            return ExitCode::SUCCESS;
+        }
         Some(Command::Provision { .. }) => return ExitCode::SUCCESS,
         Some(Command::Restore {
             to,
@@ -356,6 +364,13 @@ fn raise_open_file_limit() {
         },
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+#[allow(clippy::print_stdout)] // `venued ports` is read by the image's provisioning script.
+fn print_ports(config: &Config) {
+    for p in config.served_ports() {
+        println!("{} {} {}", p.protocol, p.port, p.what);
     }
 }
 
