@@ -45,6 +45,50 @@ pub struct Appliance {
     pub update_trial_secs: u64,
     /// The box's TLS certificate, for MQTT over TLS.
     pub tls: Tls,
+    /// A Wi-Fi network to join, besides the wired network.
+    pub wifi: Wifi,
+}
+
+/// `[appliance.wifi]`: a WPA2/WPA3-Personal (or open) network the box joins with `iwd`, with
+/// DHCP. The wired settings of `[appliance.network]` stay on the wired interface.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Wifi {
+    /// The network's name (1-32 bytes).
+    pub ssid: String,
+    /// Its passphrase (8-63 printable ASCII characters); empty for an open network.
+    pub passphrase: String,
+}
+
+impl Wifi {
+    /// The file `iwd` keeps the network in (`iwd.network(5)`): the SSID itself when it is made
+    /// of letters, digits, space, `-` and `_`, else `=` and its bytes in hex; `.psk` or `.open`.
+    pub fn iwd_file_name(&self) -> String {
+        let plain = self
+            .ssid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " -_".contains(c));
+        let name = match plain {
+            true => self.ssid.clone(),
+            false => format!("={}", hex::encode(self.ssid.as_bytes())),
+        };
+        let kind = if self.passphrase.is_empty() {
+            "open"
+        } else {
+            "psk"
+        };
+        format!("{name}.{kind}")
+    }
+
+    /// The network's settings for `iwd`.
+    fn iwd_settings(&self) -> String {
+        let mut text =
+            String::from("# Written by `venued provision`.\n[Settings]\nAutoConnect=true\n");
+        if !self.passphrase.is_empty() {
+            let _ = write!(text, "\n[Security]\nPassphrase={}\n", self.passphrase);
+        }
+        text
+    }
 }
 
 /// `[appliance.tls]`: a certificate for the box's name, in PEM, pasted into the file. It is
@@ -77,6 +121,7 @@ impl Default for Appliance {
             devices: Vec::new(),
             update_trial_secs: DEFAULT_UPDATE_TRIAL_SECS,
             tls: Tls::default(),
+            wifi: Wifi::default(),
         }
     }
 }
@@ -290,6 +335,7 @@ fn validate_appliance(a: &Appliance, problems: &mut Vec<ConfigProblem>) {
     if a.tls.is_given() {
         validate_tls(&a.tls, problems);
     }
+    validate_wifi(&a.wifi, problems);
     if !(30..=3600).contains(&a.update_trial_secs) {
         invalid(
             problems,
@@ -333,6 +379,46 @@ fn validate_appliance(a: &Appliance, problems: &mut Vec<ConfigProblem>) {
                 format!("`{dns}` is not an IP address"),
             );
         }
+    }
+}
+
+fn validate_wifi(wifi: &Wifi, problems: &mut Vec<ConfigProblem>) {
+    if wifi.ssid.is_empty() {
+        if !wifi.passphrase.is_empty() {
+            invalid(
+                problems,
+                "appliance.wifi.ssid",
+                "a passphrase was given without the network's name (`ssid`)".into(),
+            );
+        }
+        return;
+    }
+    if wifi.ssid.len() > 32 || wifi.ssid.chars().any(char::is_control) {
+        invalid(
+            problems,
+            "appliance.wifi.ssid",
+            format!(
+                "`{}` is not a network name: at most 32 bytes, without control characters",
+                wifi.ssid.escape_debug()
+            ),
+        );
+    }
+    let p = &wifi.passphrase;
+    // WPA's passphrase is 8-63 printable ASCII characters. Spaces at either end are refused:
+    // they are easily pasted by mistake, and iwd's settings file would not keep them.
+    if !p.is_empty()
+        && (!(8..=63).contains(&p.len())
+            || !p.bytes().all(|b| (0x20..0x7f).contains(&b))
+            || p.starts_with(' ')
+            || p.ends_with(' '))
+    {
+        invalid(
+            problems,
+            "appliance.wifi.passphrase",
+            "must be 8-63 printable ASCII characters, without spaces at either end (WPA2/WPA3 \
+             Personal); leave it out for an open network"
+                .into(),
+        );
     }
 }
 
@@ -440,7 +526,8 @@ impl Provisioning {
     /// Writes what the first-boot service installs into `dir` (created if missing):
     /// `venued.toml` (with `mdns.hostname` set to the host name unless given), `hostname`,
     /// `authorized_keys` (only when keys were given), `tls.crt` and `tls.key` (only with
-    /// `[appliance.tls]`), `network` (a systemd-networkd unit),
+    /// `[appliance.tls]`), `wifi/` (with `[appliance.wifi]`: the network's `iwd` file and
+    /// `wifi/network`, a systemd-networkd unit for it), `network` (a systemd-networkd unit),
     /// `update-trial-secs` and `summary.txt` (what was applied, without secrets, for the boot
     /// partition).
     pub fn write_into(&self, dir: &Path) -> std::io::Result<()> {
@@ -490,6 +577,25 @@ impl Provisioning {
             }
         }
         std::fs::write(dir.join("network"), self.network_unit())?;
+        // Wi-Fi: the network for iwd (its passphrase, so not world-readable) and a
+        // systemd-networkd unit for the wireless interface; both gone without `[appliance.wifi]`.
+        let wifi = dir.join("wifi");
+        match std::fs::remove_dir_all(&wifi) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let w = &self.appliance.wifi;
+        if !w.ssid.is_empty() {
+            std::fs::create_dir_all(&wifi)?;
+            let path = wifi.join(w.iwd_file_name());
+            std::fs::write(&path, w.iwd_settings())?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::write(
+                dir.join("wifi").join("network"),
+                "# Written by `venued provision`.\n[Match]\nType=wlan\n\n[Network]\nDHCP=yes\n\
+                 MulticastDNS=no\nLLMNR=no\n",
+            )?;
+        }
         std::fs::write(
             dir.join("update-trial-secs"),
             format!("{}\n", self.appliance.update_trial_secs),
@@ -526,10 +632,14 @@ impl Provisioning {
             a => format!("static {a}"),
         };
         format!(
-            "event: {}\nhostname: {}\nnetwork: {network}\nrelay: {}\nreplica: {}\nssh keys: {}\n\
+            "event: {}\nhostname: {}\nnetwork: {network}\nwifi: {}\nrelay: {}\nreplica: {}\nssh keys: {}\n\
              devices: {}\nadmin token: {}\nmqtt over tls: {}\n",
             c.event.id,
             self.hostname(),
+            match &self.appliance.wifi {
+                w if w.ssid.is_empty() => "off".to_string(),
+                w => format!("{} (DHCP)", w.ssid),
+            },
             if c.sync.relay_url.is_empty() {
                 "off"
             } else {
@@ -699,6 +809,71 @@ token = "vrt_secret"
     }
 
     #[test]
+    fn wifi_becomes_an_iwd_network_and_a_dhcp_unit() {
+        let text =
+            "[appliance.wifi]\nssid = \"Venue Staff\"\npassphrase = \"correct horse battery\"\n";
+        let p = check(text, "venue-edge.toml").expect("valid");
+        let dir = tempfile::tempdir().expect("tempdir");
+        p.write_into(dir.path()).expect("writes");
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).expect(f);
+        let psk = read("wifi/Venue Staff.psk");
+        assert!(
+            psk.contains("[Security]\nPassphrase=correct horse battery\n"),
+            "{psk}"
+        );
+        assert!(read("wifi/network").contains("[Match]\nType=wlan\n"));
+        assert!(read("summary.txt").contains("wifi: Venue Staff (DHCP)"));
+        assert!(
+            !read("summary.txt").contains("horse"),
+            "no passphrase in the summary"
+        );
+        // Names iwd cannot use as they are, and open networks.
+        let odd = Wifi {
+            ssid: "Café/1".into(),
+            passphrase: String::new(),
+        };
+        assert_eq!(odd.iwd_file_name(), "=436166c3a92f31.open");
+        // A later file without Wi-Fi removes it.
+        check("", "venue-edge.toml")
+            .expect("valid")
+            .write_into(dir.path())
+            .expect("writes");
+        assert!(!dir.path().join("wifi").exists());
+    }
+
+    #[test]
+    fn bad_wifi_settings_are_named() {
+        for (wifi, key) in [
+            ("passphrase = \"12345678\"", "appliance.wifi.ssid"),
+            (
+                &format!("ssid = \"{}\"", "x".repeat(33)),
+                "appliance.wifi.ssid",
+            ),
+            (
+                "ssid = \"a\"\npassphrase = \"short\"",
+                "appliance.wifi.passphrase",
+            ),
+            (
+                "ssid = \"a\"\npassphrase = \" leading space\"",
+                "appliance.wifi.passphrase",
+            ),
+            (
+                "ssid = \"a\"\npassphrase = \"naïve passphrase\"",
+                "appliance.wifi.passphrase",
+            ),
+        ] {
+            let text = format!("[appliance.wifi]\n{wifi}\n");
+            let problem = check(&text, "venue-edge.toml")
+                .expect_err(&text)
+                .to_string();
+            assert!(
+                problem.contains(&format!("`{key}`")),
+                "{key} not in:\n{problem}"
+            );
+        }
+    }
+
+    #[test]
     fn a_bad_certificate_or_key_is_named() {
         let (cert, key) = certificate();
         let (_, other_key) = certificate();
@@ -771,9 +946,9 @@ listen = "nowhere"
 
     #[test]
     fn unknown_keys_and_bad_toml_are_named() {
-        let errors = check("[appliance]\nwifi = 1\n", "f").expect_err("unknown");
+        let errors = check("[appliance]\nwlan = 1\n", "f").expect_err("unknown");
         assert!(
-            errors.to_string().contains("unknown field `wifi`"),
+            errors.to_string().contains("unknown field `wlan`"),
             "{errors}"
         );
         let errors = check("[event\nid=", "f").expect_err("syntax");
