@@ -6,6 +6,7 @@
 //! The image passes them as environment variables (its `venued.service` drop-in reads the file
 //! `venue-provision.service` writes at every boot) rather than `venued` reading `/proc/cmdline`:
 //! the hardened unit's `ProcSubset=pid` hides it, and a plain Debian install has none of them.
+//! The binary reads the environment and hands the variables in ([`SystemInfo::from_vars`]).
 
 use std::io::Read;
 use std::path::Path;
@@ -36,21 +37,17 @@ pub struct SystemInfo {
 }
 
 impl SystemInfo {
-    /// Reads the image's variables from the environment. A value that is not what the image
-    /// writes (too long, or not printable) is left out with a warning rather than shown.
-    pub fn from_env() -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    /// From the image's variables, as `var` gives them (the binary passes the environment's). A
+    /// value that is not what the image writes (too long, or not printable) is left out with a
+    /// warning rather than shown.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| var(name).filter(|v| !v.is_empty());
         Self {
             image_version: var(IMAGE_VERSION_ENV).and_then(|v| checked(IMAGE_VERSION_ENV, v)),
             slot: var(SLOT_ENV).and_then(|v| checked(SLOT_ENV, v)),
             provisioning_error: var(PROVISIONING_ERROR_ENV)
                 .and_then(|path| read_error(Path::new(&path))),
         }
-    }
-
-    /// Whether anything is known (false on a plain install).
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
     }
 }
 

@@ -88,10 +88,14 @@ struct BlePlan {
 impl Daemon {
     /// Opens the store, performs first-start setup, seeds demo data if asked, and binds the HTTP
     /// listener.
-    pub async fn start(config: Config, demo: bool) -> Result<Daemon, StartError> {
+    pub async fn start(
+        config: Config,
+        demo: bool,
+        system: crate::appliance::SystemInfo,
+    ) -> Result<Daemon, StartError> {
         let started = Instant::now();
         let metrics = Metrics::new();
-        let system = Arc::new(crate::appliance::SystemInfo::from_env());
+        let system = Arc::new(system);
         if let Some(error) = &system.provisioning_error {
             tracing::warn!(%error, "running on the configuration applied before: the newer provisioning file was not applied");
         }

@@ -288,7 +288,10 @@ fn mint_token(config: &Config, attendee: &str, ttl: u64, roles: Vec<String>) -> 
 
 async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
-    let daemon = Daemon::start(config, demo).await?;
+    // What the appliance image says about this system (its release, the slot, a refused
+    // provisioning file): variables its unit sets, read here like every other environment.
+    let system = venued::appliance::SystemInfo::from_vars(|name| std::env::var(name).ok());
+    let daemon = Daemon::start(config, demo, system).await?;
     let addr = daemon.local_addr();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
