@@ -102,6 +102,33 @@ fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A self-signed certificate for the box (its name, and the loopback address its forwarded ports
+/// are reached on here): the PEM certificate's path, and the `[appliance.tls]` table with it.
+fn tls_certificate(dir: &Path) -> (PathBuf, String) {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=hall-a.local"])
+        .args(["-addext", "subjectAltName=DNS:hall-a.local,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    let table = format!(
+        "[appliance.tls]\ncertificate = \"\"\"\n{}\"\"\"\nprivate_key = \"\"\"\n{}\"\"\"\n",
+        std::fs::read_to_string(&cert).unwrap(),
+        std::fs::read_to_string(&key).unwrap()
+    );
+    (cert, table)
+}
+
 /// A new SSH key pair: the private key's path and the public key's line.
 fn ssh_key(dir: &Path) -> (PathBuf, String) {
     let key = dir.join("id_ed25519");
@@ -124,6 +151,7 @@ struct Vm {
     child: std::process::Child,
     http: u16,
     mqtt: u16,
+    mqtt_tls: u16,
     ssh: u16,
     monitor: PathBuf,
     serial: PathBuf,
@@ -141,7 +169,7 @@ impl Vm {
         if !vars.exists() {
             std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
         }
-        let (http, mqtt, ssh) = (free_port(), free_port(), free_port());
+        let (http, mqtt, mqtt_tls, ssh) = (free_port(), free_port(), free_port(), free_port());
         let monitor = dir.join(format!("{name}.monitor"));
         let serial = dir.join(format!("{name}.serial"));
         let child = Command::new("qemu-system-x86_64")
@@ -159,7 +187,8 @@ impl Vm {
             .arg("-netdev")
             .arg(format!(
                 "user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:{http}-:8080,\
-                 hostfwd=tcp:127.0.0.1:{mqtt}-:1883,hostfwd=tcp:127.0.0.1:{ssh}-:22"
+                 hostfwd=tcp:127.0.0.1:{mqtt}-:1883,hostfwd=tcp:127.0.0.1:{mqtt_tls}-:8883,\
+                 hostfwd=tcp:127.0.0.1:{ssh}-:22"
             ))
             .args(stick.map_or_else(Vec::new, |s| {
                 vec![
@@ -180,6 +209,7 @@ impl Vm {
             child,
             http,
             mqtt,
+            mqtt_tls,
             ssh,
             monitor,
             serial,
@@ -357,6 +387,15 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
         status["sync"]["agent"]["relay"], "http://relay.invalid:9000",
         "{status}"
     );
+    // What the image tells venued: the slot booted and its release, and no refused file.
+    assert_eq!(status["system"]["slot"], "A", "{status}");
+    assert!(
+        status["system"]["image_version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
+        "{status}"
+    );
+    assert!(status["system"]["provisioning_error"].is_null(), "{status}");
     let mqtt_addr = SocketAddr::from(([127, 0, 0, 1], vm.mqtt));
     let kiosk = mqtt::connect(mqtt_addr, Options::device("kiosk-1", KIOSK_PASSWORD))
         .await
@@ -425,12 +464,19 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
     // 3. Re-provisioning with an SSH key: the data is intact, /var has the whole disk, and the
     // service's exposure inside the guest is what the unit promises.
     let (key, public) = ssh_key(dir.path());
+    let (cert, tls) = tls_certificate(dir.path());
     fat_write(
         &disk,
         "venue-edge.toml",
-        &provisioning(
-            "conf-2026",
-            &format!("ssh_authorized_keys = [\"{}\"]", public.trim()),
+        &format!(
+            // MQTT over WebSocket off and a certificate given (MQTT over TLS on): the firewall
+            // follows the configuration. And a Wi-Fi network (QEMU has no radio to join it).
+            "{}[mqtt]\nlisten_ws = \"\"\n{tls}\
+             [appliance.wifi]\nssid = \"Venue Staff\"\npassphrase = \"correct horse battery\"\n",
+            provisioning(
+                "conf-2026",
+                &format!("ssh_authorized_keys = [\"{}\"]", public.trim()),
+            )
         ),
     );
     let mut vm = Vm::boot(&disk, "ssh");
@@ -442,6 +488,29 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
             .unwrap_or_else(|e| panic!("{id} does not log in after re-provisioning: {e}"));
         kiosk.client.disconnect().await.unwrap();
     }
+    // MQTT over TLS with the provisioned certificate, verified against it.
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &vm.mqtt_tls.to_string(),
+            "--cafile",
+        ])
+        .arg(&cert)
+        .args(["-i", "kiosk-1", "-u", "kiosk-1", "-P", KIOSK_PASSWORD])
+        .args(["-t", "venue/conf-2026/kiosk/kiosk-1/#", "-W", "2"])
+        .output()
+        .unwrap();
+    // Nothing arrives on the kiosk's own topics in 2 s: mosquitto_sub's timeout (exit 27) after
+    // a verified handshake and an accepted login; a refused certificate or login exits at once
+    // with another code.
+    assert_eq!(
+        out.status.code(),
+        Some(27),
+        "MQTT over TLS with the provisioned certificate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let security = loop {
         let out = ssh(
@@ -486,16 +555,67 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
         "failed units"
     );
     let firewall = ssh(&key, vm.ssh, "nft list table inet venue_edge");
+    let rules = String::from_utf8_lossy(&firewall.stdout);
     assert!(
-        String::from_utf8_lossy(&firewall.stdout).contains("policy drop"),
+        rules.contains("policy drop"),
         "no firewall: {}",
         String::from_utf8_lossy(&firewall.stderr)
+    );
+    assert!(
+        rules.contains("tcp dport 8080 accept comment \"venued http\"")
+            && rules.contains("tcp dport 1883 accept comment \"venued mqtt\"")
+            && rules.contains("tcp dport 8883 accept comment \"venued mqtt-tls\"")
+            && !rules.contains("8083"),
+        "the firewall does not follow the configuration:\n{rules}"
+    );
+    // Wi-Fi: the network is iwd's (its passphrase readable by root only), iwd runs, and
+    // networkd has the unit for the wireless interface.
+    let wifi = ssh(
+        &key,
+        vm.ssh,
+        "stat -c '%a' '/var/lib/iwd/Venue Staff.psk' && systemctl is-active iwd && \
+         cat /run/systemd/network/11-venue-edge-wifi.network",
+    );
+    let wifi = String::from_utf8_lossy(&wifi.stdout);
+    assert!(
+        wifi.starts_with("600\nactive\n") && wifi.contains("Type=wlan"),
+        "the Wi-Fi network is not installed: {wifi}"
     );
     let hostname = ssh(&key, vm.ssh, "hostname");
     assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), "hall-a");
     eprintln!("venued's exposure in the image: {score}; /var {var_bytes} bytes");
-
     vm.power_off().await;
+
+    // 4. An invalid file on a provisioned box: it keeps serving as it was, and says why the
+    // file was not applied in its status (and so on the console page).
+    fat_write(
+        &disk,
+        "venue-edge.toml",
+        &provisioning("conf-2026", "").replace("conf-2026", "Conf 2026"),
+    );
+    let mut vm = Vm::boot(&disk, "refused");
+    vm.ready(&client).await;
+    let status: serde_json::Value = client
+        .get(vm.url("/api/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["event_id"], "conf-2026", "{status}");
+    let refused = status["system"]["provisioning_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        refused.contains("NOT applied") && refused.contains("`event.id`"),
+        "{status}"
+    );
+    vm.power_off().await;
+    assert!(
+        fat_read(&disk, "venue-edge-ERROR.txt").is_some(),
+        "the error is written back"
+    );
 }
 
 #[tokio::test]
@@ -547,6 +667,22 @@ async fn an_update_is_tried_once_and_a_failed_one_rolls_back_by_itself() {
     let mut vm = reboot_into(vm, &key, "B").await;
     vm.ready(&client).await;
     assert_eq!(release(&key, vm.ssh), "2");
+    let status: serde_json::Value = client
+        .get(vm.url("/api/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &status["system"]["slot"],
+            &status["system"]["image_version"]
+        ),
+        (&serde_json::json!("B"), &serde_json::json!("2")),
+        "venued reports the slot and release it runs: {status}"
+    );
     let kiosk = mqtt::connect(
         SocketAddr::from(([127, 0, 0, 1], vm.mqtt)),
         Options::device("kiosk-2", &password),
@@ -777,4 +913,98 @@ fn update_stick(dir: &Path) -> PathBuf {
         std::fs::remove_file(bundle).unwrap();
     }
     stick
+}
+
+/// What the box writes to its disk: an SD card dies of writes, so BENCHMARKS.md ("Disk wear")
+/// records the bytes a check-in costs and those of an idle hour, from the guest kernel's own
+/// count of sectors written to the whole disk (`/sys/block/vda/stat`: SQLite, the ext4
+/// journal, journald, the boot partition). A measurement, not a test: it asserts only that it
+/// ran. `VENUE_WEAR_CHECKINS` (default 1,000) and `VENUE_WEAR_IDLE_SECS` (default 900; the
+/// hourly figure is scaled from it) set its length.
+#[tokio::test]
+#[ignore = "measures the image's disk writes under QEMU (about 20 minutes): run by hand, BENCHMARKS.md"]
+async fn wear_bench() {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (checkins, idle_secs) = (
+        env("VENUE_WEAR_CHECKINS", 1000),
+        env("VENUE_WEAR_IDLE_SECS", 900),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let disk = fresh_disk(dir.path());
+    let client = http_client();
+    let (key, public) = ssh_key(dir.path());
+    fat_write(
+        &disk,
+        "venue-edge.toml",
+        &provisioning(
+            "conf-2026",
+            &format!("ssh_authorized_keys = [\"{}\"]", public.trim()),
+        ),
+    );
+    let mut vm = Vm::boot(&disk, "wear");
+    vm.ready(&client).await;
+    let mut csv = String::from("id,name,ticket_code\n");
+    for i in 0..checkins {
+        csv.push_str(&format!("a{i},Attendee {i},T{i}\n"));
+    }
+    let imported = client
+        .post(vm.url("/api/v1/admin/attendees/import"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert!(imported.status().is_success(), "{}", imported.status());
+    // First boot's own writes (growing /var, keys, the journal's first flush) settle first.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let written = || {
+        let (ok, out) = sh2(&key, vm.ssh, "sync && cat /sys/block/vda/stat");
+        assert!(ok, "{out}");
+        // Field 7: sectors written, of 512 bytes whatever the device's sector size.
+        out.split_whitespace()
+            .nth(6)
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(|sectors| sectors * 512)
+            .unwrap_or_else(|| panic!("no write count in {out}"))
+    };
+    let before = written();
+    let started = Instant::now();
+    for i in 0..checkins {
+        let r = client
+            .post(vm.url("/api/v1/checkins"))
+            .basic_auth("kiosk-1", Some(KIOSK_PASSWORD))
+            .header("idempotency-key", format!("wear-{i}"))
+            .json(&serde_json::json!({"ticket_code": format!("T{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "check-in {i}");
+    }
+    let took = started.elapsed();
+    let after_checkins = written();
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let after_idle = written();
+    let per_checkin = (after_checkins - before) as f64 / checkins as f64;
+    let per_hour = (after_idle - after_checkins) as f64 * 3600.0 / idle_secs as f64;
+    eprintln!(
+        "wear: {checkins} check-ins in {:.1} s wrote {} bytes: {:.0} bytes ({:.1} KiB) per check-in; \
+         idle {idle_secs} s wrote {} bytes: {:.0} KiB per idle hour",
+        took.as_secs_f64(),
+        after_checkins - before,
+        per_checkin,
+        per_checkin / 1024.0,
+        after_idle - after_checkins,
+        per_hour / 1024.0
+    );
+    assert!(
+        after_checkins > before,
+        "the check-ins wrote nothing to the disk"
+    );
+    vm.power_off().await;
 }
