@@ -220,6 +220,12 @@ impl Vm {
         format!("http://127.0.0.1:{}{path}", self.http)
     }
 
+    /// `venued`'s `/api/v1/status`.
+    async fn status(&self, client: &reqwest::Client) -> serde_json::Value {
+        let response = client.get(self.url("/api/v1/status")).send().await;
+        response.unwrap().json().await.unwrap()
+    }
+
     fn serial(&self) -> String {
         std::fs::read_to_string(&self.serial).unwrap_or_default()
     }
@@ -374,14 +380,7 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
     fat_write(&disk, "venue-edge.toml", &provisioning("conf-2026", ""));
     let mut vm = Vm::boot(&disk, "provisioned");
     vm.ready(&client).await;
-    let status: serde_json::Value = client
-        .get(vm.url("/api/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = vm.status(&client).await;
     assert_eq!(status["event_id"], "conf-2026", "{status}");
     assert_eq!(
         status["sync"]["agent"]["relay"], "http://relay.invalid:9000",
@@ -595,14 +594,7 @@ async fn the_image_provisions_from_its_boot_partition_and_serves() {
     );
     let mut vm = Vm::boot(&disk, "refused");
     vm.ready(&client).await;
-    let status: serde_json::Value = client
-        .get(vm.url("/api/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = vm.status(&client).await;
     assert_eq!(status["event_id"], "conf-2026", "{status}");
     let refused = status["system"]["provisioning_error"]
         .as_str()
@@ -667,14 +659,7 @@ async fn an_update_is_tried_once_and_a_failed_one_rolls_back_by_itself() {
     let mut vm = reboot_into(vm, &key, "B").await;
     vm.ready(&client).await;
     assert_eq!(release(&key, vm.ssh), "2");
-    let status: serde_json::Value = client
-        .get(vm.url("/api/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = vm.status(&client).await;
     assert_eq!(
         (
             &status["system"]["slot"],

@@ -55,15 +55,12 @@ async fn the_slot_release_and_a_refused_provisioning_file_show_in_every_view() {
         .await
         .unwrap();
 
-    let status = hw_tests::wait_for_json(
-        &venued.url("/api/v1/status"),
-        None,
-        "the status",
-        WAIT,
-        |_| true,
-    )
-    .await
-    .unwrap();
+    let status_of = |url: String| async move {
+        hw_tests::wait_for_json(&url, None, "the status", WAIT, |_| true)
+            .await
+            .unwrap()
+    };
+    let status = status_of(venued.url("/api/v1/status")).await;
     assert_eq!(
         status["system"],
         json!({
