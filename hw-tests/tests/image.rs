@@ -958,6 +958,47 @@ async fn wear_bench() {
             .map(|sectors| sectors * 512)
             .unwrap_or_else(|| panic!("no write count in {out}"))
     };
+    // Who writes, for the breakdown: each partition's bytes, and each process's (by name; from
+    // /proc/<pid>/io, what it sent to the storage layer, so a process that exits is missed).
+    let writers = || {
+        let (ok, out) = sh2(
+            &key,
+            vm.ssh,
+            "sync; for p in /sys/block/vda/vda*/stat; do \
+             echo \"partition:$(basename $(dirname $p)) $(awk '{print $7*512}' $p)\"; done; \
+             for d in /proc/[0-9]*; do c=$(cat $d/comm 2>/dev/null) && \
+             w=$(awk '/^write_bytes/{print $2}' $d/io 2>/dev/null) && echo \"$c $w\"; done",
+        );
+        assert!(ok, "{out}");
+        let mut by_name = std::collections::BTreeMap::<String, u64>::new();
+        for line in out.lines() {
+            if let Some((name, bytes)) = line.rsplit_once(' ') {
+                *by_name.entry(name.to_string()).or_default() += bytes.parse::<u64>().unwrap_or(0);
+            }
+        }
+        by_name
+    };
+    let top = |before: &std::collections::BTreeMap<String, u64>,
+               after: &std::collections::BTreeMap<String, u64>| {
+        let mut deltas: Vec<(u64, &String)> = after
+            .iter()
+            .map(|(name, &b)| {
+                (
+                    b.saturating_sub(before.get(name).copied().unwrap_or(0)),
+                    name,
+                )
+            })
+            .filter(|(d, _)| *d > 0)
+            .collect();
+        deltas.sort_by(|a, b| b.cmp(a));
+        deltas
+            .iter()
+            .take(12)
+            .map(|(d, name)| format!("{name} {:.1} KiB", *d as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let writers_before = writers();
     let before = written();
     let started = Instant::now();
     for i in 0..checkins {
@@ -973,8 +1014,18 @@ async fn wear_bench() {
     }
     let took = started.elapsed();
     let after_checkins = written();
+    let writers_checkins = writers();
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
     let after_idle = written();
+    let writers_idle = writers();
+    eprintln!(
+        "wear: the check-ins' writers: {}",
+        top(&writers_before, &writers_checkins)
+    );
+    eprintln!(
+        "wear: the idle time's writers: {}",
+        top(&writers_checkins, &writers_idle)
+    );
     let per_checkin = (after_checkins - before) as f64 / checkins as f64;
     let per_hour = (after_idle - after_checkins) as f64 * 3600.0 / idle_secs as f64;
     eprintln!(
